@@ -1,0 +1,81 @@
+# jobrt - a job runtime for Lua on Redis.
+#   make            build ./jobrt
+#   make run        build, start a local redis-server if none answers, serve jobs/
+#   make test       build and run every test against a private redis-server
+#   make sanitize   build with ASan+UBSan and run the whole suite on that build
+#   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
+#   make deps       install the Debian packages that are missing
+#   make valgrind   a full worker run under valgrind --leak-check=full
+
+PKGS      := luajit libuv hiredis
+DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
+             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev
+CC        ?= cc
+CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN      := -Wall -Wextra -Werror -Wno-unused-function
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild
+LIBS       = $(CJSON_A) $(PKG_LIBS) -lreadline -lm -ldl -lpthread
+
+SRCS      := $(wildcard runtime/*.c)
+STDLIB    := $(shell find stdlib -name '*.lua' | sort)
+SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
+
+.PHONY: all deps test sanitize bench run clean valgrind check-deps
+
+all: jobrt
+
+check-deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "missing Debian packages:$$missing (run: make deps)"; exit 1; fi
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "all dependencies are installed"; exit 0; fi; \
+	echo "installing:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS)
+	@mkdir -p build
+	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
+
+build/%.o: runtime/%.c runtime/private.h
+	@mkdir -p build
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+build/embedded.o: build/embedded.c runtime/private.h
+	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c $< -o $@
+
+OBJS = $(patsubst runtime/%.c,build/%.o,$(SRCS)) build/embedded.o
+
+jobrt: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS)
+
+# The sanitizer build lives apart so it never mixes with normal objects.
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h
+	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
+
+test: jobrt
+	@./jobrt run tests/run.lua
+
+sanitize: jobrt-asan jobrt
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
+	 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	 JOBRT_BIN=$(CURDIR)/jobrt-asan ./jobrt-asan run tests/run.lua
+
+valgrind: jobrt
+	@./jobrt run tests/valgrind.lua
+
+bench: jobrt
+	@./jobrt run bench/run.lua
+
+run: jobrt
+	@./jobrt run tools/make_run.lua jobs/
+
+clean:
+	rm -rf build jobrt jobrt-asan

@@ -1,0 +1,95 @@
+/* private.h - declarations shared by the files of the jobrt host.
+ *
+ * The host is one process, one libuv loop and one Lua state. Every piece of Lua
+ * runs inside a coroutine that the scheduler (sched.c) owns; C primitives that
+ * wait (timers, Redis replies, terminal input) park the running coroutine and
+ * resume it from the loop when their event arrives.
+ */
+#ifndef JR_PRIVATE_H
+#define JR_PRIVATE_H
+
+#include <stddef.h>
+#include <uv.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define JR_VERSION "0.1.0"
+
+/* Error codes that reach Lua as the prefix of "CODE: message" strings. */
+#define JR_ERRNO_MAP(X)                                                   \
+  X(ECONNREFUSED, "cannot connect")                                       \
+  X(ECONN, "connection lost")                                             \
+  X(ETIMEDOUT, "deadline passed")                                         \
+  X(ECLOSED, "connection closed")                                         \
+  X(EAUTH, "authentication or database selection failed")                 \
+  X(ENOMEM, "out of memory")
+
+typedef enum {
+#define JR_ERR_ENUM(name, msg) JR_##name,
+  JR_ERRNO_MAP(JR_ERR_ENUM)
+#undef JR_ERR_ENUM
+  JR_ERR_MAX
+} jr_errno_t;
+
+const char *jr_err_name(jr_errno_t e);
+
+/* The one host per process. */
+typedef struct jr_host {
+  lua_State *L;          /* main state; never runs user code directly */
+  uv_loop_t *loop;
+  int live;              /* spawned coroutines that have not finished */
+  int exit_code;         /* process exit status */
+  int shutting_down;     /* set once live reached zero (or jobrt.exit was called) */
+  int exiting;           /* jobrt.exit called: shut down even with coroutines alive */
+  int parked;            /* set by a primitive just before it yields */
+  int main_ref;          /* registry ref of the main coroutine */
+  int log_level;         /* 0 debug, 1 info, 2 warn, 3 error */
+  int lua_closing;       /* lua_close() running: finalizers must not touch the registry */
+} jr_host;
+
+extern jr_host jr_H;
+
+/* sched.c */
+void jr_sched_init(lua_State *L, uv_loop_t *loop);
+void jr_sched_close(void);
+void jr_sched_abort(void);
+int jr_sched_spawn(lua_State *L, int nargs);      /* fn and args on top of L */
+void jr_resume(lua_State *co, int nargs);
+int jr_park(lua_State *L);                        /* return jr_park(L) from a C function */
+int jr_ref_thread(lua_State *L);                  /* ref the running thread */
+lua_State *jr_unref_thread(int ref);              /* get thread back, drop the ref */
+void jr_report_error(lua_State *co, const char *what);
+void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int jr_open_core(lua_State *L);
+
+/* timer.c */
+int jr_open_timer(lua_State *L);
+
+/* signal.c */
+int jr_open_signal(lua_State *L);
+
+/* redis.c */
+int jr_open_redis(lua_State *L);
+void jr_redis_shutdown(void);
+
+/* term.c */
+int jr_open_term(lua_State *L);
+void jr_term_shutdown(void);
+
+/* proc.c */
+int jr_open_proc(lua_State *L);
+void jr_proc_shutdown(void);
+
+/* embed.c (generated in build/) */
+typedef struct jr_embedded {
+  const char *name;
+  const unsigned char *data;
+  size_t len;
+} jr_embedded;
+extern const jr_embedded jr_embedded_modules[];
+
+/* Registers the embedded stdlib as a package searcher. */
+void jr_stdlib_install(lua_State *L);
+
+#endif

@@ -1,0 +1,438 @@
+/* proc.c - child processes: spawn, wait, kill, captured output, heartbeat.
+ *
+ * Used by the --procs supervisor (children are `jobrt` itself) and by the
+ * tests (run a jobrt command, read its output and exit status). A child may
+ * be given a heartbeat pipe on fd 3: the child calls proc.heartbeat(3, s)
+ * to write a byte every s seconds from its loop, and the parent sees how
+ * long ago the last byte came (p:beat_age()); a child whose loop is stuck in
+ * a handler stops beating.
+ *
+ * The process struct is malloc'd and freed when its handle and pipes are
+ * closed and the Lua object is gone, so an exit that arrives after the Lua
+ * object was collected is still safe.
+ */
+#include "private.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} jr_buf;
+
+typedef struct jr_proc {
+  uv_process_t p;
+  uv_pipe_t pipes[4];   /* 0 stdin, 1 stdout, 2 stderr, 3 heartbeat */
+  int piped[4];
+  int open;             /* handles not yet closed */
+  int exited, exit_status, term_signal;
+  int waiter_ref;       /* coroutine in p:wait() */
+  int collected;
+  jr_buf out[3];        /* captured stdout (1) and stderr (2) */
+  char *stdin_data;
+  size_t stdin_len;
+  uv_write_t wreq;
+  uint64_t last_beat;   /* uv_now ms */
+  struct jr_proc *next;
+} jr_proc;
+
+typedef struct {
+  jr_proc *p;
+} jr_proc_ud;
+
+static jr_proc *all_procs;   /* live process structs, for shutdown */
+
+static const char PROC_MT[] = "jobrt.proc";
+
+static void proc_maybe_free(jr_proc *p) {
+  if (p->open > 0 || !p->collected) return;
+  jr_proc **pp = &all_procs;
+  while (*pp && *pp != p) pp = &(*pp)->next;
+  if (*pp) *pp = p->next;
+  for (int i = 0; i < 3; i++) free(p->out[i].data);
+  free(p->stdin_data);
+  free(p);
+}
+
+static void handle_closed(uv_handle_t *h) {
+  jr_proc *p = h->data;
+  p->open--;
+  proc_maybe_free(p);
+}
+
+static void close_all(jr_proc *p) {
+  for (int i = 0; i < 4; i++)
+    if (p->piped[i] && !uv_is_closing((uv_handle_t *)&p->pipes[i]))
+      uv_close((uv_handle_t *)&p->pipes[i], handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&p->p)) uv_close((uv_handle_t *)&p->p, handle_closed);
+}
+
+/* Resumes the waiter once the process exited and its output pipes hit EOF. */
+static void maybe_finish(jr_proc *p) {
+  if (!p->exited) return;
+  for (int i = 1; i <= 2; i++)
+    if (p->piped[i] && !uv_is_closing((uv_handle_t *)&p->pipes[i])) return;
+  if (p->waiter_ref != LUA_NOREF) {
+    lua_State *co = jr_unref_thread(p->waiter_ref);
+    p->waiter_ref = LUA_NOREF;
+    lua_pushinteger(co, p->exit_status);
+    if (p->term_signal) lua_pushinteger(co, p->term_signal); else lua_pushnil(co);
+    jr_resume(co, 2);
+  }
+}
+
+static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
+  jr_proc *p = h->data;
+  p->exited = 1;
+  p->exit_status = (int)status;
+  p->term_signal = sig;
+  /* The heartbeat pipe may stay open in grandchildren: stop reading it. */
+  if (p->piped[3] && !uv_is_closing((uv_handle_t *)&p->pipes[3]))
+    uv_close((uv_handle_t *)&p->pipes[3], handle_closed);
+  maybe_finish(p);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h;
+  static char slab[65536];
+  (void)hint;
+  buf->base = slab;
+  buf->len = sizeof slab;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  jr_proc *p = s->data;
+  int idx = (uv_pipe_t *)s - p->pipes;
+  if (n > 0) {
+    if (idx == 3) {
+      p->last_beat = uv_now(jr_H.loop);
+      return;
+    }
+    jr_buf *b = &p->out[idx];
+    if (b->len + (size_t)n + 1 > b->cap) {
+      size_t cap = b->cap ? b->cap * 2 : 4096;
+      while (cap < b->len + (size_t)n + 1) cap *= 2;
+      char *nd = realloc(b->data, cap);
+      if (nd == NULL) return;
+      b->data = nd;
+      b->cap = cap;
+    }
+    memcpy(b->data + b->len, buf->base, (size_t)n);
+    b->len += (size_t)n;
+    return;
+  }
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, handle_closed);
+    maybe_finish(p);
+  }
+}
+
+static void on_stdin_written(uv_write_t *w, int status) {
+  (void)status;
+  jr_proc *p = w->data;
+  if (!uv_is_closing((uv_handle_t *)&p->pipes[0])) uv_close((uv_handle_t *)&p->pipes[0], handle_closed);
+}
+
+/* proc.spawn{ file=, args={...}, env={ "K=V", ... } | nil (inherit),
+ *             cwd=, stdin=string|nil, capture=true|false, heartbeat=bool,
+ *             detached=bool }
+ * -> process object, or nil, err. args[1] is argv[0]. With capture, the
+ * child's stdout and stderr are collected (p:output()); otherwise they are
+ * inherited. */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "file");
+  const char *file = luaL_checkstring(L, -1);
+  lua_getfield(L, 1, "args");
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int nargs = (int)lua_objlen(L, -1);
+  char **args = lua_newuserdata(L, sizeof(char *) * (size_t)(nargs + 2));
+  for (int i = 0; i < nargs; i++) {
+    lua_rawgeti(L, -2, i + 1);
+    args[i] = (char *)luaL_checkstring(L, -1);
+    lua_pop(L, 1);   /* string stays alive: it is in the args table */
+  }
+  if (nargs == 0) {
+    args[0] = (char *)file;
+    nargs = 1;
+  }
+  args[nargs] = NULL;
+  char **env = NULL;
+  lua_getfield(L, 1, "env");
+  if (lua_istable(L, -1)) {
+    int n = (int)lua_objlen(L, -1);
+    env = lua_newuserdata(L, sizeof(char *) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) {
+      lua_rawgeti(L, -2, i + 1);
+      env[i] = (char *)luaL_checkstring(L, -1);
+      lua_pop(L, 1);
+    }
+    env[n] = NULL;
+  }
+  lua_getfield(L, 1, "cwd");
+  const char *cwd = lua_tostring(L, -1);
+  lua_getfield(L, 1, "capture");
+  int capture = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "heartbeat");
+  int heartbeat = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "detached");
+  int detached = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "stdin");
+  size_t inlen = 0;
+  const char *in = lua_tolstring(L, -1, &inlen);
+
+  jr_proc *p = calloc(1, sizeof *p);
+  if (p == NULL) return luaL_error(L, "proc.spawn: out of memory");
+  p->waiter_ref = LUA_NOREF;
+  p->last_beat = uv_now(jr_H.loop);
+  p->next = all_procs;
+  all_procs = p;
+  uv_stdio_container_t stdio[4];
+  memset(stdio, 0, sizeof stdio);
+  for (int i = 0; i < 4; i++) p->pipes[i].data = p;
+  if (in) {
+    uv_pipe_init(jr_H.loop, &p->pipes[0], 0);
+    p->piped[0] = 1;
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *)&p->pipes[0];
+  } else {
+    stdio[0].flags = UV_INHERIT_FD;
+    stdio[0].data.fd = 0;
+  }
+  for (int i = 1; i <= 2; i++) {
+    if (capture) {
+      uv_pipe_init(jr_H.loop, &p->pipes[i], 0);
+      p->piped[i] = 1;
+      stdio[i].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+      stdio[i].data.stream = (uv_stream_t *)&p->pipes[i];
+    } else {
+      stdio[i].flags = UV_INHERIT_FD;
+      stdio[i].data.fd = i;
+    }
+  }
+  int nstdio = 3;
+  if (heartbeat) {
+    uv_pipe_init(jr_H.loop, &p->pipes[3], 0);
+    p->piped[3] = 1;
+    stdio[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = (uv_stream_t *)&p->pipes[3];
+    nstdio = 4;
+  }
+  uv_process_options_t o;
+  memset(&o, 0, sizeof o);
+  o.file = file;
+  o.args = args;
+  o.env = env;
+  o.cwd = cwd;
+  o.exit_cb = on_exit_cb;
+  o.stdio = stdio;
+  o.stdio_count = nstdio;
+  if (detached) o.flags |= UV_PROCESS_DETACHED;
+  p->p.data = p;
+  int rc = uv_spawn(jr_H.loop, &p->p, &o);
+  p->open = 1;
+  for (int i = 0; i < 4; i++) p->open += p->piped[i];
+  if (rc != 0) {
+    p->collected = 1;
+    close_all(p);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot start %s: %s", file, uv_strerror(rc));
+    return 2;
+  }
+  for (int i = 1; i <= 3; i++)
+    if (p->piped[i]) uv_read_start((uv_stream_t *)&p->pipes[i], on_alloc, on_read);
+  if (in) {
+    p->stdin_data = malloc(inlen ? inlen : 1);
+    memcpy(p->stdin_data, in, inlen);
+    p->stdin_len = inlen;
+    uv_buf_t b = uv_buf_init(p->stdin_data, (unsigned)inlen);
+    p->wreq.data = p;
+    uv_write(&p->wreq, (uv_stream_t *)&p->pipes[0], &b, 1, on_stdin_written);
+  }
+  jr_proc_ud *u = lua_newuserdata(L, sizeof *u);
+  u->p = p;
+  luaL_getmetatable(L, PROC_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static jr_proc *check_proc(lua_State *L) {
+  jr_proc_ud *u = luaL_checkudata(L, 1, PROC_MT);
+  return u->p;
+}
+
+/* p:pid() */
+static int p_pid(lua_State *L) {
+  lua_pushinteger(L, check_proc(L)->p.pid);
+  return 1;
+}
+
+/* p:kill([signal number or name]) -> true | nil, err */
+static int p_kill(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  int sig = SIGTERM;
+  if (lua_type(L, 2) == LUA_TNUMBER) sig = (int)lua_tointeger(L, 2);
+  else if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, 2);
+    if (strcmp(s, "SIGKILL") == 0 || strcmp(s, "KILL") == 0) sig = SIGKILL;
+    else if (strcmp(s, "SIGINT") == 0 || strcmp(s, "INT") == 0) sig = SIGINT;
+    else if (strcmp(s, "SIGSTOP") == 0 || strcmp(s, "STOP") == 0) sig = SIGSTOP;
+    else if (strcmp(s, "SIGCONT") == 0 || strcmp(s, "CONT") == 0) sig = SIGCONT;
+    else if (strcmp(s, "SIGTERM") != 0 && strcmp(s, "TERM") != 0)
+      return luaL_argerror(L, 2, "signal name expected (SIGTERM, SIGINT, SIGKILL, SIGSTOP, SIGCONT)");
+  }
+  if (p->exited) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "process already exited");
+    return 2;
+  }
+  int rc = uv_process_kill(&p->p, sig);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* p:wait() -> exit_status, term_signal|nil (yields until exit and EOF) */
+static int p_wait(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  if (p->waiter_ref != LUA_NOREF) return luaL_error(L, "proc: wait() already in progress");
+  int done = p->exited;
+  for (int i = 1; i <= 2; i++)
+    if (p->piped[i] && !uv_is_closing((uv_handle_t *)&p->pipes[i])) done = 0;
+  if (done) {
+    lua_pushinteger(L, p->exit_status);
+    if (p->term_signal) lua_pushinteger(L, p->term_signal); else lua_pushnil(L);
+    return 2;
+  }
+  p->waiter_ref = jr_ref_thread(L);
+  return jr_park(L);
+}
+
+/* p:exited() -> bool, status, signal */
+static int p_exited(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  lua_pushboolean(L, p->exited);
+  lua_pushinteger(L, p->exit_status);
+  lua_pushinteger(L, p->term_signal);
+  return 3;
+}
+
+/* p:output() -> stdout, stderr (captured so far) */
+static int p_output(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  for (int i = 1; i <= 2; i++) lua_pushlstring(L, p->out[i].data ? p->out[i].data : "", p->out[i].len);
+  return 2;
+}
+
+/* p:beat_age() -> seconds since the last heartbeat byte (or spawn) */
+static int p_beat_age(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  lua_pushnumber(L, (double)(uv_now(jr_H.loop) - p->last_beat) / 1000.0);
+  return 1;
+}
+
+static int p_gc(lua_State *L) {
+  jr_proc_ud *u = luaL_checkudata(L, 1, PROC_MT);
+  jr_proc *p = u->p;
+  if (p == NULL) return 0;
+  u->p = NULL;
+  p->collected = 1;
+  if (jr_H.lua_closing) {            /* handles were closed by jr_proc_shutdown */
+    proc_maybe_free(p);
+    return 0;
+  }
+  if (p->waiter_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, p->waiter_ref);
+  p->waiter_ref = LUA_NOREF;
+  close_all(p);
+  return 0;
+}
+
+/* Closes the handles of every process (the children keep running). */
+void jr_proc_shutdown(void) {
+  for (jr_proc *p = all_procs; p; p = p->next) close_all(p);
+}
+
+/* ---- child side: heartbeat ------------------------------------------- */
+
+typedef struct {
+  uv_timer_t t;
+  int fd;
+} jr_beat;
+
+static void on_beat(uv_timer_t *t) {
+  jr_beat *b = t->data;
+  ssize_t w = write(b->fd, ".", 1);
+  if (w < 0 && errno == EPIPE) uv_timer_stop(t);   /* parent gone */
+}
+
+/* proc.heartbeat(fd, seconds): write a byte to fd every `seconds`. */
+static int l_heartbeat(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  double s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s > 0, 2, "interval must be > 0");
+  if (fcntl(fd, F_GETFD) == -1) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "fd %d is not open", fd);
+    return 2;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  signal(SIGPIPE, SIG_IGN);
+  jr_beat *b = malloc(sizeof *b);
+  if (b == NULL) return luaL_error(L, "proc.heartbeat: out of memory");
+  b->fd = fd;
+  uv_timer_init(jr_H.loop, &b->t);
+  b->t.data = b;
+  uv_unref((uv_handle_t *)&b->t);
+  uv_timer_start(&b->t, on_beat, 0, (uint64_t)(s * 1000));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.exepath() -> absolute path of the running executable */
+static int l_exepath(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  if (uv_exepath(buf, &n) != 0) return 0;
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
+/* proc.kill(pid, sig) -> true | nil, err */
+static int l_kill(lua_State *L) {
+  int rc = uv_kill((int)luaL_checkinteger(L, 1), (int)luaL_optinteger(L, 2, SIGTERM));
+  if (rc != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int jr_open_proc(lua_State *L) {
+  static const luaL_Reg meths[] = {{"pid", p_pid},       {"kill", p_kill},
+                                   {"wait", p_wait},     {"exited", p_exited},
+                                   {"output", p_output}, {"beat_age", p_beat_age},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, PROC_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, meths);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, p_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"heartbeat", l_heartbeat},
+                                 {"exepath", l_exepath}, {"kill", l_kill}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  return 1;
+}

@@ -1,0 +1,488 @@
+/* sched.c - the coroutine scheduler: spawn, resume, park, wake, cancel.
+ *
+ * Every piece of Lua runs in a coroutine spawned here. A coroutine is
+ * anchored in the registry table ANCHORS while it lives, so the collector
+ * cannot take it while it waits on an event. A C primitive that waits calls
+ * jr_park() as its last statement; the event side resumes it with
+ * jr_resume(). A coroutine that yields without parking (a bare
+ * coroutine.yield()) is put on the ready queue and resumed on the next loop
+ * turn, so "yield to the loop" works everywhere.
+ *
+ * When the last spawned coroutine finishes the host shuts down: Redis
+ * connections are freed and every handle is closed, so uv_run() returns.
+ */
+#include "private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <stdlib.h>
+
+jr_host jr_H;
+
+static const char ANCHORS[] = "jobrt.anchors";     /* co -> 1 (live) | 2 (suspended) */
+static const char CANCELLED[] = "jobrt.cancelled"; /* weak: co -> true */
+static const char READY[] = "jobrt.ready";         /* array of {co, args...} */
+
+static uv_idle_t ready_idle;     /* runs the ready queue, then stops itself */
+static uv_idle_t exit_idle;      /* checks, outside any callback, that nothing is left */
+static int ready_len;
+
+static const char *const err_names[] = {
+#define JR_ERR_NAME(name, msg) #name,
+    JR_ERRNO_MAP(JR_ERR_NAME)
+#undef JR_ERR_NAME
+};
+
+/* Name of an error code, e.g. "ETIMEDOUT". */
+const char *jr_err_name(jr_errno_t e) {
+  return (e >= 0 && e < JR_ERR_MAX) ? err_names[e] : "EUNKNOWN";
+}
+
+/* Writes one log line to stderr when level >= the configured level. */
+void jr_log(int level, const char *fmt, ...) {
+  static const char *const names[] = {"debug", "info", "warn", "error"};
+  if (level < jr_H.log_level) return;
+  char buf[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "jobrt[%d] %s: %s\n", (int)getpid(), names[level & 3], buf);
+}
+
+/* Pushes registry[name], creating it (with the given __mode, if any). */
+static void push_regtable(lua_State *L, const char *name, const char *mode) {
+  lua_getfield(L, LUA_REGISTRYINDEX, name);
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  if (mode) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, name);
+}
+
+/* anchors[co] = v (v == 0 removes). */
+static void anchor_set(lua_State *co, int v) {
+  lua_State *L = jr_H.L;
+  push_regtable(L, ANCHORS, NULL);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  if (v) lua_pushinteger(L, v); else lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static int anchor_get(lua_State *co) {
+  lua_State *L = jr_H.L;
+  push_regtable(L, ANCHORS, NULL);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawget(L, -2);
+  int v = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  return v;
+}
+
+static int is_cancelled(lua_State *co) {
+  lua_State *L = jr_H.L;
+  push_regtable(L, CANCELLED, "k");
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawget(L, -2);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  return v;
+}
+
+static void begin_shutdown(void);
+static void on_ready(uv_idle_t *h);
+
+/* The last coroutine ended during some callback; shut down on a clean loop
+ * turn, unless an event started a new coroutine meanwhile. */
+static void on_exit_idle(uv_idle_t *h) {
+  uv_idle_stop(h);
+  if (jr_H.live <= 0 || jr_H.exiting) begin_shutdown();
+}
+
+/* A spawned coroutine ended (returned, raised, or was cancelled). */
+static void finished(lua_State *co) {
+  if (anchor_get(co)) {
+    anchor_set(co, 0);
+    jr_H.live--;
+  }
+  if (jr_H.live <= 0 && !jr_H.shutting_down) uv_idle_start(&exit_idle, on_exit_idle);
+}
+
+/* Reports a coroutine's error with its traceback on stderr. The error value
+ * is on top of co's stack. */
+void jr_report_error(lua_State *co, const char *what) {
+  lua_State *L = jr_H.L;
+  const char *msg = lua_tostring(co, -1);
+  if (msg == NULL) msg = luaL_typename(co, -1);
+  /* An error raised with a traceback already attached is printed as is. */
+  if (strstr(msg, "stack traceback:") != NULL) {
+    jr_log(3, "%s: %s", what, msg);
+    return;
+  }
+  luaL_traceback(L, co, msg, 0);
+  jr_log(3, "%s: %s", what, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+/* Resumes co with nargs values already on its stack. On return the
+ * coroutine is parked on some event, queued to run again, finished, or
+ * failed (reported with its traceback). Never raises. */
+void jr_resume(lua_State *co, int nargs) {
+  if (is_cancelled(co)) {
+    lua_settop(co, 0);
+    return;
+  }
+  jr_H.parked = 0;
+  int st = lua_resume(co, nargs);
+  if (st == LUA_YIELD) {
+    if (!jr_H.parked) {                  /* bare yield: run again next turn */
+      lua_settop(co, 0);
+      lua_State *L = jr_H.L;
+      push_regtable(L, READY, NULL);
+      lua_createtable(L, 1, 0);
+      lua_pushthread(co);
+      lua_xmove(co, L, 1);
+      lua_rawseti(L, -2, 1);
+      lua_rawseti(L, -2, ++ready_len);
+      lua_pop(L, 1);
+      uv_idle_start(&ready_idle, on_ready);
+    }
+    jr_H.parked = 0;
+    return;
+  }
+  lua_State *L = jr_H.L;
+  int is_main = 0;
+  if (jr_H.main_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, jr_H.main_ref);
+    is_main = lua_tothread(L, -1) == co;
+    lua_pop(L, 1);
+  }
+  if (st == 0) {
+    if (is_main && lua_gettop(co) > 0 && lua_type(co, 1) == LUA_TNUMBER)
+      jr_H.exit_code = (int)lua_tointeger(co, 1);
+  } else {
+    jr_report_error(co, is_main ? "error" : "coroutine failed");
+    if (is_main) jr_H.exit_code = 1;
+  }
+  lua_settop(co, 0);
+  finished(co);
+}
+
+/* Marks the running coroutine as parked on an event and yields it. Use as
+ * `return jr_park(L);` at the end of a C function. */
+int jr_park(lua_State *L) {
+  jr_H.parked = 1;
+  return lua_yield(L, 0);
+}
+
+/* Refs the running thread in the registry so an event can resume it. */
+int jr_ref_thread(lua_State *L) {
+  lua_pushthread(L);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Returns the thread held by ref and releases the ref. */
+lua_State *jr_unref_thread(int ref) {
+  lua_State *L = jr_H.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_State *co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  return co;
+}
+
+/* Spawns fn(args...) (fn and nargs values on top of L) in a new anchored
+ * coroutine and runs it until it first parks. Leaves the coroutine on L. */
+int jr_sched_spawn(lua_State *L, int nargs) {
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, -(nargs + 2));             /* co, fn, args */
+  lua_xmove(L, co, nargs + 1);
+  anchor_set(co, 1);
+  jr_H.live++;
+  jr_resume(co, nargs);
+  return 1;
+}
+
+/* Runs the ready queue: coroutines that yielded bare or were woken. */
+static void on_ready(uv_idle_t *h) {
+  lua_State *L = jr_H.L;
+  uv_idle_stop(h);
+  push_regtable(L, READY, NULL);
+  int n = ready_len;
+  lua_newtable(L);                          /* fresh queue for what runs now */
+  lua_setfield(L, LUA_REGISTRYINDEX, READY);
+  ready_len = 0;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    int entry = lua_gettop(L);
+    lua_rawgeti(L, entry, 1);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, entry, "n");
+    int nargs = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (co != NULL && lua_status(co) == LUA_YIELD) {
+      if (anchor_get(co) >= 2) anchor_set(co, 1);
+      for (int a = 2; a <= nargs + 1; a++) lua_rawgeti(L, entry, a);
+      lua_xmove(L, co, nargs);
+      jr_resume(co, nargs);
+    }
+    lua_settop(L, entry - 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Handles the host mallocs keep their owning block in data (freed here);
+ * static handles have data == NULL. */
+static void walk_closed(uv_handle_t *h) { free(h->data); }
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, walk_closed);
+}
+
+/* Last coroutine ended: free Redis connections and close every handle. Runs
+ * at most once; safe to call from inside any callback. */
+static void begin_shutdown(void) {
+  if (jr_H.shutting_down) return;
+  jr_H.shutting_down = 1;
+  jr_redis_shutdown();
+  jr_proc_shutdown();
+  jr_term_shutdown();
+  /* Handles owned by other modules close themselves in their close paths;
+   * whatever is still open now (timers, signals) is closed here. Their
+   * memory is released by lua_close (userdata) or was static. */
+  uv_walk(jr_H.loop, close_walk, NULL);
+}
+
+/* ---- Lua functions of module jobrt.core ------------------------------- */
+
+/* jobrt.spawn(fn, ...) -> coroutine */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (jr_H.shutting_down) return luaL_error(L, "jobrt.spawn: the loop is shutting down");
+  return jr_sched_spawn(L, lua_gettop(L) - 1);
+}
+
+/* jobrt.suspend() -> values passed to jobrt.wake */
+static int l_suspend(lua_State *L) {
+  if (lua_pushthread(L)) return luaL_error(L, "jobrt.suspend: called outside a coroutine");
+  lua_pop(L, 1);
+  if (anchor_get(L) == 0) return luaL_error(L, "jobrt.suspend: coroutine was not started by jobrt.spawn");
+  anchor_set(L, 2);
+  return jr_park(L);
+}
+
+/* jobrt.wake(co, ...) : resume a suspended coroutine on the next loop turn.
+ * Returns true when co was suspended, false otherwise (nothing happens). */
+static int l_wake(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (anchor_get(co) != 2 || is_cancelled(co)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  anchor_set(co, 3);                        /* woken: a second wake is a no-op */
+  int n = lua_gettop(L);
+  push_regtable(L, READY, NULL);
+  lua_createtable(L, n, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n - 1);
+  lua_setfield(L, -2, "n");
+  lua_rawseti(L, -2, ++ready_len);
+  uv_idle_start(&ready_idle, on_ready);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* jobrt.cancel(co): the coroutine never runs again; its pending events are
+ * dropped when they arrive. Cancelling the running coroutine is an error. */
+static int l_cancel(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  luaL_argcheck(L, co != L, 1, "cannot cancel the running coroutine");
+  if (lua_status(co) != LUA_YIELD || is_cancelled(co)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  push_regtable(L, CANCELLED, "k");
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  finished(co);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* jobrt.status(co) -> "cancelled", or what coroutine.status says. */
+static int l_status(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (is_cancelled(co)) {
+    lua_pushliteral(L, "cancelled");
+    return 1;
+  }
+  lua_getglobal(L, "coroutine");
+  lua_getfield(L, -1, "status");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* jobrt.now() -> wall clock seconds with microseconds. */
+static int l_now(lua_State *L) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+  return 1;
+}
+
+/* jobrt.monotime() -> monotonic seconds (uv_hrtime). */
+static int l_monotime(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* jobrt.live() -> number of live coroutines. */
+static int l_live(lua_State *L) {
+  lua_pushinteger(L, jr_H.live);
+  return 1;
+}
+
+/* jobrt.exit(code): cancel nothing, but end the process as soon as the loop
+ * has closed its handles; the exit status is code. */
+static int l_exit(lua_State *L) {
+  jr_H.exit_code = (int)luaL_optinteger(L, 1, 0);
+  jr_H.exiting = 1;
+  uv_idle_start(&exit_idle, on_exit_idle);
+  return 0;
+}
+
+/* jobrt.set_exit_code(code) */
+static int l_set_exit_code(lua_State *L) {
+  jr_H.exit_code = (int)luaL_checkinteger(L, 1);
+  return 0;
+}
+
+/* jobrt.log(level, msg) with level 0..3 */
+static int l_log(lua_State *L) {
+  int level = (int)luaL_checkinteger(L, 1);
+  jr_log(level, "%s", luaL_checkstring(L, 2));
+  return 0;
+}
+
+/* jobrt.set_log_level(n) / jobrt.log_level() */
+static int l_set_log_level(lua_State *L) {
+  jr_H.log_level = (int)luaL_checkinteger(L, 1);
+  return 0;
+}
+
+static int l_log_level(lua_State *L) {
+  lua_pushinteger(L, jr_H.log_level);
+  return 1;
+}
+
+/* jobrt.versions() -> { jobrt=, luajit=, libuv=, hiredis= } */
+#include <luajit.h>
+#include <hiredis/hiredis.h>
+static int l_versions(lua_State *L) {
+  char hv[32];
+  snprintf(hv, sizeof hv, "%d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, JR_VERSION);
+  lua_setfield(L, -2, "jobrt");
+  lua_pushstring(L, LUAJIT_VERSION);
+  lua_setfield(L, -2, "luajit");
+  lua_pushstring(L, uv_version_string());
+  lua_setfield(L, -2, "libuv");
+  lua_pushstring(L, hv);
+  lua_setfield(L, -2, "hiredis");
+  return 1;
+}
+
+/* jobrt.pid() */
+#include <unistd.h>
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+/* jobrt.hostname() */
+static int l_hostname(lua_State *L) {
+  char buf[256];
+  size_t n = sizeof buf;
+  if (uv_os_gethostname(buf, &n) != 0) strcpy(buf, "unknown");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* jobrt.random_bytes(n) -> string from the OS random source */
+static int l_random_bytes(lua_State *L) {
+  int n = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n > 0 && n <= 256, 1, "between 1 and 256");
+  char buf[256];
+  if (uv_random(NULL, NULL, buf, (size_t)n, 0, NULL) != 0) {
+    for (int i = 0; i < n; i++) buf[i] = (char)(rand() & 0xff);
+  }
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+int jr_open_core(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"spawn", l_spawn},       {"suspend", l_suspend},
+      {"wake", l_wake},         {"cancel", l_cancel},
+      {"status", l_status},     {"now", l_now},
+      {"monotime", l_monotime}, {"live", l_live},
+      {"exit", l_exit},         {"set_exit_code", l_set_exit_code},
+      {"log", l_log},           {"set_log_level", l_set_log_level},
+      {"log_level", l_log_level}, {"versions", l_versions},
+      {"pid", l_pid},           {"hostname", l_hostname},
+      {"random_bytes", l_random_bytes},
+      {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  return 1;
+}
+
+void jr_sched_init(lua_State *L, uv_loop_t *loop) {
+  memset(&jr_H, 0, sizeof jr_H);
+  jr_H.L = L;
+  jr_H.loop = loop;
+  jr_H.main_ref = LUA_NOREF;
+  jr_H.log_level = 1;
+  uv_idle_init(loop, &ready_idle);
+  uv_unref((uv_handle_t *)&ready_idle);
+  uv_idle_init(loop, &exit_idle);
+  push_regtable(L, ANCHORS, NULL);
+  push_regtable(L, CANCELLED, "k");
+  push_regtable(L, READY, NULL);
+  lua_pop(L, 3);
+}
+
+/* Forces the shutdown path (used when the loop ran dry with coroutines
+ * still parked: nothing can wake them). */
+void jr_sched_abort(void) { begin_shutdown(); }
+
+void jr_sched_close(void) {
+  if (!uv_is_closing((uv_handle_t *)&ready_idle)) uv_close((uv_handle_t *)&ready_idle, NULL);
+  if (!uv_is_closing((uv_handle_t *)&exit_idle)) uv_close((uv_handle_t *)&exit_idle, NULL);
+}

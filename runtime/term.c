@@ -1,0 +1,271 @@
+/* term.c - line input that keeps the loop running: readline on a terminal,
+ * plain line reads on a pipe or file.
+ *
+ * On a tty, term.readline(prompt) installs readline's callback interface and
+ * watches stdin with a uv_poll_t; the coroutine is resumed with the line
+ * when the user presses Enter (nil on Ctrl-D). Meanwhile other coroutines
+ * run, and term.print(s) writes above the prompt without garbling it.
+ * Off a tty, term.read_line() reads stdin through a uv_pipe_t (a regular
+ * file, which cannot be polled, is read directly).
+ */
+#include "private.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <readline/readline.h>
+#include <readline/history.h>
+
+static uv_poll_t *tty_poll;     /* malloc'd; data = itself */
+static int line_ref = LUA_NOREF; /* coroutine waiting for a line */
+static int rl_active;
+
+/* ---- tty: readline ---------------------------------------------------- */
+
+static void stop_poll(void) {
+  if (tty_poll && !uv_is_closing((uv_handle_t *)tty_poll)) uv_poll_stop(tty_poll);
+}
+
+static void on_line(char *line) {
+  rl_callback_handler_remove();
+  rl_active = 0;
+  stop_poll();
+  if (line_ref == LUA_NOREF) {
+    free(line);
+    return;
+  }
+  lua_State *co = jr_unref_thread(line_ref);
+  line_ref = LUA_NOREF;
+  if (line) lua_pushstring(co, line); else lua_pushnil(co);
+  free(line);
+  jr_resume(co, 1);
+}
+
+static void on_tty(uv_poll_t *h, int status, int events) {
+  (void)h; (void)events;
+  if (status < 0) {
+    on_line(NULL);
+    return;
+  }
+  rl_callback_read_char();
+}
+
+static void poll_closed(uv_handle_t *h) { free(h->data); }
+
+/* term.readline(prompt) -> line | nil at end of input (yields) */
+static int l_readline(lua_State *L) {
+  const char *prompt = luaL_optstring(L, 1, "> ");
+  if (line_ref != LUA_NOREF) return luaL_error(L, "term.readline: another coroutine is already reading");
+  if (tty_poll == NULL) {
+    tty_poll = malloc(sizeof *tty_poll);
+    if (tty_poll == NULL) return luaL_error(L, "term.readline: out of memory");
+    if (uv_poll_init(jr_H.loop, tty_poll, 0) != 0) {
+      free(tty_poll);
+      tty_poll = NULL;
+      return luaL_error(L, "term.readline: cannot watch stdin");
+    }
+    tty_poll->data = tty_poll;
+    rl_catch_signals = 0;
+    rl_catch_sigwinch = 0;
+  }
+  rl_callback_handler_install(prompt, on_line);
+  rl_active = 1;
+  uv_poll_start(tty_poll, UV_READABLE, on_tty);
+  line_ref = jr_ref_thread(L);
+  return jr_park(L);
+}
+
+/* term.cancel_line(): Ctrl-C at the prompt: drop the typed text, new prompt */
+static int l_cancel_line(lua_State *L) {
+  (void)L;
+  if (!rl_active) return 0;
+  rl_free_line_state();
+  rl_callback_sigcleanup();
+  rl_replace_line("", 0);
+  rl_point = rl_end = 0;
+  rl_crlf();
+  rl_on_new_line();
+  rl_redisplay();
+  return 0;
+}
+
+/* term.print(s): writes s (plus newline) above the active prompt. */
+static int l_print(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (!rl_active) {
+    fwrite(s, 1, len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    return 0;
+  }
+  int point = rl_point;
+  char *saved = rl_copy_text(0, rl_end);
+  rl_save_prompt();
+  rl_replace_line("", 0);
+  rl_redisplay();
+  fputc('\r', stdout);
+  fwrite(s, 1, len, stdout);
+  fputc('\n', stdout);
+  rl_restore_prompt();
+  rl_replace_line(saved, 0);
+  rl_point = point;
+  rl_forced_update_display();
+  free(saved);
+  return 0;
+}
+
+static int l_add_history(lua_State *L) {
+  add_history(luaL_checkstring(L, 1));
+  return 0;
+}
+
+static int l_read_history(lua_State *L) {
+  lua_pushboolean(L, read_history(luaL_checkstring(L, 1)) == 0);
+  return 1;
+}
+
+static int l_write_history(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int n = (int)luaL_optinteger(L, 2, 1000);
+  int rc = write_history(path);
+  if (rc == 0) history_truncate_file(path, n);
+  lua_pushboolean(L, rc == 0);
+  return 1;
+}
+
+/* term.isatty(fd) */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 0)));
+  return 1;
+}
+
+/* ---- pipes and files ------------------------------------------------- */
+
+static uv_pipe_t *in_pipe;       /* malloc'd; data = itself */
+static char *pend;               /* bytes read but not yet returned */
+static size_t pend_len, pend_cap;
+static int in_eof;
+
+static void pend_add(const char *p, size_t n) {
+  if (pend_len + n > pend_cap) {
+    size_t cap = pend_cap ? pend_cap * 2 : 4096;
+    while (cap < pend_len + n) cap *= 2;
+    char *np = realloc(pend, cap);
+    if (np == NULL) return;
+    pend = np;
+    pend_cap = cap;
+  }
+  memcpy(pend + pend_len, p, n);
+  pend_len += n;
+}
+
+/* Pushes the next complete line (without its newline) from pend onto L and
+ * returns 1, or returns 0 when none is complete (at EOF: the remainder, or
+ * nil when empty). */
+static int take_line(lua_State *L) {
+  char *nl = pend ? memchr(pend, '\n', pend_len) : NULL;
+  if (nl == NULL) {
+    if (!in_eof) return 0;
+    if (pend_len == 0) {
+      lua_pushnil(L);
+      return 1;
+    }
+    lua_pushlstring(L, pend, pend_len);
+    pend_len = 0;
+    return 1;
+  }
+  size_t n = (size_t)(nl - pend);
+  lua_pushlstring(L, pend, n);
+  memmove(pend, nl + 1, pend_len - n - 1);
+  pend_len -= n + 1;
+  return 1;
+}
+
+static void on_pipe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h; (void)hint;
+  static char slab[65536];
+  buf->base = slab;
+  buf->len = sizeof slab;
+}
+
+static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  if (n > 0) pend_add(buf->base, (size_t)n);
+  if (n < 0) {
+    in_eof = 1;
+    uv_read_stop(s);
+  }
+  if (line_ref == LUA_NOREF) {
+    uv_read_stop(s);
+    return;
+  }
+  lua_State *L = jr_H.L;
+  if (take_line(L)) {
+    uv_read_stop(s);
+    lua_State *co = jr_unref_thread(line_ref);
+    line_ref = LUA_NOREF;
+    lua_xmove(L, co, 1);
+    jr_resume(co, 1);
+  }
+}
+
+/* term.read_line() -> line | nil at end of input (yields on a pipe) */
+static int l_read_line(lua_State *L) {
+  if (take_line(L)) return 1;
+  if (line_ref != LUA_NOREF) return luaL_error(L, "term.read_line: another coroutine is already reading");
+  struct stat st;
+  if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) {   /* a file: read directly */
+    char buf[65536];
+    for (;;) {
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n <= 0) in_eof = 1; else pend_add(buf, (size_t)n);
+      if (take_line(L)) return 1;
+    }
+  }
+  if (in_pipe == NULL) {
+    in_pipe = malloc(sizeof *in_pipe);
+    if (in_pipe == NULL) return luaL_error(L, "term.read_line: out of memory");
+    uv_pipe_init(jr_H.loop, in_pipe, 0);
+    in_pipe->data = in_pipe;
+    if (uv_pipe_open(in_pipe, 0) != 0) {
+      in_eof = 1;
+      return take_line(L);
+    }
+  }
+  if (in_eof) return take_line(L);
+  uv_read_start((uv_stream_t *)in_pipe, on_pipe_alloc, on_pipe_read);
+  line_ref = jr_ref_thread(L);
+  return jr_park(L);
+}
+
+/* Stops reading stdin and closes the watchers (host shutdown). */
+void jr_term_shutdown(void) {
+  if (rl_active) {
+    rl_callback_handler_remove();
+    rl_active = 0;
+  }
+  if (tty_poll && !uv_is_closing((uv_handle_t *)tty_poll)) uv_close((uv_handle_t *)tty_poll, poll_closed);
+  if (in_pipe && !uv_is_closing((uv_handle_t *)in_pipe)) uv_close((uv_handle_t *)in_pipe, poll_closed);
+  tty_poll = NULL;
+  in_pipe = NULL;
+  free(pend);
+  pend = NULL;
+  pend_len = pend_cap = 0;
+}
+
+int jr_open_term(lua_State *L) {
+  static const luaL_Reg fns[] = {{"readline", l_readline},
+                                 {"cancel_line", l_cancel_line},
+                                 {"print", l_print},
+                                 {"add_history", l_add_history},
+                                 {"read_history", l_read_history},
+                                 {"write_history", l_write_history},
+                                 {"isatty", l_isatty},
+                                 {"read_line", l_read_line},
+                                 {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  return 1;
+}

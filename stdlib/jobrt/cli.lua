@@ -1,0 +1,120 @@
+-- jobrt.cli: the command line. main(arg) runs as the host's main coroutine
+-- and returns the process exit status (0 ok, 1 failure, 2 usage error).
+local jobrt = require 'jobrt'
+
+local io, os, type, unpack = io, os, type, unpack
+
+local _M = {}
+
+local USAGE = [[
+usage: jobrt COMMAND [ARGS] [OPTIONS]
+
+Serve jobs:
+  jobrt DIR|FILE...                 load every *.lua job definition and serve its queues
+  jobrt work PATH...                the same
+Enqueue and inspect:
+  jobrt enqueue QUEUE JOB [JSON]    enqueue one job (- reads JSON lines from stdin)
+  jobrt queue-type QUEUE [TYPE]     read or set a queue's type (QUEUE, LBQUEUE, DELQUEUE)
+  jobrt stats [QUEUE]               counts per state, and workers alive
+  jobrt failed QUEUE [list|retry|delete]
+  jobrt job QUEUE ID                one job's record as JSON
+  jobrt delete QUEUE ID             delete (cancel) one job
+  jobrt repl                        interactive Lua prompt with a connected `queue`
+Run Lua on the loop:
+  jobrt run FILE.lua [ARGS]         run a script (arguments in the global arg)
+  jobrt -e 'CODE' [ARGS]            run a chunk
+Other:
+  jobrt --version                   versions of jobrt, LuaJIT, libuv and hiredis
+  jobrt COMMAND --help              options of one command
+
+Common options: --redis URL (redis://[:password@]host:port[/db] or unix:///path;
+env JOBRT_REDIS; default redis://127.0.0.1:6379), --log-level debug|info|warn|error.
+]]
+
+local function version()
+  local v = jobrt.versions()
+  io.stdout:write(("jobrt %s (LuaJIT %s, libuv %s, hiredis %s)\n"):format(
+    v.jobrt, v.luajit:gsub("^LuaJIT ", ""), v.libuv, v.hiredis))
+  return 0
+end
+
+-- Runs chunk fn with script args; returns its exit status. A raised error
+-- propagates (the host prints it with its traceback and exits 1).
+local function run_chunk(fn, name, args)
+  local a = { [0] = name }
+  for i = 1, #args do a[i] = args[i] end
+  _G.arg = a
+  local r = fn(unpack(a))
+  if type(r) == "number" then return r end
+  return 0
+end
+
+local function cmd_run(argv)
+  local file = argv[2]
+  if file == nil or file == "--help" or file == "-h" then
+    io.stderr:write("usage: jobrt run FILE.lua [ARGS]\nRuns FILE.lua inside a coroutine on the jobrt loop; its arguments are in the global arg.\n")
+    return file == nil and 2 or 0
+  end
+  local fn, err = loadfile(file)
+  if not fn then
+    io.stderr:write("jobrt run: ", err, "\n")
+    return 1
+  end
+  return run_chunk(fn, file, { unpack(argv, 3) })
+end
+
+local function cmd_eval(argv)
+  local code = argv[2]
+  if code == nil then
+    io.stderr:write("usage: jobrt -e 'CODE' [ARGS]\n")
+    return 2
+  end
+  local fn, err = loadstring(code, "=(command line)")
+  if not fn then
+    io.stderr:write("jobrt -e: ", err, "\n")
+    return 1
+  end
+  return run_chunk(fn, "-e", { unpack(argv, 3) })
+end
+
+-- Commands implemented in other modules: name -> module with main(argv).
+local MODULES = {
+  work = "jobrt.worker_cli",
+  repl = "jobrt.repl",
+  enqueue = "jobrt.commands",
+  ["queue-type"] = "jobrt.commands",
+  stats = "jobrt.commands",
+  failed = "jobrt.commands",
+  job = "jobrt.commands",
+  delete = "jobrt.commands",
+}
+
+function _M.main(argv)
+  local cmd = argv[1]
+  if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
+    io.stdout:write(USAGE)
+    return cmd == nil and 2 or 0
+  end
+  if cmd == "--version" or cmd == "-v" or cmd == "version" then return version() end
+  if cmd == "-e" then return cmd_eval(argv) end
+  if cmd == "run" then return cmd_run(argv) end
+  local modname = MODULES[cmd]
+  local sub = { unpack(argv, 2) }
+  if not modname then
+    -- `jobrt jobs/` or `jobrt a.lua b.lua`: serve those paths.
+    if cmd:sub(1, 1) ~= "-" and (cmd:find("/") or cmd:match("%.lua$") or io.open(cmd, "r")) then
+      modname, sub = "jobrt.worker_cli", { unpack(argv, 1) }
+    else
+      io.stderr:write(("jobrt: unknown command '%s' (see jobrt --help)\n"):format(cmd))
+      return 2
+    end
+  end
+  local ok, mod = pcall(require, modname)
+  if not ok then
+    io.stderr:write(("jobrt %s: this build cannot load %s: %s\n"):format(cmd, modname, tostring(mod)))
+    return 70
+  end
+  return mod.main(sub, cmd) or 0
+end
+
+return _M

@@ -1,0 +1,126 @@
+-- jobrt: the loop primitives, and the client API (jobrt.connect).
+--
+--   jobrt.spawn(fn, ...)      start fn in a new coroutine; returns it
+--   jobrt.sleep(seconds)      park the running coroutine
+--   jobrt.now()               wall clock, seconds with microseconds
+--   jobrt.monotime()          monotonic seconds
+--   jobrt.on_signal(name, fn) fn(name) runs in a new coroutine on each signal
+--   jobrt.timer()             re-armable timer: t:start(s, fn[, repeat]), t:stop(), t:close()
+--   jobrt.suspend()/wake(co, ...)  park / resume from the loop
+--   jobrt.cancel(co)          the coroutine never runs again
+--   jobrt.waitgroup()         wg:spawn(fn, ...), wg:wait([timeout]) -> true | false, "timeout"
+--   jobrt.cond()              c:wait([timeout]) -> values | false, "timeout"; c:signal(...); c:broadcast(...)
+--   jobrt.connect(url_or_table) -> queue client (see jobrt.client)
+local core = require 'jobrt.core'
+local timer = require 'jobrt.core.timer'
+local signal = require 'jobrt.core.signal'
+local cjson = require 'cjson'
+
+local setmetatable, select, unpack = setmetatable, select, unpack
+local running, traceback, xpcall = coroutine.running, debug.traceback, xpcall
+local suspend, wake, spawn = core.suspend, core.wake, core.spawn
+
+local _M = {
+  _VERSION = core.versions().jobrt,
+  spawn = spawn,
+  sleep = timer.sleep,
+  timer = timer.timer,
+  now = core.now,
+  monotime = core.monotime,
+  suspend = suspend,
+  wake = wake,
+  cancel = core.cancel,
+  status = core.status,
+  on_signal = signal.on_signal,
+  versions = core.versions,
+  live = core.live,
+  exit = core.exit,
+  null = cjson.null,
+}
+
+-- Logging: level names as --log-level takes them.
+local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
+_M.LOG_LEVELS = LEVELS
+function _M.log(level, fmt, ...)
+  local n = LEVELS[level] or level
+  if n < core.log_level() then return end
+  core.log(n, select('#', ...) > 0 and fmt:format(...) or fmt)
+end
+function _M.set_log_level(name)
+  local n = LEVELS[name]
+  if not n then
+    return nil, ("unknown log level '%s': use debug, info, warn or error"):format(tostring(name))
+  end
+  core.set_log_level(n)
+  return true
+end
+
+-- Parks the running coroutine until woken, or until `timeout` seconds pass
+-- (then returns false, "timeout"). `register(co)` is told who to wake.
+local function wait_woken(timeout)
+  local co = running()
+  local t
+  if timeout then
+    t = timer.timer()
+    t:start(timeout, function() wake(co, false, "timeout") end)
+  end
+  local r = { suspend() }
+  if t then t:close() end
+  return unpack(r)
+end
+
+-- Condition: coroutines wait until signalled.
+local Cond = {}
+Cond.__index = Cond
+function _M.cond() return setmetatable({ waiters = {} }, Cond) end
+function Cond:wait(timeout)
+  local co = running()
+  self.waiters[#self.waiters + 1] = co
+  local r = { wait_woken(timeout) }
+  for i = #self.waiters, 1, -1 do
+    if self.waiters[i] == co then table.remove(self.waiters, i) end
+  end
+  return unpack(r)
+end
+function Cond:signal(...)
+  local ws = self.waiters
+  while #ws > 0 do
+    local co = table.remove(ws, 1)
+    if wake(co, true, ...) then return true end
+  end
+  return false
+end
+function Cond:broadcast(...)
+  local ws = self.waiters
+  self.waiters = {}
+  for i = 1, #ws do wake(ws[i], true, ...) end
+  return #ws
+end
+
+-- Wait group: wait for several coroutines. An error in one is reported
+-- with its traceback (and kept in wg.errors); the others go on.
+local WG = {}
+WG.__index = WG
+function _M.waitgroup() return setmetatable({ n = 0, errors = {}, done = _M.cond() }, WG) end
+function WG:spawn(fn, ...)
+  self.n = self.n + 1
+  return spawn(function(...)
+    local ok, err = xpcall(fn, traceback, ...)
+    if not ok then
+      self.errors[#self.errors + 1] = err
+      core.log(3, "coroutine failed: " .. tostring(err))
+    end
+    self.n = self.n - 1
+    if self.n == 0 then self.done:broadcast() end
+  end, ...)
+end
+function WG:wait(timeout)
+  if self.n == 0 then return true end
+  return self.done:wait(timeout)
+end
+
+function _M.connect(...)
+  return require('jobrt.client').connect(...)
+end
+
+return _M
