@@ -75,9 +75,7 @@ int main(int argc, char **argv) {
   lua_getfield(L, -1, "main");
   lua_remove(L, -2);
   lua_getglobal(L, "arg");
-  jr_sched_spawn(L, 1);
-  lua_pushvalue(L, -1);
-  jr_H.main_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  jr_sched_spawn(L, 1);                   /* becomes the main coroutine */
   lua_pop(L, 1);
 
   uv_run(loop, UV_RUN_DEFAULT);

@@ -211,6 +211,10 @@ int jr_sched_spawn(lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L);
   lua_insert(L, -(nargs + 2));             /* co, fn, args */
   lua_xmove(L, co, nargs + 1);
+  if (jr_H.main_ref == LUA_NOREF) {        /* the first coroutine is the main one */
+    lua_pushvalue(L, -1);
+    jr_H.main_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   anchor_set(co, 1);
   jr_H.live++;
   jr_resume(co, nargs);

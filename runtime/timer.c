@@ -50,6 +50,7 @@ static int l_sleep(lua_State *L) {
   uv_timer_init(jr_H.loop, &s->t);
   s->t.data = s;
   s->co_ref = jr_ref_thread(L);
+  uv_update_time(jr_H.loop);          /* the cached loop time may be stale */
   uv_timer_start(&s->t, on_sleep, ms, 0);
   return jr_park(L);
 }
@@ -110,6 +111,7 @@ static int t_start(lua_State *L) {
   if (u->h->fn_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, u->h->fn_ref);
   lua_pushvalue(L, 3);
   u->h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_update_time(jr_H.loop);
   uv_timer_start(&u->h->t, on_timer, ms, rep);
   return 0;
 }

@@ -1,0 +1,105 @@
+-- The host's own modes: -e, run, --help, --version, exit codes, tracebacks,
+-- and no libuv handle left open at exit.
+local h = require 'tests.helpers'
+
+describe("jobrt --version", function()
+  it("names jobrt, LuaJIT, libuv and hiredis", function()
+    local code, out = h.run_jobrt({ "--version" })
+    assert.equal(0, code)
+    assert.matches("^jobrt %d+%.%d+%.%d+ %(LuaJIT 2%.1[^,]*, libuv 1%.%d+%.%d+, hiredis 0%.14%.%d+%)\n$", out)
+  end)
+end)
+
+describe("jobrt --help", function()
+  it("lists the commands", function()
+    local code, out = h.run_jobrt({ "--help" })
+    assert.equal(0, code)
+    for _, c in ipairs({ "enqueue", "queue-type", "stats", "failed", "repl", "run FILE.lua", "-e 'CODE'" }) do
+      assert.matches(c, out, 1, true)
+    end
+  end)
+
+  it("an unknown command exits 2 with a pointer to --help", function()
+    local code, _, err = h.run_jobrt({ "frobnicate" })
+    assert.equal(2, code)
+    assert.equal("jobrt: unknown command 'frobnicate' (see jobrt --help)\n", err)
+  end)
+end)
+
+describe("jobrt -e", function()
+  it("runs the chunk with its arguments in arg and exits 0", function()
+    local code, out = h.run_jobrt({ "-e", "print(#arg, arg[1], arg[2])", "a", "b" })
+    assert.equal(0, code)
+    assert.equal("2\ta\tb\n", out)
+  end)
+
+  it("exits non-zero with the error and a traceback when the chunk raises", function()
+    local code, _, err = h.run_jobrt({ "-e", "local function f() error('kaput') end f()" })
+    assert.equal(1, code)
+    assert.matches("(command line):1: kaput", err, 1, true)
+    assert.matches("stack traceback:", err, 1, true)
+    assert.matches("in function 'f'", err, 1, true)
+  end)
+
+  it("reports a syntax error", function()
+    local code, _, err = h.run_jobrt({ "-e", "x = = 1" })
+    assert.equal(1, code)
+    assert.matches("jobrt -e: (command line):1:", err, 1, true)
+  end)
+
+  it("waits for everything the chunk spawned", function()
+    local code, out = h.run_jobrt({ "-e", [[
+      local j = require 'jobrt'
+      j.spawn(function() j.sleep(0.05) print('late child') end)
+      print('main done')]] })
+    assert.equal(0, code)
+    assert.equal("main done\nlate child\n", out)
+  end)
+
+  it("returns the chunk's number as the exit status", function()
+    local code = h.run_jobrt({ "-e", "return 7" })
+    assert.equal(7, code)
+  end)
+end)
+
+describe("jobrt run", function()
+  it("runs a file with its arguments and finds the embedded stdlib from any directory", function()
+    local dir = h.tmpdir()
+    local f = assert(io.open(dir .. "/s.lua", "w"))
+    f:write("local j = require 'jobrt'; local cjson = require 'cjson'\n",
+            "print(arg[0]:match('s.lua$'), arg[1], cjson.encode({ n = tonumber(arg[2]) }), type(j.spawn))\n")
+    f:close()
+    local code, out = h.run_jobrt({ dir .. "/s.lua", "x", "5" }, { cwd = "/" })
+    -- `jobrt FILE.lua` serves jobs; scripts go through `jobrt run`.
+    code, out = h.run_jobrt({ "run", dir .. "/s.lua", "x", "5" }, { cwd = "/" })
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, code)
+    assert.equal('s.lua\tx\t{"n":5}\tfunction\n', out)
+  end)
+
+  it("names a missing file", function()
+    local code, _, err = h.run_jobrt({ "run", "/nonexistent/x.lua" })
+    assert.equal(1, code)
+    assert.matches("jobrt run: cannot open /nonexistent/x.lua", err, 1, true)
+  end)
+end)
+
+describe("at exit", function()
+  it("no libuv handle is left open after timers, signals, processes and Redis", function()
+    local code, out, err = h.run_jobrt({ "-e", [[
+      local j = require 'jobrt'
+      local redis = require 'jobrt.redis'
+      local r = assert(redis.connect(os.getenv('JOBRT_TEST_REDIS')))
+      assert(r:subscribe('ch', function() end))
+      local t = j.timer(); t:start(100, print)
+      j.on_signal('SIGUSR2', print)
+      j.sleep(0.01)
+      assert(r:call('PING') == 'PONG')
+      local p = require('jobrt.core.proc').spawn{ file = 'true', args = { 'true' } }
+      p:wait()
+      print('ok')]] }, { env = { JOBRT_CHECK_HANDLES = "1" } })
+    assert.equal("", err)
+    assert.equal("ok\n", out)
+    assert.equal(0, code)
+  end)
+end)

@@ -1,0 +1,183 @@
+-- The loop primitives of module jobrt: spawn, sleep, now, timers, wake,
+-- cancel, wait groups, conditions, signals, and error reporting.
+local jobrt = require 'jobrt'
+local h = require 'tests.helpers'
+
+describe("jobrt.sleep", function()
+  it("parks the coroutine for at least the time asked", function()
+    local t0 = jobrt.monotime()
+    jobrt.sleep(0.03)
+    assert.is_true(jobrt.monotime() - t0 >= 0.03)
+  end)
+
+  it("lets other coroutines run meanwhile", function()
+    local order = {}
+    local wg = jobrt.waitgroup()
+    wg:spawn(function() jobrt.sleep(0.02); order[#order + 1] = "slow" end)
+    wg:spawn(function() jobrt.sleep(0.001); order[#order + 1] = "fast" end)
+    assert.is_true(wg:wait(2))
+    assert.same({ "fast", "slow" }, order)
+  end)
+
+  it("rejects a negative duration with a message naming the function", function()
+    local ok, err = pcall(jobrt.sleep, -1)
+    assert.is_false(ok)
+    assert.matches("jobrt.sleep: seconds must be a number between 0 and 1e9", err, 1, true)
+  end)
+end)
+
+describe("jobrt.now", function()
+  it("is the wall clock with sub-millisecond precision", function()
+    local a = jobrt.now()
+    assert.is_true(math.abs(a - os.time()) < 2)
+    local distinct = {}
+    for _ = 1, 50 do distinct[jobrt.now()] = true; jobrt.sleep(0) end
+    local n = 0
+    for _ in pairs(distinct) do n = n + 1 end
+    assert.is_true(n > 1)
+  end)
+end)
+
+describe("jobrt.spawn", function()
+  it("runs the function at once until it first waits, with its arguments", function()
+    local got
+    jobrt.spawn(function(a, b) got = a + b end, 2, 3)
+    assert.equal(5, got)
+  end)
+
+  it("reports an error with its traceback and leaves the others running", function()
+    local code, out, err = h.run_jobrt({ "-e", [[
+      local jobrt = require 'jobrt'
+      jobrt.spawn(function() jobrt.sleep(0.01); error("boom in child") end)
+      local survived = false
+      jobrt.spawn(function() jobrt.sleep(0.05); survived = true end)
+      jobrt.sleep(0.1)
+      print("survived", survived)
+    ]] })
+    assert.equal(0, code)
+    assert.matches("survived\ttrue", out, 1, true)
+    assert.matches("boom in child", err, 1, true)
+    assert.matches("stack traceback:", err, 1, true)
+  end)
+
+  it("a bare coroutine.yield() gives the loop one turn", function()
+    local ran = false
+    jobrt.spawn(function() ran = true end)
+    local t = jobrt.timer()
+    local fired = false
+    t:start(0, function() fired = true end)
+    while not fired do coroutine.yield() end
+    t:close()
+    assert.is_true(ran and fired)
+  end)
+end)
+
+describe("jobrt.suspend and jobrt.wake", function()
+  it("resume a parked coroutine with values, once", function()
+    local got = {}
+    local co = jobrt.spawn(function() got = { jobrt.suspend() } end)
+    assert.is_true(jobrt.wake(co, "a", nil, 3))
+    assert.is_false(jobrt.wake(co, "again"))
+    h.wait_for(function() return got[1] end, 1, "the woken coroutine")
+    assert.same({ "a", nil, 3 }, got)
+  end)
+
+  it("do not wake a coroutine that waits on something else", function()
+    local done = false
+    local co = jobrt.spawn(function() jobrt.sleep(0.02); done = true end)
+    assert.is_false(jobrt.wake(co))
+    h.wait_for(function() return done end, 1, "the sleeper")
+  end)
+end)
+
+describe("jobrt.cancel", function()
+  it("stops a parked coroutine for good", function()
+    local after = false
+    local co = jobrt.spawn(function() jobrt.sleep(0.01); after = true end)
+    assert.is_true(jobrt.cancel(co))
+    assert.equal("cancelled", jobrt.status(co))
+    local t = jobrt.timer()
+    local fired = false
+    t:start(0.03, function() fired = true end)
+    h.wait_for(function() return fired end, 1, "a later timer")
+    t:close()
+    assert.is_false(after)
+  end)
+end)
+
+describe("jobrt.timer", function()
+  it("fires once, can be re-armed, and repeats when asked", function()
+    local t = jobrt.timer()
+    local n = 0
+    t:start(0.001, function() n = n + 1 end)
+    h.wait_for(function() return n == 1 end, 1, "first fire")
+    assert.is_false(t:active())
+    t:start(0.001, function() n = n + 1 end, 0.001)
+    h.wait_for(function() return n >= 4 end, 1, "repeats")
+    t:stop()
+    assert.is_false(t:active())
+    t:close()
+    assert.has_error(function() t:start(1, print) end, "timer: already closed")
+  end)
+
+  it("re-arming moves the due time", function()
+    local t = jobrt.timer()
+    local fired = 0
+    t:start(10, function() fired = fired + 1 end)
+    assert.is_true(t:due_in() > 9)
+    t:start(0.005, function() fired = fired + 10 end)
+    h.wait_for(function() return fired > 0 end, 1, "re-armed timer")
+    assert.equal(10, fired)
+    t:close()
+  end)
+end)
+
+describe("jobrt.waitgroup", function()
+  it("waits for every coroutine and keeps their errors", function()
+    local wg = jobrt.waitgroup()
+    local n = 0
+    for i = 1, 20 do wg:spawn(function() jobrt.sleep(0.001 * (i % 3)); n = n + 1 end) end
+    wg:spawn(function() error("one failed") end)
+    assert.is_true(wg:wait(2))
+    assert.equal(20, n)
+    assert.equal(1, #wg.errors)
+    assert.matches("one failed", wg.errors[1], 1, true)
+  end)
+
+  it("times out", function()
+    local wg = jobrt.waitgroup()
+    wg:spawn(function() jobrt.sleep(0.5) end)
+    local ok, err = wg:wait(0.01)
+    assert.is_false(ok)
+    assert.equal("timeout", err)
+  end)
+end)
+
+describe("jobrt.cond", function()
+  it("signal wakes one waiter with values; broadcast wakes all", function()
+    local c = jobrt.cond()
+    local got = {}
+    for i = 1, 3 do jobrt.spawn(function() local _, v = c:wait(); got[#got + 1] = v .. i end) end
+    assert.is_true(c:signal("x"))
+    h.wait_for(function() return #got == 1 end, 1, "one waiter")
+    assert.equal(2, c:broadcast("y"))
+    h.wait_for(function() return #got == 3 end, 1, "all waiters")
+    assert.same({ "x1", "y2", "y3" }, got)
+  end)
+end)
+
+describe("jobrt.on_signal", function()
+  it("runs the function in a coroutine when the signal arrives", function()
+    local got
+    local sig = jobrt.on_signal("SIGUSR1", function(name) jobrt.sleep(0); got = name end)
+    require('jobrt.core.proc').kill(jobrt.pid(), 10)
+    h.wait_for(function() return got end, 2, "SIGUSR1")
+    sig:close()
+    assert.equal("SIGUSR1", got)
+  end)
+
+  it("rejects unknown signal names", function()
+    assert.has_error(function() jobrt.on_signal("SIGFOO", print) end,
+      "jobrt.on_signal: unknown signal 'SIGFOO' (use SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGCHLD or SIGWINCH)")
+  end)
+end)

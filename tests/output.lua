@@ -1,0 +1,20 @@
+-- tests/output.lua: busted output = the usual terminal output, then one
+-- closing line "N passed, N failed[, N skipped]" that CI reads.
+return function(options)
+  local busted = require 'busted'
+  local handler = require 'busted.outputHandlers.utfTerminal'(options)
+  local passed, failed, skipped = 0, 0, 0
+  busted.subscribe({ 'test', 'end' }, function(element, parent, status)
+    if status == 'success' then passed = passed + 1
+    elseif status == 'pending' then skipped = skipped + 1
+    else failed = failed + 1 end
+    return nil, true
+  end)
+  busted.subscribe({ 'error', 'file' }, function() failed = failed + 1; return nil, true end)
+  busted.subscribe({ 'failure', 'file' }, function() failed = failed + 1; return nil, true end)
+  busted.subscribe({ 'exit' }, function()
+    _G.JOBRT_TEST_SUMMARY = { passed = passed, failed = failed, skipped = skipped }
+    return nil, true
+  end)
+  return handler
+end

@@ -1,0 +1,38 @@
+-- tests/run.lua: the suite, run inside the jobrt host (`make test`).
+-- Starts a private redis-server, runs every tests/**/*_spec.lua with busted in
+-- this coroutine (specs call Redis straight-line), stops the server, and ends
+-- with the line "N passed, N failed".
+--   ./jobrt run tests/run.lua [busted options] [spec files or dirs]
+local h = require 'tests.helpers'
+
+local server = h.start_redis()
+h.url = server.url
+h.setenv("JOBRT_TEST_REDIS", server.url)
+h.setenv("JOBRT_REDIS", server.url)
+h.setenv("JOBRT_CHECK_HANDLES", "1")
+
+local user = {}
+for i = 1, #arg do user[#user + 1] = arg[i] end
+local roots = {}
+local opts = {}
+for _, a in ipairs(user) do
+  if a:sub(1, 1) == "-" then opts[#opts + 1] = a else roots[#roots + 1] = a end
+end
+if #roots == 0 then roots = { "tests" } end
+
+_G.arg = { "--output=tests/output.lua", "--pattern=_spec", "--sort-files", "--lpath=./?.lua" }
+for _, o in ipairs(opts) do _G.arg[#_G.arg + 1] = o end
+for _, r in ipairs(roots) do _G.arg[#_G.arg + 1] = r end
+
+local ok, err = pcall(require('busted.runner'), { standalone = false })
+server:stop()
+
+local s = _G.JOBRT_TEST_SUMMARY or { passed = 0, failed = 1, skipped = 0 }
+if not ok and err ~= nil then
+  io.stderr:write("busted stopped: ", tostring(err), "\n")
+  s.failed = s.failed + 1
+end
+io.stdout:write(("%d passed, %d failed%s\n"):format(s.passed, s.failed,
+  s.skipped > 0 and (", %d skipped"):format(s.skipped) or ""))
+io.stdout:flush()
+return s.failed > 0 and 1 or 0
