@@ -27,6 +27,7 @@ static const char ANCHORS[] = "jobrt.anchors";     /* co -> 1 (live) | 2 (suspen
 static const char CANCELLED[] = "jobrt.cancelled"; /* weak: co -> true */
 static const char READY[] = "jobrt.ready";         /* array of {co, args...} */
 
+static int anchors_ref, cancelled_ref, ready_ref;  /* registry refs of the tables */
 static uv_idle_t ready_idle;     /* runs the ready queue, then stops itself */
 static uv_idle_t exit_idle;      /* checks, outside any callback, that nothing is left */
 static int ready_len;
@@ -73,7 +74,7 @@ static void push_regtable(lua_State *L, const char *name, const char *mode) {
 /* anchors[co] = v (v == 0 removes). */
 static void anchor_set(lua_State *co, int v) {
   lua_State *L = jr_H.L;
-  push_regtable(L, ANCHORS, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, anchors_ref);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   if (v) lua_pushinteger(L, v); else lua_pushnil(L);
@@ -83,7 +84,7 @@ static void anchor_set(lua_State *co, int v) {
 
 static int anchor_get(lua_State *co) {
   lua_State *L = jr_H.L;
-  push_regtable(L, ANCHORS, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, anchors_ref);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   lua_rawget(L, -2);
@@ -92,9 +93,12 @@ static int anchor_get(lua_State *co) {
   return v;
 }
 
+static int n_cancelled;   /* cancellations so far: none, no lookup needed */
+
 static int is_cancelled(lua_State *co) {
+  if (n_cancelled == 0) return 0;
   lua_State *L = jr_H.L;
-  push_regtable(L, CANCELLED, "k");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cancelled_ref);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   lua_rawget(L, -2);
@@ -326,11 +330,12 @@ static int l_cancel(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  push_regtable(L, CANCELLED, "k");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cancelled_ref);
   lua_pushvalue(L, 1);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+  n_cancelled++;
   finished(co);
   lua_pushboolean(L, 1);
   return 1;
@@ -477,9 +482,10 @@ void jr_sched_init(lua_State *L, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&ready_idle);
   uv_idle_init(loop, &exit_idle);
   push_regtable(L, ANCHORS, NULL);
+  anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   push_regtable(L, CANCELLED, "k");
-  push_regtable(L, READY, NULL);
-  lua_pop(L, 3);
+  cancelled_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  (void)ready_ref;
 }
 
 /* Forces the shutdown path (used when the loop ran dry with coroutines
