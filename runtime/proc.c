@@ -1,4 +1,5 @@
-/* proc.c - child processes: spawn, wait, kill, captured output, heartbeat.
+/* proc.c - child processes (spawn, wait, kill, captured output, heartbeat)
+ * and the two file-system look-ups the worker needs at start-up.
  *
  * Used by the --procs supervisor (children are `jobrt` itself) and by the
  * tests (run a jobrt command, read its output and exit status). A child may
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 typedef struct {
   char *data;
@@ -406,6 +408,51 @@ static int l_exepath(lua_State *L) {
   return 1;
 }
 
+/* proc.scandir(path) -> { {name=, type="file"|"dir"|"link"|"other"}... } | nil, err
+ * (synchronous: used once at start-up to find job files) */
+static int l_scandir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_scandir(NULL, &req, path, 0, NULL);
+  if (rc < 0) {
+    uv_fs_req_cleanup(&req);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  lua_newtable(L);
+  uv_dirent_t ent;
+  int i = 0;
+  while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, ent.name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, ent.type == UV_DIRENT_FILE ? "file" : ent.type == UV_DIRENT_DIR ? "dir"
+                      : ent.type == UV_DIRENT_LINK ? "link" : "other");
+    lua_setfield(L, -2, "type");
+    lua_rawseti(L, -2, ++i);
+  }
+  uv_fs_req_cleanup(&req);
+  return 1;
+}
+
+/* proc.stat(path) -> "file" | "dir" | "other" | nil, err */
+static int l_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_stat(NULL, &req, path, NULL);
+  if (rc < 0) {
+    uv_fs_req_cleanup(&req);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  uint64_t m = req.statbuf.st_mode;
+  uv_fs_req_cleanup(&req);
+  lua_pushstring(L, S_ISDIR(m) ? "dir" : S_ISREG(m) ? "file" : "other");
+  return 1;
+}
+
 /* proc.kill(pid, sig) -> true | nil, err */
 static int l_kill(lua_State *L) {
   int rc = uv_kill((int)luaL_checkinteger(L, 1), (int)luaL_optinteger(L, 2, SIGTERM));
@@ -431,7 +478,8 @@ int jr_open_proc(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"heartbeat", l_heartbeat},
-                                 {"exepath", l_exepath}, {"kill", l_kill}, {NULL, NULL}};
+                                 {"exepath", l_exepath}, {"kill", l_kill},
+                                 {"scandir", l_scandir}, {"stat", l_stat}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;

@@ -1,0 +1,229 @@
+--[[ complete.lua: record the outcomes of a batch of jobs one worker finished, in one call.
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV:
+  [1] type        QUEUE | LBQUEUE | DELQUEUE
+  [2] worker      worker id that holds the jobs
+  [3] ttl_ok      seconds a successful record is kept (1..315360000); '' = 3600
+  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [5] backoff     seconds before the first retry (0..86400), doubled per attempt, at most 1 hour
+                  (or backoff itself if larger); '' = 1
+  then one group of 5 per job (1..1000 groups):
+  [6+5k] id
+  [7+5k] outcome      'ok' | 'failed'
+  [8+5k] value        ok: the result as JSON text ('' = null); failed: the error reason (text)
+  [9+5k] exception    failed: traceback text ('' = none); ok: must be ''
+  [10+5k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
+A job counts only if "<worker>|<id>" is still in jobrt:{Q}:active (the lease was not lost);
+  others are ignored and returned.
+ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok.
+failed, attempts <= retries: state=pending, error-reason, error-exception, due; into
+  jobrt:{Q}:due at now + backoff * 2^(attempts-1) (LBQUEUE keeps its jobHash running meanwhile).
+failed, no retries left: state=finished, result=failed, error-reason, error-exception,
+  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
+  identity@timestamp entry; one message on jobrt:{Q}:results with the finished record keys, one
+  per line (a single job: exactly "jobrt:{Q}:job:<id>").
+Returns: { completed, retried, failed, ignored_ids }
+]]
+local SCRIPT = 'complete'
+-- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 37) .. '...' end
+  return "'" .. v .. "'"
+end
+local function argerr(i, name, msg)
+  return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
+end
+-- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+local function check_keys()
+  if #KEYS ~= 14 then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+  end
+  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  if not prefix then
+    return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  for i = 2, 14 do
+    if KEYS[i] ~= prefix .. SUFFIX[i] then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+    end
+  end
+  return prefix:match('^jobrt:{(.+)}:$')
+end
+-- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
+local function queue_type()
+  local v = ARGV[1]
+  if v == nil or v == '' then return nil, argerr(1, 'type', 'is missing (read it from RESERVED:QCONFIG)') end
+  if v ~= 'QUEUE' and v ~= 'LBQUEUE' and v ~= 'DELQUEUE' then
+    return nil, argerr(1, 'type', 'must be QUEUE, LBQUEUE or DELQUEUE, got ' .. shown(v))
+  end
+  return v
+end
+local function max_argv(n)
+  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
+end
+-- optional string: '' or absent -> nil
+local function opt_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil end
+  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
+  return v
+end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
+-- optional decimal number within [lo, hi] ('' or absent -> dflt)
+local function opt_num(i, name, lo, hi, whole, dflt)
+  local v = ARGV[i]
+  if v == nil or v == '' then return dflt end
+  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
+  end
+  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
+  if n < lo or n > hi then
+    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
+  end
+  return n
+end
+local function req_num(i, name, lo, hi, whole)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_num(i, name, lo, hi, whole)
+end
+-- a worker id: 1..128 bytes without '|'
+local function worker_id(i)
+  local w, err = req_str(i, 'worker', 128)
+  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
+  return w, err
+end
+-- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+local function now()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+end
+local function ms(n) return string.format('%.0f', n) end
+-- ---- end of shared helpers ----
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+local qtype, worker, ttl_ok, ttl_failed, backoff
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+worker, err = worker_id(2); if err then return redis.error_reply(err) end
+ttl_ok, err = opt_num(3, 'ttl_ok', 1, 315360000, true, 3600); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
+local n = #ARGV - 5
+if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, outcome, value, exception, retries)')) end
+if n % 5 ~= 0 then return redis.error_reply(SCRIPT .. ': ARGV after [5] must come in groups of 5 (id, outcome, value, exception, retries), got ' .. n .. ' values') end
+if n > 5000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 5)) end
+local outs = {}
+for b = 6, #ARGV, 5 do
+  local o = {}
+  o.id, err = req_str(b, 'id', 256); if err then return redis.error_reply(err) end
+  o.outcome = ARGV[b + 1]
+  if o.outcome ~= 'ok' and o.outcome ~= 'failed' then
+    return redis.error_reply(argerr(b + 1, 'outcome', "must be 'ok' or 'failed', got " .. shown(o.outcome)))
+  end
+  o.value = ARGV[b + 2]
+  o.exception = ARGV[b + 3]
+  if o.outcome == 'ok' then
+    if o.value == '' then o.value = 'null' end
+    if not pcall(cjson.decode, o.value) then
+      return redis.error_reply(argerr(b + 2, 'value', 'must be JSON text, got ' .. shown(o.value)))
+    end
+    if o.exception ~= '' then return redis.error_reply(argerr(b + 3, 'exception', "must be '' for outcome 'ok', got " .. shown(o.exception))) end
+  end
+  o.retries, err = opt_num(b + 4, 'retries', 0, 1000, true, 0); if err then return redis.error_reply(err) end
+  outs[#outs + 1] = o
+end
+
+local now_ms, now_s = now()
+local prefix = KEYS[1]
+local members = {}
+for i = 1, #outs do members[i] = worker .. '|' .. outs[i].id end
+local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
+local drop, ignored = {}, {}
+for i = 1, #outs do
+  if held[i] then drop[#drop + 1] = members[i] else ignored[#ignored + 1] = outs[i].id end
+end
+if #drop > 0 then redis.call('ZREM', KEYS[5], unpack(drop)) end
+
+local done, retried, failed = 0, 0, 0
+local finished, dues, fails = {}, {}, {}
+local wake_at = nil
+-- a finished LBQUEUE job frees its jobHash and queues the job parked behind it
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', prefix .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  wake_at = now_ms
+end
+local seen = {}
+for i = 1, #outs do
+  local o = outs[i]
+  if held[i] and not seen[o.id] then
+    seen[o.id] = true
+    local rec = prefix .. o.id
+    local final = true
+    local f = { false, false, false, false }
+    if o.outcome == 'ok' then
+      if qtype ~= 'QUEUE' then f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup') end
+      redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
+        'finished-created', now_s)
+      redis.call('EXPIRE', rec, ttl_ok)
+      done = done + 1
+    else
+      f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup')
+      local attempts = tonumber(f[1]) or 1
+      local retries = tonumber(f[2]) or o.retries
+      if attempts <= retries then
+        final = false
+        local wait = math.max(math.min(backoff * 2 ^ (attempts - 1), 3600), backoff)
+        local due_ms = now_ms + math.floor(wait * 1000 + 0.5)
+        redis.call('HSET', rec, 'state', 'pending', 'error-reason', o.value, 'error-exception', o.exception,
+          'due', string.format('%.3f', due_ms / 1000))
+        dues[#dues + 1] = due_ms
+        dues[#dues + 1] = o.id
+        if not wake_at or due_ms < wake_at then wake_at = due_ms end
+        retried = retried + 1
+      else
+        redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'error-reason', o.value,
+          'error-exception', o.exception, 'finished-created', now_s)
+        redis.call('EXPIRE', rec, ttl_failed)
+        fails[#fails + 1] = now_ms
+        fails[#fails + 1] = o.id
+        failed = failed + 1
+      end
+    end
+    if final then
+      finished[#finished + 1] = rec
+      if f[3] and qtype == 'LBQUEUE' then lb_release(f[3], o.id) end
+      if f[4] then redis.call('HDEL', KEYS[10], f[4]) end
+    end
+  end
+end
+if #dues > 0 then redis.call('ZADD', KEYS[4], unpack(dues)) end
+if #fails > 0 then
+  redis.call('ZADD', KEYS[6], unpack(fails))
+  -- failed-set entries whose records have expired
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+end
+if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
+if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
+if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end
+if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
+if wake_at then redis.call('PUBLISH', KEYS[13], ms(wake_at)) end
+return { done, retried, failed, ignored }

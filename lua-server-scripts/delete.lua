@@ -1,0 +1,143 @@
+--[[ delete.lua: delete (cancel) one job by id, from whichever structure holds it (seed 002's DELETE).
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV:
+  [1] type  QUEUE | LBQUEUE | DELQUEUE
+  [2] id    job id
+Removes the record and the job's entry: wait list / ready set / due set / LBQUEUE entry or parked
+  slot (pending), lease (executing: the worker's later renew reports it lost and its outcome is
+  ignored), failed set (finished). A pending or executing LBQUEUE job that holds its jobHash
+  releases it and queues the parked job; a DELQUEUE job frees its identity@timestamp entry.
+Returns: 1 when a job was deleted, 0 when there was none.
+]]
+local SCRIPT = 'delete'
+-- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 37) .. '...' end
+  return "'" .. v .. "'"
+end
+local function argerr(i, name, msg)
+  return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
+end
+-- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+local function check_keys()
+  if #KEYS ~= 14 then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+  end
+  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  if not prefix then
+    return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  for i = 2, 14 do
+    if KEYS[i] ~= prefix .. SUFFIX[i] then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+    end
+  end
+  return prefix:match('^jobrt:{(.+)}:$')
+end
+-- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
+local function queue_type()
+  local v = ARGV[1]
+  if v == nil or v == '' then return nil, argerr(1, 'type', 'is missing (read it from RESERVED:QCONFIG)') end
+  if v ~= 'QUEUE' and v ~= 'LBQUEUE' and v ~= 'DELQUEUE' then
+    return nil, argerr(1, 'type', 'must be QUEUE, LBQUEUE or DELQUEUE, got ' .. shown(v))
+  end
+  return v
+end
+local function max_argv(n)
+  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
+end
+-- optional string: '' or absent -> nil
+local function opt_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil end
+  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
+  return v
+end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
+-- optional decimal number within [lo, hi] ('' or absent -> dflt)
+local function opt_num(i, name, lo, hi, whole, dflt)
+  local v = ARGV[i]
+  if v == nil or v == '' then return dflt end
+  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
+  end
+  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
+  if n < lo or n > hi then
+    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
+  end
+  return n
+end
+local function req_num(i, name, lo, hi, whole)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_num(i, name, lo, hi, whole)
+end
+-- a worker id: 1..128 bytes without '|'
+local function worker_id(i)
+  local w, err = req_str(i, 'worker', 128)
+  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
+  return w, err
+end
+-- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+local function now()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+end
+local function ms(n) return string.format('%.0f', n) end
+-- ---- end of shared helpers ----
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+err = max_argv(2); if err then return redis.error_reply(err) end
+local qtype, jid
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+jid, err = req_str(2, 'id', 256); if err then return redis.error_reply(err) end
+
+local now_ms = now()
+local prefix = KEYS[1]
+local rec = prefix .. jid
+local f = redis.call('HMGET', rec, 'state', 'worker', 'hash', 'order', 'dedup')
+local state = f[1]
+redis.call('ZREM', KEYS[6], jid)
+if not state then return 0 end
+redis.call('DEL', rec)
+if state == 'finished' then return 1 end
+
+if state == 'executing' then
+  redis.call('ZREM', KEYS[5], (f[2] or '') .. '|' .. jid)
+elseif qtype == 'QUEUE' then
+  if redis.call('ZREM', KEYS[4], jid) == 0 then redis.call('LREM', KEYS[2], 1, jid) end
+elseif qtype == 'LBQUEUE' then
+  redis.call('ZREM', KEYS[4], jid)
+  redis.call('ZREM', KEYS[3], (f[4] or '0') .. '|' .. jid)
+else
+  redis.call('ZREM', KEYS[4], jid)
+end
+if qtype == 'LBQUEUE' and f[3] then
+  local h = f[3]
+  if redis.call('HGET', KEYS[7], h) == jid then redis.call('HDEL', KEYS[7], h) end
+  if redis.call('HGET', KEYS[9], h) == jid then redis.call('HDEL', KEYS[9], h) end
+  if redis.call('HGET', KEYS[8], h) == jid then
+    redis.call('HDEL', KEYS[8], h)
+    local p = redis.call('HGET', KEYS[9], h)
+    if p then
+      redis.call('HDEL', KEYS[9], h)
+      local pf = redis.call('HMGET', prefix .. p, 'order', 'priority')
+      redis.call('HSET', KEYS[7], h, p)
+      redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+      redis.call('PUBLISH', KEYS[13], ms(now_ms))
+    end
+  end
+end
+if f[5] and redis.call('HGET', KEYS[10], f[5]) == jid then redis.call('HDEL', KEYS[10], f[5]) end
+return 1

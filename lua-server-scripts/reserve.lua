@@ -1,0 +1,163 @@
+--[[ reserve.lua: lease up to N ready jobs to one worker (seed 002's RESERVE), in one call.
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV:
+  [1] type    QUEUE | LBQUEUE | DELQUEUE
+  [2] worker  worker id, 1..128 bytes, no '|'
+  [3] count   whole number 1..1000: how many jobs at most
+  [4] lease   seconds (0.001..86400) the jobs are held without a renew
+Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
+  backoff has passed, delayed QUEUE jobs), earliest first; then QUEUE: oldest of the wait list;
+  LBQUEUE: highest priority of the ready set, FIFO among equal priorities.
+Each job: record state=executing, executing-created, worker, attempts+1; lease entry
+  "<worker>|<id>" in jobrt:{Q}:active with score = lease expiry (Unix ms); LBQUEUE: its jobHash
+  is marked running (jobrt:{Q}:lb:running), so identical jobs wait in jobrt:{Q}:lb:parked.
+Returns: { now, next_due, next_lease, jobs }
+  now         server time, Unix ms
+  next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
+  next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
+  jobs        array of { id, function, args, attempt, retries, timeout, jobHash }
+              (attempt counts from 1; retries/timeout/jobHash nil when not set on the job)
+]]
+local SCRIPT = 'reserve'
+-- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 37) .. '...' end
+  return "'" .. v .. "'"
+end
+local function argerr(i, name, msg)
+  return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
+end
+-- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+local function check_keys()
+  if #KEYS ~= 14 then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+  end
+  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  if not prefix then
+    return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  for i = 2, 14 do
+    if KEYS[i] ~= prefix .. SUFFIX[i] then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+    end
+  end
+  return prefix:match('^jobrt:{(.+)}:$')
+end
+-- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
+local function queue_type()
+  local v = ARGV[1]
+  if v == nil or v == '' then return nil, argerr(1, 'type', 'is missing (read it from RESERVED:QCONFIG)') end
+  if v ~= 'QUEUE' and v ~= 'LBQUEUE' and v ~= 'DELQUEUE' then
+    return nil, argerr(1, 'type', 'must be QUEUE, LBQUEUE or DELQUEUE, got ' .. shown(v))
+  end
+  return v
+end
+local function max_argv(n)
+  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
+end
+-- optional string: '' or absent -> nil
+local function opt_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil end
+  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
+  return v
+end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
+-- optional decimal number within [lo, hi] ('' or absent -> dflt)
+local function opt_num(i, name, lo, hi, whole, dflt)
+  local v = ARGV[i]
+  if v == nil or v == '' then return dflt end
+  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
+  end
+  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
+  if n < lo or n > hi then
+    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
+  end
+  return n
+end
+local function req_num(i, name, lo, hi, whole)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_num(i, name, lo, hi, whole)
+end
+-- a worker id: 1..128 bytes without '|'
+local function worker_id(i)
+  local w, err = req_str(i, 'worker', 128)
+  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
+  return w, err
+end
+-- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+local function now()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+end
+local function ms(n) return string.format('%.0f', n) end
+-- ---- end of shared helpers ----
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+err = max_argv(4); if err then return redis.error_reply(err) end
+local qtype, worker, count, lease
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+worker, err = worker_id(2); if err then return redis.error_reply(err) end
+count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
+lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
+
+local now_ms, now_s = now()
+local prefix = KEYS[1]
+local ids = {}
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, count)
+if #due > 0 then
+  redis.call('ZREM', KEYS[4], unpack(due))
+  for i = 1, #due do ids[i] = due[i] end
+end
+local from_ready = #ids      -- ids after this index came from the LBQUEUE ready set
+local rest = count - #ids
+if rest > 0 then
+  if qtype == 'QUEUE' then
+    local got = redis.call('RPOP', KEYS[2], rest)
+    if got then for i = 1, #got do ids[#ids + 1] = got[i] end end
+  elseif qtype == 'LBQUEUE' then
+    local got = redis.call('ZPOPMIN', KEYS[3], rest)
+    for i = 1, #got, 2 do ids[#ids + 1] = got[i]:match('^%d+|(.*)$') end
+  end
+end
+
+local jobs, leases, entries, running = {}, {}, {}, {}
+local expiry = now_ms + math.floor(lease * 1000 + 0.5)
+for i = 1, #ids do
+  local jid = ids[i]
+  local rec = prefix .. jid
+  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash')
+  if f[1] then                       -- a record that vanished (deleted) is skipped
+    local attempt = (tonumber(f[3]) or 0) + 1
+    redis.call('HSET', rec, 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt)
+    leases[#leases + 1] = expiry
+    leases[#leases + 1] = worker .. '|' .. jid
+    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6] }
+    if qtype == 'LBQUEUE' and f[6] then
+      if i > from_ready then entries[#entries + 1] = f[6] end
+      running[#running + 1] = f[6]
+      running[#running + 1] = jid
+    end
+  end
+end
+if #leases > 0 then redis.call('ZADD', KEYS[5], unpack(leases)) end
+if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
+if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
+
+local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs }

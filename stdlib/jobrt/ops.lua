@@ -1,0 +1,369 @@
+-- jobrt.ops: the queue operations, one call to one server-side script each
+-- (lua-server-scripts/*.lua; the protocol is lua-server-scripts/README.md).
+--
+--   local ops = require 'jobrt.ops'
+--   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
+--       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
+--       -- retry delay, doubled per attempt, capped at 1 h), max_stalls (3: lease losses a job
+--       -- survives regardless of its retries), type_ttl (s, 2: how long queue types are cached)
+--   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
+--   o:set_queue_type(queue, type) -> true | nil, err
+--   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
+--       -- opts: jobHash, priority, timestamp (absolute Unix s), delay (s), id, retries, timeout (s)
+--       -- existed: true when no new job was made (id already pending/executing, LBQUEUE merge,
+--       -- DELQUEUE identical job at the same timestamp); id is then the existing job's id
+--   o:reserve(queue, worker_id, n, lease_s) -> { jobs = { {id=, fn=, args=(JSON text), attempt=,
+--       retries=, timeout=, hash=}... }, next_due = ms|nil, next_lease = ms|nil, now = ms }
+--   o:renew(queue, worker_id, ids, lease_s) -> lost_ids
+--   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids} } | nil, err
+--       -- outcomes: { {id=, ok=true, value=json_text}, {id=, ok=false, reason=, exception=,
+--       --             retries=(used when the job has none)}... }, any number (sent 1000 per call)
+--   o:requeue_expired(queue) -> n_requeued, n_failed
+--   o:release(queue, worker_id, ids) -> n_released
+--   o:get(queue, id) -> record table (field -> string) | nil (not found)
+--   o:delete(queue, id) -> true | false
+--   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
+--   o:list_failed(queue, offset, count) -> records, total
+--   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
+--                       total_failed=, retried=, expired= }
+--   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results= }
+--   ops.TYPES = { QUEUE=true, LBQUEUE=true, DELQUEUE=true }
+-- Every operation returns nil, err on Redis trouble (never raises for it) and raises on wrong
+-- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
+
+local scripts = require 'jobrt.scripts'
+local cjson = require 'cjson'
+
+local _M = {}
+local mt = { __index = _M }
+
+local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
+local math_floor, math_abs = math.floor, math.abs
+local str_format, str_find = string.format, string.find
+local NULL = cjson.null
+
+_M.TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
+local QCONFIG = 'RESERVED:QCONFIG'
+
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+
+local function check_queue(fname, queue)
+  if type(queue) ~= 'string' or queue == '' then
+    error(str_format("jobrt.ops.%s: queue must be a non-empty string, got %s", fname,
+      type(queue) == 'string' and "''" or type(queue)), 3)
+  end
+end
+
+local keys_cache = {}
+
+-- The 14 standard KEYS of a queue, in the order every script expects.
+function _M.keys(queue)
+  check_queue('keys', queue)
+  local k = keys_cache[queue]
+  if k then return k end
+  k = {}
+  local prefix = 'jobrt:{' .. queue .. '}:'
+  for i = 1, #SUFFIX do k[i] = prefix .. SUFFIX[i] end
+  keys_cache[queue] = k
+  return k
+end
+
+-- The pub/sub channels of a queue.
+function _M.channels(queue)
+  check_queue('channels', queue)
+  return { wake = 'jobrt:{' .. queue .. '}:wake', results = 'jobrt:{' .. queue .. '}:results' }
+end
+
+-- a number as ARGV text: whole numbers without exponent, others with full precision
+local function num(v)
+  if v == math_floor(v) and math_abs(v) < 2 ^ 53 then return str_format('%d', v) end
+  return str_format('%.17g', v)
+end
+
+local function clock()
+  local jr = package.loaded['jobrt']
+  if type(jr) == 'table' and type(jr.now) == 'function' then return jr.now() end
+  return os.time()
+end
+
+local function nonnull(v)
+  if v == nil or v == NULL then return nil end
+  return v
+end
+
+-- Creates the operations object for connection r and loads the scripts. Returns o or nil, err.
+function _M.new(r, conf)
+  if conf ~= nil and type(conf) ~= 'table' then error('jobrt.ops.new: conf must be a table, got ' .. type(conf), 2) end
+  conf = conf or {}
+  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl' }) do
+    if conf[k] ~= nil and type(conf[k]) ~= 'number' then
+      error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
+    end
+  end
+  local s, err = scripts.load(r)
+  if not s then return nil, err end
+  return setmetatable({
+    r = r, s = s, types = {},
+    ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
+    ttl_failed = conf.ttl_failed and num(conf.ttl_failed) or '',
+    backoff = conf.backoff and num(conf.backoff) or '',
+    max_stalls = conf.max_stalls and num(conf.max_stalls) or '',
+    type_ttl = conf.type_ttl or 2,
+  }, mt)
+end
+
+local function type_missing(queue)
+  return str_format("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+    queue, queue)
+end
+
+-- The queue's type from RESERVED:QCONFIG, cached for conf.type_ttl seconds.
+function _M:queue_type(queue)
+  check_queue('queue_type', queue)
+  local c = self.types[queue]
+  local t = clock()
+  if c and t < c.until_ then return c.type end
+  local v, err = self.r:call('HGET', QCONFIG, queue)
+  if v == nil then return nil, err end
+  if v == NULL then return nil, type_missing(queue) end
+  if not _M.TYPES[v] then
+    return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+      queue, tostring(v), queue)
+  end
+  self.types[queue] = { type = v, until_ = t + self.type_ttl }
+  return v
+end
+
+-- Sets the queue's type in RESERVED:QCONFIG. Returns true or nil, err.
+function _M:set_queue_type(queue, qtype)
+  check_queue('set_queue_type', queue)
+  if type(qtype) ~= 'string' then error('jobrt.ops.set_queue_type: type must be a string, got ' .. type(qtype), 2) end
+  if not _M.TYPES[qtype] then
+    return nil, str_format("unknown queue type '%s': use QUEUE, LBQUEUE or DELQUEUE", qtype)
+  end
+  local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
+  if ok == nil then return nil, err end
+  self.types[queue] = { type = qtype, until_ = clock() + self.type_ttl }
+  return true
+end
+
+-- run script `name` on queue with argv (argv[1], the type, is filled in here)
+local function run(self, name, queue, argv)
+  local qtype, err = self:queue_type(queue)
+  if not qtype then return nil, err end
+  argv[1] = qtype
+  return self.s:call(name, _M.keys(queue), argv)
+end
+
+local OPT_TYPES = { jobHash = 'string', priority = 'number', timestamp = 'number', delay = 'number',
+                    id = 'string', retries = 'number', timeout = 'number' }
+
+function _M:enqueue(queue, fn_name, args_json, opts)
+  check_queue('enqueue', queue)
+  if type(fn_name) ~= 'string' then error('jobrt.ops.enqueue: job name must be a string, got ' .. type(fn_name), 2) end
+  if type(args_json) ~= 'string' then error('jobrt.ops.enqueue: args must be JSON text (a string), got ' .. type(args_json), 2) end
+  if opts ~= nil and type(opts) ~= 'table' then error('jobrt.ops.enqueue: opts must be a table, got ' .. type(opts), 2) end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    local want = OPT_TYPES[k]
+    if not want then
+      error(str_format("jobrt.ops.enqueue: unknown option '%s' (known: jobHash, priority, timestamp, delay, id, retries, timeout)", tostring(k)), 2)
+    end
+    if k == 'jobHash' and type(v) == 'number' then v = num(v) end
+    if type(v) ~= want then
+      error(str_format('jobrt.ops.enqueue: option %s must be a %s, got %s', k, want, type(v)), 2)
+    end
+  end
+  local function o(k)
+    local v = opts[k]
+    if v == nil then return '' end
+    if type(v) == 'number' then return num(v) end
+    return v
+  end
+  local res, err = run(self, 'enqueue', queue, { false, fn_name, args_json, o('id'), o('jobHash'),
+    o('priority'), o('timestamp'), o('delay'), o('retries'), o('timeout') })
+  if not res then return nil, err end
+  return res[1], res[2] == 1
+end
+
+local function check_worker(fname, w)
+  if type(w) ~= 'string' then error(str_format('jobrt.ops.%s: worker_id must be a string, got %s', fname, type(w)), 3) end
+end
+local function check_ids(fname, ids)
+  if type(ids) ~= 'table' then error(str_format('jobrt.ops.%s: ids must be an array of strings, got %s', fname, type(ids)), 3) end
+  for i = 1, #ids do
+    if type(ids[i]) ~= 'string' then
+      error(str_format('jobrt.ops.%s: ids[%d] must be a string, got %s', fname, i, type(ids[i])), 3)
+    end
+  end
+end
+local function check_num(fname, name, v)
+  if type(v) ~= 'number' then error(str_format('jobrt.ops.%s: %s must be a number, got %s', fname, name, type(v)), 3) end
+end
+
+function _M:reserve(queue, worker_id, n, lease_s)
+  check_queue('reserve', queue)
+  check_worker('reserve', worker_id)
+  check_num('reserve', 'n', n)
+  check_num('reserve', 'lease_s', lease_s)
+  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s) })
+  if not res then return nil, err end
+  local jobs = {}
+  local list = res[4]
+  for i = 1, #list do
+    local j = list[i]
+    jobs[i] = { id = j[1], fn = j[2], args = j[3], attempt = tonumber(j[4]),
+                retries = tonumber(nonnull(j[5])), timeout = tonumber(nonnull(j[6])), hash = nonnull(j[7]) }
+  end
+  return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]) }
+end
+
+function _M:renew(queue, worker_id, ids, lease_s)
+  check_queue('renew', queue)
+  check_worker('renew', worker_id)
+  check_ids('renew', ids)
+  check_num('renew', 'lease_s', lease_s)
+  local lost = {}
+  for first = 1, #ids, 1000 do
+    local argv = { false, worker_id, num(lease_s) }
+    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    local res, err = run(self, 'renew', queue, argv)
+    if not res then return nil, err end
+    for i = 1, #res do lost[#lost + 1] = res[i] end
+  end
+  return lost
+end
+
+function _M:complete(queue, worker_id, outcomes)
+  check_queue('complete', queue)
+  check_worker('complete', worker_id)
+  if type(outcomes) ~= 'table' then error('jobrt.ops.complete: outcomes must be an array, got ' .. type(outcomes), 2) end
+  local sum = { completed = 0, retried = 0, failed = 0, ignored = {} }
+  for first = 1, #outcomes, 1000 do
+    local argv = { false, worker_id, self.ttl_ok, self.ttl_failed, self.backoff }
+    for i = first, math.min(first + 999, #outcomes) do
+      local oc = outcomes[i]
+      if type(oc) ~= 'table' or type(oc.id) ~= 'string' then
+        error(str_format('jobrt.ops.complete: outcomes[%d] must be a table with a string id', i), 2)
+      end
+      local n = #argv
+      argv[n + 1] = oc.id
+      if oc.ok then
+        local v = oc.value
+        if v ~= nil and type(v) ~= 'string' then
+          error(str_format('jobrt.ops.complete: outcomes[%d].value must be JSON text (a string), got %s', i, type(v)), 2)
+        end
+        argv[n + 2], argv[n + 3], argv[n + 4] = 'ok', v or 'null', ''
+      else
+        local reason, exc = oc.reason, oc.exception
+        if reason ~= nil and type(reason) ~= 'string' then reason = tostring(reason) end
+        if exc ~= nil and type(exc) ~= 'string' then exc = tostring(exc) end
+        argv[n + 2], argv[n + 3], argv[n + 4] = 'failed', reason or 'failed', exc or ''
+      end
+      if oc.retries ~= nil and type(oc.retries) ~= 'number' then
+        error(str_format('jobrt.ops.complete: outcomes[%d].retries must be a number, got %s', i, type(oc.retries)), 2)
+      end
+      argv[n + 5] = oc.retries and num(oc.retries) or ''
+    end
+    if #argv > 5 then
+      local res, err = run(self, 'complete', queue, argv)
+      if not res then return nil, err end
+      sum.completed = sum.completed + res[1]
+      sum.retried = sum.retried + res[2]
+      sum.failed = sum.failed + res[3]
+      for i = 1, #res[4] do sum.ignored[#sum.ignored + 1] = res[4][i] end
+    end
+  end
+  return sum
+end
+
+function _M:requeue_expired(queue)
+  check_queue('requeue_expired', queue)
+  local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
+  if not res then return nil, err end
+  return res[1], res[2]
+end
+
+function _M:release(queue, worker_id, ids)
+  check_queue('release', queue)
+  check_worker('release', worker_id)
+  check_ids('release', ids)
+  local total = 0
+  for first = 1, #ids, 1000 do
+    local argv = { false, worker_id }
+    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    local res, err = run(self, 'release', queue, argv)
+    if not res then return nil, err end
+    total = total + res
+  end
+  return total
+end
+
+local function record(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+function _M:get(queue, id)
+  check_queue('get', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.get: id must be a string, got ' .. type(id), 2) end
+  local res, err = run(self, 'get', queue, { false, id })
+  if not res then return nil, err end
+  if #res == 0 then return nil end
+  return record(res)
+end
+
+function _M:delete(queue, id)
+  check_queue('delete', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.delete: id must be a string, got ' .. type(id), 2) end
+  local res, err = run(self, 'delete', queue, { false, id })
+  if not res then return nil, err end
+  return res == 1
+end
+
+-- calls a limited script until it handles fewer than limit failed-set entries
+local function drain(self, name, queue)
+  local total, limit = 0, 1000
+  while true do
+    local res, err = run(self, name, queue, { false, num(limit) })
+    if not res then return nil, err end
+    local done, examined = res, res
+    if type(res) == 'table' then done, examined = res[1], res[2] end
+    total = total + done
+    if examined < limit then return total end
+  end
+end
+
+function _M:retry_failed(queue)
+  check_queue('retry_failed', queue)
+  return drain(self, 'retry_failed', queue)
+end
+
+function _M:delete_failed(queue)
+  check_queue('delete_failed', queue)
+  return drain(self, 'delete_failed', queue)
+end
+
+function _M:list_failed(queue, offset, count)
+  check_queue('list_failed', queue)
+  if offset ~= nil then check_num('list_failed', 'offset', offset) end
+  if count ~= nil then check_num('list_failed', 'count', count) end
+  local res, err = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
+  if not res then return nil, err end
+  local out = {}
+  for i = 1, #res[2] do out[i] = record(res[2][i]) end
+  return out, res[1]
+end
+
+function _M:stats(queue)
+  check_queue('stats', queue)
+  local res, err = run(self, 'stats', queue, { false })
+  if not res then return nil, err end
+  local t = {}
+  for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
+  return t
+end
+
+return _M

@@ -1,0 +1,969 @@
+-- The server-side queue scripts (lua-server-scripts/*.lua), driven through jobrt.ops and, for
+-- argument checks, directly by EVALSHA. Real redis-server (tests.helpers), no mocks.
+local h = require 'tests.helpers'
+local ops = require 'jobrt.ops'
+local scripts = require 'jobrt.scripts'
+local jobrt = require 'jobrt'
+local cjson = require 'cjson'
+
+local NULL = cjson.null
+
+describe('server scripts', function()
+  local r, o, s
+
+  -- server clock, Unix ms
+  local function server_ms()
+    local t = r:call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+
+  local function typed(queue, qtype) assert(o:set_queue_type(queue, qtype)) end
+
+  -- every key with its DUMP and whether it has a TTL: equal snapshots = nothing changed
+  local function snapshot()
+    local keys = r:call('KEYS', '*')
+    table.sort(keys)
+    local t = {}
+    for _, k in ipairs(keys) do t[k] = { r:call('DUMP', k), r:call('PTTL', k) > 0 } end
+    return t
+  end
+
+  local function publishes()
+    local info = r:call('INFO', 'commandstats')
+    return tonumber(info:match('cmdstat_publish:calls=(%d+)')) or 0
+  end
+
+  local function rec(queue, id) return o:get(queue, id) end
+
+  local function ids_of(res)
+    local t = {}
+    for i, j in ipairs(res.jobs) do t[i] = j.id end
+    return t
+  end
+
+  local function enq(queue, fn, args, opts)
+    local id, existed = o:enqueue(queue, fn or 'f', args or '{}', opts)
+    assert(id, existed)
+    return id, existed
+  end
+
+  before_each(function()
+    h.flush()
+    r = h.redis()
+    o = assert(ops.new(r))
+    s = o.s
+    typed('q', 'QUEUE')
+    typed('lb', 'LBQUEUE')
+    typed('dq', 'DELQUEUE')
+  end)
+
+  after_each(function()
+    r:close()
+  end)
+
+  describe('ops.keys and ops.channels', function()
+    it('lists the 14 standard keys with the queue as hash tag', function()
+      assert.same({ 'jobrt:{q}:job:', 'jobrt:{q}:wait', 'jobrt:{q}:ready', 'jobrt:{q}:due', 'jobrt:{q}:active',
+        'jobrt:{q}:failed', 'jobrt:{q}:lb:entry', 'jobrt:{q}:lb:running', 'jobrt:{q}:lb:parked',
+        'jobrt:{q}:dedup', 'jobrt:{q}:stats', 'jobrt:{q}:seq', 'jobrt:{q}:wake', 'jobrt:{q}:results' }, ops.keys('q'))
+    end)
+    it('names the wake and results channels', function()
+      assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results' }, ops.channels('q'))
+    end)
+    it('gives every key of a queue the same hash tag, so one Cluster slot', function()
+      for _, k in ipairs(ops.keys('some {odd} queue')) do
+        -- Redis hashes the text between the first '{' and the first '}' after it
+        assert.equal('some {odd', k:match('^[^{]*{([^}]*)}'), k)
+      end
+    end)
+  end)
+
+  describe('queue_type', function()
+    it('reads the type from RESERVED:QCONFIG', function()
+      r:call('HSET', 'RESERVED:QCONFIG', 'other', 'DELQUEUE')
+      assert.equal('DELQUEUE', o:queue_type('other'))
+    end)
+    it('names the fix when the queue has no type', function()
+      local id, err = o:enqueue('nope', 'f', '{}')
+      assert.is_nil(id)
+      assert.equal("queue 'nope' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type nope QUEUE|LBQUEUE|DELQUEUE", err)
+    end)
+    it('rejects an unknown type value', function()
+      r:call('HSET', 'RESERVED:QCONFIG', 'odd', 'FIFO')
+      local t, err = o:queue_type('odd')
+      assert.is_nil(t)
+      assert.equal("queue 'odd' has unknown type 'FIFO' in RESERVED:QCONFIG: set it with  jobrt queue-type odd QUEUE|LBQUEUE|DELQUEUE", err)
+    end)
+    it('set_queue_type refuses an unknown type', function()
+      assert.same({ nil, "unknown queue type 'FIFO': use QUEUE, LBQUEUE or DELQUEUE" }, { o:set_queue_type('x', 'FIFO') })
+    end)
+    it('raises on a queue name that is not a string', function()
+      assert.has_error(function() o:queue_type(5) end, 'jobrt.ops.queue_type: queue must be a non-empty string, got number')
+    end)
+  end)
+
+  describe('enqueue', function()
+    it('writes the seed 004 record fields', function()
+      local id = enq('q', 'mail', '{"to":"a"}', { retries = 2, timeout = 1.5 })
+      local j = rec('q', id)
+      assert.equal(id, j.id)
+      assert.equal('q', j.queue)
+      assert.equal('mail', j['function'])
+      assert.equal('{"to":"a"}', j.args)
+      assert.equal('pending', j.state)
+      assert.equal('0', j.attempts)
+      assert.equal('2', j.retries)
+      assert.equal('1.5', j.timeout)
+      assert.truthy(j['pending-created']:match('^%d+%.%d%d%d%d%d%d$'))
+      local created = tonumber(j['pending-created']) * 1000
+      assert.is_true(math.abs(created - server_ms()) < 5000)
+    end)
+
+    it('stores args verbatim', function()
+      local args = '{ "b" : [1, 2.50, "x"],  "a":null }'
+      assert.equal(args, rec('q', enq('q', 'f', args)).args)
+    end)
+
+    it('generates increasing numeric ids', function()
+      local a, b = enq('q'), enq('q')
+      assert.truthy(a:match('^%d+$'))
+      assert.equal(tonumber(a) + 1, tonumber(b))
+    end)
+
+    describe('client ids (seed 002)', function()
+      it('uses the given id', function()
+        assert.equal('user-5', (enq('q', 'f', '{}', { id = 'user-5' })))
+        assert.equal('user-5', rec('q', 'user-5').id)
+      end)
+      it('does not duplicate an id that is pending', function()
+        enq('q', 'f', '{"n":1}', { id = 'user-5' })
+        local id, existed = enq('q', 'f', '{"n":2}', { id = 'user-5' })
+        assert.equal('user-5', id)
+        assert.is_true(existed)
+        assert.equal(1, r:call('LLEN', 'jobrt:{q}:wait'))
+        assert.equal('{"n":1}', rec('q', 'user-5').args)
+      end)
+      it('does not duplicate an id that is executing', function()
+        enq('q', 'f', '{}', { id = 'user-5' })
+        o:reserve('q', 'w', 1, 10)
+        local _, existed = enq('q', 'f', '{}', { id = 'user-5' })
+        assert.is_true(existed)
+        assert.equal(0, r:call('LLEN', 'jobrt:{q}:wait'))
+      end)
+      it('enqueues a finished id again, replacing its record', function()
+        enq('q', 'f', '{"n":1}', { id = 'user-5' })
+        o:reserve('q', 'w', 1, 10)
+        o:complete('q', 'w', { { id = 'user-5', ok = true, value = '1' } })
+        assert.is_true(r:call('TTL', 'jobrt:{q}:job:user-5') > 0)
+        local _, existed = enq('q', 'f', '{"n":2}', { id = 'user-5' })
+        assert.is_false(existed)
+        local j = rec('q', 'user-5')
+        assert.equal('pending', j.state)
+        assert.equal('{"n":2}', j.args)
+        assert.is_nil(j.result)
+        assert.equal(-1, r:call('TTL', 'jobrt:{q}:job:user-5'))
+      end)
+      it('enqueues a failed id again and takes it out of the failed set', function()
+        enq('q', 'f', '{}', { id = 'user-5' })
+        o:reserve('q', 'w', 1, 10)
+        o:complete('q', 'w', { { id = 'user-5', ok = false, reason = 'no' } })
+        assert.equal(1, r:call('ZCARD', 'jobrt:{q}:failed'))
+        enq('q', 'f', '{}', { id = 'user-5' })
+        assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+        assert.equal('pending', rec('q', 'user-5').state)
+      end)
+      it('refuses an all-digit id and suggests a prefix', function()
+        local id, err = o:enqueue('q', 'f', '{}', { id = '123' })
+        assert.is_nil(id)
+        assert.equal("enqueue: ARGV[4] id must not be all digits (those are generated ids), got '123': add a prefix, e.g. 'user-123'", err)
+      end)
+    end)
+
+    describe('wake-ups', function()
+      it('publishes when the wait list goes from empty to one job, not after', function()
+        local before = publishes()
+        enq('q'); enq('q'); enq('q')
+        assert.equal(before + 1, publishes())
+      end)
+      it('tells subscribers when the new work is ready, in Unix ms', function()
+        local sub = h.redis()
+        local got = {}
+        sub:subscribe('jobrt:{dq}:wake', function(_, msg) if msg then got[#got + 1] = msg end end)
+        local due = server_ms() + 60000
+        enq('dq', 'f', '{}', { timestamp = due / 1000 })
+        local t0 = server_ms()
+        enq('q')
+        enq('dq', 'f', '{"now":1}')
+        h.wait_for(function() return #got == 2 end, 3, 'two wake messages')
+        assert.equal(tostring(due), got[1])
+        assert.is_true(tonumber(got[2]) >= t0 and tonumber(got[2]) <= server_ms())
+        sub:close()
+      end)
+      it('publishes for a DELQUEUE job only when it becomes the earliest', function()
+        local now = server_ms()
+        local before = publishes()
+        enq('dq', 'f', '{}', { timestamp = (now + 60000) / 1000 })
+        enq('dq', 'f', '{"later":1}', { timestamp = (now + 90000) / 1000 })
+        enq('dq', 'f', '{"sooner":1}', { timestamp = (now + 30000) / 1000 })
+        assert.equal(before + 2, publishes())
+      end)
+    end)
+
+    describe('options', function()
+      it('raises on an unknown option', function()
+        assert.has_error(function() o:enqueue('q', 'f', '{}', { jobhash = 'x' }) end,
+          "jobrt.ops.enqueue: unknown option 'jobhash' (known: jobHash, priority, timestamp, delay, id, retries, timeout)")
+      end)
+      it('raises on an option of the wrong type', function()
+        assert.has_error(function() o:enqueue('q', 'f', '{}', { priority = 'high' }) end,
+          'jobrt.ops.enqueue: option priority must be a number, got string')
+      end)
+      it('raises when args is not JSON text', function()
+        assert.has_error(function() o:enqueue('q', 'f', { a = 1 }) end,
+          'jobrt.ops.enqueue: args must be JSON text (a string), got table')
+      end)
+    end)
+  end)
+
+  describe('QUEUE', function()
+    it('serves jobs first in, first out', function()
+      local want = {}
+      for i = 1, 5 do want[i] = enq('q', 'f', '{"i":' .. i .. '}') end
+      local got = {}
+      for i = 1, 5 do got[i] = o:reserve('q', 'w', 1, 10).jobs[1].id end
+      assert.same(want, got)
+    end)
+    it('ignores a jobHash', function()
+      local a = enq('q', 'f', '{}', { jobHash = 'same' })
+      local b = enq('q', 'f', '{}', { jobHash = 'same' })
+      assert.are_not.equal(a, b)
+      assert.equal(2, r:call('LLEN', 'jobrt:{q}:wait'))
+      assert.is_nil(rec('q', a).hash)
+    end)
+    it('holds a delayed job until it is due', function()
+      local id = enq('q', 'f', '{}', { delay = 0.3 })
+      local res = o:reserve('q', 'w', 10, 10)
+      assert.same({}, res.jobs)
+      assert.is_true(res.next_due > res.now and res.next_due <= res.now + 300)
+      local got = h.wait_for(function() return o:reserve('q', 'w', 10, 10).jobs[1] end, 3, 'the delayed job')
+      assert.equal(id, got.id)
+    end)
+  end)
+
+  describe('LBQUEUE', function()
+    it('requires a jobHash', function()
+      local id, err = o:enqueue('lb', 'f', '{}')
+      assert.is_nil(id)
+      assert.equal('enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)', err)
+    end)
+    it('keeps jobs with the same jobHash as one entry', function()
+      local a = enq('lb', 'f', '{"n":1}', { jobHash = 'u1' })
+      local b, existed = enq('lb', 'f', '{"n":2}', { jobHash = 'u1' })
+      assert.equal(a, b)
+      assert.is_true(existed)
+      assert.equal(1, r:call('ZCARD', 'jobrt:{lb}:ready'))
+      local res = o:reserve('lb', 'w', 10, 10)
+      assert.equal(1, #res.jobs)
+      assert.equal('{"n":2}', res.jobs[1].args)   -- the latest arguments win
+      assert.equal('u1', res.jobs[1].hash)
+    end)
+    it('counts identical enqueues as the priority', function()
+      for _ = 1, 3 do enq('lb', 'f', '{}', { jobHash = 'three' }) end
+      enq('lb', 'f', '{}', { jobHash = 'one' })
+      local id = enq('lb', 'f', '{}', { jobHash = 'two' })
+      enq('lb', 'f', '{}', { jobHash = 'two' })
+      assert.equal('2', rec('lb', id).priority)
+      local order = {}
+      for i, j in ipairs(o:reserve('lb', 'w', 10, 10).jobs) do order[i] = j.hash end
+      assert.same({ 'three', 'two', 'one' }, order)
+    end)
+    it('lets the latest explicit priority stand', function()
+      enq('lb', 'f', '{}', { jobHash = 'a', priority = 10 })
+      enq('lb', 'f', '{}', { jobHash = 'a', priority = 2 })
+      enq('lb', 'f', '{}', { jobHash = 'b', priority = 5 })
+      local order = {}
+      for i, j in ipairs(o:reserve('lb', 'w', 10, 10).jobs) do order[i] = j.hash end
+      assert.same({ 'b', 'a' }, order)
+    end)
+    it('serves the highest priority first', function()
+      enq('lb', 'f', '{}', { jobHash = 'low', priority = 1 })
+      enq('lb', 'f', '{}', { jobHash = 'high', priority = 9 })
+      enq('lb', 'f', '{}', { jobHash = 'mid', priority = 5 })
+      local order = {}
+      for i, j in ipairs(o:reserve('lb', 'w', 10, 10).jobs) do order[i] = j.hash end
+      assert.same({ 'high', 'mid', 'low' }, order)
+    end)
+    it('serves equal priorities first in, first out', function()
+      local want = {}
+      for i = 1, 12 do want[i] = 'h' .. i; enq('lb', 'f', '{}', { jobHash = 'h' .. i }) end
+      local got = {}
+      for i = 1, 12 do got[i] = o:reserve('lb', 'w', 1, 10).jobs[1].hash end
+      assert.same(want, got)
+    end)
+    it('parks a job whose jobHash is executing and never runs two at once', function()
+      local first = enq('lb', 'f', '{"n":1}', { jobHash = 'res' })
+      assert.equal(first, o:reserve('lb', 'w1', 1, 10).jobs[1].id)
+      local parked, existed = enq('lb', 'f', '{"n":2}', { jobHash = 'res' })
+      assert.is_false(existed)
+      assert.are_not.equal(first, parked)
+      local again, existed2 = enq('lb', 'f', '{"n":3}', { jobHash = 'res' })
+      assert.equal(parked, again)       -- parked jobs of one jobHash are one entry too
+      assert.is_true(existed2)
+      assert.same({}, o:reserve('lb', 'w2', 10, 10).jobs)
+      assert.equal('pending', rec('lb', parked).state)
+      assert.equal('2', rec('lb', parked).priority)
+      o:complete('lb', 'w1', { { id = first, ok = true, value = 'null' } })
+      local res = o:reserve('lb', 'w2', 10, 10)
+      assert.same({ parked }, ids_of(res))
+      assert.equal('{"n":3}', res.jobs[1].args)
+    end)
+    it('requeues the parked job when the running one fails for good', function()
+      local first = enq('lb', 'f', '{}', { jobHash = 'res' })
+      o:reserve('lb', 'w1', 1, 10)
+      local parked = enq('lb', 'f', '{}', { jobHash = 'res' })
+      o:complete('lb', 'w1', { { id = first, ok = false, reason = 'x' } })
+      assert.same({ parked }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('keeps the jobHash held while a retry waits', function()
+      local first = enq('lb', 'f', '{}', { jobHash = 'res', retries = 1 })
+      o:reserve('lb', 'w1', 1, 10)
+      o:complete('lb', 'w1', { { id = first, ok = false, reason = 'x' } })
+      local parked = enq('lb', 'f', '{}', { jobHash = 'res' })
+      assert.equal(1, r:call('HLEN', 'jobrt:{lb}:lb:parked'))
+      r:call('ZADD', 'jobrt:{lb}:due', 0, first)      -- make the retry due now
+      assert.same({ first }, ids_of(o:reserve('lb', 'w1', 10, 10)))
+      o:complete('lb', 'w1', { { id = first, ok = true } })
+      assert.same({ parked }, ids_of(o:reserve('lb', 'w1', 10, 10)))
+    end)
+    it('never runs two jobs of one jobHash at once under concurrent workers', function()
+      local running, overlap, done = {}, 0, 0
+      local wg = jobrt.waitgroup()
+      local conns = {}
+      local producing = true
+      for c = 1, 8 do
+        conns[c] = assert(ops.new(h.redis()))
+        wg:spawn(function()
+          local oc = conns[c]
+          while producing or (oc:stats('lb').pending + oc:stats('lb').parked) > 0 do
+            local res = assert(oc:reserve('lb', 'w' .. c, 1, 10))
+            local j = res.jobs[1]
+            if j then
+              if running[j.hash] then overlap = overlap + 1 end
+              running[j.hash] = true
+              jobrt.sleep(0.003)
+              running[j.hash] = nil
+              assert(oc:complete('lb', 'w' .. c, { { id = j.id, ok = true } }))
+              done = done + 1
+            else
+              jobrt.sleep(0.002)
+            end
+          end
+        end)
+      end
+      for i = 1, 60 do
+        enq('lb', 'f', '{}', { jobHash = 'h' .. (i % 3) })
+        if i % 5 == 0 then jobrt.sleep(0.002) end
+      end
+      producing = false
+      assert.is_true(wg:wait(20))
+      for c = 1, 8 do conns[c].r:close() end
+      assert.equal(0, overlap)
+      assert.is_true(done >= 3)
+      assert.same({ 0, 0, 0 }, { r:call('HLEN', 'jobrt:{lb}:lb:running'), r:call('HLEN', 'jobrt:{lb}:lb:parked'), r:call('ZCARD', 'jobrt:{lb}:ready') })
+    end)
+    it('refuses a timestamp', function()
+      local id, err = o:enqueue('lb', 'f', '{}', { jobHash = 'a', timestamp = 5 })
+      assert.is_nil(id)
+      assert.equal('enqueue: ARGV[7] timestamp applies to QUEUE and DELQUEUE only, this queue is LBQUEUE', err)
+    end)
+  end)
+
+  describe('DELQUEUE', function()
+    it('runs a job without a timestamp now', function()
+      local id = enq('dq', 'f', '{}')
+      assert.same({ id }, ids_of(o:reserve('dq', 'w', 10, 10)))
+    end)
+    it('does not hand out a job before its timestamp and reports when it falls due', function()
+      local due = server_ms() + 300
+      local id = enq('dq', 'f', '{}', { timestamp = due / 1000 })
+      local res = o:reserve('dq', 'w', 10, 10)
+      assert.same({}, res.jobs)
+      assert.equal(due, res.next_due)
+      local got = h.wait_for(function() return o:reserve('dq', 'w', 10, 10).jobs[1] end, 3, 'the due job')
+      assert.equal(id, got.id)
+      assert.is_true(server_ms() >= due)
+    end)
+    it('accepts a delay in seconds', function()
+      local before = server_ms()
+      local id = enq('dq', 'f', '{}', { delay = 2.5 })
+      local due = r:call('ZSCORE', 'jobrt:{dq}:due', id)
+      assert.is_true(tonumber(due) >= before + 2500 and tonumber(due) <= server_ms() + 2500)
+    end)
+    it('serves due jobs in timestamp order', function()
+      local now = server_ms()
+      local c = enq('dq', 'f', '{"c":1}', { timestamp = (now - 1000) / 1000 })
+      local a = enq('dq', 'f', '{"a":1}', { timestamp = (now - 3000) / 1000 })
+      local b = enq('dq', 'f', '{"b":1}', { timestamp = (now - 2000) / 1000 })
+      assert.same({ a, b, c }, ids_of(o:reserve('dq', 'w', 10, 10)))
+    end)
+    it('runs identical jobs with the same timestamp once', function()
+      local ts = server_ms() / 1000 - 1
+      local a = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
+      local b, existed = enq('dq', 'g', '{"other":1}', { jobHash = 'x', timestamp = ts })
+      assert.equal(a, b)
+      assert.is_true(existed)
+      assert.same({ a }, ids_of(o:reserve('dq', 'w', 10, 10)))
+    end)
+    it('runs identical jobs with different timestamps both', function()
+      local ts = server_ms() / 1000 - 1
+      local a = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
+      local b = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts - 0.5 })
+      assert.are_not.equal(a, b)
+      assert.same({ b, a }, ids_of(o:reserve('dq', 'w', 10, 10)))
+    end)
+    it('takes function and args as the identity when there is no jobHash', function()
+      local ts = server_ms() / 1000 - 1
+      local a = enq('dq', 'f', '{"x":1}', { timestamp = ts })
+      assert.equal(a, (enq('dq', 'f', '{"x":1}', { timestamp = ts })))
+      assert.are_not.equal(a, (enq('dq', 'f', '{"x":2}', { timestamp = ts })))
+      assert.are_not.equal(a, (enq('dq', 'g', '{"x":1}', { timestamp = ts })))
+    end)
+    it('does not duplicate an identical job while it executes, but after it finished', function()
+      local ts = server_ms() / 1000 - 1
+      local a = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
+      o:reserve('dq', 'w', 10, 10)
+      local _, existed = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
+      assert.is_true(existed)
+      o:complete('dq', 'w', { { id = a, ok = true } })
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+      local b, existed2 = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
+      assert.is_false(existed2)
+      assert.are_not.equal(a, b)
+    end)
+  end)
+
+  describe('reserve', function()
+    it('leases each job to the worker and counts the attempt', function()
+      local id = enq('q')
+      local before = server_ms()
+      local res = o:reserve('q', 'w1', 5, 10)
+      assert.equal(1, #res.jobs)
+      local j = res.jobs[1]
+      assert.same({ id = id, fn = 'f', args = '{}', attempt = 1 }, { id = j.id, fn = j.fn, args = j.args, attempt = j.attempt })
+      local exp = tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w1|' .. id))
+      assert.is_true(exp >= before + 10000 and exp <= server_ms() + 10000)
+      assert.equal(exp, res.next_lease)
+      local rc = rec('q', id)
+      assert.equal('executing', rc.state)
+      assert.equal('w1', rc.worker)
+      assert.equal('1', rc.attempts)
+      assert.truthy(rc['executing-created'])
+    end)
+    it('hands out up to N jobs in one call', function()
+      for _ = 1, 7 do enq('q') end
+      assert.equal(5, #o:reserve('q', 'w', 5, 10).jobs)
+      assert.equal(2, #o:reserve('q', 'w', 5, 10).jobs)
+      local res = o:reserve('q', 'w', 5, 10)
+      assert.equal(0, #res.jobs)
+      assert.is_nil(res.next_due)
+    end)
+    it('returns retries, timeout and jobHash of the job', function()
+      enq('lb', 'f', '{}', { jobHash = 'h', retries = 3, timeout = 2.5 })
+      local j = o:reserve('lb', 'w', 1, 10).jobs[1]
+      assert.same({ 3, 2.5, 'h' }, { j.retries, j.timeout, j.hash })
+    end)
+    it('skips a job whose record vanished', function()
+      local a = enq('q'); local b = enq('q')
+      r:call('DEL', 'jobrt:{q}:job:' .. a)
+      assert.same({ b }, ids_of(o:reserve('q', 'w', 10, 10)))
+    end)
+    it('hands no job out twice to 50 coroutines reserving at once', function()
+      for i = 1, 200 do enq('q', 'f', '{"i":' .. i .. '}') end
+      local conns, seen, dup, total = {}, {}, 0, 0
+      local wg = jobrt.waitgroup()
+      for c = 1, 50 do
+        conns[c] = assert(ops.new(h.redis()))
+        wg:spawn(function()
+          while true do
+            local res = assert(conns[c]:reserve('q', 'w' .. c, 3, 10))
+            if #res.jobs == 0 then return end
+            for _, j in ipairs(res.jobs) do
+              if seen[j.id] then dup = dup + 1 end
+              seen[j.id] = true
+              total = total + 1
+            end
+          end
+        end)
+      end
+      assert.is_true(wg:wait(20))
+      for c = 1, 50 do conns[c].r:close() end
+      assert.equal(0, dup)
+      assert.equal(200, total)
+      assert.equal(200, r:call('ZCARD', 'jobrt:{q}:active'))
+    end)
+  end)
+
+  describe('renew', function()
+    it('extends the leases of all the ids in one call', function()
+      local a, b = enq('q'), enq('q')
+      o:reserve('q', 'w', 2, 1)
+      local lost = o:renew('q', 'w', { a, b }, 60)
+      assert.same({}, lost)
+      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. a)) > server_ms() + 50000)
+      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. b)) > server_ms() + 50000)
+    end)
+    it('returns the ids the worker no longer holds', function()
+      local a, b = enq('q'), enq('q')
+      o:reserve('q', 'w', 2, 10)
+      o:delete('q', b)
+      assert.same({ b, 'never' }, o:renew('q', 'w', { a, b, 'never' }, 10))
+      assert.same({ a }, o:renew('q', 'other', { a }, 10))
+      assert.equal(NULL, r:call('ZSCORE', 'jobrt:{q}:active', 'other|' .. a))
+    end)
+  end)
+
+  describe('complete', function()
+    it('records a success and expires the record', function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      local sum = o:complete('q', 'w', { { id = id, ok = true, value = '{"sum":3}' } })
+      assert.same({ completed = 1, retried = 0, failed = 0, ignored = {} }, sum)
+      local j = rec('q', id)
+      assert.same({ 'finished', 'successful', '{"sum":3}' }, { j.state, j.result, j['result-value'] })
+      assert.truthy(j['finished-created'])
+      local ttl = r:call('TTL', 'jobrt:{q}:job:' .. id)
+      assert.is_true(ttl > 3590 and ttl <= 3600)
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:active'))
+    end)
+    it('keeps a success for a configured time', function()
+      local o2 = assert(ops.new(r, { ttl_ok = 60 }))
+      local id = enq('q')
+      o2:reserve('q', 'w', 1, 10)
+      o2:complete('q', 'w', { { id = id, ok = true } })
+      assert.is_true(r:call('TTL', 'jobrt:{q}:job:' .. id) <= 60)
+      assert.equal('null', rec('q', id)['result-value'])
+    end)
+    it('moves a failure without retries to the failed set for 7 days', function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      local sum = o:complete('q', 'w', { { id = id, ok = false, reason = 'boom', exception = 'trace\nback' } })
+      assert.equal(1, sum.failed)
+      local j = rec('q', id)
+      assert.same({ 'finished', 'failed', 'boom', 'trace\nback' }, { j.state, j.result, j['error-reason'], j['error-exception'] })
+      assert.truthy(r:call('ZSCORE', 'jobrt:{q}:failed', id) ~= NULL)
+      local ttl = r:call('TTL', 'jobrt:{q}:job:' .. id)
+      assert.is_true(ttl > 604790 and ttl <= 604800)
+    end)
+    it('retries a failure with exponential backoff while retries remain', function()
+      local o2 = assert(ops.new(r, { backoff = 10 }))
+      local id = enq('q', 'f', '{}', { retries = 2 })
+      local delays = {}
+      for attempt = 1, 2 do
+        assert.equal(attempt, o2:reserve('q', 'w', 1, 10).jobs[1].attempt)
+        local t0 = server_ms()
+        assert.equal(1, o2:complete('q', 'w', { { id = id, ok = false, reason = 'r' .. attempt } }).retried)
+        delays[attempt] = tonumber(r:call('ZSCORE', 'jobrt:{q}:due', id)) - t0
+        assert.equal('pending', rec('q', id).state)
+        assert.equal('r' .. attempt, rec('q', id)['error-reason'])
+        r:call('ZADD', 'jobrt:{q}:due', 0, id)     -- fast-forward the backoff
+      end
+      assert.is_true(delays[1] >= 10000 and delays[1] < 11000)
+      assert.is_true(delays[2] >= 20000 and delays[2] < 21000)
+      assert.equal(3, o2:reserve('q', 'w', 1, 10).jobs[1].attempt)
+      assert.equal(1, o2:complete('q', 'w', { { id = id, ok = false, reason = 'r3' } }).failed)
+      assert.equal('failed', rec('q', id).result)
+    end)
+    it("uses the worker's retries when the job has none", function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      assert.equal(1, o:complete('q', 'w', { { id = id, ok = false, reason = 'x', retries = 1 } }).retried)
+    end)
+    it('takes a batch of successes and failures in one call', function()
+      local ids = {}
+      for i = 1, 6 do ids[i] = enq('q') end
+      o:reserve('q', 'w', 6, 10)
+      local outs = {}
+      for i = 1, 6 do outs[i] = i % 2 == 0 and { id = ids[i], ok = true, value = tostring(i) } or { id = ids[i], ok = false, reason = 'odd' } end
+      local sum = o:complete('q', 'w', outs)
+      assert.same({ completed = 3, retried = 0, failed = 3, ignored = {} }, sum)
+      assert.equal(3, o:stats('q').completed)
+      assert.equal(3, o:stats('q').failed)
+    end)
+    it('ignores jobs the worker does not hold', function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      local sum = o:complete('q', 'other', { { id = id, ok = true } })
+      assert.same({ completed = 0, retried = 0, failed = 0, ignored = { id } }, sum)
+      assert.equal('executing', rec('q', id).state)
+    end)
+    it('publishes the finished record keys on the results channel in one message', function()
+      local a, b = enq('q'), enq('q')
+      o:reserve('q', 'w', 2, 10)
+      local before = publishes()
+      o:complete('q', 'w', { { id = a, ok = true }, { id = b, ok = false, reason = 'x' } })
+      assert.equal(before + 1, publishes())
+    end)
+    it('delivers a results message a subscriber can read', function()
+      local sub = h.redis()
+      local got = {}
+      sub:subscribe('jobrt:{q}:results', function(_, msg) if msg then got[#got + 1] = msg end end)
+      local a, b = enq('q'), enq('q')
+      o:reserve('q', 'w', 2, 10)
+      o:complete('q', 'w', { { id = a, ok = true } })
+      o:complete('q', 'w', { { id = b, ok = true } })
+      h.wait_for(function() return #got == 2 end, 3, 'two results messages')
+      assert.same({ 'jobrt:{q}:job:' .. a, 'jobrt:{q}:job:' .. b }, got)
+      sub:close()
+    end)
+  end)
+
+  describe('requeue_expired', function()
+    it('puts a job whose lease ran out back at the front', function()
+      local a = enq('q'); local b = enq('q')
+      o:reserve('q', 'dead', 1, 0.05)
+      local n = h.wait_for(function() local k = o:requeue_expired('q'); return k > 0 and k end, 3, 'lease expiry')
+      assert.equal(1, n)
+      local j = rec('q', a)
+      assert.equal('pending', j.state)
+      assert.equal('lease expired: worker dead stopped renewing', j['error-reason'])
+      assert.same({ a }, ids_of(o:reserve('q', 'live', 1, 10)))
+      assert.same({ b }, ids_of(o:reserve('q', 'live', 1, 10)))
+      assert.equal(2, o:reserve('q', 'live', 1, 10) and tonumber(rec('q', a).attempts))
+    end)
+    it('takes each expired job back once when every worker calls it at once', function()
+      for _ = 1, 20 do enq('q') end
+      o:reserve('q', 'dead', 20, 0.05)
+      h.wait_for(function() return server_ms() > tonumber(r:call('ZRANGE', 'jobrt:{q}:active', 0, 0, 'WITHSCORES')[2]) end, 3, 'leases to expire')
+      local total = 0
+      local wg = jobrt.waitgroup()
+      local conns = {}
+      for c = 1, 10 do
+        conns[c] = assert(ops.new(h.redis()))
+        wg:spawn(function() total = total + assert(conns[c]:requeue_expired('q')) end)
+      end
+      assert.is_true(wg:wait(10))
+      for c = 1, 10 do conns[c].r:close() end
+      assert.equal(20, total)
+      assert.equal(20, r:call('LLEN', 'jobrt:{q}:wait'))
+    end)
+    it('fails a job after its stalls and retries are used up', function()
+      local o0 = assert(ops.new(r, { max_stalls = 0 }))
+      local id = enq('q', 'f', '{}', { retries = 1 })
+      o0:reserve('q', 'dead', 1, 0.02)
+      h.wait_for(function() return o0:requeue_expired('q') > 0 end, 3, 'first expiry')
+      o0:reserve('q', 'dead', 1, 0.02)
+      local nf = h.wait_for(function() local a, b = o0:requeue_expired('q'); return (a + b) > 0 and b end, 3, 'second expiry')
+      assert.equal(1, nf)
+      local j = rec('q', id)
+      assert.same({ 'finished', 'failed', '2' }, { j.state, j.result, j.stalls })
+      assert.equal(1, r:call('ZCARD', 'jobrt:{q}:failed'))
+    end)
+    it('leaves live leases alone', function()
+      enq('q')
+      o:reserve('q', 'w', 1, 30)
+      assert.same({ 0, 0 }, { o:requeue_expired('q') })
+    end)
+  end)
+
+  describe('release', function()
+    it('gives jobs back without counting an attempt', function()
+      local a = enq('q'); local b = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      assert.equal(1, o:release('q', 'w', { a, 'unknown' }))
+      local j = rec('q', a)
+      assert.same({ 'pending', '0' }, { j.state, j.attempts })
+      assert.same({ a }, ids_of(o:reserve('q', 'w', 1, 10)))
+      assert.same({ b }, ids_of(o:reserve('q', 'w', 1, 10)))
+      assert.equal(1, o:reserve('q', 'w', 1, 10) and tonumber(rec('q', a).attempts))
+    end)
+    it('keeps an LBQUEUE jobHash held and the job in front of its parked twin', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      local p = enq('lb', 'f', '{}', { jobHash = 'h' })
+      assert.equal(1, o:release('lb', 'w', { a }))
+      assert.same({ a }, ids_of(o:reserve('lb', 'w', 10, 10)))
+      o:complete('lb', 'w', { { id = a, ok = true } })
+      assert.same({ p }, ids_of(o:reserve('lb', 'w', 10, 10)))
+    end)
+  end)
+
+  describe('delete', function()
+    it('removes a waiting QUEUE job', function()
+      local a = enq('q', 'f', '{}', { id = 'job-a' }); local b = enq('q')
+      assert.is_true(o:delete('q', a))
+      assert.is_nil(rec('q', a))
+      assert.same({ b }, r:call('LRANGE', 'jobrt:{q}:wait', 0, -1))
+    end)
+    it('removes a delayed job', function()
+      local id = enq('dq', 'f', '{}', { delay = 60, jobHash = 'x' })
+      assert.is_true(o:delete('dq', id))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{dq}:due'))
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+    end)
+    it('removes an LBQUEUE entry and its jobHash', function()
+      local id = enq('lb', 'f', '{}', { jobHash = 'h' })
+      assert.is_true(o:delete('lb', id))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{lb}:ready'))
+      assert.equal(0, r:call('HLEN', 'jobrt:{lb}:lb:entry'))
+      assert.is_false(enq('lb', 'f', '{}', { jobHash = 'h' }) == id)
+    end)
+    it('removes a parked job', function()
+      enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      local p = enq('lb', 'f', '{}', { jobHash = 'h' })
+      assert.is_true(o:delete('lb', p))
+      assert.equal(0, r:call('HLEN', 'jobrt:{lb}:lb:parked'))
+    end)
+    it('cancels an executing job: its lease is gone and its parked twin is queued', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      local p = enq('lb', 'f', '{}', { jobHash = 'h' })
+      assert.is_true(o:delete('lb', a))
+      assert.same({ a }, o:renew('lb', 'w', { a }, 10))
+      assert.same({ p }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('removes a failed job', function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      o:complete('q', 'w', { { id = id, ok = false, reason = 'x' } })
+      assert.is_true(o:delete('q', id))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+    end)
+    it('returns false when there is no such job', function()
+      assert.is_false(o:delete('q', 'nothing-here'))
+    end)
+  end)
+
+  describe('get', function()
+    it('returns the record', function()
+      local id = enq('q', 'f', '{"a":1}')
+      assert.equal('{"a":1}', o:get('q', id).args)
+    end)
+    it('returns nil for an unknown id', function()
+      assert.same({}, { o:get('q', 'nope') })
+    end)
+  end)
+
+  describe('failed set', function()
+    local function fail_jobs(queue, n, opts)
+      local ids = {}
+      for i = 1, n do ids[i] = enq(queue, 'f', '{"i":' .. i .. '}', opts and opts(i)) end
+      local res = o:reserve(queue, 'w', n, 10)
+      local outs = {}
+      for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, ok = false, reason = 'bad ' .. j.id } end
+      o:complete(queue, 'w', outs)
+      return ids
+    end
+
+    it('list_failed pages newest first', function()
+      local ids = fail_jobs('q', 5)
+      local page, total = o:list_failed('q', 0, 2)
+      assert.equal(5, total)
+      assert.equal(2, #page)
+      local all = o:list_failed('q', 0, 10)
+      assert.equal(5, #all)
+      assert.equal('bad ' .. ids[1], all[5]['error-reason'])
+      local rest = o:list_failed('q', 4, 10)
+      assert.equal(1, #rest)
+    end)
+    it('retry_failed queues every failed job again with fresh attempts', function()
+      local ids = fail_jobs('q', 3)
+      assert.equal(3, o:retry_failed('q'))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+      local j = rec('q', ids[2])
+      assert.same({ 'pending', '0' }, { j.state, j.attempts })
+      assert.is_nil(j.result)
+      assert.equal(-1, r:call('TTL', 'jobrt:{q}:job:' .. ids[2]))
+      assert.equal(3, #o:reserve('q', 'w', 10, 10).jobs)
+    end)
+    it('retry_failed merges an LBQUEUE job into the waiting entry of its jobHash', function()
+      local failed = fail_jobs('lb', 1, function() return { jobHash = 'h' } end)[1]
+      local waiting = enq('lb', 'f', '{}', { jobHash = 'h' })
+      assert.equal(1, o:retry_failed('lb'))
+      assert.is_nil(rec('lb', failed))
+      assert.equal('2', rec('lb', waiting).priority)
+      assert.same({ waiting }, ids_of(o:reserve('lb', 'w', 10, 10)))
+    end)
+    it('retry_failed queues DELQUEUE jobs now', function()
+      fail_jobs('dq', 2)
+      assert.equal(2, o:retry_failed('dq'))
+      assert.equal(2, #o:reserve('dq', 'w', 10, 10).jobs)
+    end)
+    it('delete_failed deletes every failed job', function()
+      local ids = fail_jobs('q', 3)
+      assert.equal(3, o:delete_failed('q'))
+      assert.is_nil(rec('q', ids[1]))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+    end)
+  end)
+
+  describe('stats', function()
+    it('counts jobs per state', function()
+      local now = server_ms()
+      enq('q'); enq('q'); enq('q'); enq('q')
+      enq('q', 'f', '{}', { timestamp = (now + 60000) / 1000 })
+      local res = o:reserve('q', 'w', 2, 10)
+      o:complete('q', 'w', { { id = res.jobs[1].id, ok = true } })
+      local st = o:stats('q')
+      assert.same({ pending = 2, delayed = 1, parked = 0, executing = 1, failed = 0, completed = 1,
+                    total_failed = 0, retried = 0, expired = 0 }, st)
+    end)
+  end)
+
+  describe('NOSCRIPT recovery', function()
+    it('reloads the scripts after SCRIPT FLUSH and retries once', function()
+      enq('q')
+      assert.equal('OK', r:call('SCRIPT', 'FLUSH'))
+      local id = enq('q')
+      assert.equal('pending', rec('q', id).state)
+      assert.equal(2, o:stats('q').pending)
+    end)
+    it('reloads a script whose sha the server does not know', function()
+      r:call('SCRIPT', 'FLUSH')
+      local s2 = assert(scripts.load(r))
+      s2.sha.stats = string.rep('0', 40)
+      local res, err = s2:call('stats', ops.keys('q'), { 'QUEUE' })
+      assert.is_nil(err)
+      assert.equal('pending', res[1])
+    end)
+  end)
+
+  describe('KEYS checks', function()
+    it('refuses a KEYS list of the wrong length', function()
+      local res, err = s:call('stats', { 'a', 'b', 'c' }, { 'QUEUE' })
+      assert.is_nil(res)
+      assert.equal('stats: expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got 3', err)
+    end)
+    it('refuses keys of two queues', function()
+      local k = {}
+      for i, v in ipairs(ops.keys('a')) do k[i] = v end
+      k[2] = 'jobrt:{b}:wait'
+      local _, err = s:call('enqueue', k, { 'QUEUE', 'f', '{}' })
+      assert.equal("enqueue: KEYS[2] must be 'jobrt:{a}:wait', got 'jobrt:{b}:wait'", err)
+    end)
+  end)
+
+  describe('malformed arguments', function()
+    local long = string.rep('x', 300)
+    -- { script, queue, ARGV, exact error }
+    local cases = {
+      { 'enqueue', 'q', {}, 'enqueue: ARGV[1] type is missing (read it from RESERVED:QCONFIG)' },
+      { 'enqueue', 'q', { 'FIFO', 'f', '{}' }, "enqueue: ARGV[1] type must be QUEUE, LBQUEUE or DELQUEUE, got 'FIFO'" },
+      { 'enqueue', 'q', { 'QUEUE' }, 'enqueue: ARGV[2] function is missing' },
+      { 'enqueue', 'q', { 'QUEUE', long, '{}' }, 'enqueue: ARGV[2] function must be at most 256 bytes, got 300' },
+      { 'enqueue', 'q', { 'QUEUE', 'f' }, 'enqueue: ARGV[3] args is missing (JSON text, e.g. {} or [])' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{bad' }, "enqueue: ARGV[3] args must be JSON text, got '{bad'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '42' }, "enqueue: ARGV[4] id must not be all digits (those are generated ids), got '42': add a prefix, e.g. 'user-42'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', long }, 'enqueue: ARGV[4] id must be at most 256 bytes, got 300' },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', '' }, 'enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)' },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', 'abc' }, "enqueue: ARGV[6] priority must be a number, got 'abc'" },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e999' }, "enqueue: ARGV[6] priority must be a number, got '1e999'" },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e16' }, "enqueue: ARGV[6] priority must be between -1e+15 and 1e+15, got '1e16'" },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '0x10' }, "enqueue: ARGV[6] priority must be a number, got '0x10'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '5' }, 'enqueue: ARGV[6] priority applies to LBQUEUE only, this queue is QUEUE' },
+      { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', '-5' }, "enqueue: ARGV[7] timestamp must be between 0 and 100000000000, got '-5'" },
+      { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', 'soon' }, "enqueue: ARGV[7] timestamp must be a number, got 'soon'" },
+      { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', '', '-1' }, "enqueue: ARGV[8] delay must be between 0 and 320000000, got '-1'" },
+      { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', '5', '5' }, 'enqueue: ARGV[8] delay cannot be given with ARGV[7] timestamp' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '1.5' }, "enqueue: ARGV[9] retries must be a whole number, got '1.5'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '-1' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '-1'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '99999999' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '99999999'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '0' }, "enqueue: ARGV[10] timeout must be between 0.001 and 32000000, got '0'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'extra' }, 'enqueue: expected at most 10 ARGV, got 11' },
+      { 'reserve', 'q', { 'QUEUE' }, 'reserve: ARGV[2] worker is missing' },
+      { 'reserve', 'q', { 'QUEUE', 'a|b', '1', '10' }, "reserve: ARGV[2] worker must not contain '|', got 'a|b'" },
+      { 'reserve', 'q', { 'QUEUE', long, '1', '10' }, 'reserve: ARGV[2] worker must be at most 128 bytes, got 300' },
+      { 'reserve', 'q', { 'QUEUE', 'w' }, 'reserve: ARGV[3] count is missing' },
+      { 'reserve', 'q', { 'QUEUE', 'w', 'ten', '10' }, "reserve: ARGV[3] count must be a number, got 'ten'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '0', '10' }, "reserve: ARGV[3] count must be between 1 and 1000, got '0'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1001', '10' }, "reserve: ARGV[3] count must be between 1 and 1000, got '1001'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '2.5', '10' }, "reserve: ARGV[3] count must be a whole number, got '2.5'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1' }, 'reserve: ARGV[4] lease is missing' },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '-1' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '-1'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '1e9' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '1e9'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', 'x' }, 'reserve: expected at most 4 ARGV, got 5' },
+      { 'renew', 'q', { 'QUEUE', '' }, 'renew: ARGV[2] worker is missing' },
+      { 'renew', 'q', { 'QUEUE', 'w', 'long' }, "renew: ARGV[3] lease must be a number, got 'long'" },
+      { 'renew', 'q', { 'QUEUE', 'w', '10' }, 'renew: ARGV[4] id is missing (give the ids the worker holds)' },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '' }, 'renew: ARGV[5] id is missing' },
+      { 'complete', 'q', { 'QUEUE', 'w' }, 'complete: ARGV[6] id is missing (give at least one job: id, outcome, value, exception, retries)' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', '' }, 'complete: ARGV after [5] must come in groups of 5 (id, outcome, value, exception, retries), got 4 values' },
+      { 'complete', 'q', { 'QUEUE', 'w', '0', '', '', 'a', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 1 and 315360000, got '0'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', 'week', '', 'a', 'ok', '1', '', '' }, "complete: ARGV[4] ttl_failed must be a number, got 'week'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '-2', 'a', 'ok', '1', '', '' }, "complete: ARGV[5] backoff must be between 0 and 86400, got '-2'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', '', 'ok', '1', '', '' }, 'complete: ARGV[6] id is missing' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'maybe', '1', '', '' }, "complete: ARGV[7] outcome must be 'ok' or 'failed', got 'maybe'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '{x', '', '' }, "complete: ARGV[8] value must be JSON text, got '{x'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', 'tb', '' }, "complete: ARGV[9] exception must be '' for outcome 'ok', got 'tb'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', '', '', 'b', 'failed', 'x', '', 'many' }, "complete: ARGV[15] retries must be a number, got 'many'" },
+      { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },
+      { 'requeue_expired', 'q', { 'QUEUE', '', '-1' }, "requeue_expired: ARGV[3] max_stalls must be between 0 and 1000, got '-1'" },
+      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 1 and 315360000, got '1e12'" },
+      { 'release', 'q', { 'QUEUE', 'w' }, 'release: ARGV[3] id is missing (give the ids to release)' },
+      { 'release', 'q', { 'DELQUEUE' }, 'release: ARGV[2] worker is missing' },
+      { 'delete', 'q', { 'QUEUE' }, 'delete: ARGV[2] id is missing' },
+      { 'delete', 'q', { 'QUEUE', 'a', 'b' }, 'delete: expected at most 2 ARGV, got 3' },
+      { 'get', 'q', { 'QUEUE', '' }, 'get: ARGV[2] id is missing' },
+      { 'get', 'q', { 'queue', 'a' }, "get: ARGV[1] type must be QUEUE, LBQUEUE or DELQUEUE, got 'queue'" },
+      { 'retry_failed', 'q', { 'QUEUE', 'all' }, "retry_failed: ARGV[2] limit must be a number, got 'all'" },
+      { 'delete_failed', 'q', { 'QUEUE', '100000' }, "delete_failed: ARGV[2] limit must be between 1 and 10000, got '100000'" },
+      { 'list_failed', 'q', { 'QUEUE', '-1' }, "list_failed: ARGV[2] offset must be between 0 and 1000000000000, got '-1'" },
+      { 'list_failed', 'q', { 'QUEUE', '0', '5000' }, "list_failed: ARGV[3] count must be between 1 and 1000, got '5000'" },
+      { 'stats', 'q', {}, 'stats: ARGV[1] type is missing (read it from RESERVED:QCONFIG)' },
+      { 'stats', 'q', { 'QUEUE', 'x' }, 'stats: expected at most 1 ARGV, got 2' },
+    }
+
+    -- a keyspace with something in every structure, so "unchanged" means something
+    local function populate()
+      for i = 1, 3 do enq('q', 'f', '{"i":' .. i .. '}') end
+      local res = o:reserve('q', 'w', 2, 60)
+      o:complete('q', 'w', { { id = res.jobs[1].id, ok = false, reason = 'x' } })
+      enq('q', 'f', '{}', { delay = 60 })
+      enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 60)
+      enq('lb', 'f', '{}', { jobHash = 'h' })
+      enq('lb', 'f', '{}', { jobHash = 'g' })
+      enq('dq', 'f', '{}', { jobHash = 'h', delay = 60 })
+    end
+
+    for _, c in ipairs(cases) do
+      local name, queue, argv, want = c[1], c[2], c[3], c[4]
+      it(name .. ' ' .. table.concat(argv, ' '):sub(1, 60), function()
+        populate()
+        local before = snapshot()
+        local res, err = s:call(name, ops.keys(queue), argv)
+        assert.is_nil(res)
+        assert.equal(want, err)
+        assert.same(before, snapshot())
+      end)
+    end
+
+    it('has a case for every script', function()
+      local covered = {}
+      for _, c in ipairs(cases) do covered[c[1]] = true end
+      for _, n in ipairs(scripts.NAMES) do assert.is_true(covered[n] == true, n) end
+    end)
+  end)
+
+  describe('script files', function()
+    it('have a header naming KEYS, ARGV and the return value', function()
+      for _, n in ipairs(scripts.NAMES) do
+        local text = assert(scripts.source(n))
+        assert.truthy(text:match('^%-%-%[%[ ' .. n .. '%.lua: '), n)
+        assert.truthy(text:find('\nKEYS:', 1, true), n)
+        assert.truthy(text:find('\nARGV', 1, true), n)
+        assert.truthy(text:find('\nReturns:', 1, true), n)
+      end
+    end)
+    it('share one copy of the helper block', function()
+      local first
+      for _, n in ipairs(scripts.NAMES) do
+        local text = assert(scripts.source(n))
+        local block = text:match('%-%- %-%-%-%- shared helpers.-%-%- %-%-%-%- end of shared helpers %-%-%-%-')
+        assert.truthy(block, n)
+        first = first or block
+        assert.equal(first, block, n)
+      end
+    end)
+  end)
+end)
