@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
     /* Nothing left that could wake the coroutines still waiting. */
     fprintf(stderr, "jobrt: %d coroutine(s) still waiting, but nothing is left that could wake them\n",
             jr_H.live);
+    jr_sched_dump();
     if (jr_H.exit_code == 0) jr_H.exit_code = 1;
     jr_H.live = 0;
     jr_sched_abort();

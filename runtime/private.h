@@ -54,6 +54,7 @@ extern jr_host jr_H;
 void jr_sched_init(lua_State *L, uv_loop_t *loop);
 void jr_sched_close(void);
 void jr_sched_abort(void);
+void jr_sched_dump(void);
 int jr_sched_spawn(lua_State *L, int nargs);      /* fn and args on top of L */
 void jr_resume(lua_State *co, int nargs);
 int jr_park(lua_State *L);                        /* return jr_park(L) from a C function */

@@ -478,14 +478,30 @@ void jr_sched_init(lua_State *L, uv_loop_t *loop) {
   jr_H.loop = loop;
   jr_H.main_ref = LUA_NOREF;
   jr_H.log_level = 1;
-  uv_idle_init(loop, &ready_idle);
-  uv_unref((uv_handle_t *)&ready_idle);
+  uv_idle_init(loop, &ready_idle);       /* active only while coroutines are ready */
   uv_idle_init(loop, &exit_idle);
   push_regtable(L, ANCHORS, NULL);
   anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   push_regtable(L, CANCELLED, "k");
   cancelled_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   (void)ready_ref;
+}
+
+/* Prints where each live coroutine waits (when the loop ran dry). */
+void jr_sched_dump(void) {
+  lua_State *L = jr_H.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, anchors_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_State *co = lua_tothread(L, -1);
+    if (co) {
+      luaL_traceback(L, co, "waiting coroutine", 0);
+      fprintf(stderr, "%s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
 }
 
 /* Forces the shutdown path (used when the loop ran dry with coroutines

@@ -1,0 +1,264 @@
+-- jobrt.worker_cli: `jobrt jobs/` and `jobrt work PATH...`: load job definitions, check
+-- them and their queue types, then serve (in this process, or in --procs supervised children)
+-- until SIGINT/SIGTERM.
+local jobrt = require 'jobrt'
+local args = require 'jobrt.args'
+local worker = require 'jobrt.worker'
+local redis = require 'jobrt.redis'
+local proc = require 'jobrt.core.proc'
+
+local fmt, concat, sort = string.format, table.concat, table.sort
+
+local _M = {}
+
+local USAGE = [[
+usage: jobrt PATH... [OPTIONS]          (also: jobrt work PATH... [OPTIONS])
+
+Loads every *.lua file under the PATHs (directories are searched recursively); each returns a
+jobDescription table:
+    return { QUEUENAME = { myJob = function(args, job) ... end,
+                           slow  = { handler = function(args, job) ... end, timeout = 30, retries = 3 } } }
+and serves those queues until SIGINT or SIGTERM (a second signal exits at once).
+
+Options:
+  --redis URL          redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
+                       default redis://127.0.0.1:6379)
+  --concurrency N      jobs in flight per process (default 10)
+  --procs N            run N worker child processes, supervised and restarted (default: 0,
+                       serve in this process)
+  --lease SECONDS      how long a reserved job survives without a renewal before another
+                       worker takes it back (default 10)
+  --grace SECONDS      on SIGTERM, how long jobs in flight may run before they are handed
+                       back (default 30)
+  --watchdog SECONDS   with --procs: a child whose loop stops ticking this long is killed and
+                       restarted (default 10)
+  --log-level LEVEL    debug, info, warn or error (default info)
+
+Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE
+]]
+
+local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
+               grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
+               ["max-stalls"] = "number" }
+
+-- Every *.lua file under path (recursively, sorted), or nil, err.
+local function find_files(path, out)
+  local kind, err = proc.stat(path)
+  if not kind then return nil, err end
+  if kind == "file" then
+    out[#out + 1] = path
+    return out
+  end
+  if kind ~= "dir" then return nil, path .. ": not a file or directory" end
+  local entries, derr = proc.scandir(path)
+  if not entries then return nil, derr end
+  sort(entries, function(a, b) return a.name < b.name end)
+  for _, e in ipairs(entries) do
+    local full = path:gsub("/$", "") .. "/" .. e.name
+    if e.type == "dir" and e.name:sub(1, 1) ~= "." then
+      local ok, ferr = find_files(full, out)
+      if not ok then return nil, ferr end
+    elseif (e.type == "file" or e.type == "link") and e.name:match("%.lua$") then
+      out[#out + 1] = full
+    end
+  end
+  return out
+end
+
+-- Loads every file; returns the merged, checked description or nil, message.
+function _M.load(paths)
+  local files = {}
+  for _, p in ipairs(paths) do
+    local ok, err = find_files(p, files)
+    if not ok then return nil, fmt("cannot read %s", err) end
+  end
+  if #files == 0 then
+    return nil, fmt("no *.lua job files under %s: add one returning { QUEUENAME = { myJob = function(args, job) ... end } }",
+      concat(paths, ", "))
+  end
+  local desc = {}
+  for _, file in ipairs(files) do
+    local chunk, err = loadfile(file)
+    if not chunk then return nil, fmt("%s (syntax error: fix the file)", err) end
+    local ok, ret = xpcall(chunk, debug.traceback)
+    if not ok then return nil, fmt("%s: error while loading: %s", file, tostring(ret)) end
+    local _, lerr = worker.load_description(ret, file, desc)
+    if lerr then return nil, lerr end
+  end
+  return desc, nil, files
+end
+
+-- Checks that every queue has a type; returns nil, message naming the fix.
+local function check_types(r, desc)
+  local missing = {}
+  for q in pairs(desc) do
+    local t, err = r:call("HGET", "RESERVED:QCONFIG", q)
+    if t == nil then return nil, err end
+    if t == redis.null then
+      missing[#missing + 1] = q
+    elseif t ~= "QUEUE" and t ~= "LBQUEUE" and t ~= "DELQUEUE" then
+      return nil, fmt("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+        q, t, q)
+    end
+  end
+  if #missing > 0 then
+    sort(missing)
+    local lines = {}
+    for _, q in ipairs(missing) do
+      lines[#lines + 1] = fmt("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE", q, q)
+    end
+    return nil, concat(lines, "\n")
+  end
+  return true
+end
+
+local function fail(msg, code)
+  io.stderr:write("jobrt: ", msg, "\n")
+  return code or 1
+end
+
+-- Serve in this process until a signal.
+local function serve(opts, desc)
+  local w, err = worker.new{ redis = opts.redis, jobs = desc, concurrency = opts.concurrency,
+                             lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"] }
+  if not w then return fail(err) end
+  local ok, serr = w:start()
+  if not ok then return fail(serr) end
+  if opts.child then proc.heartbeat(3, 0.5) end
+  local signals = 0
+  local function on_sig(name)
+    signals = signals + 1
+    if signals > 1 then
+      jobrt.log("warn", "%s again: exiting now; jobs in flight return when their lease expires", name)
+      jobrt.exit(1)
+      return
+    end
+    jobrt.log("info", "%s: stopping gracefully (send it again to exit at once)", name)
+    w:stop()
+  end
+  local h1 = jobrt.on_signal("SIGTERM", on_sig)
+  local h2 = jobrt.on_signal("SIGINT", on_sig)
+  w:wait()
+  h1:close()
+  h2:close()
+  return 0
+end
+
+-- The --procs supervisor: N children running `jobrt work PATHS --child ...`.
+local function supervise(opts, paths, argv_opts)
+  local n = opts.procs
+  local watchdog = opts.watchdog or 10
+  local exe = proc.exepath() or arg[0]
+  local children, stopping = {}, false
+  local all_done = jobrt.cond()
+
+  local function start_child(slot)
+    local a = { exe, "work" }
+    for _, p in ipairs(paths) do a[#a + 1] = p end
+    for _, o in ipairs(argv_opts) do a[#a + 1] = o end
+    a[#a + 1] = "--child"
+    local p, err = proc.spawn{ file = exe, args = a, heartbeat = true }
+    if not p then
+      jobrt.log("error", "cannot start worker child %d: %s", slot, err)
+      return nil
+    end
+    children[slot] = { p = p, started = jobrt.monotime() }
+    jobrt.log("info", "worker child %d started (pid %d)", slot, p:pid())
+    jobrt.spawn(function()
+      local code, sig = p:wait()
+      local c = children[slot]
+      if c and c.p == p then children[slot] = nil end
+      if stopping then
+        if next(children) == nil then all_done:broadcast() end
+        return
+      end
+      jobrt.log("warn", "worker child %d (pid %d) %s; restarting it", slot, p:pid(),
+        sig and ("was killed by signal " .. sig) or ("exited with status " .. code))
+      -- a child that dies at once again and again is restarted at most once a second
+      if c and jobrt.monotime() - c.started < 1 then jobrt.sleep(1) end
+      if not stopping then start_child(slot) end
+    end)
+    return p
+  end
+
+  for i = 1, n do start_child(i) end
+
+  -- Watchdog: a child whose loop stopped ticking (e.g. a handler spinning in pure Lua).
+  local dog = jobrt.timer()
+  dog:start(0.5, function()
+    for slot, c in pairs(children) do
+      local age = c.p:beat_age()
+      if not c.killed and age > watchdog then
+        c.killed = true
+        jobrt.log("error", "worker child %d (pid %d) has not ticked for %.1fs (a handler that never yields?); killing it",
+          slot, c.p:pid(), age)
+        c.p:kill("SIGKILL")
+      end
+    end
+  end, 0.5)
+
+  local done = jobrt.cond()
+  local signals = 0
+  local function on_sig(name)
+    signals = signals + 1
+    if signals > 1 then
+      for _, c in pairs(children) do c.p:kill("SIGKILL") end
+      jobrt.exit(1)
+      return
+    end
+    stopping = true
+    jobrt.log("info", "%s: stopping %d worker children gracefully", name, n)
+    for _, c in pairs(children) do c.p:kill("SIGTERM") end
+    done:broadcast()
+  end
+  local h1 = jobrt.on_signal("SIGTERM", on_sig)
+  local h2 = jobrt.on_signal("SIGINT", on_sig)
+  while not stopping do done:wait() end
+  dog:close()
+  while next(children) ~= nil do all_done:wait(1) end
+  h1:close()
+  h2:close()
+  jobrt.log("info", "all worker children stopped")
+  return 0
+end
+
+function _M.main(argv, cmd)
+  local opts, pos = args.parse(argv, SPEC, "jobrt work")
+  if not opts then return fail(pos, 2) end
+  if opts.help then
+    io.stdout:write(USAGE)
+    return 0
+  end
+  if cmd == "work" and #pos == 0 then
+    return fail("jobrt work: give at least one PATH of job files, e.g. jobrt work jobs/", 2)
+  end
+  if opts["log-level"] then
+    local ok, err = jobrt.set_log_level(opts["log-level"])
+    if not ok then return fail("jobrt work: --log-level: " .. err, 2) end
+  end
+  if opts.procs and (opts.procs < 0 or opts.procs ~= math.floor(opts.procs)) then
+    return fail("jobrt work: --procs wants a whole number >= 0", 2)
+  end
+  local desc, err = _M.load(pos)
+  if not desc then return fail(err) end
+  -- Check the queue types before serving anything.
+  local url = opts.redis or os.getenv("JOBRT_REDIS") or redis.DEFAULT_URL
+  opts.redis = url
+  local r, cerr = redis.connect(url)
+  if not r then
+    return fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)")
+  end
+  local ok, terr = check_types(r, desc)
+  r:close()
+  if not ok then return fail(terr) end
+  if opts.procs and opts.procs > 0 and not opts.child then
+    local pass = {}
+    for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls" }) do
+      if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
+    end
+    return supervise(opts, pos, pass)
+  end
+  return serve(opts, desc)
+end
+
+return _M
