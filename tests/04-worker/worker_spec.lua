@@ -1,0 +1,424 @@
+-- The worker end to end: real `jobrt work` processes against a real redis-server, checked
+-- through Redis. Handlers report what they see into Redis keys (test:*).
+local jobrt = require 'jobrt'
+local cjson = require 'cjson'
+local ops_mod = require 'jobrt.ops'
+local h = require 'tests.helpers'
+
+-- Writes job files into a fresh directory; returns its path.
+local function jobs_dir(files)
+  local dir = h.tmpdir()
+  for name, src in pairs(files) do
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(src)
+    f:close()
+  end
+  return dir
+end
+
+-- Starts `jobrt work DIR` and waits until it is registered (serving).
+local function start_worker(dir, extra, url, nworkers)
+  local r = h.redis(url)
+  local before = #r:call("SMEMBERS", "jobrt:workers")
+  local a = { "work", dir, "--redis", url or h.url }
+  for _, x in ipairs(extra or {}) do a[#a + 1] = x end
+  local p = h.spawn_jobrt(a)
+  h.wait_for(function()
+    if p:exited() then
+      local out, err = p:output()
+      error("worker exited early: " .. out .. err)
+    end
+    return #r:call("SMEMBERS", "jobrt:workers") >= before + (nworkers or 1)
+  end, 10, "the worker to register")
+  r:close()
+  return p
+end
+
+local function stop_worker(p)
+  if not p:exited() then p:kill("SIGTERM") end
+  local code = p:wait()
+  return code, p:output()
+end
+
+local function enqueue(o, q, fn, args, opts)
+  local id, err = o:enqueue(q, fn, cjson.encode(args or {}), opts or {})
+  assert(id, err)
+  return id
+end
+
+local function state_of(o, q, id)
+  local rec = o:get(q, id)
+  return rec and rec.state, rec
+end
+
+local REPORT = [[
+local jobrt = require 'jobrt'
+local cjson = require 'cjson'
+local function note(job, what)
+  job.redis:call("RPUSH", "test:log", cjson.encode({ id = job.id, what = what, t = jobrt.now(), w = job.worker, a = job.attempt }))
+end
+]]
+
+describe("jobrt work", function()
+  local r, o
+  before_each(function()
+    h.flush()
+    r = h.redis()
+    o = assert(ops_mod.new(r))
+  end)
+  after_each(function() r:close() end)
+
+  local function log_entries()
+    local out = {}
+    for _, s in ipairs(r:call("LRANGE", "test:log", 0, -1)) do out[#out + 1] = cjson.decode(s) end
+    return out
+  end
+
+  describe("handlers", function()
+    local dir
+    setup(function()
+      dir = jobs_dir{ ["t.lua"] = REPORT .. [[
+return { T = {
+  ok = function(args, job) return { got = args.x, id = job.id, queue = job.queue, attempt = job.attempt } end,
+  raise = function(args, job) error("handler raised: " .. tostring(args.x)) end,
+  nilerr = function(args, job) return nil, "it did not work" end,
+  badresult = function(args, job) return { f = function() end } end,
+  slow = { timeout = 0.2, handler = function(args, job) jobrt.sleep(5); return "never" end },
+  flaky = { retries = 2, handler = function(args, job)
+    if job.attempt < 3 then error("attempt " .. job.attempt .. " fails") end
+    return { attempt = job.attempt } end },
+  sleeper = function(args, job) jobrt.sleep(args.s or 0.05); return "slept" end,
+  enq = function(args, job) return { child = job:enqueue("T", "ok", { x = "from handler" }) } end,
+} }
+]] }
+    end)
+    teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+    local p
+    before_each(function()
+      assert(o:set_queue_type("T", "QUEUE"))
+      p = start_worker(dir, { "--concurrency", "5" })
+    end)
+    after_each(function() stop_worker(p) end)
+
+    it("stores the return value as the result", function()
+      local id = enqueue(o, "T", "ok", { x = 5 })
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      local rec = o:get("T", id)
+      assert.equal("successful", rec.result)
+      assert.same({ got = 5, id = id, queue = "T", attempt = 1 }, cjson.decode(rec["result-value"]))
+      assert.is_truthy(rec["pending-created"] and rec["executing-created"] and rec["finished-created"])
+      assert.is_truthy(rec.worker:match("^[^:]+:%d+:%x+$"))
+    end)
+
+    it("fails a job that raises, with the message and a traceback", function()
+      local id = enqueue(o, "T", "raise", { x = "boom" })
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      local rec = o:get("T", id)
+      assert.equal("failed", rec.result)
+      assert.matches("handler raised: boom$", rec["error-reason"])
+      assert.matches("stack traceback:", rec["error-exception"], 1, true)
+      assert.matches("t.lua:%d+: in function", rec["error-exception"])
+    end)
+
+    it("fails a job that returns nil, err", function()
+      local id = enqueue(o, "T", "nilerr")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      assert.equal("it did not work", o:get("T", id)["error-reason"])
+    end)
+
+    it("fails a job whose result cannot be stored as JSON, saying so", function()
+      local id = enqueue(o, "T", "badresult")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      assert.matches("^the result of T%.badresult cannot be stored as JSON %(.*%): return tables of strings, numbers and booleans$",
+        o:get("T", id)["error-reason"])
+    end)
+
+    it("fails a job that runs past its timeout and keeps serving", function()
+      local id = enqueue(o, "T", "slow")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the timeout")
+      assert.equal("timed out after 0.2s (the job's timeout): make the handler faster or raise timeout",
+        o:get("T", id)["error-reason"])
+      local id2 = enqueue(o, "T", "ok", { x = 1 })
+      h.wait_for(function() return state_of(o, "T", id2) == "finished" end, 5, "the next job")
+    end)
+
+    it("fails a job whose name the worker does not serve, naming what it serves", function()
+      local id = enqueue(o, "T", "nosuch")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      assert.equal("unknown job 'nosuch' in queue T: this worker serves badresult, enq, flaky, nilerr, ok, raise, sleeper, slow",
+        o:get("T", id)["error-reason"])
+    end)
+
+    it("retries with backoff up to the handler's retries", function()
+      local id = enqueue(o, "T", "flaky")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 15, "three attempts")
+      local rec = o:get("T", id)
+      assert.equal("successful", rec.result)
+      assert.equal("3", rec.attempts)
+    end)
+
+    it("lets a handler enqueue", function()
+      local id = enqueue(o, "T", "enq")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      local child = cjson.decode(o:get("T", id)["result-value"]).child
+      h.wait_for(function() return state_of(o, "T", child) == "finished" end, 5, "the child job")
+      assert.equal("from handler", cjson.decode(o:get("T", child)["result-value"]).got)
+    end)
+
+    it("runs jobs concurrently: 5 sleeping jobs take about as long as one", function()
+      local ids = {}
+      for i = 1, 5 do ids[i] = enqueue(o, "T", "sleeper", { s = 0.3 }) end
+      local t0 = jobrt.monotime()
+      h.wait_for(function()
+        for _, id in ipairs(ids) do if state_of(o, "T", id) ~= "finished" then return false end end
+        return true
+      end, 5, "five jobs")
+      assert.is_true(jobrt.monotime() - t0 < 1.2)
+    end)
+
+    it("keeps a worker registry entry with its heartbeat and counts", function()
+      local id = enqueue(o, "T", "ok", { x = 1 })
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      local ids = r:call("SMEMBERS", "jobrt:workers")
+      assert.equal(1, #ids)
+      local w = r:call("HGETALL", "jobrt:worker:" .. ids[1])
+      local rec = {}
+      for i = 1, #w, 2 do rec[w[i]] = w[i + 1] end
+      assert.equal(tostring(p:pid()), rec.pid)
+      assert.equal("T", rec.queues)
+      assert.is_truthy(tonumber(rec.heartbeat))
+      assert.is_true(r:call("TTL", "jobrt:worker:" .. ids[1]) > 0)
+    end)
+  end)
+
+  describe("queue types through the worker", function()
+    local dir
+    setup(function()
+      dir = jobs_dir{ ["q.lua"] = REPORT .. [[
+return {
+  FIFO = { rec = function(args, job) note(job, "start") return true end },
+  LB = { work = function(args, job)
+    note(job, "start"); jobrt.sleep(0.05); note(job, "end"); return true end },
+  DEL = { at = function(args, job) note(job, args.due) return true end },
+}
+]] }
+    end)
+    teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+    before_each(function()
+      assert(o:set_queue_type("FIFO", "QUEUE"))
+      assert(o:set_queue_type("LB", "LBQUEUE"))
+      assert(o:set_queue_type("DEL", "DELQUEUE"))
+    end)
+
+    it("QUEUE: jobs start in the order they were enqueued", function()
+      local ids = {}
+      for i = 1, 20 do ids[i] = enqueue(o, "FIFO", "rec", {}, { jobHash = "ignored" }) end
+      local p = start_worker(dir, { "--concurrency", "1" })
+      h.wait_for(function() return #log_entries() == 20 end, 10, "20 jobs")
+      stop_worker(p)
+      local order = {}
+      for i, e in ipairs(log_entries()) do order[i] = e.id end
+      assert.same(ids, order)
+    end)
+
+    it("LBQUEUE: identical jobs never overlap in time, even with two workers", function()
+      assert(o:set_queue_type("LB", "LBQUEUE"))
+      local p1 = start_worker(dir, { "--concurrency", "4" })
+      local p2 = start_worker(dir, { "--concurrency", "4" })
+      -- keep enqueueing the same two hashes while they run
+      for _ = 1, 12 do
+        enqueue(o, "LB", "work", {}, { jobHash = "user-1" })
+        enqueue(o, "LB", "work", {}, { jobHash = "user-2" })
+        jobrt.sleep(0.02)
+      end
+      h.wait_for(function()
+        local st = o:stats("LB")
+        return st.pending == 0 and st.executing == 0 and st.parked == 0 and st.delayed == 0
+      end, 15, "the LB queue to drain")
+      stop_worker(p1)
+      stop_worker(p2)
+      local spans, open = {}, {}
+      for _, e in ipairs(log_entries()) do
+        local rec = o:get("LB", e.id)
+        local hash = rec.hash
+        if e.what == "start" then
+          assert.is_nil(open[hash], "two jobs of " .. hash .. " ran at once")
+          open[hash] = e.id
+        else
+          open[hash] = nil
+          spans[hash] = (spans[hash] or 0) + 1
+        end
+      end
+      assert.is_true(spans["user-1"] >= 2 and spans["user-2"] >= 2)
+    end)
+
+    it("DELQUEUE: runs each job at its time, not before", function()
+      assert(o:set_queue_type("DEL", "DELQUEUE"))
+      local p = start_worker(dir)
+      local now = jobrt.now()
+      for _, d in ipairs({ 0.3, 0.1, 0.2 }) do
+        enqueue(o, "DEL", "at", { due = now + d }, { timestamp = now + d })
+      end
+      h.wait_for(function() return #log_entries() == 3 end, 5, "three delayed jobs")
+      stop_worker(p)
+      local last = 0
+      for _, e in ipairs(log_entries()) do
+        local due = tonumber(e.what)
+        assert.is_true(e.t >= due - 0.002, ("ran %.4fs early"):format(due - e.t))
+        assert.is_true(e.t - due < 0.5, ("ran %.3fs late"):format(e.t - due))
+        assert.is_true(due > last, "out of due order")
+        last = due
+      end
+    end)
+  end)
+
+  describe("reliability", function()
+    local dir
+    setup(function()
+      dir = jobs_dir{ ["r.lua"] = REPORT .. [[
+return {
+  R = {
+    count = function(args, job) job.redis:call("HINCRBY", "test:runs", args.n, 1) return args.n end,
+    hang_once = function(args, job)
+      note(job, "start")
+      if job.attempt == 1 then jobrt.sleep(60) end
+      return "done on attempt " .. job.attempt
+    end,
+    long = function(args, job) note(job, "start"); jobrt.sleep(0.5); return "finished" end,
+    spin = { retries = 0, handler = function(args, job) note(job, "start"); while true do end end },
+  },
+}
+]] }
+    end)
+    teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+    before_each(function() assert(o:set_queue_type("R", "QUEUE")) end)
+
+    it("1000 jobs with --procs 2 --concurrency 20 all complete exactly once", function()
+      local wg = jobrt.waitgroup()
+      for b = 0, 9 do
+        wg:spawn(function()
+          for i = b * 100 + 1, b * 100 + 100 do enqueue(o, "R", "count", { n = i }) end
+        end)
+      end
+      assert.is_true(wg:wait(30))
+      local sup = start_worker(dir, { "--procs", "2", "--concurrency", "20" }, nil, 2)
+      h.wait_for(function() return o:stats("R").completed == 1000 end, 60, "1000 completions")
+      local code = stop_worker(sup)
+      assert.equal(0, code)
+      local runs = r:call("HGETALL", "test:runs")
+      assert.equal(2000, #runs)
+      for i = 2, #runs, 2 do assert.equal("1", runs[i]) end
+    end)
+
+    it("kill -9 of a worker mid-job: the job completes on another within lease + margin", function()
+      local p1 = start_worker(dir, { "--lease", "1" })
+      local id = enqueue(o, "R", "hang_once")
+      h.wait_for(function() return #log_entries() == 1 end, 5, "the first attempt to start")
+      local p2 = start_worker(dir, { "--lease", "1" })
+      local t0 = jobrt.monotime()
+      p1:kill("SIGKILL")
+      p1:wait()
+      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 6, "the job on the other worker")
+      assert.is_true(jobrt.monotime() - t0 < 1 + 2.5)
+      local rec = o:get("R", id)
+      assert.equal("successful", rec.result)
+      assert.equal('"done on attempt 2"', rec["result-value"])
+      stop_worker(p2)
+    end)
+
+    it("SIGTERM mid-job: the job completes and the process exits 0", function()
+      local p = start_worker(dir)
+      local id = enqueue(o, "R", "long")
+      h.wait_for(function() return #log_entries() == 1 end, 5, "the job to start")
+      local code, _, err = stop_worker(p)
+      assert.equal(0, code)
+      assert.equal("finished", state_of(o, "R", id))
+      assert.equal("successful", o:get("R", id).result)
+      assert.matches("stopping gracefully", err, 1, true)
+    end)
+
+    it("a handler that never yields: the child is killed and restarted, the job ends failed", function()
+      local sup = start_worker(dir, { "--procs", "1", "--lease", "1", "--watchdog", "1", "--max-stalls", "0" })
+      local id = enqueue(o, "R", "spin")
+      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 20, "the spinning job to fail")
+      assert.equal("failed", o:get("R", id).result)
+      -- the restarted child serves the next job
+      local id2 = enqueue(o, "R", "count", { n = 1 })
+      h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 10, "a job after the restart")
+      local code, _, err = stop_worker(sup)
+      assert.equal(0, code)
+      assert.matches("has not ticked for", err, 1, true)
+      assert.matches("restarting it", err, 1, true)
+    end)
+
+    it("Redis killed and restarted mid-run (AOF on): all jobs still complete", function()
+      local s = h.start_redis{ aof = true }
+      local rr = h.redis(s.url)
+      local oo = assert(ops_mod.new(rr))
+      assert(oo:set_queue_type("R", "QUEUE"))
+      for i = 1, 200 do assert(oo:enqueue("R", "long", "{}", {})) end
+      local p = start_worker(dir, { "--concurrency", "50", "--lease", "2" }, s.url)
+      h.wait_for(function() local st = oo:stats("R"); return st and st.completed and st.completed >= 20 end, 10, "some completions")
+      s:kill()
+      s:restart()
+      rr:close()
+      rr = h.redis(s.url)
+      oo = assert(ops_mod.new(rr))
+      h.wait_for(function()
+        local st = oo:stats("R")
+        return st and st.pending == 0 and st.executing == 0 and st.delayed == 0
+      end, 40, "the queue to drain after the restart")
+      local st = oo:stats("R")
+      assert.equal(0, st.failed)
+      local code, _, err = stop_worker(p)
+      assert.equal(0, code)
+      assert.matches("lost connection to redis", err, 1, true)
+      rr:close()
+      s:stop()
+    end)
+  end)
+
+  describe("loading errors", function()
+    local cases = {
+      { "syntax error", { ["a.lua"] = "return {\n  Q = { j = function( end }\n}" },
+        "^jobrt: [^\n]*/a%.lua:2: .+ %(syntax error: fix the file%)\n$" },
+      { "non-table return", { ["a.lua"] = "return 42" },
+        "^jobrt: [^\n]*/a%.lua: must return a jobDescription table like { QUEUENAME = { myJob = function%(args, job%) %.%.%. end } }, got number\n$" },
+      { "handler not a function", { ["a.lua"] = "return { Q = { j = 5 } }" },
+        "^jobrt: [^\n]*/a%.lua: Q%.j must be a function%(args, job%) or a table { handler = function%(args, job%) %.%.%. end }, got number\n$" },
+      { "table without handler", { ["a.lua"] = "return { Q = { j = { timeout = 1 } } }" },
+        "^jobrt: [^\n]*/a%.lua: Q%.j%.handler must be a function, got nil\n$" },
+      { "error while loading", { ["a.lua"] = "local x = nil; return x.y" },
+        "^jobrt: [^\n]*/a%.lua: error while loading: [^\n]*/a%.lua:1: attempt to index local 'x' %(a nil value%)\nstack traceback:" },
+      { "queue without a type", { ["a.lua"] = "return { NOTYPE = { j = function() end } }" },
+        "^jobrt: queue 'NOTYPE' has no type in RESERVED:QCONFIG: set it with  jobrt queue%-type NOTYPE QUEUE|LBQUEUE|DELQUEUE\n$" },
+      { "no job files", {}, "^jobrt: no %*%.lua job files under .+: add one returning" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1] .. ": one clear message, exit 1, nothing served", function()
+        local dir = jobs_dir(case[2])
+        local code, out, err = h.run_jobrt({ "work", dir, "--redis", h.url })
+        os.execute("rm -rf '" .. dir .. "'")
+        assert.equal(1, code)
+        assert.equal("", out)
+        assert.matches(case[3], err)
+        assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
+      end)
+    end
+
+    it("Redis not reachable: names the address and the fix", function()
+      local dir = jobs_dir{ ["a.lua"] = "return { Q = { j = function() end } }" }
+      local code, _, err = h.run_jobrt({ dir, "--redis", "redis://127.0.0.1:1" })
+      os.execute("rm -rf '" .. dir .. "'")
+      assert.equal(1, code)
+      assert.equal("jobrt: ECONNREFUSED: cannot connect to redis at 127.0.0.1:1: Connection refused (is redis-server running? point --redis or JOBRT_REDIS at it)\n", err)
+    end)
+
+    it("unknown options are usage errors (exit 2)", function()
+      local code, _, err = h.run_jobrt({ "work", "jobs/", "--concurency", "2" })
+      assert.equal(2, code)
+      assert.equal("jobrt: jobrt work: unknown option --concurency (see jobrt work --help)\n", err)
+    end)
+  end)
+end)
