@@ -16,9 +16,12 @@ local rows = {}
 local function report(what, value, base_name, base, unit)
   rows[#rows + 1] = { what, value, base_name, base, unit }
   local ratio = (base and base > 0 and value) and ("%.2f"):format(value / base) or "-"
-  io.stdout:write(("%-44s %12s %-6s  | %-30s %12s  | ratio %s\n"):format(
-    what, value and ("%.1f"):format(value) or "-", unit or "",
-    base_name or "", base and ("%.1f"):format(base) or "-", ratio))
+  local function num(v)
+    if not v then return "-" end
+    return (math.abs(v) < 10 and "%.3f" or "%.1f"):format(v)
+  end
+  io.stdout:write(("%-50s %12s %-6s | %-30s %12s | ratio %s\n"):format(
+    what, num(value), unit or "", base_name or "", num(base), ratio))
   io.stdout:flush()
 end
 

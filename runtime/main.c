@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 
 int luaopen_cjson(lua_State *L);   /* liblua5.1-cjson.a */
 
@@ -40,6 +41,8 @@ static void count_walk(uv_handle_t *h, void *arg) {
 }
 
 int main(int argc, char **argv) {
+  /* A write to a closed socket or pipe must be an error return, not death. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = uv_default_loop();
   lua_State *L = luaL_newstate();
   if (L == NULL) {

@@ -77,10 +77,11 @@ static int l_readline(lua_State *L) {
   return jr_park(L);
 }
 
-/* term.cancel_line(): Ctrl-C at the prompt: drop the typed text, new prompt */
+/* term.cancel_line([prompt]): Ctrl-C at the prompt: drop the typed text, new
+ * prompt (`prompt` replaces the current one, e.g. to leave a continuation). */
 static int l_cancel_line(lua_State *L) {
-  (void)L;
   if (!rl_active) return 0;
+  if (lua_isstring(L, 1)) rl_set_prompt(lua_tostring(L, 1));
   rl_free_line_state();
   rl_callback_sigcleanup();
   rl_replace_line("", 0);

@@ -136,6 +136,7 @@ function _M.new(opts)
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
+    reserving = 0,             -- reserve calls on their way
     running = {},              -- id -> job state
     queues = {},               -- name -> queue state
     stopping = false,
@@ -217,7 +218,16 @@ function W:pump(q)
       q.wake:wait()
     else
       q.dirty = false
+      self.reserving = self.reserving + 1
       local res, err = ops:reserve(q.name, self.id, free, self.lease)
+      self.reserving = self.reserving - 1
+      if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
+        local ids = {}
+        for i = 1, #res.jobs do ids[i] = res.jobs[i].id end
+        if #ids > 0 then ops:release(q.name, self.id, ids) end
+        self.stopped:broadcast("reserved")
+        break
+      end
       if not res then
         q.dirty = true
         if not err_logged then
@@ -240,6 +250,7 @@ end
 
 -- Arms q's timers from a reserve reply: next due job, earliest lease expiry (server ms).
 function W:arm_timers(q, res)
+  if self.stopping then return end      -- stop() closes the timers
   local server_now = tonumber(res.now) or 0
   local due = tonumber(res.next_due)
   if due then
@@ -468,6 +479,7 @@ function W:stop(grace)
     q.wake:broadcast("stop")
   end
   self.slot_free:broadcast("stop")
+  while self.reserving > 0 do self.stopped:wait(1) end
   if self.inflight > 0 then
     self:log("info", "stopping: waiting up to %gs for %d job(s) in flight", grace, self.inflight)
     local deadline = monotime() + grace

@@ -1,0 +1,776 @@
+-- jobrt.client: the queue client that jobrt.connect returns (DESIGN "Client API").
+--
+--   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ...} | nil [, callback])
+--   q:enqueueJob(queue, job, args, opts)          -> id
+--   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
+--   q:run(queue, job, args, opts)                 -> the job's result (opts.wait: seconds to wait)
+--   q:getJob(queue, id)                           -> record (field -> string) | nil
+--   q:deleteJob(queue, id)                        -> true | false (no such job)
+--   q:retryFailedJobs(queue) -> n ;  q:deleteFailedJobs(queue) -> n
+--   q:listFailedJobs(queue[, offset, count])      -> records (newest first), total
+--   q:stats(queue) -> counts ;  q:stats() -> { [queue] = counts } for every queue in RESERVED:QCONFIG
+--   q:workers()                                   -> live worker records, sorted by id
+--   q:queueType(queue)                            -> type | nil (none set)
+--   q:queueType(queue, type)                      -> type (sets it)
+--   q:registerWorker(redisConfig, jobDescription[, opts]) -> worker (see jobrt.worker)
+--   q:close()
+--
+-- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
+-- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a
+-- coroutine of the jobrt loop (every script, spec, handler and REPL line is one): it yields until
+-- the answer and returns the value, or raises the error.
+-- A wrong argument (bad type, unknown or malformed option) is a programming error: it raises at
+-- once in both forms, naming the call and the option. What only Redis can tell (a queue without a
+-- type, Redis down, a job that failed) goes to the callback, or is raised in the coroutine form.
+--
+-- Enqueue options: jobHash (string), priority (number, LBQUEUE), timestamp (absolute Unix seconds,
+-- fractions allowed), delay (seconds), id (client id: 1-256 bytes, not all digits), retries (whole
+-- number 0-1000), timeout (seconds a handler may run). q:run also takes wait (seconds to wait for
+-- the result; default: no limit); on timeout it raises and the job stays queued.
+local jobrt = require 'jobrt'
+local redis = require 'jobrt.redis'
+local ops = require 'jobrt.ops'
+local cjson = require 'cjson'
+
+local type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack =
+  type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack
+local setmetatable, getmetatable, require = setmetatable, getmetatable, require
+local str_format, floor, huge = string.format, math.floor, math.huge
+local running, traceback = coroutine.running, debug.traceback
+local sort, concat = table.sort, table.concat
+
+local json = cjson.new()          -- a private instance: nobody else's settings affect us
+local NULL = cjson.null
+local QCONFIG = 'RESERVED:QCONFIG'
+
+local _M = { null = NULL }
+local Client = {}
+local mt = { __index = Client }
+_M.Client = Client
+
+-- Where errors raised by callbacks go (the REPL prints them above its prompt).
+function _M.report_error(msg)
+  jobrt.log('error', '%s', msg)
+end
+
+local function tname(v)
+  if v ~= v then return 'nan' end
+  return type(v)
+end
+
+local function shown(v)
+  if type(v) == 'string' then
+    if #v > 40 then v = v:sub(1, 37) .. '...' end
+    return "'" .. v .. "'"
+  end
+  return tostring(v)
+end
+
+-- ---- argument checks (raise at the caller's call site) ------------------
+
+-- Argument errors carry no position (the traceback has it), so the message is the same in both
+-- calling forms.
+local function argfail(fname, msg)
+  error(fname .. ': ' .. msg, 0)
+end
+
+local function check_queue(fname, queue)
+  if type(queue) ~= 'string' or queue == '' then
+    argfail(fname, 'queue must be a non-empty string, got ' .. (queue == '' and "''" or tname(queue)))
+  end
+end
+
+local function check_id(fname, id, what)
+  what = what or 'id'
+  if type(id) == 'number' then id = tostring(id) end
+  if type(id) ~= 'string' or id == '' then
+    argfail(fname, what .. ' must be a non-empty string, got ' .. (id == '' and "''" or tname(id)))
+  end
+  return id
+end
+
+local OPTION_TYPES = { jobHash = 'string', priority = 'number', timestamp = 'number', delay = 'number',
+                       id = 'string', retries = 'number', timeout = 'number' }
+local OPTION_NAMES = 'jobHash, priority, timestamp, delay, id, retries, timeout'
+_M.OPTION_TYPES = OPTION_TYPES
+
+-- Checks the options of one job; returns a clean copy (jobHash as a string). Raises on the first
+-- problem, naming the option. `extra` (optional) allows more options: name -> checker(v) -> msg|nil.
+-- `where` prefixes messages for bulk calls ("jobs[3]: ").
+local function check_options(fname, opts, extra, where)
+  where = where or ''
+  local function fail(msg) error(fname .. ': ' .. where .. msg, 0) end
+  if opts == nil then return {} end
+  if type(opts) ~= 'table' then fail('opts must be a table, got ' .. tname(opts)) end
+  local out = {}
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if want == nil and extra and extra[k] then
+      local msg = extra[k](v)
+      if msg then fail(str_format("option '%s' %s", k, msg)) end
+      out[k] = v
+    elseif want == nil then
+      local known = OPTION_NAMES
+      if extra then
+        local names = {}
+        for name in pairs(extra) do names[#names + 1] = name end
+        sort(names)
+        known = known .. ', ' .. concat(names, ', ')
+      end
+      fail(str_format('unknown option %s (known: %s)', shown(k), known))
+    else
+      if k == 'jobHash' and type(v) == 'number' and v == v then v = tostring(v) end
+      if type(v) ~= want or v ~= v then
+        fail(str_format("option '%s' must be a %s, got %s", k, want, tname(v)))
+      end
+      if want == 'number' and (v == huge or v == -huge) then
+        fail(str_format("option '%s' must be a finite number, got %s", k, tostring(v)))
+      end
+      if k == 'jobHash' and (v == '' or #v > 256) then
+        fail(str_format("option 'jobHash' must be 1-256 bytes, got %d", #v))
+      elseif k == 'id' then
+        if v == '' or #v > 256 then fail(str_format("option 'id' must be 1-256 bytes, got %d", #v)) end
+        if v:find('^%d+$') then
+          fail(str_format("option 'id' must not be all digits (generated ids are), got %s: add a prefix, e.g. 'job-%s'",
+            shown(v), v:sub(1, 40)))
+        end
+      elseif k == 'priority' and (v < -1e15 or v > 1e15) then
+        fail("option 'priority' must be between -1e15 and 1e15, got " .. tostring(v))
+      elseif k == 'timestamp' then
+        if v < 0 then fail("option 'timestamp' must be absolute Unix seconds (>= 0), got " .. tostring(v)) end
+        if v > 1e11 then
+          fail(str_format("option 'timestamp' must be Unix seconds, got %.0f (milliseconds? divide by 1000)", v))
+        end
+      elseif k == 'delay' and (v < 0 or v > 3.2e8) then
+        fail("option 'delay' must be seconds from now (0 to 3.2e8), got " .. tostring(v))
+      elseif k == 'retries' and (v < 0 or v > 1000 or v ~= floor(v)) then
+        fail("option 'retries' must be a whole number from 0 to 1000, got " .. tostring(v))
+      elseif k == 'timeout' and (v < 0.001 or v > 3.2e7) then
+        fail("option 'timeout' must be seconds > 0 (at least 0.001), got " .. tostring(v))
+      end
+      out[k] = v
+    end
+  end
+  if out.timestamp and out.delay then
+    fail("options 'timestamp' and 'delay' exclude each other: give one of them")
+  end
+  return out
+end
+_M.check_options = check_options
+
+-- args as JSON text; raises when it cannot be encoded.
+local function encode_args(fname, args, where)
+  if args == nil then return '{}' end
+  local ok, text = pcall(json.encode, args)
+  if not ok then
+    error(str_format('%s: %sargs cannot be encoded as JSON (%s): use tables, strings, numbers, booleans and jobrt.null',
+      fname, where or '', tostring(text)), 0)
+  end
+  return text
+end
+
+local function check_job(fname, job, where)
+  if type(job) ~= 'string' or job == '' or #job > 256 then
+    error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
+      type(job) == 'string' and (job == '' and "''" or 'a string of ' .. #job .. ' bytes') or tname(job)), 0)
+  end
+end
+
+-- ---- the two calling forms ----------------------------------------------
+
+-- The trailing callback, if any: the last non-nil argument when it is a function.
+-- Returns callback|nil and the number of other arguments.
+local function split_callback(...)
+  local n = select('#', ...)
+  while n > 0 and select(n, ...) == nil do n = n - 1 end
+  if n > 0 and type((select(n, ...))) == 'function' then return (select(n, ...)), n - 1 end
+  return nil, n
+end
+_M.split_callback = split_callback
+
+-- the first n arguments (the callback after them left out)
+local function take(n, ...)
+  if n == 0 then return end
+  return unpack({ ... }, 1, n)
+end
+
+local function pack(...) return { n = select('#', ...), ... } end
+
+local function deliver(cb, ...)
+  local ok, err = xpcall(cb, traceback, ...)
+  if not ok then _M.report_error('callback failed: ' .. tostring(err)) end
+end
+
+-- Runs perform(...) the way the caller asked: callback -> in a new coroutine, returns at once;
+-- none -> here (must be a coroutine), returning its values or raising its error.
+-- perform raises its errors with error(msg, 0).
+local function both_ways(fname, cb, perform, ...)
+  if cb then
+    local args, n = { ... }, select('#', ...)
+    jobrt.spawn(function()
+      coroutine.yield()          -- a bare yield: run on the next loop turn, so the callback
+                                 -- never runs before the call has returned
+      local r = pack(pcall(perform, unpack(args, 1, n)))
+      if r[1] then
+        deliver(cb, nil, unpack(r, 2, r.n))
+      else
+        deliver(cb, r[2])
+      end
+    end)
+    return
+  end
+  if running() == nil then
+    error(fname .. ': call it inside a coroutine (jobrt.spawn) or pass a callback(err, value)', 0)
+  end
+  return perform(...)
+end
+
+-- nil, err from a lower layer -> raise
+local function check(v, err, ...)
+  if v == nil and err ~= nil then error(err, 0) end
+  return v, err, ...
+end
+
+-- ---- connecting -----------------------------------------------------------
+
+-- A client on an open Redis connection r (from jobrt.redis.connect). Must run in a coroutine
+-- (it loads the server scripts). Returns the client, or nil, err.
+function _M.new(r, conf)
+  local o, err = ops.new(r, conf)
+  if not o then return nil, err end
+  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false }, mt)
+end
+
+-- The address a connect() argument points at, for messages.
+function _M.describe(conf)
+  if conf == nil then conf = os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL end
+  local t = conf
+  if type(conf) == 'string' then
+    t = redis.parse_url(conf)
+    if not t then return conf end
+  end
+  if type(t) ~= 'table' then return tostring(conf) end
+  if t.url and not t.host and not t.path then return t.url end
+  if t.path then return 'unix://' .. t.path end
+  return str_format('%s:%s', t.host or '127.0.0.1', t.port or 6379)
+end
+
+-- Connects and loads the scripts: client, or nil, message (without the "jobrt.connect: " part),
+-- refused (true when nothing answered at the address). Must run in a coroutine.
+function _M.open(conf)
+  local r, err = redis.connect(conf)
+  if not r then
+    err = tostring(err)
+    local refused = err:find('^ECONNREFUSED: ') ~= nil
+    return nil, (err:gsub('^ECONNREFUSED: ', ''):gsub('^redis%.connect: ', '')), refused
+  end
+  local q, qerr = _M.new(r)
+  if not q then
+    r:close()
+    return nil, tostring(qerr)
+  end
+  return q
+end
+
+local function do_connect(conf)
+  local q, err, refused = _M.open(conf)
+  if not q then
+    if refused then
+      err = err .. ' (is redis-server running there? pass another address, or set JOBRT_REDIS)'
+    end
+    error('jobrt.connect: ' .. err, 0)
+  end
+  return q
+end
+
+-- connect(url_or_table|nil[, callback]) -> client (raises), or returns at once with a callback.
+function _M.connect(...)
+  local cb, n = split_callback(...)
+  local conf = take(n, ...)
+  if n > 1 then error('jobrt.connect: expected (url_or_table[, callback]), got ' .. n .. ' arguments', 0) end
+  if conf ~= nil and type(conf) ~= 'string' and type(conf) ~= 'table' then
+    error('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got ' .. tname(conf), 0)
+  end
+  return both_ways('jobrt.connect', cb, do_connect, conf)
+end
+
+function Client:close()
+  if self.closed then return end
+  self.closed = true
+  for _, list in pairs(self.waiters) do
+    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed') end
+  end
+  self.waiters = {}
+  self.r:close()
+end
+
+local function check_self(self, fname)
+  if getmetatable(self) ~= mt then
+    error(str_format("%s: call it with a colon, q:%s(...)", fname, fname), 0)
+  end
+  if self.closed then error(fname .. ': the client is closed', 0) end
+end
+
+-- ---- enqueue --------------------------------------------------------------
+
+local function type_rules(fname, queue, qtype, o, where)
+  where = where or ''
+  if qtype == 'LBQUEUE' and not o.jobHash then
+    return str_format("%s: %squeue '%s' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)",
+      fname, where, queue)
+  end
+  if o.priority and qtype ~= 'LBQUEUE' then
+    return str_format("%s: %soption 'priority' applies to LBQUEUE queues only; queue '%s' is a %s",
+      fname, where, queue, qtype)
+  end
+  if (o.timestamp or o.delay) and qtype == 'LBQUEUE' then
+    return str_format("%s: %soption '%s' applies to QUEUE and DELQUEUE queues only; queue '%s' is an LBQUEUE",
+      fname, where, o.timestamp and 'timestamp' or 'delay', queue)
+  end
+end
+
+-- one enqueue; returns id, existed (raises)
+local function enqueue_one(self, fname, queue, job, args_json, o, where)
+  local qtype, err = self.ops:queue_type(queue)
+  if not qtype then error(fname .. ': ' .. tostring(err), 0) end
+  local msg = type_rules(fname, queue, qtype, o, where)
+  if msg then error(msg, 0) end
+  local id, existed = self.ops:enqueue(queue, job, args_json, o)
+  if not id then error(fname .. ': ' .. (where or '') .. tostring(existed), 0) end
+  return id, existed
+end
+
+-- For the command line: one enqueue of JSON text already checked. Returns id, existed (raises).
+_M.enqueue_one = enqueue_one
+
+-- enqueueJob answers the id alone (an id already waiting is answered as well: not enqueued twice)
+local function enqueue_id(...)
+  return (enqueue_one(...))
+end
+
+function Client:enqueueJob(...)
+  check_self(self, 'enqueueJob')
+  local cb, n = split_callback(...)
+  if n > 4 then argfail('enqueueJob', 'expected (queue, job, args, opts[, callback]), got ' .. n .. ' arguments') end
+  local queue, job, args, opts = take(n, ...)
+  check_queue('enqueueJob', queue)
+  check_job('enqueueJob', job)
+  local o = check_options('enqueueJob', opts)
+  local text = encode_args('enqueueJob', args)
+  return both_ways('enqueueJob', cb, enqueue_id, self, 'enqueueJob', queue, job, text, o)
+end
+
+local function enqueue_many(self, queue, items)
+  local ids, errors, nerr = {}, {}, 0
+  local wg = jobrt.waitgroup()
+  local window = 500
+  local next_i, total = 1, #items
+  local function worker()
+    while next_i <= total do
+      local i = next_i
+      next_i = i + 1
+      local it = items[i]
+      local ok, id = pcall(enqueue_one, self, 'enqueueJobs', queue, it.job, it.args, it.opts,
+        str_format('jobs[%d]: ', i))
+      if ok then ids[i] = id else
+        nerr = nerr + 1
+        errors[i] = id
+      end
+    end
+  end
+  for _ = 1, math.min(window, total) do wg:spawn(worker) end
+  wg:wait()
+  if nerr > 0 then
+    local first
+    for i = 1, total do if errors[i] then first = errors[i]; break end end
+    error(str_format('enqueueJobs: %d of %d jobs were not enqueued; the first error: %s', nerr, total,
+      first:gsub('^enqueueJobs: ', '', 1)), 0)
+  end
+  return ids
+end
+
+-- jobs: an array of { job=, args=, opts= } (or { job, args, opts }). Returns the ids in order.
+-- Every job is checked before anything is sent; then the calls go out pipelined.
+function Client:enqueueJobs(...)
+  check_self(self, 'enqueueJobs')
+  local cb, n = split_callback(...)
+  if n > 2 then argfail('enqueueJobs', 'expected (queue, jobs[, callback]), got ' .. n .. ' arguments') end
+  local queue, list = take(n, ...)
+  check_queue('enqueueJobs', queue)
+  if type(list) ~= 'table' then argfail('enqueueJobs', 'jobs must be an array of {job=, args=, opts=}, got ' .. tname(list)) end
+  local items = {}
+  for i = 1, #list do
+    local it = list[i]
+    local where = str_format('jobs[%d]: ', i)
+    if type(it) ~= 'table' then
+      argfail('enqueueJobs', where .. 'must be a table {job=, args=, opts=}, got ' .. tname(it))
+    end
+    local job, args, opts = it.job, it.args, it.opts
+    if job == nil then job, args, opts = it[1], it[2], it[3] end
+    check_job('enqueueJobs', job, where)
+    items[i] = { job = job, opts = check_options('enqueueJobs', opts, nil, where),
+                 args = encode_args('enqueueJobs', args, where) }
+  end
+  return both_ways('enqueueJobs', cb, enqueue_many, self, queue, items)
+end
+
+-- ---- results ----------------------------------------------------------------
+
+local function decode_result(text)
+  if text == nil or text == NULL or text == '' then return nil end
+  local ok, v = pcall(json.decode, text)
+  if not ok then return text end
+  if v == NULL then return nil end
+  return v
+end
+_M.decode_result = decode_result
+
+-- The outcome of a finished record: true, value | false, message.
+local function outcome(queue, id, rec)
+  if rec.result == 'successful' then return true, decode_result(rec['result-value']) end
+  local reason = rec['error-reason']
+  if reason == nil or reason == '' or reason == NULL then reason = 'failed' end
+  local msg = str_format("job %s (%s) on queue '%s' failed: %s", id, tostring(rec['function']), queue, reason)
+  local exc = rec['error-exception']
+  if type(exc) == 'string' and exc ~= '' and exc ~= reason then msg = msg .. '\n' .. exc end
+  return false, msg
+end
+_M.outcome = outcome
+
+local function finished(rec)
+  return rec and rec.state == 'finished' and (rec.result == 'successful' or rec.result == 'failed')
+end
+
+-- Wakes the waiters of job `id` of queue when its record is finished (or gone).
+local function check_waiters(self, queue, id)
+  local key = ops.keys(queue)[1] .. id
+  local list = self.waiters[key]
+  if not list or next(list) == nil then return end
+  local rec, err = self.ops:get(queue, id)
+  if rec == nil and err ~= nil then return end          -- Redis trouble: the next message retries
+  if rec ~= nil and not finished(rec) then return end
+  list = self.waiters[key]
+  if not list then return end
+  self.waiters[key] = nil
+  for w in pairs(list) do w.cond:broadcast(rec or false) end
+end
+
+-- Subscribes to the results channel of queue once per client.
+local function ensure_results(self, queue)
+  local s = self.subs[queue]
+  if s == true then return end
+  if s then                                             -- another coroutine is subscribing
+    local ok, err = s:wait()
+    if not ok then error(err, 0) end
+    return
+  end
+  local c = jobrt.cond()
+  self.subs[queue] = c
+  local prefix = ops.keys(queue)[1]
+  local ok, err = self.r:subscribe(ops.channels(queue).results, function(_, message)
+    if message == nil then                              -- resubscribed: messages may be lost
+      for key in pairs(self.waiters) do
+        if key:sub(1, #prefix) == prefix then check_waiters(self, queue, key:sub(#prefix + 1)) end
+      end
+      return
+    end
+    for key in message:gmatch('[^\n]+') do
+      if self.waiters[key] and key:sub(1, #prefix) == prefix then
+        check_waiters(self, queue, key:sub(#prefix + 1))
+      end
+    end
+  end)
+  if not ok then
+    self.subs[queue] = nil
+    c:broadcast(false, err)
+    error('run: cannot subscribe to the results of queue ' .. shown(queue) .. ': ' .. tostring(err), 0)
+  end
+  self.subs[queue] = true
+  c:broadcast(true)
+end
+
+-- Waits until job id of queue is finished; returns its record, false when it vanished.
+-- Raises on timeout (wait seconds) or when the client closes.
+local function wait_result(self, fname, queue, id, wait)
+  local key = ops.keys(queue)[1] .. id
+  local w = { cond = jobrt.cond() }
+  local list = self.waiters[key]
+  if not list then
+    list = {}
+    self.waiters[key] = list
+  end
+  list[w] = true
+  -- a result published before we listened: read the record once
+  jobrt.spawn(check_waiters, self, queue, id)
+  local ok, rec, err = w.cond:wait(wait)
+  if self.waiters[key] then
+    self.waiters[key][w] = nil
+    if next(self.waiters[key]) == nil then self.waiters[key] = nil end
+  end
+  if ok == false then
+    local cur = self.ops:get(queue, id)
+    error(str_format("%s: job %s on queue '%s' did not finish within %g s (state: %s; is a worker serving '%s'? the job stays queued)",
+      fname, id, queue, wait, cur and cur.state or 'unknown', queue), 0)
+  end
+  if rec == nil then error(fname .. ': ' .. tostring(err), 0) end
+  return rec
+end
+
+local function run_one(self, queue, job, text, o, wait)
+  ensure_results(self, queue)
+  local id = enqueue_one(self, 'run', queue, job, text, o)
+  local rec = wait_result(self, 'run', queue, id, wait)
+  if rec == false then
+    error(str_format("run: job %s on queue '%s' was deleted before it finished", id, queue), 0)
+  end
+  local ok, v = outcome(queue, id, rec)
+  if not ok then error(v, 0) end
+  return v, id
+end
+
+local RUN_EXTRA = {
+  wait = function(v)
+    if type(v) ~= 'number' or v ~= v then return 'must be a number of seconds, got ' .. tname(v) end
+    if v <= 0 then return 'must be seconds > 0, got ' .. tostring(v) end
+  end,
+}
+
+-- For the command line: enqueue JSON text and wait for the job. Returns id, record (false when
+-- the job vanished); raises on Redis trouble or after `wait` seconds.
+function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait)
+  ensure_results(self, queue)
+  local id = enqueue_one(self, fname, queue, job, text, o)
+  return id, wait_result(self, fname, queue, id, wait)
+end
+
+-- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
+function Client:run(...)
+  check_self(self, 'run')
+  local cb, n = split_callback(...)
+  if n > 4 then argfail('run', 'expected (queue, job, args, opts[, callback]), got ' .. n .. ' arguments') end
+  local queue, job, args, opts = take(n, ...)
+  check_queue('run', queue)
+  check_job('run', job)
+  local o = check_options('run', opts, RUN_EXTRA)
+  local wait = o.wait
+  o.wait = nil
+  local text = encode_args('run', args)
+  return both_ways('run', cb, run_one, self, queue, job, text, o, wait)
+end
+
+-- waitJob(queue, id[, wait]) -> value: waits for a job enqueued earlier (raises if it failed).
+local function wait_one(self, queue, id, wait)
+  ensure_results(self, queue)
+  local rec = wait_result(self, 'waitJob', queue, id, wait)
+  if rec == false then error(str_format("waitJob: no job %s on queue '%s'", id, queue), 0) end
+  local ok, v = outcome(queue, id, rec)
+  if not ok then error(v, 0) end
+  return v
+end
+
+function Client:waitJob(...)
+  check_self(self, 'waitJob')
+  local cb, n = split_callback(...)
+  if n > 3 then argfail('waitJob', 'expected (queue, id[, wait][, callback]), got ' .. n .. ' arguments') end
+  local queue, id, wait = take(n, ...)
+  check_queue('waitJob', queue)
+  id = check_id('waitJob', id)
+  if wait ~= nil then
+    local msg = RUN_EXTRA.wait(wait)
+    if msg then argfail('waitJob', 'wait ' .. msg) end
+  end
+  return both_ways('waitJob', cb, wait_one, self, queue, id, wait)
+end
+
+-- ---- inspect and repair ----------------------------------------------------
+
+-- calls ops method `m` on queue; raises "fname: err"
+local function op(self, fname, m, queue, ...)
+  local v, second = self.ops[m](self.ops, queue, ...)
+  if v == nil and second ~= nil then error(fname .. ': ' .. tostring(second), 0) end
+  return v, second
+end
+
+local function simple(fname, m, nargs, idarg)
+  Client[fname] = function(self, ...)
+    check_self(self, fname)
+    local cb, n = split_callback(...)
+    if n > nargs then
+      argfail(fname, str_format('expected %d argument%s and an optional callback, got %d', nargs,
+        nargs == 1 and '' or 's', n))
+    end
+    local queue, id = take(n, ...)
+    check_queue(fname, queue)
+    if idarg then id = check_id(fname, id) end
+    return both_ways(fname, cb, op, self, fname, m, queue, id)
+  end
+end
+
+simple('getJob', 'get', 2, true)
+simple('deleteJob', 'delete', 2, true)
+simple('retryFailedJobs', 'retry_failed', 1)
+simple('deleteFailedJobs', 'delete_failed', 1)
+
+function Client:listFailedJobs(...)
+  check_self(self, 'listFailedJobs')
+  local cb, n = split_callback(...)
+  if n > 3 then argfail('listFailedJobs', 'expected (queue[, offset, count][, callback]), got ' .. n .. ' arguments') end
+  local queue, offset, count = take(n, ...)
+  check_queue('listFailedJobs', queue)
+  if offset ~= nil and (type(offset) ~= 'number' or offset < 0 or offset ~= floor(offset)) then
+    argfail('listFailedJobs', 'offset must be a whole number >= 0, got ' .. shown(offset))
+  end
+  if count ~= nil and (type(count) ~= 'number' or count < 1 or count ~= floor(count)) then
+    argfail('listFailedJobs', 'count must be a whole number >= 1, got ' .. shown(count))
+  end
+  return both_ways('listFailedJobs', cb, op, self, 'listFailedJobs', 'list_failed', queue, offset, count)
+end
+
+-- every queue named in RESERVED:QCONFIG, sorted
+local function all_queues(self, fname)
+  local flat = check(self.r:call('HGETALL', QCONFIG))
+  if type(flat) ~= 'table' then error(fname .. ': unexpected reply to HGETALL ' .. QCONFIG, 0) end
+  local names, types = {}, {}
+  for i = 1, #flat, 2 do
+    names[#names + 1] = flat[i]
+    types[flat[i]] = flat[i + 1]
+  end
+  sort(names)
+  return names, types
+end
+
+local COUNT_FIELDS = { 'pending', 'delayed', 'parked', 'executing', 'failed', 'completed',
+                       'total_failed', 'retried', 'expired' }
+_M.COUNT_FIELDS = COUNT_FIELDS
+
+local function stats_one(self, queue)
+  local s = op(self, 'stats', 'stats', queue)
+  local t = {}
+  for k, v in pairs(s) do t[k] = tonumber(v) or v end
+  t.type = self.ops:queue_type(queue)
+  return t
+end
+
+local function stats_perform(self, queue)
+  if queue then return stats_one(self, queue) end
+  local names, types = all_queues(self, 'stats')
+  local out = {}
+  local wg = jobrt.waitgroup()
+  for _, name in ipairs(names) do
+    if ops.TYPES[types[name]] then
+      wg:spawn(function()
+        local ok, t = pcall(stats_one, self, name)
+        out[name] = ok and t or { type = types[name], error = t }
+      end)
+    else
+      out[name] = { type = types[name], error = str_format("stats: queue '%s' has unknown type '%s' in %s: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+        name, tostring(types[name]), QCONFIG, name) }
+    end
+  end
+  wg:wait()
+  return out
+end
+
+-- stats(queue) -> counts of that queue; stats() -> { [queue] = counts } for every typed queue.
+function Client:stats(...)
+  check_self(self, 'stats')
+  local cb, n = split_callback(...)
+  if n > 1 then argfail('stats', 'expected ([queue][, callback]), got ' .. n .. ' arguments') end
+  local queue = take(n, ...)
+  if queue ~= nil then check_queue('stats', queue) end
+  return both_ways('stats', cb, stats_perform, self, queue)
+end
+
+-- The worker registry (the worker keeps it): set jobrt:workers of ids, hash jobrt:worker:<id>
+-- (id, host, pid, queues, started, heartbeat, done, failed) that expires when the worker dies.
+_M.WORKERS_KEY = 'jobrt:workers'
+_M.WORKER_PREFIX = 'jobrt:worker:'
+
+local function workers_perform(self)
+  local ids = check(self.r:call('SMEMBERS', _M.WORKERS_KEY))
+  local out = {}
+  local wg = jobrt.waitgroup()
+  for _, id in ipairs(ids) do
+    wg:spawn(function()
+      local flat = self.r:call('HGETALL', _M.WORKER_PREFIX .. id)
+      if type(flat) == 'table' and #flat > 0 then
+        local rec = {}
+        for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+        rec.id = rec.id or id
+        out[#out + 1] = rec
+      end
+    end)
+  end
+  wg:wait()
+  sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
+  return out
+end
+
+function Client:workers(...)
+  check_self(self, 'workers')
+  local cb, n = split_callback(...)
+  if n > 0 then argfail('workers', 'expected ([callback]), got ' .. n .. ' arguments') end
+  return both_ways('workers', cb, workers_perform, self)
+end
+
+local function qtype_perform(self, queue, qtype)
+  if qtype then
+    local ok, err = self.ops:set_queue_type(queue, qtype)
+    if not ok then error('queueType: ' .. tostring(err), 0) end
+    return qtype
+  end
+  local v = check(self.r:call('HGET', QCONFIG, queue))
+  if v == NULL then return nil end
+  return v
+end
+
+-- queueType(queue) -> type | nil;  queueType(queue, type) -> type
+function Client:queueType(...)
+  check_self(self, 'queueType')
+  local cb, n = split_callback(...)
+  if n > 2 then argfail('queueType', 'expected (queue[, type][, callback]), got ' .. n .. ' arguments') end
+  local queue, qtype = take(n, ...)
+  check_queue('queueType', queue)
+  if qtype ~= nil and (type(qtype) ~= 'string' or not ops.TYPES[qtype]) then
+    argfail('queueType', str_format('unknown queue type %s: use QUEUE, LBQUEUE or DELQUEUE', shown(qtype)))
+  end
+  return both_ways('queueType', cb, qtype_perform, self, queue, qtype)
+end
+
+-- ---- serving --------------------------------------------------------------
+
+local function register_perform(self, conf, desc, opts)
+  local okw, worker = pcall(require, 'jobrt.worker')
+  if not okw or type(worker) ~= 'table' or type(worker.register) ~= 'function' then
+    error('registerWorker: this build has no worker (jobrt.worker.register): ' .. tostring(worker), 0)
+  end
+  -- the worker makes its own connection from a config, or shares this client's
+  local w, err = worker.register(conf ~= nil and conf or self.r, desc, opts)
+  if w == nil and err ~= nil then error('registerWorker: ' .. tostring(err), 0) end
+  return w
+end
+
+-- registerWorker(redisConfig|nil, jobDescription[, opts]) -> worker: serve jobDescription's queues
+-- from this process (seed 000) until w:stop(). redisConfig nil: this client's connection.
+-- opts: those of jobrt.worker.new (concurrency, lease, grace, ...).
+function Client:registerWorker(...)
+  check_self(self, 'registerWorker')
+  local cb, n = split_callback(...)
+  if n > 3 then argfail('registerWorker', 'expected (redisConfig, jobDescription[, opts][, callback]), got ' .. n .. ' arguments') end
+  local conf, desc, opts = take(n, ...)
+  if conf ~= nil and type(conf) ~= 'string' and type(conf) ~= 'table' then
+    argfail('registerWorker', 'redisConfig must be a URL string, a table {host=, port=} or nil, got ' .. tname(conf))
+  end
+  if type(desc) ~= 'table' then
+    argfail('registerWorker', 'jobDescription must be a table { QUEUE = { job = function(args, job) ... end } }, got ' .. tname(desc))
+  end
+  if opts ~= nil and type(opts) ~= 'table' then argfail('registerWorker', 'opts must be a table, got ' .. tname(opts)) end
+  return both_ways('registerWorker', cb, register_perform, self, conf, desc, opts)
+end
+
+function mt.__tostring(self)
+  local info = (not self.closed) and self.r:info() or nil
+  return str_format('jobrt client (%s%s)', info and info.addr or 'closed', info and ', ' .. info.state or '')
+end
+
+return _M

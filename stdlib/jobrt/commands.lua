@@ -1,0 +1,713 @@
+-- jobrt.commands: the shell commands that enqueue and inspect (DESIGN "Command line"):
+--   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE -     jobrt queue-type QUEUE [TYPE]
+--   jobrt stats [QUEUE]      jobrt failed QUEUE [list|retry|delete]
+--   jobrt job QUEUE ID       jobrt delete QUEUE ID
+-- main(argv, cmd) returns the exit status: 0 done, 1 failed (Redis, a missing queue type, a job
+-- that failed under --wait, nothing found), 2 usage error. Every problem is one line on stderr
+-- that names it and the fix.
+local jobrt = require 'jobrt'
+local args = require 'jobrt.args'
+local client = require 'jobrt.client'
+local ops = require 'jobrt.ops'
+local term = require 'jobrt.core.term'
+local cjson = require 'cjson'
+
+local io, os, type, pairs, ipairs, tostring, tonumber, pcall = io, os, type, pairs, ipairs, tostring, tonumber, pcall
+local getmetatable, setmetatable = getmetatable, setmetatable
+local str_format, concat, sort, rep, floor = string.format, table.concat, table.sort, string.rep, math.floor
+
+local json = cjson.new()
+local NULL = cjson.null
+
+local _M = {}
+
+local COMMON_HELP = [[
+Common options:
+  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379)
+  --log-level LEVEL  debug, info, warn or error
+  -h, --help         this text
+]]
+
+-- ---- output helpers ---------------------------------------------------------
+
+local function errline(cmd, msg)
+  io.stderr:write('jobrt ', cmd, ': ', msg, '\n')
+  io.stderr:flush()
+end
+
+local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n',
+              ['\r'] = '\\r', ['\t'] = '\\t' }
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return ESC[c] or str_format('\\u%04x', c:byte())
+  end) .. '"'
+end
+
+-- tables with this metatable are JSON arrays even when empty
+local ARRAY = {}
+_M.ARRAY = ARRAY
+
+local function is_array(t)
+  if getmetatable(t) == ARRAY then return true end
+  local n = #t
+  if n == 0 then return false end
+  local count = 0
+  for _ in pairs(t) do count = count + 1 end
+  return count == n
+end
+
+-- JSON with sorted keys, indented: stable output for people and for diff.
+local function to_json(v, indent, level)
+  level = level or 0
+  local t = type(v)
+  if v == nil or v == NULL then return 'null' end
+  if t == 'string' then return json_string(v) end
+  if t == 'number' then
+    if v ~= v or v == math.huge or v == -math.huge then return 'null' end
+    if v == floor(v) and v > -1e15 and v < 1e15 then return str_format('%d', v) end
+    return str_format('%.17g', v)
+  end
+  if t == 'boolean' then return tostring(v) end
+  if t ~= 'table' then return json_string(tostring(v)) end
+  local pad, pad1 = '', ''
+  local nl, sep = '', ','
+  if indent then
+    pad, pad1, nl = rep(indent, level), rep(indent, level + 1), '\n'
+  end
+  if is_array(v) then
+    local parts = {}
+    for i = 1, #v do parts[i] = pad1 .. to_json(v[i], indent, level + 1) end
+    if #parts == 0 then return '[]' end
+    return '[' .. nl .. concat(parts, sep .. nl) .. nl .. pad .. ']'
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  if #keys == 0 then return '{}' end
+  sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local val = v[k]
+    if val == nil then val = v[tonumber(k)] end
+    parts[i] = pad1 .. json_string(k) .. (indent and ': ' or ':') .. to_json(val, indent, level + 1)
+  end
+  return '{' .. nl .. concat(parts, sep .. nl) .. nl .. pad .. '}'
+end
+_M.to_json = to_json
+
+-- Text table: rows of strings; numeric columns right-aligned.
+local function table_text(header, rows, right)
+  local w = {}
+  for i, h in ipairs(header) do w[i] = #h end
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do if #c > w[i] then w[i] = #c end end
+  end
+  local out = {}
+  local function line(r)
+    local cells = {}
+    for i, c in ipairs(r) do
+      local padn = w[i] - #c
+      if right[i] then cells[i] = rep(' ', padn) .. c
+      elseif i < #r then cells[i] = c .. rep(' ', padn)
+      else cells[i] = c end
+    end
+    out[#out + 1] = concat(cells, '  ')
+  end
+  line(header)
+  for _, r in ipairs(rows) do line(r) end
+  return concat(out, '\n') .. '\n'
+end
+
+-- ---- common parts -------------------------------------------------------------
+
+local COMMON = { redis = 'string', ['log-level'] = 'string' }
+
+-- Parses argv for cmd with the command's own spec plus the common options.
+-- Returns opts, pos, or nil, status after printing what to print.
+local function parse(cmd, argv, spec, usage)
+  local full = {}
+  for k, v in pairs(COMMON) do full[k] = v end
+  for k, v in pairs(spec) do full[k] = v end
+  local opts, pos = args.parse(argv, full, 'jobrt ' .. cmd)
+  if not opts then
+    io.stderr:write(pos, '\n')
+    return nil, 2
+  end
+  if opts.help then
+    io.stdout:write(usage, '\n', COMMON_HELP)
+    return nil, 0
+  end
+  if opts['log-level'] then
+    local ok, err = jobrt.set_log_level(opts['log-level'])
+    if not ok then
+      errline(cmd, '--log-level: ' .. err)
+      return nil, 2
+    end
+  end
+  return opts, pos
+end
+
+local function connect(cmd, opts)
+  local q, err, refused = client.open(opts.redis or os.getenv('JOBRT_REDIS'))
+  if not q then
+    errline(cmd, err .. (refused and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or ''))
+    return nil
+  end
+  return q
+end
+
+local function missing(cmd, what, synopsis)
+  errline(cmd, str_format('missing %s: usage: jobrt %s %s (see jobrt %s --help)', what, cmd, synopsis, cmd))
+  return 2
+end
+
+local function too_many(cmd, arg, hint)
+  errline(cmd, str_format("unexpected argument '%s'%s (see jobrt %s --help)", arg, hint or '', cmd))
+  return 2
+end
+
+-- "enqueueJob: queue 'x' has no type..." -> "queue 'x' has no type..."
+local function bare(msg)
+  return (tostring(msg):gsub('^[%w_%.]+: ', '', 1))
+end
+
+-- ---- enqueue --------------------------------------------------------------------
+
+local ENQUEUE_USAGE = [[
+usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
+       jobrt enqueue QUEUE JOB - [OPTIONS]     one job per line of stdin, each line its JSON-ARGS
+       jobrt enqueue QUEUE - [OPTIONS]         one job per line of stdin, each line a JSON object
+                                               {"job": NAME, "args": ..., "jobHash": ..., "priority": ...,
+                                                "timestamp": ..., "delay": ..., "id": ..., "retries": ...,
+                                                "timeout": ...} (options as in the Lua API)
+
+Enqueues one job and prints its id. JSON-ARGS (default {}) are the job's arguments: quote them
+in single quotes, e.g. jobrt enqueue emails send '{"to":"ann@example.com"}'.
+With -, reads JSON lines from stdin (blank lines skipped), checks them all before enqueueing
+any, sends them pipelined, shows progress on a terminal and prints the count at the end.
+The queue needs a type: jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE.
+
+Options:
+  --hash H           the jobHash (required by LBQUEUE; identity for DELQUEUE; ignored by QUEUE)
+  --priority P       LBQUEUE priority (highest first; default: the number of identical jobs)
+  --at UNIX-SECONDS  run at this time (fractions allowed; QUEUE and DELQUEUE)
+  --in SECONDS       run after this delay (QUEUE and DELQUEUE)
+  --id ID            client id (not all digits); an id already waiting is not enqueued twice
+  --retries N        extra attempts after a failure (0-1000)
+  --timeout S        seconds the handler may run before the job fails
+  --wait             wait for the job and print its result as JSON; exit 1 if it failed
+  --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
+
+Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
+]]
+
+local ENQUEUE_SPEC = { hash = 'string', priority = 'number', at = 'number', ['in'] = 'seconds',
+                       id = 'string', retries = 'number', timeout = 'number', wait = 'flag',
+                       ['wait-timeout'] = 'seconds' }
+
+-- Lua option name -> command-line option
+local FLAG_OF = { jobHash = '--hash', priority = '--priority', timestamp = '--at', delay = '--in',
+                  id = '--id', retries = '--retries', timeout = '--timeout' }
+
+-- a client message about an option, in command-line words
+local function cli_words(msg)
+  msg = msg:gsub("options? '(%w+)' and '(%w+)'", function(a, b)
+    return (FLAG_OF[a] or a) .. ' and ' .. (FLAG_OF[b] or b)
+  end)
+  msg = msg:gsub("option '(%w+)'", function(k) return FLAG_OF[k] or k end)
+  msg = msg:gsub("give the option jobHash", "give --hash")
+  return msg
+end
+
+local function cli_opts(o)
+  local t = {}
+  if o.hash then t.jobHash = o.hash end
+  if o.priority then t.priority = o.priority end
+  if o.at then t.timestamp = o.at end
+  if o['in'] then t.delay = o['in'] end
+  if o.id then t.id = o.id end
+  if o.retries then t.retries = o.retries end
+  if o.timeout then t.timeout = o.timeout end
+  return t
+end
+
+local QUOTE_HINT = [[: quote it in single quotes, e.g. '{"user":42}']]
+
+local function json_error(e)
+  return tostring(e):gsub('^.-: ', '', 1):gsub('^Expected', 'Expected')
+end
+
+-- Reads stdin line by line. Returns { {n=line number, text=}... } without blank lines.
+local function read_lines()
+  local lines, n = {}, 0
+  while true do
+    local l = term.read_line()
+    if l == nil then break end
+    n = n + 1
+    l = l:gsub('\r$', '')
+    if l:find('%S') then lines[#lines + 1] = { n = n, text = l } end
+  end
+  return lines
+end
+
+-- Enqueues items { {job=, text=, opts=, n=}... } with up to `window` calls in flight (the
+-- connection pipelines them); progress on stderr when it is a terminal and there are many.
+-- Returns made, existed, or nil, message of the first failure.
+local function enqueue_bulk(q, queue, items)
+  local total = #items
+  local done, made, existed, first_err = 0, 0, 0, nil
+  local show = total >= 1000 and term.isatty(2)
+  local t0 = jobrt.monotime()
+  local last = 0
+  local function progress(final)
+    if not show then return end
+    local now = jobrt.monotime()
+    if not final and now - last < 0.2 then return end
+    last = now
+    io.stderr:write(str_format('\rjobrt enqueue: %d/%d (%d%%) %.0f jobs/s ', done, total,
+      floor(done * 100 / total), done / math.max(now - t0, 1e-6)))
+    if final then io.stderr:write('\n') end
+    io.stderr:flush()
+  end
+  local nexti = 1
+  local wg = jobrt.waitgroup()
+  local function worker()
+    while nexti <= total and not first_err do
+      local it = items[nexti]
+      nexti = nexti + 1
+      local ok, id, ex = pcall(client.enqueue_one, q, 'enqueue', queue, it.job, it.text, it.opts)
+      if not ok then
+        first_err = first_err or str_format('line %d: %s', it.n, bare(id))
+      else
+        done = done + 1
+        if ex then existed = existed + 1 else made = made + 1 end
+        progress(false)
+      end
+    end
+  end
+  for _ = 1, math.min(500, total) do wg:spawn(worker) end
+  wg:wait()
+  progress(true)
+  if first_err then return nil, first_err, done end
+  return made, existed
+end
+
+local function enqueue_stdin(q, cmd, queue, job, base)
+  local lines = read_lines()
+  local items = {}
+  for i, l in ipairs(lines) do
+    local ok, v = pcall(json.decode, l.text)
+    if not ok then
+      errline(cmd, str_format('line %d of stdin is not valid JSON (%s): write one JSON value per line',
+        l.n, json_error(v)))
+      return 2
+    end
+    if job then
+      items[i] = { n = l.n, job = job, text = l.text, opts = base }
+    else
+      if type(v) ~= 'table' or type(v.job) ~= 'string' or v.job == '' then
+        errline(cmd, str_format('line %d of stdin must be a JSON object with a "job" name, e.g. {"job":"send","args":{"to":"ann"}}', l.n))
+        return 2
+      end
+      local o = {}
+      for k, val in pairs(base) do o[k] = val end
+      for k, val in pairs(v) do
+        if k ~= 'job' and k ~= 'args' then o[k] = val end
+      end
+      local okc, clean = pcall(client.check_options, 'enqueue', o)
+      if not okc then
+        errline(cmd, str_format('line %d of stdin: %s', l.n, bare(clean)))
+        return 2
+      end
+      local text = '{}'
+      if v.args ~= nil then text = json.encode(v.args) end
+      items[i] = { n = l.n, job = v.job, text = text, opts = clean }
+    end
+  end
+  local made, existed, done = enqueue_bulk(q, queue, items)
+  if not made then
+    errline(cmd, existed .. str_format(' (%d of %d jobs were enqueued before it)', done, #items))
+    return 1
+  end
+  io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's',
+    existed > 0 and str_format(' (%d already waiting, not enqueued twice)', existed) or ''))
+  return 0
+end
+
+local function cmd_enqueue(argv, cmd)
+  local o, pos = parse(cmd, argv, ENQUEUE_SPEC, ENQUEUE_USAGE)
+  if not o then return pos end
+  local synopsis = 'QUEUE JOB [JSON-ARGS] [OPTIONS]'
+  local queue, job, text = pos[1], pos[2], pos[3]
+  if not queue then return missing(cmd, 'QUEUE', synopsis) end
+  if not job then return missing(cmd, 'JOB', synopsis) end
+  local from_stdin = job == '-' and 'objects' or (text == '-' and 'args') or nil
+  if job == '-' and text then return too_many(cmd, text, ' after -') end
+  if pos[4] then return too_many(cmd, pos[4], ': quote JSON-ARGS in single quotes so the shell keeps it one word') end
+  if o.at and o['in'] then
+    errline(cmd, '--at and --in exclude each other: give one of them')
+    return 2
+  end
+  if o['wait-timeout'] and not o.wait then
+    errline(cmd, '--wait-timeout needs --wait')
+    return 2
+  end
+  if from_stdin and o.wait then
+    errline(cmd, '--wait works with one job: enqueue from stdin without it, or one job at a time')
+    return 2
+  end
+  if from_stdin and o.id then
+    errline(cmd, '--id names one job: put an "id" in each line of stdin instead (jobrt enqueue QUEUE -)')
+    return 2
+  end
+  local okc, copts = pcall(client.check_options, 'enqueue', cli_opts(o))
+  if not okc then
+    errline(cmd, cli_words(bare(copts)))
+    return 2
+  end
+  if not from_stdin then
+    if text == nil then text = '{}' end
+    local okj, err = pcall(json.decode, text)
+    if not okj then
+      errline(cmd, 'JSON-ARGS is not valid JSON (' .. json_error(err) .. ')' .. QUOTE_HINT)
+      return 2
+    end
+  end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  if from_stdin then
+    local rc = enqueue_stdin(q, cmd, queue, from_stdin == 'args' and job or nil, copts)
+    q:close()
+    return rc
+  end
+  if not o.wait then
+    local ok, id, existed = pcall(client.enqueue_one, q, 'enqueue', queue, job, text, copts)
+    q:close()
+    if not ok then
+      errline(cmd, cli_words(bare(id)))
+      return 1
+    end
+    io.stdout:write(tostring(id), '\n')
+    if existed then
+      errline(cmd, str_format("job %s is already waiting in queue '%s'; it was not enqueued twice", id, queue))
+    end
+    return 0
+  end
+  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'])
+  q:close()
+  if not ok then
+    errline(cmd, cli_words(bare(id)))
+    return 1
+  end
+  if rec == false then
+    errline(cmd, str_format("job %s in queue '%s' was deleted before it finished", id, queue))
+    return 1
+  end
+  if rec.result == 'successful' then
+    local v = rec['result-value']
+    if v == nil or v == NULL or v == '' then v = 'null' end
+    io.stdout:write(v, '\n')
+    return 0
+  end
+  local _, msg = client.outcome(queue, id, rec)
+  errline(cmd, msg)
+  return 1
+end
+
+-- ---- queue-type -----------------------------------------------------------------
+
+local QTYPE_USAGE = [[
+usage: jobrt queue-type QUEUE [QUEUE|LBQUEUE|DELQUEUE] [--force]
+
+Prints the type of QUEUE from the Redis hash RESERVED:QCONFIG, or sets it and prints it.
+  QUEUE     FIFO; a jobHash is ignored
+  LBQUEUE   jobs need a jobHash; identical ones are one entry; highest priority first;
+            one job per jobHash at a time
+  DELQUEUE  each job runs at its timestamp (--at) or after its delay (--in)
+Changing the type of a queue that holds jobs would strand them: it is refused unless --force.
+]]
+
+local function cmd_queue_type(argv, cmd)
+  local o, pos = parse(cmd, argv, { force = 'flag' }, QTYPE_USAGE)
+  if not o then return pos end
+  local queue, qtype = pos[1], pos[2]
+  if not queue then return missing(cmd, 'QUEUE', 'QUEUE [QUEUE|LBQUEUE|DELQUEUE]') end
+  if pos[3] then return too_many(cmd, pos[3]) end
+  if qtype then
+    local up = qtype:upper()
+    if not ops.TYPES[up] then
+      errline(cmd, str_format("unknown queue type '%s': use QUEUE, LBQUEUE or DELQUEUE", qtype))
+      return 2
+    end
+    qtype = up
+  end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  local ok, cur = pcall(q.queueType, q, queue)
+  if not ok then
+    q:close()
+    errline(cmd, bare(cur))
+    return 1
+  end
+  if not qtype then
+    q:close()
+    if cur == nil then
+      errline(cmd, str_format("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+        queue, queue))
+      return 1
+    end
+    io.stdout:write(cur, '\n')
+    return 0
+  end
+  if cur and cur ~= qtype and ops.TYPES[cur] and not o.force then
+    local oks, s = pcall(q.stats, q, queue)
+    if oks then
+      local n = (s.pending or 0) + (s.delayed or 0) + (s.parked or 0) + (s.executing or 0)
+      if n > 0 then
+        q:close()
+        errline(cmd, str_format("queue '%s' is a %s holding %d job%s; changing its type would strand them: let them finish first, or pass --force",
+          queue, cur, n, n == 1 and '' or 's'))
+        return 1
+      end
+    end
+  end
+  local okset, err = pcall(q.queueType, q, queue, qtype)
+  q:close()
+  if not okset then
+    errline(cmd, bare(err))
+    return 1
+  end
+  io.stdout:write(qtype, '\n')
+  return 0
+end
+
+-- ---- stats ----------------------------------------------------------------------
+
+local STATS_USAGE = [[
+usage: jobrt stats [QUEUE] [--json]
+
+Counts of jobs per state for QUEUE, or for every queue in RESERVED:QCONFIG, and the workers
+alive (those whose registry entry jobrt:worker:<id> has not expired).
+  pending    ready to run now          delayed    due later (incl. retries in backoff)
+  parked     LBQUEUE jobs behind a running one of the same jobHash
+  executing  reserved by a worker      failed     in the failed set (jobrt failed QUEUE)
+  completed  succeeded since the queue was created
+Options:
+  --json             print {"queues": {QUEUE: counts}, "workers": [...]} instead of tables
+]]
+
+local STAT_COLS = { 'pending', 'delayed', 'parked', 'executing', 'failed', 'completed' }
+
+local function cmd_stats(argv, cmd)
+  local o, pos = parse(cmd, argv, { json = 'flag' }, STATS_USAGE)
+  if not o then return pos end
+  local queue = pos[1]
+  if pos[2] then return too_many(cmd, pos[2]) end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  local ok, s = pcall(q.stats, q, queue)
+  if not ok then
+    q:close()
+    errline(cmd, bare(s))
+    return 1
+  end
+  local okw, workers = pcall(q.workers, q)
+  q:close()
+  if not okw then
+    errline(cmd, bare(workers))
+    return 1
+  end
+  local queues = queue and { [queue] = s } or s
+  if o.json then
+    io.stdout:write(to_json({ queues = queues, workers = setmetatable(workers, ARRAY) }, '  '), '\n')
+    return 0
+  end
+  local names = {}
+  for name in pairs(queues) do names[#names + 1] = name end
+  sort(names)
+  if #names == 0 then
+    io.stdout:write('no queues in RESERVED:QCONFIG: create one with  jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE\n')
+  else
+    local rows, header, right = {}, { 'QUEUE', 'TYPE' }, { false, false }
+    for _, c in ipairs(STAT_COLS) do
+      header[#header + 1] = c:upper()
+      right[#right + 1] = true
+    end
+    local notes = {}
+    for _, name in ipairs(names) do
+      local t = queues[name]
+      local row = { name, tostring(t.type or '?') }
+      for _, c in ipairs(STAT_COLS) do row[#row + 1] = t.error and '-' or tostring(t[c] or 0) end
+      rows[#rows + 1] = row
+      if t.error then notes[#notes + 1] = bare(t.error) end
+    end
+    io.stdout:write(table_text(header, rows, right))
+    for _, n in ipairs(notes) do io.stdout:write('note: ', n, '\n') end
+  end
+  io.stdout:write(str_format('workers alive: %d\n', #workers))
+  if #workers > 0 then
+    local rows = {}
+    local now = jobrt.now()
+    for _, w in ipairs(workers) do
+      local hb = tonumber(w.heartbeat)
+      if hb and hb > 1e11 then hb = hb / 1000 end
+      rows[#rows + 1] = { tostring(w.id), tostring(w.host or '?'), tostring(w.pid or '?'),
+        tostring(w.queues or ''), tostring(w.done or 0), tostring(w.failed or 0),
+        hb and str_format('%.0fs ago', math.max(0, now - hb)) or '?' }
+    end
+    local t = table_text({ 'ID', 'HOST', 'PID', 'QUEUES', 'DONE', 'FAILED', 'HEARTBEAT' }, rows,
+      { false, false, true, false, true, true, true })
+    io.stdout:write((t:gsub('[^\n]+', '  %0')))
+  end
+  return 0
+end
+
+-- ---- failed ---------------------------------------------------------------------
+
+local FAILED_USAGE = [[
+usage: jobrt failed QUEUE [list|retry|delete] [--limit N] [--json]
+
+The failed set of QUEUE: jobs that failed for good (after their retries).
+  list     (the default) newest first: id, job, when it failed, the error
+  retry    put every failed job back in the queue
+  delete   delete every failed job
+Options:
+  --limit N          list at most N jobs (default 50)
+  --json             list the records as a JSON array
+]]
+
+local function first_line(s)
+  s = tostring(s or '')
+  return (s:match('^[^\n]*'))
+end
+
+local function when(ts)
+  local n = tonumber(ts)
+  if not n then return '-' end
+  return os.date('!%Y-%m-%d %H:%M:%S', floor(n)) .. 'Z'
+end
+
+local function cmd_failed(argv, cmd)
+  local o, pos = parse(cmd, argv, { limit = 'count', json = 'flag' }, FAILED_USAGE)
+  if not o then return pos end
+  local queue, action = pos[1], pos[2] or 'list'
+  if not queue then return missing(cmd, 'QUEUE', 'QUEUE [list|retry|delete]') end
+  if pos[3] then return too_many(cmd, pos[3]) end
+  if action ~= 'list' and action ~= 'retry' and action ~= 'delete' then
+    errline(cmd, str_format("unknown action '%s': use list, retry or delete", action))
+    return 2
+  end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  local ok, a, b
+  if action == 'list' then ok, a, b = pcall(q.listFailedJobs, q, queue, 0, o.limit or 50)
+  elseif action == 'retry' then ok, a = pcall(q.retryFailedJobs, q, queue)
+  else ok, a = pcall(q.deleteFailedJobs, q, queue) end
+  q:close()
+  if not ok then
+    errline(cmd, bare(a))
+    return 1
+  end
+  if action == 'retry' then
+    io.stdout:write(str_format("retried %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))
+  elseif action == 'delete' then
+    io.stdout:write(str_format("deleted %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))
+  elseif o.json then
+    io.stdout:write(to_json(setmetatable(a, ARRAY), '  '), '\n')
+  else
+    io.stdout:write(str_format("%d failed job%s in queue '%s'%s\n", b, b == 1 and '' or 's', queue,
+      b > #a and str_format(' (newest %d shown; --limit N for more)', #a) or ''))
+    if #a > 0 then
+      local rows = {}
+      for _, r in ipairs(a) do
+        rows[#rows + 1] = { tostring(r.id), tostring(r['function']), when(r['finished-created']),
+                            tostring(r.attempts or '-'), first_line(r['error-reason']) }
+      end
+      io.stdout:write(table_text({ 'ID', 'JOB', 'FAILED AT', 'ATTEMPTS', 'ERROR' }, rows,
+        { false, false, false, true, false }))
+    end
+  end
+  return 0
+end
+
+-- ---- job and delete -------------------------------------------------------------
+
+local JOB_USAGE = [[
+usage: jobrt job QUEUE ID
+
+Prints the record of job ID of QUEUE as JSON (sorted keys): function, args (JSON text), state,
+result, result-value, error-reason, error-exception, timestamps, attempts, worker...
+Finished records expire (successful after 1 hour, failed after 7 days).
+]]
+
+local DELETE_USAGE = [[
+usage: jobrt delete QUEUE ID
+
+Deletes (cancels) job ID of QUEUE, whatever its state: a waiting job never runs; a running
+one's outcome is ignored.
+]]
+
+local function cmd_job(argv, cmd)
+  local o, pos = parse(cmd, argv, {}, JOB_USAGE)
+  if not o then return pos end
+  if not pos[1] then return missing(cmd, 'QUEUE', 'QUEUE ID') end
+  if not pos[2] then return missing(cmd, 'ID', 'QUEUE ID') end
+  if pos[3] then return too_many(cmd, pos[3]) end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  local ok, rec = pcall(q.getJob, q, pos[1], pos[2])
+  q:close()
+  if not ok then
+    errline(cmd, bare(rec))
+    return 1
+  end
+  if rec == nil then
+    errline(cmd, str_format("no job '%s' in queue '%s' (finished jobs expire; failed ones are listed by  jobrt failed %s)",
+      pos[2], pos[1], pos[1]))
+    return 1
+  end
+  io.stdout:write(to_json(rec, '  '), '\n')
+  return 0
+end
+
+local function cmd_delete(argv, cmd)
+  local o, pos = parse(cmd, argv, {}, DELETE_USAGE)
+  if not o then return pos end
+  if not pos[1] then return missing(cmd, 'QUEUE', 'QUEUE ID') end
+  if not pos[2] then return missing(cmd, 'ID', 'QUEUE ID') end
+  if pos[3] then return too_many(cmd, pos[3]) end
+  local q = connect(cmd, o)
+  if not q then return 1 end
+  local ok, deleted = pcall(q.deleteJob, q, pos[1], pos[2])
+  q:close()
+  if not ok then
+    errline(cmd, bare(deleted))
+    return 1
+  end
+  if not deleted then
+    errline(cmd, str_format("no job '%s' in queue '%s' (nothing deleted)", pos[2], pos[1]))
+    return 1
+  end
+  io.stdout:write(str_format("deleted job %s of queue '%s'\n", pos[2], pos[1]))
+  return 0
+end
+
+local COMMANDS = {
+  enqueue = cmd_enqueue,
+  ['queue-type'] = cmd_queue_type,
+  stats = cmd_stats,
+  failed = cmd_failed,
+  job = cmd_job,
+  delete = cmd_delete,
+}
+
+function _M.main(argv, cmd)
+  local f = COMMANDS[cmd]
+  if not f then
+    errline(tostring(cmd), 'not a command of jobrt.commands (see jobrt --help)')
+    return 2
+  end
+  return f(argv or {}, cmd)
+end
+
+return _M

@@ -1,0 +1,247 @@
+-- jobrt.repl: `jobrt repl`, an interactive Lua prompt with a connected queue client.
+--
+-- The prompt runs in a coroutine of the loop (term.readline yields), so callbacks, timers and
+-- q:run results keep arriving while the user types; what they print appears above the prompt.
+-- Each entry runs in its own coroutine: Ctrl-C interrupts one that waits too long.
+-- On a terminal: line editing and history (~/.jobrt_history, or $JOBRT_HISTORY), prompts
+-- "jobrt> " and ">> " (an incomplete chunk continues on the next line, as in the luajit prompt),
+-- Ctrl-C clears the line, Ctrl-D exits. Piped stdin runs statement by statement without prompts;
+-- the exit status is then 1 when a statement failed.
+-- "=expr" and bare expressions print their values; tables through jobrt.pretty.
+local jobrt = require 'jobrt'
+local args = require 'jobrt.args'
+local client = require 'jobrt.client'
+local pretty = require 'jobrt.pretty'
+local term = require 'jobrt.core.term'
+
+local io, os, type, select, tostring, getmetatable, setmetatable, setfenv, loadstring, xpcall =
+  io, os, type, select, tostring, getmetatable, setmetatable, setfenv, loadstring, xpcall
+local concat, traceback = table.concat, debug.traceback
+
+local _M = {}
+
+local USAGE = [[
+usage: jobrt repl [--redis URL] [--log-level LEVEL]
+
+An interactive Lua prompt on the jobrt loop. Preloaded: `queue` (also `q`), a client connected
+to Redis (queue:enqueueJob, queue:run, queue:getJob, queue:stats, ...), `jobrt` (the module)
+and `pretty` (jobrt.pretty). "=expr" or a bare expression prints its value; an incomplete
+chunk continues on the next line (">> "). Callbacks and results print while you type.
+Ctrl-C clears the line (or interrupts a running entry), Ctrl-D exits. History is kept in
+~/.jobrt_history ($JOBRT_HISTORY to change it). With stdin not a terminal, the statements are
+read and run one by one without prompts; the exit status is 1 when one of them failed.
+
+Options:
+  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379)
+  --log-level LEVEL  debug, info, warn or error
+  -h, --help         this text
+]]
+
+local PROMPT, PROMPT2 = 'jobrt> ', '>> '
+
+local function values(...) return ... end
+
+-- Compiles an entry. Returns fn | nil, err, incomplete. An expression is compiled as the
+-- argument of a call (not a tail call) so that errors inside it keep their position "stdin:1:".
+local function compile(text, env)
+  if text:sub(1, 1) == '=' then text = text:sub(2) end
+  if loadstring('return ' .. text, '=stdin') then
+    local fn = loadstring('local __values = ...; return __values(' .. text .. '\n)', '=stdin')
+    if fn then
+      if env then setfenv(fn, env) end
+      return function() return fn(values) end
+    end
+  end
+  local fn, err = loadstring(text, '=stdin')
+  if fn then
+    if env then setfenv(fn, env) end
+    return fn
+  end
+  if err:sub(-7) == "'<eof>'" then return nil, err, true end
+  return nil, err
+end
+_M.compile = compile
+
+-- Drops the frames of the REPL itself from a traceback.
+local function trim(tb)
+  tb = tostring(tb)
+  local cut = tb:find('\n%s*%[C%]: in function \'xpcall\'')
+  if cut then tb = tb:sub(1, cut - 1) end
+  return tb
+end
+
+-- xpcall handler: the message (any value) with the traceback
+local function on_error(e)
+  if type(e) ~= 'string' then
+    local m = getmetatable(e)
+    e = (m and m.__tostring) and tostring(e) or ('error object: ' .. pretty.format(e))
+  end
+  return traceback(e, 2)
+end
+
+local function format_values(r)
+  local parts = {}
+  for i = 1, r.n do
+    local v = r[i]
+    if type(v) == 'table' then parts[i] = pretty.format(v)
+    elseif type(v) == 'string' then parts[i] = v
+    else parts[i] = pretty.format(v) end
+  end
+  return concat(parts, '\t')
+end
+
+local function history_path()
+  local p = os.getenv('JOBRT_HISTORY')
+  if p and p ~= '' then return p end
+  local home = os.getenv('HOME')
+  if home and home ~= '' then return home .. '/.jobrt_history' end
+end
+
+function _M.main(argv, cmd)
+  local name = 'jobrt ' .. (cmd or 'repl')
+  local opts, pos = args.parse(argv, { redis = 'string', ['log-level'] = 'string' }, name)
+  if not opts then
+    io.stderr:write(pos, '\n')
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(USAGE)
+    return 0
+  end
+  if #pos > 0 then
+    io.stderr:write(("%s: unexpected argument '%s' (see %s --help)\n"):format(name, pos[1], name))
+    return 2
+  end
+  if opts['log-level'] then
+    local ok, err = jobrt.set_log_level(opts['log-level'])
+    if not ok then
+      io.stderr:write(name, ': --log-level: ', err, '\n')
+      return 2
+    end
+  end
+  local url = opts.redis or os.getenv('JOBRT_REDIS')
+  local q, err, refused = client.open(url)
+  if not q then
+    io.stderr:write(name, ': ', err, refused and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or '', '\n')
+    return 1
+  end
+
+  local tty = term.isatty(0)
+  local out, errout
+  if tty then
+    out = term.print
+    errout = term.print
+  else
+    out = function(s) io.stdout:write(s, '\n'); io.stdout:flush() end
+    errout = function(s) io.stderr:write(s, '\n'); io.stderr:flush() end
+  end
+  local function lua_print(...)
+    local n = select('#', ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    out(concat(parts, '\t'))
+  end
+  local saved_report = client.report_error
+  client.report_error = function(msg) errout(msg) end
+
+  local env = setmetatable({ queue = q, q = q, jobrt = jobrt, pretty = pretty, print = lua_print },
+                           { __index = _G })
+  env._G = env
+
+  local hist = tty and history_path() or nil
+  if hist then term.read_history(hist) end
+
+  local running, done          -- the entry's coroutine, and the cond its end signals
+  local sig
+  if tty then
+    out(("jobrt %s REPL: `queue` is connected to %s. Ctrl-D exits, --help for more.")
+      :format(jobrt._VERSION, q.r:info().addr))
+    sig = jobrt.on_signal('SIGINT', function()
+      if running then
+        jobrt.cancel(running)
+        running = nil
+        done:signal('interrupted')
+      else
+        _M.cancelled = true
+        term.cancel_line(PROMPT)
+      end
+    end)
+  end
+
+  local failures = 0
+  local buf
+  while true do
+    local line
+    if tty then
+      _M.cancelled = false
+      line = term.readline(buf and PROMPT2 or PROMPT)
+      if _M.cancelled then buf = nil end
+    else
+      line = term.read_line()
+    end
+    if line == nil then break end
+    if line == false then
+      buf = nil
+    elseif buf or line:find('%S') then
+      buf = buf and (buf .. '\n' .. line) or line
+      local fn, err, incomplete = compile(buf, env)
+      if not incomplete then
+        local entry = buf
+        buf = nil
+        if hist then
+          term.add_history((entry:gsub('\n', ' ')))
+          term.write_history(hist)
+        end
+        if not fn then
+          failures = failures + 1
+          errout(err)
+        else
+          done = jobrt.cond()
+          local d, res = done, nil
+          local co = jobrt.spawn(function()
+            local r = { n = 0 }
+            local function pack(okk, ...)
+              r.n = select('#', ...)
+              for i = 1, r.n do r[i] = select(i, ...) end
+              return okk
+            end
+            local okk = pack(xpcall(fn, on_error))
+            res = { okk, r }
+            d:signal()
+          end)
+          if not res then                 -- it waits for something: so do we (Ctrl-C ends it)
+            running = co
+            local _, why = d:wait()
+            if why == 'interrupted' then res = { false, 'interrupted' } end
+          end
+          running = nil
+          local okk, r = res[1], res[2]
+          if okk == false and r == 'interrupted' then
+            failures = failures + 1
+            errout('interrupted')
+          elseif not okk then
+            failures = failures + 1
+            errout(trim(r[1]))
+          elseif r.n > 0 then
+            out(format_values(r))
+          end
+        end
+      end
+    end
+  end
+
+  client.report_error = saved_report
+  if tty then
+    io.stdout:write('\n')
+    io.stdout:flush()
+    if hist then term.write_history(hist) end
+    sig:close()
+    q:close()
+    jobrt.exit(0)         -- what the session left running ends with it
+    return 0
+  end
+  return failures > 0 and 1 or 0
+end
+
+return _M
