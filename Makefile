@@ -60,13 +60,13 @@ jobrt-asan: $(SRCS) build/embedded.c runtime/private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
-	@./jobrt run tests/run.lua
+	@JOBRT_CHECK_HANDLES=1 ./jobrt run tests/run.lua
 
 sanitize: jobrt-asan jobrt
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
 	 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	 JOBRT_BIN=$(CURDIR)/jobrt-asan ./jobrt-asan run tests/run.lua
+	 JOBRT_CHECK_HANDLES=1 JOBRT_BIN=$(CURDIR)/jobrt-asan ./jobrt-asan run tests/run.lua
 
 valgrind: jobrt
 	@./jobrt run tests/valgrind.lua

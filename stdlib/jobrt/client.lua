@@ -610,6 +610,10 @@ simple('getJob', 'get', 2, true)
 simple('deleteJob', 'delete', 2, true)
 simple('retryFailedJobs', 'retry_failed', 1)
 simple('deleteFailedJobs', 'delete_failed', 1)
+-- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
+-- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).
+simple('requeueExpired', 'requeue_expired', 1)
+Client.forceFlushStaleJobs = Client.requeueExpired
 
 function Client:listFailedJobs(...)
   check_self(self, 'listFailedJobs')

@@ -12,6 +12,12 @@ local tonumber, type, floor = tonumber, type, math.floor
 
 local _M = { null = core.null, DEFAULT_URL = "redis://127.0.0.1:6379" }
 
+local options = setmetatable({}, { __mode = "k" })   -- connection -> the options it was made with
+
+-- The options a connection was made with (a table for connect), so a second connection to the
+-- same server can be made from the first.
+function _M.options_of(conn) return options[conn] end
+
 local URL_HELP = "expected redis://[:password@]host[:port][/db] or unix:///path/to/socket[?db=N]"
 
 local function bad(url, why)
@@ -94,6 +100,7 @@ function _M.connect(opts)
   local c = core.new(t)
   local ok, cerr = c:_connect()
   if not ok then return nil, cerr end
+  options[c] = t
   return c
 end
 

@@ -109,8 +109,8 @@ end
 -- ---- the worker object -----------------------------------------------------
 
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
-               name = "string", log_jobs = "boolean", ops = "table", heartbeat = "number",
-               max_stalls = "number", backoff = "number" }
+               name = "string", log_jobs = "boolean", heartbeat = "number",
+               max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -133,7 +133,8 @@ function _M.new(opts)
     grace = opts.grace or 30,
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
-    ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff },
+    ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
+                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
@@ -290,7 +291,7 @@ JobCtx.__index = function(t, k)
   if k == "redis" then                 -- a connection of the handler's own, made on first use
     local w = rawget(t, "_worker")
     if not w.handler_redis then
-      local r, err = redis.connect(w.handler_url or w.url)
+      local r, err = redis.connect(type(w.url) == "userdata" and redis.options_of(w.url) or w.url)
       if not r then error("job.redis: " .. tostring(err), 2) end
       w.handler_redis = r
     end

@@ -32,6 +32,9 @@ Options:
                        back (default 30)
   --watchdog SECONDS   with --procs: a child whose loop stops ticking this long is killed and
                        restarted (default 10)
+  --keep-ok SECONDS    how long a successful job's record is kept (default 3600)
+  --keep-failed SECONDS  how long a failed job's record is kept (default 604800, 7 days)
+  --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
   --log-level LEVEL    debug, info, warn or error (default info)
 
 Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE
@@ -39,7 +42,8 @@ Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME Q
 
 local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
                grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
-               ["max-stalls"] = "number" }
+               ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
+               backoff = "seconds" }
 
 -- Every *.lua file under path (recursively, sorted), or nil, err.
 local function find_files(path, out)
@@ -120,7 +124,9 @@ end
 -- Serve in this process until a signal.
 local function serve(opts, desc)
   local w, err = worker.new{ redis = opts.redis, jobs = desc, concurrency = opts.concurrency,
-                             lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"] }
+                             lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
+                             keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
+                             backoff = opts.backoff }
   if not w then return fail(err) end
   local ok, serr = w:start()
   if not ok then return fail(serr) end
@@ -242,7 +248,13 @@ function _M.main(argv, cmd)
   local desc, err = _M.load(pos)
   if not desc then return fail(err) end
   -- Check the queue types before serving anything.
-  local url = opts.redis or os.getenv("JOBRT_REDIS") or redis.DEFAULT_URL
+  local url = opts.redis or os.getenv("JOBRT_REDIS")
+  if not url and not opts.child then          -- no address given: the embedded default
+    local started
+    url, started = require('jobrt.localredis').ensure()
+    if not url then return fail(started) end
+  end
+  url = url or redis.DEFAULT_URL
   opts.redis = url
   local r, cerr = redis.connect(url)
   if not r then
@@ -253,7 +265,8 @@ function _M.main(argv, cmd)
   if not ok then return fail(terr) end
   if opts.procs and opts.procs > 0 and not opts.child then
     local pass = {}
-    for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls" }) do
+    for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls",
+                         "keep-ok", "keep-failed", "backoff" }) do
       if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
     return supervise(opts, pos, pass)

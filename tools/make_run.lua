@@ -1,0 +1,34 @@
+-- tools/make_run.lua: what `make run` does. Makes sure a Redis answers (starting a private
+-- redis-server in ./.jobrt/ when none does), sets the types of the example queues in jobs/,
+-- then serves jobs/ until Ctrl-C.
+local localredis = require 'jobrt.localredis'
+local redis = require 'jobrt.redis'
+
+local url = os.getenv("JOBRT_REDIS")
+if not url then
+  local err
+  url, err = localredis.ensure()
+  if not url then
+    io.stderr:write("make run: ", err, "\n")
+    return 1
+  end
+end
+local r = assert(redis.connect(url))
+local types = { ECHO = "QUEUE", INDEX = "LBQUEUE", MAIL = "DELQUEUE" }
+for q, t in pairs(types) do
+  local cur = r:call("HGET", "RESERVED:QCONFIG", q)
+  if cur == redis.null then
+    r:call("HSET", "RESERVED:QCONFIG", q, t)
+    io.stderr:write(("make run: queue %s set to %s (jobrt queue-type %s %s)\n"):format(q, t, q, t))
+  end
+end
+r:close()
+io.stderr:write([[
+make run: serving jobs/ — in another terminal try:
+  ./jobrt enqueue ECHO echo '{"hello":"world"}' --wait
+  ./jobrt enqueue MAIL welcome '{"user":42}' --in 5 --id welcome-42
+  ./jobrt enqueue INDEX user '{"user":7}' --hash user-7
+  ./jobrt stats
+  ./jobrt repl
+]])
+return require('jobrt.worker_cli').main({ arg[1] or "jobs/", "--redis", url }, "work")
