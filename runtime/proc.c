@@ -370,13 +370,20 @@ typedef struct {
   int fd;
 } jr_beat;
 
+/* Writes one heartbeat byte. When the parent is gone (EPIPE) the child stops
+ * beating and sends itself SIGTERM, so an orphaned worker shuts down
+ * gracefully instead of serving on unsupervised. */
 static void on_beat(uv_timer_t *t) {
   jr_beat *b = t->data;
   ssize_t w = write(b->fd, ".", 1);
-  if (w < 0 && errno == EPIPE) uv_timer_stop(t);   /* parent gone */
+  if (w < 0 && errno == EPIPE) {
+    uv_timer_stop(t);
+    kill(getpid(), SIGTERM);
+  }
 }
 
-/* proc.heartbeat(fd, seconds): write a byte to fd every `seconds`. */
+/* proc.heartbeat(fd, seconds): write a byte to fd every `seconds`; SIGTERM
+ * to this process once nobody reads them any more. */
 static int l_heartbeat(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   double s = luaL_checknumber(L, 2);

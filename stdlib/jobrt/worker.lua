@@ -159,7 +159,17 @@ end
 -- use through job.redis), checks every queue's type, subscribes. Returns true or nil, err.
 function W:start()
   local r, err
-  if type(self.url) == "userdata" then r = self.url else r, err = redis.connect(self.url) end
+  if type(self.url) == "userdata" then
+    r = self.url
+  else
+    -- A deadline on every call: a Redis that hangs (rather than closing the connection) shows
+    -- up as errors in the log instead of a silent stall.
+    local conf = type(self.url) == "table" and self.url or { url = self.url or os.getenv("JOBRT_REDIS") or redis.DEFAULT_URL }
+    local c = {}
+    for k, v in pairs(conf) do c[k] = v end
+    c.timeout = c.timeout or math.max(5, self.lease)
+    r, err = redis.connect(c)
+  end
   if not r then return nil, err end
   self.r = r
   local o, oerr = ops_mod.new(r, self.ops_conf)
@@ -445,23 +455,23 @@ end
 
 function W:registry_key() return "jobrt:worker:" .. self.id end
 
+-- Writes this worker's registry hash (all fields, so it is whole again after a Redis restart
+-- lost it) and refreshes its expiry; called at start and on every heartbeat.
 function W:register_self()
   local r = self.r
   local key = self:registry_key()
-  r:call("HSET", key, "id", self.id, "host", jobrt.hostname(), "pid", jobrt.pid(),
+  local ok, err = r:call("HSET", key, "id", self.id, "host", jobrt.hostname(), "pid", jobrt.pid(),
     "queues", concat(self.queue_names, ","), "started", fmt("%.6f", self.started_at),
-    "heartbeat", fmt("%.6f", now()), "done", 0, "failed", 0, "concurrency", self.concurrency)
+    "heartbeat", fmt("%.6f", now()), "done", self.done, "failed", self.failed,
+    "inflight", self.inflight, "concurrency", self.concurrency)
+  if not ok then return nil, err end
   r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1))
   r:call("SADD", "jobrt:workers", self.id)
+  return true
 end
 
 function W:heartbeat()
-  local r = self.r
-  local key = self:registry_key()
-  local ok = r:call("HSET", key, "heartbeat", fmt("%.6f", now()), "done", self.done, "failed", self.failed,
-    "inflight", self.inflight)
-  if ok then r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1)) end
-  if ok == 0 then r:call("SADD", "jobrt:workers", self.id) end  -- recreated after a Redis restart
+  if not self.stopping then self:register_self() end
 end
 
 -- ---- stopping ----------------------------------------------------------------

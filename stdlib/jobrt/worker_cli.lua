@@ -163,7 +163,9 @@ local function supervise(opts, paths, argv_opts)
     for _, p in ipairs(paths) do a[#a + 1] = p end
     for _, o in ipairs(argv_opts) do a[#a + 1] = o end
     a[#a + 1] = "--child"
-    local p, err = proc.spawn{ file = exe, args = a, heartbeat = true }
+    -- detached: a Ctrl-C at the terminal reaches the supervisor only, which stops the
+    -- children gracefully (they exit by themselves if the supervisor dies: see heartbeat)
+    local p, err = proc.spawn{ file = exe, args = a, heartbeat = true, detached = true }
     if not p then
       jobrt.log("error", "cannot start worker child %d: %s", slot, err)
       return nil

@@ -352,6 +352,24 @@ return {
       assert.matches("restarting it", err, 1, true)
     end)
 
+    it("supervisor killed with -9: its children notice and stop by themselves", function()
+      local sup = start_worker(dir, { "--procs", "2" }, nil, 2)
+      local pids = {}
+      for _, id in ipairs(r:call("SMEMBERS", "jobrt:workers")) do
+        pids[#pids + 1] = tonumber(r:call("HGET", "jobrt:worker:" .. id, "pid"))
+      end
+      assert.equal(2, #pids)
+      sup:kill("SIGKILL")
+      sup:wait()
+      local proc = require 'jobrt.core.proc'
+      h.wait_for(function()
+        for _, pid in ipairs(pids) do if proc.kill(pid, 0) then return false end end
+        return true
+      end, 10, "the orphaned children to exit")
+      -- they stopped gracefully: they took themselves out of the registry
+      assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
+    end)
+
     it("Redis killed and restarted mid-run (AOF on): all jobs still complete", function()
       local s = h.start_redis{ aof = true }
       local rr = h.redis(s.url)
