@@ -38,11 +38,16 @@ deps:
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
 
-build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS)
+# Every build first makes sure the Debian packages are there (once; `make deps` re-checks).
+build/deps.ok:
+	@$(MAKE) --no-print-directory deps
+	@mkdir -p build && touch $@
+
+build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
 
-build/%.o: runtime/%.c runtime/private.h
+build/%.o: runtime/%.c runtime/private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
