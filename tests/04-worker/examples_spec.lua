@@ -1,0 +1,60 @@
+-- The example job definitions in jobs/ (what `make run` serves) do what their comments say.
+local jobrt = require 'jobrt'
+local cjson = require 'cjson'
+local h = require 'tests.helpers'
+
+describe("the examples in jobs/", function()
+  local q, p
+  setup(function()
+    h.flush()
+    q = jobrt.connect(h.url)
+    q:queueType("ECHO", "QUEUE")
+    q:queueType("INDEX", "LBQUEUE")
+    q:queueType("MAIL", "DELQUEUE")
+    p = h.spawn_jobrt({ "jobs/", "--redis", h.url })
+    h.wait_for(function() return #q:workers() == 1 end, 10, "the example worker")
+  end)
+  teardown(function()
+    p:kill("SIGTERM")
+    assert.equal(0, p:wait())
+    q:close()
+  end)
+
+  it("ECHO.echo returns its arguments", function()
+    assert.same({ hello = "world" }, q:run("ECHO", "echo", { hello = "world" }, { wait = 5 }))
+  end)
+
+  it("ECHO.sum adds numbers and fails clearly on a bad one", function()
+    assert.same({ sum = 6 }, q:run("ECHO", "sum", { numbers = { 1, 2, 3 } }, { wait = 5 }))
+    local ok, err = pcall(q.run, q, "ECHO", "sum", { numbers = { 1, "x" } }, { wait = 5 })
+    assert.is_false(ok)
+    assert.matches("sum: numbers[2] is not a number", err, 1, true)
+  end)
+
+  it("INDEX.user records the reindex in Redis", function()
+    local res = q:run("INDEX", "user", { user = 7 }, { jobHash = "user-7", wait = 5 })
+    assert.same({ user = 7, key = "example:index:user:7" }, res)
+    local r = h.redis()
+    assert.is_truthy(tonumber(r:call("HGET", "example:index:user:7", "indexed-at")))
+    r:close()
+  end)
+
+  it("MAIL.welcome runs after its delay and can be cancelled by id before", function()
+    local t0 = jobrt.now()
+    q:enqueueJob("MAIL", "welcome", { user = 42 }, { delay = 0.3, id = "welcome-42" })
+    q:enqueueJob("MAIL", "welcome", { user = 43 }, { delay = 0.3, id = "welcome-43" })
+    assert.is_true(q:deleteJob("MAIL", "welcome-43"))
+    local rec = h.wait_for(function()
+      local j = q:getJob("MAIL", "welcome-42")
+      return j and j.state == "finished" and j
+    end, 5, "the welcome mail")
+    assert.equal("successful", rec.result)
+    assert.is_true(cjson.decode(rec["result-value"]).at >= t0 + 0.3)
+    local r = h.redis()
+    local outbox = r:call("LRANGE", "example:mail:outbox", 0, -1)
+    r:close()
+    assert.equal(1, #outbox)
+    assert.matches("^to user 42: welcome!", outbox[1])
+    assert.is_nil(q:getJob("MAIL", "welcome-43"))
+  end)
+end)
