@@ -39,6 +39,24 @@ cjson_safe.encode_sparse_array(true)
 local JOB_FIELDS = { handler = "function", timeout = "number", retries = "number",
                      source = "string" }   -- source: set when loaded (so loading twice is a no-op)
 
+-- "file:line" of the first line of file `source` that assigns `name` (e.g. `welcome =`), so a
+-- message about a job definition points at it; just `source` when not found.
+local function locate(source, name)
+  local f = io.open(source, "r")
+  if not f then return source end
+  local n = 0
+  local pat = "%f[%w_]" .. name:gsub("%p", "%%%0") .. "%s*="
+  for line in f:lines() do
+    n = n + 1
+    if line:find(pat) then
+      f:close()
+      return source .. ":" .. n
+    end
+  end
+  f:close()
+  return source
+end
+
 -- Checks one jobDescription table and returns { [queue] = { [job] = {handler=, timeout=,
 -- retries=, source=} } } or nil, message. `source` names where it came from (a file).
 function _M.load_description(desc, source, into)
@@ -57,7 +75,7 @@ function _M.load_description(desc, source, into)
     end
     if type(jobs) ~= "table" then
       return nil, fmt("%s: queue %s must be a table of jobs like { myJob = function(args, job) ... end }, got %s",
-        source, queue, type(jobs))
+        locate(source, queue), queue, type(jobs))
     end
     local q = into[queue] or {}
     into[queue] = q
@@ -73,25 +91,25 @@ function _M.load_description(desc, source, into)
           local want = JOB_FIELDS[k]
           if not want then
             return nil, fmt("%s: %s.%s has unknown field '%s' (known: handler, timeout, retries)",
-              source, queue, name, tostring(k))
+              locate(source, name), queue, name, tostring(k))
           end
           if type(v) ~= want then
-            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", source, queue, name, k, want, type(v))
+            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, want, type(v))
           end
         end
         if type(def.handler) ~= "function" then
-          return nil, fmt("%s: %s.%s.handler must be a function, got %s", source, queue, name, type(def.handler))
+          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(def.handler))
         end
         if def.timeout and def.timeout <= 0 then
-          return nil, fmt("%s: %s.%s.timeout must be > 0 seconds, got %s", source, queue, name, def.timeout)
+          return nil, fmt("%s: %s.%s.timeout must be > 0 seconds, got %s", locate(source, name), queue, name, def.timeout)
         end
         if def.retries and (def.retries < 0 or def.retries ~= floor(def.retries)) then
-          return nil, fmt("%s: %s.%s.retries must be a whole number >= 0, got %s", source, queue, name, def.retries)
+          return nil, fmt("%s: %s.%s.retries must be a whole number >= 0, got %s", locate(source, name), queue, name, def.retries)
         end
         spec = { handler = def.handler, timeout = def.timeout, retries = def.retries, source = def.source }
       else
         return nil, fmt("%s: %s.%s must be a function(args, job) or a table { handler = function(args, job) ... end }, got %s",
-          source, queue, name, type(def))
+          locate(source, name), queue, name, type(def))
       end
       if not spec.source then
         local info = debug.getinfo(spec.handler, "S")
