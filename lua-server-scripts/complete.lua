@@ -16,15 +16,20 @@ ARGV:
   [10+5k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
 A job counts only if "<worker>|<id>" is still in jobrt:{Q}:active (the lease was not lost);
   others are ignored and returned.
-ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok.
+ok: state=finished, result=successful, result-value, finished-created; error-reason,
+  error-exception (of earlier attempts) and due removed; EXPIRE ttl_ok.
 failed, attempts <= retries: state=pending, error-reason, error-exception, due; into
   jobrt:{Q}:due at now + backoff * 2^(attempts-1) (LBQUEUE keeps its jobHash running meanwhile).
 failed, no retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  finished-created; due removed; into jobrt:{Q}:failed; EXPIRE ttl_failed.
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
-  identity@timestamp entry; one message on jobrt:{Q}:results with the finished record keys, one
-  per line (a single job: exactly "jobrt:{Q}:job:<id>").
-Returns: { completed, retried, failed, ignored_ids }
+  identity@timestamp entry.
+Cancelled jobs (deleted while executing: record field cancelled), whatever the outcome: the
+  record is deleted, no result is stored, the same releases as a finished job; counted neither
+  completed nor failed (stats counter total-cancelled) and returned in cancelled_ids.
+One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
+  per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
+Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
 ]]
 local SCRIPT = 'complete'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -110,6 +115,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -157,20 +182,9 @@ end
 if #drop > 0 then redis.call('ZREM', KEYS[5], unpack(drop)) end
 
 local done, retried, failed = 0, 0, 0
-local finished, dues, fails = {}, {}, {}
+local finished, dues, fails, cancelled = {}, {}, {}, {}
 local wake_at = nil
--- a finished LBQUEUE job frees its jobHash and queues the job parked behind it
-local function lb_release(h, jid)
-  if redis.call('HGET', KEYS[8], h) ~= jid then return end
-  redis.call('HDEL', KEYS[8], h)
-  local p = redis.call('HGET', KEYS[9], h)
-  if not p then return end
-  redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', prefix .. p, 'order', 'priority')
-  redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-  wake_at = now_ms
-end
+local function wake(t) if not wake_at or t < wake_at then wake_at = t end end
 local seen = {}
 for i = 1, #outs do
   local o = outs[i]
@@ -178,15 +192,21 @@ for i = 1, #outs do
     seen[o.id] = true
     local rec = prefix .. o.id
     local final = true
-    local f = { false, false, false, false }
-    if o.outcome == 'ok' then
-      if qtype ~= 'QUEUE' then f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup') end
+    local f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup', 'cancelled')
+    if f[5] or (not f[1] and redis.call('EXISTS', rec) == 0) then
+      -- deleted while it ran (or its record vanished): it has stopped, nothing to record
+      final = false
+      redis.call('DEL', rec)
+      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      cancelled[#cancelled + 1] = o.id
+      finished[#finished + 1] = rec
+    elseif o.outcome == 'ok' then
       redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
         'finished-created', now_s)
+      redis.call('HDEL', rec, 'error-reason', 'error-exception', 'due')
       redis.call('EXPIRE', rec, ttl_ok)
       done = done + 1
     else
-      f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup')
       local attempts = tonumber(f[1]) or 1
       local retries = tonumber(f[2]) or o.retries
       if attempts <= retries then
@@ -197,11 +217,12 @@ for i = 1, #outs do
           'due', string.format('%.3f', due_ms / 1000))
         dues[#dues + 1] = due_ms
         dues[#dues + 1] = o.id
-        if not wake_at or due_ms < wake_at then wake_at = due_ms end
+        wake(due_ms)
         retried = retried + 1
       else
         redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'error-reason', o.value,
           'error-exception', o.exception, 'finished-created', now_s)
+        redis.call('HDEL', rec, 'due')
         redis.call('EXPIRE', rec, ttl_failed)
         fails[#fails + 1] = now_ms
         fails[#fails + 1] = o.id
@@ -210,8 +231,7 @@ for i = 1, #outs do
     end
     if final then
       finished[#finished + 1] = rec
-      if f[3] and qtype == 'LBQUEUE' then lb_release(f[3], o.id) end
-      if f[4] then redis.call('HDEL', KEYS[10], f[4]) end
+      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
     end
   end
 end
@@ -224,6 +244,7 @@ end
 if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
 if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
 if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end
+if #cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', #cancelled) end
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
 if wake_at then redis.call('PUBLISH', KEYS[13], ms(wake_at)) end
-return { done, retried, failed, ignored }
+return { done, retried, failed, ignored, cancelled }

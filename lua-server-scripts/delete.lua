@@ -4,11 +4,22 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type  QUEUE | LBQUEUE | DELQUEUE
   [2] id    job id
-Removes the record and the job's entry: wait list / ready set / due set / LBQUEUE entry or parked
-  slot (pending), lease (executing: the worker's later renew reports it lost and its outcome is
-  ignored), failed set (finished). A pending or executing LBQUEUE job that holds its jobHash
+Pending job: removes the record and the job's entry (wait list / ready set / due set / LBQUEUE
+  entry or parked slot); a pending LBQUEUE job that holds its jobHash (waiting for a retry)
   releases it and queues the parked job; a DELQUEUE job frees its identity@timestamp entry.
-Returns: 1 when a job was deleted, 0 when there was none.
+Finished job: removes the record and its failed-set entry.
+Executing job (a worker holds its lease): cancelled, not removed yet, because it still runs on
+  its worker: the record gets the field cancelled = server time (decimal Unix seconds), and
+  keeps its lease, its LBQUEUE jobHash claim and its DELQUEUE identity@timestamp entry, so no
+  identical job starts while it runs. The message "cancel:<id>" goes to the wake channel, so the
+  worker running it stops it. get answers nothing for it from now on, renew reports it lost,
+  enqueue of its id is refused, and complete, release or requeue_expired (lease ran out)
+  removes the record and frees its claims once it has stopped. Deleting it again while it
+  stops answers 1 again (and publishes "cancel:<id>" again).
+Returns: 1 when a job was deleted or cancelled (or is already cancelled and stopping), 0 when
+  there was none.
+Publishes: "cancel:<id>" on the wake channel (executing job); the wake channel (now, Unix ms)
+  when a parked LBQUEUE job was queued.
 ]]
 local SCRIPT = 'delete'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -94,6 +105,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -103,41 +134,35 @@ local qtype, jid
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 jid, err = req_str(2, 'id', 256); if err then return redis.error_reply(err) end
 
-local now_ms = now()
+local now_ms, now_s = now()
 local prefix = KEYS[1]
 local rec = prefix .. jid
-local f = redis.call('HMGET', rec, 'state', 'worker', 'hash', 'order', 'dedup')
+local f = redis.call('HMGET', rec, 'state', 'worker', 'hash', 'order', 'dedup', 'cancelled')
 local state = f[1]
 redis.call('ZREM', KEYS[6], jid)
 if not state then return 0 end
+if state == 'executing' and redis.call('ZSCORE', KEYS[5], (f[2] or '') .. '|' .. jid) then
+  -- it runs on a worker: cancel it, and let it hold its claims until it has stopped
+  if not f[6] then
+    redis.call('HSET', rec, 'cancelled', now_s)
+  end
+  redis.call('PUBLISH', KEYS[13], 'cancel:' .. jid)
+  return 1
+end
 redis.call('DEL', rec)
 if state == 'finished' then return 1 end
 
-if state == 'executing' then
-  redis.call('ZREM', KEYS[5], (f[2] or '') .. '|' .. jid)
-elseif qtype == 'QUEUE' then
+if qtype == 'QUEUE' then
   if redis.call('ZREM', KEYS[4], jid) == 0 then redis.call('LREM', KEYS[2], 1, jid) end
 elseif qtype == 'LBQUEUE' then
   redis.call('ZREM', KEYS[4], jid)
   redis.call('ZREM', KEYS[3], (f[4] or '0') .. '|' .. jid)
+  if f[3] then
+    if redis.call('HGET', KEYS[7], f[3]) == jid then redis.call('HDEL', KEYS[7], f[3]) end
+    if redis.call('HGET', KEYS[9], f[3]) == jid then redis.call('HDEL', KEYS[9], f[3]) end
+  end
 else
   redis.call('ZREM', KEYS[4], jid)
 end
-if qtype == 'LBQUEUE' and f[3] then
-  local h = f[3]
-  if redis.call('HGET', KEYS[7], h) == jid then redis.call('HDEL', KEYS[7], h) end
-  if redis.call('HGET', KEYS[9], h) == jid then redis.call('HDEL', KEYS[9], h) end
-  if redis.call('HGET', KEYS[8], h) == jid then
-    redis.call('HDEL', KEYS[8], h)
-    local p = redis.call('HGET', KEYS[9], h)
-    if p then
-      redis.call('HDEL', KEYS[9], h)
-      local pf = redis.call('HMGET', prefix .. p, 'order', 'priority')
-      redis.call('HSET', KEYS[7], h, p)
-      redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-      redis.call('PUBLISH', KEYS[13], ms(now_ms))
-    end
-  end
-end
-if f[5] and redis.call('HGET', KEYS[10], f[5]) == jid then redis.call('HDEL', KEYS[10], f[5]) end
+if free_claims(qtype, jid, f[3], f[5]) then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 return 1

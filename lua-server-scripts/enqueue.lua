@@ -18,6 +18,9 @@ ARGV ('' = not given):
 Returns: { id, existed } where existed is 1 when no new job was made: the id is already pending
   or executing, or (LBQUEUE) the job was merged into the waiting/parked entry of its jobHash, or
   (DELQUEUE) an identical job with the same timestamp is pending or executing.
+Error: an id whose job was deleted while executing and still runs on its worker (record field
+  cancelled) cannot be enqueued until it has stopped; a DELQUEUE identical job that is such a
+  cancelled job does not count (the new job is made).
 Publishes: the wake channel (message: due time in Unix ms) when the job makes the ready set
   non-empty or becomes the earliest due entry.
 ]]
@@ -105,6 +108,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -144,9 +167,13 @@ local prefix = KEYS[1]
 local replace = false      -- a finished record with this client id exists and is replaced
 
 if id then
-  local st = redis.call('HGET', prefix .. id, 'state')
-  if st == 'pending' or st == 'executing' then return { id, 1 } end
-  replace = st ~= false
+  local st = redis.call('HMGET', prefix .. id, 'state', 'cancelled')
+  if st[1] == 'executing' and st[2] then
+    return redis.error_reply(SCRIPT .. ': job ' .. shown(id) ..
+      ' was deleted while running and is still stopping; enqueue it again once it has stopped')
+  end
+  if st[1] == 'pending' or st[1] == 'executing' then return { id, 1 } end
+  replace = st[1] ~= false
 end
 
 -- the fields every new record gets
@@ -224,8 +251,8 @@ if qtype == 'DELQUEUE' then
   local dfield = ident .. '@' .. ms(due_ms)
   local other = redis.call('HGET', KEYS[10], dfield)
   if other then
-    local st = redis.call('HGET', prefix .. other, 'state')
-    if st == 'pending' or st == 'executing' then return { other, 1 } end
+    local st = redis.call('HMGET', prefix .. other, 'state', 'cancelled')
+    if (st[1] == 'pending' or st[1] == 'executing') and not st[2] then return { other, 1 } end
   end
   local nid = new_id()
   local extra = { 'due', string.format('%.3f', due_ms / 1000), 'dedup', dfield }

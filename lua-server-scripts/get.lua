@@ -5,8 +5,10 @@ ARGV:
   [1] type  QUEUE | LBQUEUE | DELQUEUE
   [2] id    job id
 Returns: the record as a flat array field1, value1, field2, value2, ... (README "Job record"),
-  or an empty array when there is no such job (never enqueued, deleted, or expired).
-  Equivalent to HGETALL jobrt:{Q}:job:<id>, which other languages may use directly.
+  or an empty array when there is no such job (never enqueued, deleted, or expired) or when
+  the job was deleted while executing (field cancelled set: it is still stopping on its worker).
+  Equivalent to HGETALL jobrt:{Q}:job:<id> (treating a record with a cancelled field as none),
+  which other languages may use directly.
 ]]
 local SCRIPT = 'get'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -92,6 +94,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -100,4 +122,5 @@ err = max_argv(2); if err then return redis.error_reply(err) end
 local qtype, jid
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 jid, err = req_str(2, 'id', 256); if err then return redis.error_reply(err) end
+if redis.call('HEXISTS', KEYS[1] .. jid, 'cancelled') == 1 then return {} end
 return redis.call('HGETALL', KEYS[1] .. jid)

@@ -9,8 +9,13 @@ ARGV:
 Each job the worker still holds: attempts - 1, state=pending, back at the front: QUEUE: the
   consuming end of the wait list; LBQUEUE: the ready set with its priority (its jobHash stays
   running until it finishes, so identical jobs keep waiting); DELQUEUE: the due set at its due time.
-Publishes: the wake channel (now, Unix ms) when a job was given back.
-Returns: the number of jobs given back (ids not held by this worker are skipped).
+A job deleted while executing (record field cancelled) is not given back: as in complete, its
+  record is deleted and it frees its LBQUEUE jobHash (queueing the parked job) and its DELQUEUE
+  identity@timestamp entry; stats counter total-cancelled; its record key is published on
+  jobrt:{Q}:results.
+Publishes: the wake channel (now, Unix ms) when a job was given back or a parked job queued.
+Returns: the number of jobs given back (ids not held by this worker, and cancelled jobs, are
+  not counted).
 ]]
 local SCRIPT = 'release'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -96,6 +101,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -116,24 +141,35 @@ end
 local now_ms = now()
 local prefix = KEYS[1]
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
-local n, seen = 0, {}
+local n, seen, wake, gone = 0, {}, false, {}
 for i = 1, #ids do
   local jid = ids[i]
   if held[i] and not seen[jid] then
     seen[jid] = true
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
-    local f = redis.call('HMGET', rec, 'attempts', 'order', 'priority', 'due')
-    redis.call('HSET', rec, 'state', 'pending', 'attempts', math.max((tonumber(f[1]) or 1) - 1, 0))
-    if qtype == 'QUEUE' and not f[4] then
-      redis.call('RPUSH', KEYS[2], jid)
-    elseif qtype == 'LBQUEUE' then
-      redis.call('ZADD', KEYS[3], -(tonumber(f[3]) or 1), (f[2] or '0') .. '|' .. jid)
+    local f = redis.call('HMGET', rec, 'attempts', 'order', 'priority', 'due', 'hash', 'dedup', 'cancelled')
+    if f[7] then
+      -- deleted while it ran: it has stopped now, so it goes for good
+      redis.call('DEL', rec)
+      if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+      gone[#gone + 1] = rec
     else
-      redis.call('ZADD', KEYS[4], f[4] and math.floor(tonumber(f[4]) * 1000 + 0.5) or now_ms, jid)
+      redis.call('HSET', rec, 'state', 'pending', 'attempts', math.max((tonumber(f[1]) or 1) - 1, 0))
+      if qtype == 'QUEUE' and not f[4] then
+        redis.call('RPUSH', KEYS[2], jid)
+      elseif qtype == 'LBQUEUE' then
+        redis.call('ZADD', KEYS[3], -(tonumber(f[3]) or 1), (f[2] or '0') .. '|' .. jid)
+      else
+        redis.call('ZADD', KEYS[4], f[4] and math.floor(tonumber(f[4]) * 1000 + 0.5) or now_ms, jid)
+      end
+      n = n + 1
     end
-    n = n + 1
   end
 end
-if n > 0 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
+if #gone > 0 then
+  redis.call('HINCRBY', KEYS[11], 'total-cancelled', #gone)
+  redis.call('PUBLISH', KEYS[14], table.concat(gone, '\n'))
+end
+if n > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 return n

@@ -6,8 +6,10 @@ ARGV:
   [2] worker  worker id
   [3] lease   seconds (0.001..86400) from now
   [4..] ids   the job ids the worker is running (1..1000)
-Returns: the ids the worker no longer holds (lease expired and taken back, or job deleted):
-  the worker should stop reporting them; their outcome would be ignored by complete.
+Returns: the ids the worker no longer holds: the lease expired and was taken back (the worker
+  should stop reporting them; complete would ignore their outcome), or the job was deleted
+  while executing (record field cancelled): the worker should stop running it; its lease is not
+  extended, and its complete or release, or the lease running out, frees the job's claims.
 ]]
 local SCRIPT = 'renew'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -93,6 +95,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -115,7 +137,7 @@ local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
 local upd, lost = {}, {}
 local expiry = now_ms + math.floor(lease * 1000 + 0.5)
 for i = 1, #members do
-  if held[i] then
+  if held[i] and redis.call('HEXISTS', KEYS[1] .. ARGV[i + 3], 'cancelled') == 0 then
     upd[#upd + 1] = expiry
     upd[#upd + 1] = members[i]
   else

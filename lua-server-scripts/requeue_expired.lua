@@ -8,14 +8,19 @@ ARGV ('' = default):
   [3] max_stalls  whole number 0..1000: lease losses a job survives regardless of its retries
                   (a crashed worker is not the job's fault); '' = 3
   [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
-Each expired lease "<worker>|<id>": record stalls+1. If stalls <= max_stalls or attempts <= retries
-  (record field, 0 when absent): state=pending, error-reason says whose lease expired, back at the
-  front (QUEUE: consuming end of the wait list; LBQUEUE: ready set, jobHash stays running;
-  DELQUEUE: due set, now). Otherwise: state=finished, result=failed, into jobrt:{Q}:failed,
-  EXPIRE ttl_failed, LBQUEUE releases the jobHash (queues its parked job), DELQUEUE frees its
-  identity@timestamp entry, and the record key is published on jobrt:{Q}:results.
-Publishes: the wake channel (now, Unix ms) when jobs were put back.
-Returns: { requeued, failed }
+Each expired lease "<worker>|<id>" of an executing job: record stalls+1. If stalls <= max_stalls
+  or attempts <= retries (record field, 0 when absent): state=pending, error-reason says whose
+  lease expired, back at the front (QUEUE: consuming end of the wait list; LBQUEUE: ready set,
+  jobHash stays running; DELQUEUE: due set, now). Otherwise: state=finished, result=failed, due
+  removed, into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE releases the jobHash (queues its
+  parked job), DELQUEUE frees its identity@timestamp entry.
+A job deleted while executing (record field cancelled) whose lease ran out: its record is
+  deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
+  in the stats counter total-cancelled). Every expired lease counts in total-expired.
+The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
+  line, in one message.
+Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
+Returns: { requeued, failed, cancelled }
 ]]
 local SCRIPT = 'requeue_expired'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -101,6 +106,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -115,16 +140,23 @@ ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err t
 local now_ms, now_s = now()
 local prefix = KEYS[1]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms, 'LIMIT', 0, limit)
-if #expired == 0 then return { 0, 0 } end
+if #expired == 0 then return { 0, 0, 0 } end
 redis.call('ZREM', KEYS[5], unpack(expired))
 
-local requeued, failed, wake = 0, 0, false
+local requeued, failed, cancelled, wake = 0, 0, 0, false
 local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
   local worker, jid = expired[i]:match('^([^|]*)|(.*)$')
   local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority')
-  if f[1] == 'executing' then
+  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority',
+    'cancelled')
+  if f[1] == 'executing' and f[9] then
+    -- deleted while it ran, and its worker never reported back: it is gone for good
+    redis.call('DEL', rec)
+    if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+    finished[#finished + 1] = rec
+    cancelled = cancelled + 1
+  elseif f[1] == 'executing' then
     local stalls = (tonumber(f[4]) or 0) + 1
     local reason = 'lease expired: worker ' .. worker .. ' stopped renewing'
     if stalls <= max_stalls or (tonumber(f[2]) or 1) <= (tonumber(f[3]) or 0) then
@@ -140,23 +172,13 @@ for i = 1, #expired do
     else
       redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
         'error-exception', '', 'finished-created', now_s)
+      redis.call('HDEL', rec, 'due')
       redis.call('EXPIRE', rec, ttl_failed)
       fails[#fails + 1] = now_ms
       fails[#fails + 1] = jid
       finished[#finished + 1] = rec
       failed = failed + 1
-      if qtype == 'LBQUEUE' and f[5] and redis.call('HGET', KEYS[8], f[5]) == jid then
-        redis.call('HDEL', KEYS[8], f[5])
-        local p = redis.call('HGET', KEYS[9], f[5])
-        if p then
-          redis.call('HDEL', KEYS[9], f[5])
-          local pf = redis.call('HMGET', prefix .. p, 'order', 'priority')
-          redis.call('HSET', KEYS[7], f[5], p)
-          redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-          wake = true
-        end
-      end
-      if f[6] then redis.call('HDEL', KEYS[10], f[6]) end
+      if free_claims(qtype, jid, f[5], f[6]) then wake = true end
     end
   end
 end
@@ -171,7 +193,8 @@ if #fails > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
   redis.call('HINCRBY', KEYS[11], 'total-failed', failed)
 end
+if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end
 redis.call('HINCRBY', KEYS[11], 'total-expired', #expired)
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
 if requeued > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
-return { requeued, failed }
+return { requeued, failed, cancelled }

@@ -1,17 +1,27 @@
 --[[ reserve.lua: lease up to N ready jobs to one worker (seed 002's RESERVE), in one call.
 
 KEYS: the 14 standard keys of queue Q, in order (README "Keys").
-ARGV:
-  [1] type    QUEUE | LBQUEUE | DELQUEUE
-  [2] worker  worker id, 1..128 bytes, no '|'
-  [3] count   whole number 1..1000: how many jobs at most
-  [4] lease   seconds (0.001..86400) the jobs are held without a renew
+ARGV ('' = default):
+  [1] type        QUEUE | LBQUEUE | DELQUEUE
+  [2] worker      worker id, 1..128 bytes, no '|'
+  [3] count       whole number 1..1000: how many jobs at most
+  [4] lease       seconds (0.001..86400) the jobs are held without a renew
+  [5] ttl_failed  seconds a record failed here is kept (1..315360000); '' or absent = 604800
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
   backoff has passed, delayed QUEUE jobs), earliest first; then QUEUE: oldest of the wait list;
   LBQUEUE: highest priority of the ready set, FIFO among equal priorities.
-Each job: record state=executing, executing-created, worker, attempts+1; lease entry
-  "<worker>|<id>" in jobrt:{Q}:active with score = lease expiry (Unix ms); LBQUEUE: its jobHash
-  is marked running (jobrt:{Q}:lb:running), so identical jobs wait in jobrt:{Q}:lb:parked.
+Each job: record state=executing, executing-created, worker, attempts+1 (and id, queue when a
+  hand-written record lacks them); lease entry "<worker>|<id>" in jobrt:{Q}:active with score =
+  lease expiry (Unix ms); LBQUEUE: its jobHash is marked running (jobrt:{Q}:lb:running), so
+  identical jobs wait in jobrt:{Q}:lb:parked.
+Hand-written entries (an id pushed by hand, seed 004) that cannot run are not handed out:
+  no record (or a record already executing): dropped, counted in the stats counter
+  total-dropped; a record without a function field: finished as failed right here (result
+  failed, error-reason "record has no 'function' field: set HSET jobrt:{Q}:job:<id> function
+  <job name>", into jobrt:{Q}:failed, EXPIRE ttl_failed, counted in total-failed, its record
+  key published on jobrt:{Q}:results), so it shows in the failed list.
+Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
+  and a parked job was queued.
 Returns: { now, next_due, next_lease, jobs }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
@@ -103,16 +113,37 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(4); if err then return redis.error_reply(err) end
-local qtype, worker, count, lease
+err = max_argv(5); if err then return redis.error_reply(err) end
+local qtype, worker, count, lease, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
 lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(5, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
@@ -136,14 +167,19 @@ if rest > 0 then
 end
 
 local jobs, leases, entries, running = {}, {}, {}, {}
+local fails, finished, dropped, wake = {}, {}, 0, false
 local expiry = now_ms + math.floor(lease * 1000 + 0.5)
 for i = 1, #ids do
   local jid = ids[i]
   local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash')
-  if f[1] then                       -- a record that vanished (deleted) is skipped
+  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'id', 'queue',
+    'state', 'dedup')
+  if f[1] and f[9] ~= 'executing' then
     local attempt = (tonumber(f[3]) or 0) + 1
-    redis.call('HSET', rec, 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt)
+    local upd = { 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt }
+    if not f[7] then upd[#upd + 1] = 'id'; upd[#upd + 1] = jid end
+    if not f[8] then upd[#upd + 1] = 'queue'; upd[#upd + 1] = qname end
+    redis.call('HSET', rec, unpack(upd))
     leases[#leases + 1] = expiry
     leases[#leases + 1] = worker .. '|' .. jid
     jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6] }
@@ -152,11 +188,36 @@ for i = 1, #ids do
       running[#running + 1] = f[6]
       running[#running + 1] = jid
     end
+  elseif f[9] == 'executing' or redis.call('EXISTS', rec) == 0 then
+    -- an id pushed by hand without a record (or one that runs already): nothing to run
+    dropped = dropped + 1
+  else
+    -- a hand-written record without a job name: fail it where `jobrt failed` shows it
+    redis.call('HSET', rec, 'id', jid, 'queue', qname, 'state', 'finished', 'result', 'failed',
+      'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
+      'error-exception', '', 'finished-created', now_s)
+    redis.call('HDEL', rec, 'due')
+    redis.call('EXPIRE', rec, ttl_failed)
+    if qtype == 'LBQUEUE' and f[6] and i > from_ready and redis.call('HGET', KEYS[7], f[6]) == jid then
+      redis.call('HDEL', KEYS[7], f[6])
+    end
+    if free_claims(qtype, jid, f[6], f[10]) then wake = true end
+    fails[#fails + 1] = now_ms
+    fails[#fails + 1] = jid
+    finished[#finished + 1] = rec
   end
 end
 if #leases > 0 then redis.call('ZADD', KEYS[5], unpack(leases)) end
 if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
 if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
+if #fails > 0 then
+  redis.call('ZADD', KEYS[6], unpack(fails))
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+  redis.call('HINCRBY', KEYS[11], 'total-failed', #finished)
+  redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n'))
+end
+if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
+if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
 local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')

@@ -7,10 +7,12 @@ Returns: a flat field/value array:
   pending    jobs ready to run now (wait list + ready set + due entries whose time has come)
   delayed    due entries in the future (DELQUEUE jobs, delayed QUEUE jobs, retries in backoff)
   parked     LBQUEUE jobs waiting for the same jobHash to finish
-  executing  leases held by workers
+  executing  leases held by workers (a job deleted while executing counts until it has stopped)
   failed     entries of the failed set
-  completed, total-failed, retried, expired   counters since the queue was created: successful
-             jobs, jobs moved to the failed set, retries scheduled, leases that ran out
+  completed, total-failed, retried, expired, cancelled, dropped   counters since the queue was
+             created: successful jobs, jobs moved to the failed set, retries scheduled, leases
+             that ran out, jobs deleted while executing that have since stopped, hand-pushed
+             ids reserve found no record for (or found already executing) and dropped
 ]]
 local SCRIPT = 'stats'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -96,6 +98,26 @@ local function now()
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  return true
+end
+-- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
+-- entry dedup (either may be false). Returns true when a parked job was queued.
+local function free_claims(qtype, jid, h, dedup)
+  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
+  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
+  return false
+end
 -- ---- end of shared helpers ----
 
 local qname, err = check_keys()
@@ -106,7 +128,8 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 
 local now_ms = now()
 local due_now = redis.call('ZCOUNT', KEYS[4], '-inf', now_ms)
-local c = redis.call('HMGET', KEYS[11], 'total-completed', 'total-failed', 'total-retried', 'total-expired')
+local c = redis.call('HMGET', KEYS[11], 'total-completed', 'total-failed', 'total-retried', 'total-expired',
+  'total-cancelled', 'total-dropped')
 return {
   'pending', redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + due_now,
   'delayed', redis.call('ZCARD', KEYS[4]) - due_now,
@@ -117,4 +140,6 @@ return {
   'total-failed', tonumber(c[2]) or 0,
   'retried', tonumber(c[3]) or 0,
   'expired', tonumber(c[4]) or 0,
+  'cancelled', tonumber(c[5]) or 0,
+  'dropped', tonumber(c[6]) or 0,
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 typedef struct {
   char *data;
@@ -406,6 +407,107 @@ static int l_heartbeat(lua_State *L) {
   return 1;
 }
 
+/* ---- in-process watchdog ------------------------------------------- */
+
+/* A loop timer stamps `last_tick` ten times a second. A thread checks the
+ * stamp; when the loop has not ticked for `limit` seconds (a handler that
+ * never yields), it signals the main thread, whose signal handler sets a
+ * Lua count hook (the pattern luajit.c uses for Ctrl-C): the next Lua
+ * instruction that runs in the interpreter raises an error in the stuck
+ * coroutine, so only that job fails. Code running inside a JIT-compiled
+ * loop never sees the hook; if the loop is still stuck after another
+ * `limit` seconds the process says why and exits (status 70), so that a
+ * supervisor restarts it rather than it stalling silently. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+static _Atomic uint64_t last_tick;
+static _Atomic int hooked;
+static double wd_limit;
+static pthread_t main_thread;
+static uv_timer_t *wd_timer;
+
+static void wd_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  atomic_store(&hooked, 0);
+  luaL_error(L, "interrupted by the watchdog: the event loop was blocked for more than %g s by code "
+             "that never yields (yield in long loops, e.g. jobrt.sleep(0), or run with --procs N)", wd_limit);
+}
+
+static void wd_signal(int sig) {
+  (void)sig;
+  if (jr_H.L) lua_sethook(jr_H.L, wd_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void wd_tick(uv_timer_t *t) {
+  (void)t;
+  atomic_store(&last_tick, uv_hrtime());
+  if (atomic_exchange(&hooked, 0)) lua_sethook(jr_H.L, NULL, 0, 0);  /* unstuck by itself */
+}
+
+static void *wd_thread(void *arg) {
+  (void)arg;
+  uint64_t limit_ns = (uint64_t)(wd_limit * 1e9);
+  uint64_t hooked_at = 0;
+  for (;;) {
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    uint64_t now = uv_hrtime(), last = atomic_load(&last_tick);
+    if (now - last < limit_ns) {
+      hooked_at = 0;
+      continue;
+    }
+    if (hooked_at == 0) {
+      hooked_at = now;
+      atomic_store(&hooked, 1);
+      pthread_kill(main_thread, SIGALRM);
+    } else if (now - hooked_at > limit_ns) {
+      char msg[256];
+      int n = snprintf(msg, sizeof msg,
+                       "jobrt[%d] error: the event loop has been blocked for %.0f s by code that never "
+                       "yields and could not be interrupted (a JIT-compiled loop); exiting with status 70 "
+                       "so it can be restarted (run with --procs N to have jobrt do that)\n",
+                       (int)getpid(), (double)(now - last) / 1e9);
+      if (n > 0) {
+        ssize_t w = write(2, msg, (size_t)n);
+        (void)w;
+      }
+      _exit(70);
+    }
+  }
+  return NULL;
+}
+
+/* proc.watchdog(seconds): start the in-process watchdog (once). */
+static int l_watchdog(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0.2, 1, "at least 0.2 seconds");
+  if (wd_timer) return 0;
+  wd_limit = s;
+  main_thread = pthread_self();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = wd_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &sa, NULL);
+  wd_timer = malloc(sizeof *wd_timer);
+  if (wd_timer == NULL) return luaL_error(L, "proc.watchdog: out of memory");
+  uv_timer_init(jr_H.loop, wd_timer);
+  wd_timer->data = wd_timer;
+  uv_unref((uv_handle_t *)wd_timer);
+  atomic_store(&last_tick, uv_hrtime());
+  uv_timer_start(wd_timer, wd_tick, 100, 100);
+  pthread_t th;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&th, &attr, wd_thread, NULL) != 0) return luaL_error(L, "proc.watchdog: cannot start its thread");
+  pthread_attr_destroy(&attr);
+  return 0;
+}
+
 /* proc.exepath() -> absolute path of the running executable */
 static int l_exepath(lua_State *L) {
   char buf[4096];
@@ -486,7 +588,8 @@ int jr_open_proc(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"heartbeat", l_heartbeat},
                                  {"exepath", l_exepath}, {"kill", l_kill},
-                                 {"scandir", l_scandir}, {"stat", l_stat}, {NULL, NULL}};
+                                 {"scandir", l_scandir}, {"stat", l_stat},
+                                 {"watchdog", l_watchdog}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;

@@ -216,8 +216,10 @@ static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static int l_read_line(lua_State *L) {
   if (take_line(L)) return 1;
   if (line_ref != LUA_NOREF) return luaL_error(L, "term.read_line: another coroutine is already reading");
-  struct stat st;
-  if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) {   /* a file: read directly */
+  /* Only pipes and sockets can be watched by the loop; a file, /dev/null or
+   * another device is read directly (it never blocks for long). */
+  uv_handle_type kind = uv_guess_handle(0);
+  if (kind != UV_NAMED_PIPE && kind != UV_TCP && kind != UV_TTY) {
     char buf[65536];
     for (;;) {
       ssize_t n = read(0, buf, sizeof buf);

@@ -51,6 +51,21 @@ local function lines(text)
   return t
 end
 
+-- runs a sh block verbatim against the test server ($REDIS = its address); returns the output
+local function run_sh(sh)
+  assert.truthy(sh:find('$REDIS', 1, true), 'the example must use $REDIS for the address')
+  local script = sh:gsub('%$REDIS', (cli_args(h.url):gsub('%%', '%%%%')))
+  local path = os.tmpname()
+  local f = assert(io.open(path, 'wb'))
+  f:write(script, '\n')
+  f:close()
+  local p = assert(io.popen('sh ' .. path .. ' 2>&1'))
+  local out = p:read('*a')
+  p:close()
+  os.remove(path)
+  return out
+end
+
 describe('lua-server-scripts/README.md', function()
   local text = read(README)
 
@@ -65,17 +80,7 @@ describe('lua-server-scripts/README.md', function()
 
     it('runs verbatim against the test server and prints the documented output', function()
       h.flush()
-      local sh = blocks(sec, 'sh')[1]
-      assert.truthy(sh:find('$REDIS', 1, true), 'the example must use $REDIS for the address')
-      local script = sh:gsub('%$REDIS', (cli_args(h.url):gsub('%%', '%%%%')))
-      local path = os.tmpname()
-      local f = assert(io.open(path, 'wb'))
-      f:write(script, '\n')
-      f:close()
-      local p = assert(io.popen('sh ' .. path .. ' 2>&1'))
-      local out = p:read('*a')
-      p:close()
-      os.remove(path)
+      local out = run_sh(blocks(sec, 'sh')[1])
       local want, got = lines(blocks(sec, 'text')[1]), lines(out)
       for i = 1, math.max(#want, #got) do
         local w, g = want[i], got[i]
@@ -90,6 +95,40 @@ describe('lua-server-scripts/README.md', function()
       local o = assert(ops.new(r))
       local j = o:get('emails', 'welcome-ann')
       assert.same({ 'finished', 'successful', '{"sent":true}' }, { j.state, j.result, j['result-value'] })
+      r:close()
+    end)
+  end)
+
+  describe('hand-written jobs', function()
+    local sec = section(text, 'Hand-written jobs')
+
+    it('is there, as one sh block', function()
+      assert.truthy(sec, 'no "## Hand-written jobs" section')
+      assert.equal(1, #blocks(sec, 'sh'))
+    end)
+
+    it('runs verbatim: the job is queued, idle workers are woken, and reserve hands it out', function()
+      h.flush()
+      local r = h.redis()
+      local o = assert(ops.new(r))
+      assert(o:set_queue_type('emails', 'QUEUE'))
+      local sub = h.redis()
+      local wake = {}
+      sub:subscribe('jobrt:{emails}:wake', function(_, msg) if msg then wake[#wake + 1] = msg end end)
+      local out = run_sh(blocks(sec, 'sh')[1])
+      -- HSET added 3 fields, the wait list holds 1 id, 1 subscriber got the wake-up
+      assert.same({ '3', '1', '1' }, lines(out), out)
+      h.wait_for(function() return #wake == 1 end, 3, 'the wake-up')
+      local t = r:call('TIME')
+      assert.truthy(wake[1]:match('^%d+000$'), wake[1])
+      assert.is_true(tonumber(wake[1]) <= tonumber(t[1]) * 1000)
+      local res = assert(o:reserve('emails', 'worker-1', 10, 30))
+      assert.equal(1, #res.jobs)
+      local j = res.jobs[1]
+      assert.same({ 'hand-1', 'send', '{"to":"bob@example.com"}', 1 }, { j.id, j.fn, j.args, j.attempt })
+      local rec = o:get('emails', 'hand-1')
+      assert.same({ 'hand-1', 'emails', 'executing' }, { rec.id, rec.queue, rec.state })
+      sub:close()
       r:close()
     end)
   end)

@@ -15,17 +15,25 @@
 --   o:reserve(queue, worker_id, n, lease_s) -> { jobs = { {id=, fn=, args=(JSON text), attempt=,
 --       retries=, timeout=, hash=}... }, next_due = ms|nil, next_lease = ms|nil, now = ms }
 --   o:renew(queue, worker_id, ids, lease_s) -> lost_ids
---   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids} } | nil, err
+--       -- lost: leases taken back, or jobs deleted while executing (stop them; complete or
+--       -- release still frees their claims at once)
+--   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids},
+--       cancelled={ids} } | nil, err
+--       -- ignored: ids the worker no longer held (lease lost); cancelled: ids deleted while they
+--       -- ran (their records are now gone, counted neither completed nor failed)
 --       -- outcomes: { {id=, ok=true, value=json_text}, {id=, ok=false, reason=, exception=,
 --       --             retries=(used when the job has none)}... }, any number (sent 1000 per call)
---   o:requeue_expired(queue) -> n_requeued, n_failed
+--   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled
+--       -- n_cancelled: expired leases of jobs deleted while executing (records removed)
 --   o:release(queue, worker_id, ids) -> n_released
 --   o:get(queue, id) -> record table (field -> string) | nil (not found)
 --   o:delete(queue, id) -> true | false
+--       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
+--       -- answers nil) until its worker reports it or its lease runs out; true again meanwhile
 --   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
---                       total_failed=, retried=, expired= }
+--                       total_failed=, retried=, expired=, cancelled=, dropped= }
 --   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results= }
 --   ops.TYPES = { QUEUE=true, LBQUEUE=true, DELQUEUE=true }
 -- Every operation returns nil, err on Redis trouble (never raises for it) and raises on wrong
@@ -207,7 +215,7 @@ function _M:reserve(queue, worker_id, n, lease_s)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s) })
+  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed })
   if not res then return nil, err end
   local jobs = {}
   local list = res[4]
@@ -239,7 +247,7 @@ function _M:complete(queue, worker_id, outcomes)
   check_queue('complete', queue)
   check_worker('complete', worker_id)
   if type(outcomes) ~= 'table' then error('jobrt.ops.complete: outcomes must be an array, got ' .. type(outcomes), 2) end
-  local sum = { completed = 0, retried = 0, failed = 0, ignored = {} }
+  local sum = { completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = {} }
   for first = 1, #outcomes, 1000 do
     local argv = { false, worker_id, self.ttl_ok, self.ttl_failed, self.backoff }
     for i = first, math.min(first + 999, #outcomes) do
@@ -273,6 +281,7 @@ function _M:complete(queue, worker_id, outcomes)
       sum.retried = sum.retried + res[2]
       sum.failed = sum.failed + res[3]
       for i = 1, #res[4] do sum.ignored[#sum.ignored + 1] = res[4][i] end
+      for i = 1, #res[5] do sum.cancelled[#sum.cancelled + 1] = res[5][i] end
     end
   end
   return sum
@@ -282,7 +291,7 @@ function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
   local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
   if not res then return nil, err end
-  return res[1], res[2]
+  return res[1], res[2], res[3]
 end
 
 function _M:release(queue, worker_id, ids)

@@ -31,6 +31,7 @@ local _M = {}
 local W = {}
 W.__index = W
 
+local error_text                   -- defined below
 local cjson_safe = cjson.new()
 cjson_safe.encode_sparse_array(true)
 
@@ -128,7 +129,8 @@ end
 
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
-               max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number" }
+               max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
+               timeout = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -149,6 +151,7 @@ function _M.new(opts)
     concurrency = opts.concurrency or 10,
     lease = opts.lease or 10,
     grace = opts.grace or 30,
+    default_timeout = opts.timeout,   -- for handlers that set none
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
@@ -210,6 +213,8 @@ function W:start()
   for _, qname in ipairs(names) do
     local q = self.queues[qname]
     local ok, serr = r:subscribe(ops_mod.channels(qname).wake, function(_, msg)
+      local cancel = msg and msg:match("^cancel:(.+)$")
+      if cancel then return self:cancel_job(cancel, "deleted while running") end
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end
@@ -248,7 +253,7 @@ function W:pump(q)
     else
       q.dirty = false
       self.reserving = self.reserving + 1
-      local res, err = ops:reserve(q.name, self.id, free, self.lease)
+      local res, err = ops:reserve(q.name, self.id, free < 1000 and free or 1000, self.lease)
       self.reserving = self.reserving - 1
       if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
         local ids = {}
@@ -270,7 +275,7 @@ function W:pump(q)
         err_logged, backoff = false, 0.05
         local jobs = res.jobs
         for i = 1, #jobs do self:start_job(q, jobs[i]) end
-        if #jobs >= free then q.dirty = true end    -- there may be more
+        if #jobs >= (free < 1000 and free or 1000) then q.dirty = true end   -- there may be more
         self:arm_timers(q, res)
       end
     end
@@ -330,10 +335,28 @@ end
 
 -- job:enqueue(queue, job, args, opts) -> id (raises on error)
 function JobCtx:enqueue(queue, name, args, opts)
-  local json = cjson.encode(args == nil and {} or args)
-  local id, err = rawget(self, "_worker").ops:enqueue(queue, name, json, opts)
-  if not id then error(err, 2) end
+  local ok, json = pcall(cjson_safe.encode, args == nil and {} or args)
+  if not ok then
+    error(fmt("job:enqueue: args cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
+      first_line(json)), 2)
+  end
+  local ok2, id, err = pcall(rawget(self, "_worker").ops.enqueue, rawget(self, "_worker").ops, queue, name, json, opts)
+  if not ok2 then error((tostring(id):gsub("^.-jobrt%.ops%.enqueue: ", "job:enqueue: ")), 2) end
+  if not id then error("job:enqueue: " .. tostring(err), 2) end
   return id
+end
+
+-- Text of an error value: strings as they are (a traceback from xpcall included), tables as
+-- JSON (or their __tostring), nil as a clear phrase.
+error_text = function(e)
+  if e == nil then return "error raised without a message (error() or error(nil))" end
+  if type(e) == "table" then
+    local mt = getmetatable(e)
+    if mt and mt.__tostring then return tostring(e) end
+    local ok, json = pcall(cjson_safe.encode, e)
+    if ok then return "error object " .. json end
+  end
+  return tostring(e)
 end
 
 local function first_line(s)
@@ -346,7 +369,7 @@ function W:start_job(q, job)
   local state = { id = job.id, queue = q, job = job, started = monotime(), done = false }
   self.running[job.id] = state
   local spec = self.jobs[q.name][job.fn]
-  local timeout = job.timeout or (spec and spec.timeout)
+  local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
   state.co = spawn(function() self:run_job(q, job, spec, state) end)
   if not state.done and timeout then
     state.timer = jobrt.timer()
@@ -380,13 +403,13 @@ function W:run_job(q, job, spec, state)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
   if state.done then return end          -- timed out meanwhile (cannot happen while running)
   if not ok2 then
-    local msg = tostring(r1)
+    local msg = error_text(r1)
     local reason = msg:match("^(.-)\nstack traceback:") or msg
     return self:finish(state, { id = id, ok = false, reason = reason, exception = msg, retries = spec.retries })
   end
-  if r1 == nil and r2 ~= nil then         -- return nil, err
-    return self:finish(state, { id = id, ok = false, reason = tostring(r2),
-      exception = "returned nil, " .. tostring(r2), retries = spec.retries })
+  if (r1 == nil or r1 == false) and r2 ~= nil then   -- return nil, err  /  return false, err
+    return self:finish(state, { id = id, ok = false, reason = error_text(r2),
+      exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
   local eok, json = pcall(cjson_safe.encode, r1 == nil and cjson.null or r1)
   if not eok then
@@ -451,6 +474,16 @@ function W:flush(q)
   if self.inflight == 0 then self.stopped:broadcast("flushed") end
 end
 
+-- Stops a job this worker runs (deleted meanwhile, or its lease lost): the handler coroutine
+-- never runs again and the outcome is reported, so Redis can clean up after it.
+function W:cancel_job(id, why)
+  local st = self.running[id]
+  if not st or st.done then return end
+  jobrt.cancel(st.co)
+  self:log("warn", "%s.%s id=%s stopped: %s", st.queue.name, st.job.fn, id, why)
+  self:finish(st, { id = id, ok = false, reason = "cancelled: " .. why, exception = "" })
+end
+
 -- Renews the leases of every job in flight, per queue, in one call each.
 function W:renew_all()
   local per = {}
@@ -464,7 +497,9 @@ function W:renew_all()
     if not lost then
       self:log("warn", "queue %s: cannot renew %d lease(s): %s", qname, #ids, tostring(err))
     elseif #lost > 0 then
-      self:log("warn", "queue %s: lost the lease of %s (another worker may run them)", qname, concat(lost, ", "))
+      for _, id in ipairs(lost) do
+        self:cancel_job(id, "its lease was lost (deleted, or taken back after this worker could not renew it)")
+      end
     end
   end
 end
@@ -562,6 +597,14 @@ function W:stop(grace)
   self.stopped:broadcast("stopped")
   self:log("info", "worker %s stopped: %d done, %d failed", self.id, self.done, self.failed)
   return true
+end
+
+-- Seed 003's shutdown(callback): stop gracefully in the background, then callback(nil).
+function W:shutdown(callback)
+  jobrt.spawn(function()
+    self:stop()
+    if callback then callback(nil) end
+  end)
 end
 
 -- Waits until the worker has stopped.

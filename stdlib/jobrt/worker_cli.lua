@@ -30,8 +30,10 @@ Options:
                        worker takes it back (default 10)
   --grace SECONDS      on SIGTERM, how long jobs in flight may run before they are handed
                        back (default 30)
-  --watchdog SECONDS   with --procs: a child whose loop stops ticking this long is killed and
-                       restarted (default 10)
+  --watchdog SECONDS   a loop that stops ticking this long (a handler that never yields) is
+                       stopped: with --procs the child is killed and restarted; in a single
+                       process the handler is interrupted with an error (default 10)
+  --timeout SECONDS    default timeout for handlers that set none (default: none)
   --keep-ok SECONDS    how long a successful job's record is kept (default 3600)
   --keep-failed SECONDS  how long a failed job's record is kept (default 604800, 7 days)
   --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
@@ -43,7 +45,7 @@ Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME Q
 local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
                grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
-               backoff = "seconds" }
+               backoff = "seconds", timeout = "seconds" }
 
 -- Every *.lua file under path (recursively, sorted), or nil, err.
 local function find_files(path, out)
@@ -126,11 +128,22 @@ local function serve(opts, desc)
   local w, err = worker.new{ redis = opts.redis, jobs = desc, concurrency = opts.concurrency,
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
-                             backoff = opts.backoff }
+                             backoff = opts.backoff, timeout = opts.timeout }
   if not w then return fail(err) end
   local ok, serr = w:start()
   if not ok then return fail(serr) end
-  if opts.child then proc.heartbeat(3, 0.5) end
+  if opts.child then
+    proc.heartbeat(3, 0.5)          -- the supervisor watches this process
+  else
+    -- One process serves everything: a handler that never yields must not stall it. The
+    -- watchdog interrupts such a handler with an error through a debug hook; hooks do not reach
+    -- JIT-compiled code, so handlers run interpreted here (with --procs they keep the JIT: the
+    -- supervisor restarts a stuck child instead).
+    for _, jobs in pairs(desc) do
+      for _, spec in pairs(jobs) do jit.off(spec.handler, true) end
+    end
+    proc.watchdog(opts.watchdog or 10)
+  end
   local signals = 0
   local function on_sig(name)
     signals = signals + 1
@@ -167,7 +180,11 @@ local function supervise(opts, paths, argv_opts)
     -- children gracefully (they exit by themselves if the supervisor dies: see heartbeat)
     local p, err = proc.spawn{ file = exe, args = a, heartbeat = true, detached = true }
     if not p then
-      jobrt.log("error", "cannot start worker child %d: %s", slot, err)
+      jobrt.log("error", "cannot start worker child %d: %s (trying again in 1s)", slot, err)
+      jobrt.spawn(function()
+        jobrt.sleep(1)
+        if not stopping and not children[slot] then start_child(slot) end
+      end)
       return nil
     end
     children[slot] = { p = p, started = jobrt.monotime() }
@@ -215,7 +232,9 @@ local function supervise(opts, paths, argv_opts)
       return
     end
     stopping = true
-    jobrt.log("info", "%s: stopping %d worker children gracefully", name, n)
+    local alive = 0
+    for _ in pairs(children) do alive = alive + 1 end
+    jobrt.log("info", "%s: stopping %d worker children gracefully", name, alive)
     for _, c in pairs(children) do c.p:kill("SIGTERM") end
     done:broadcast()
   end
@@ -244,8 +263,20 @@ function _M.main(argv, cmd)
     local ok, err = jobrt.set_log_level(opts["log-level"])
     if not ok then return fail("jobrt work: --log-level: " .. err, 2) end
   end
-  if opts.procs and (opts.procs < 0 or opts.procs ~= math.floor(opts.procs)) then
-    return fail("jobrt work: --procs wants a whole number >= 0", 2)
+  if opts.procs and (opts.procs < 0 or opts.procs > 256 or opts.procs ~= math.floor(opts.procs)) then
+    return fail("jobrt work: --procs wants a whole number from 0 to 256 (0: serve in this process)", 2)
+  end
+  if opts.concurrency and opts.concurrency > 100000 then
+    return fail("jobrt work: --concurrency wants a whole number from 1 to 100000", 2)
+  end
+  if opts.lease and opts.lease < 0.1 then
+    return fail("jobrt work: --lease wants seconds >= 0.1 (how long a reserved job survives without a renewal)", 2)
+  end
+  if opts.watchdog and opts.watchdog < 0.5 then
+    return fail("jobrt work: --watchdog wants seconds >= 0.5", 2)
+  end
+  if opts.timeout and opts.timeout <= 0 then
+    return fail("jobrt work: --timeout wants seconds > 0", 2)
   end
   local desc, err = _M.load(pos)
   if not desc then return fail(err) end
@@ -268,7 +299,7 @@ function _M.main(argv, cmd)
   if opts.procs and opts.procs > 0 and not opts.child then
     local pass = {}
     for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls",
-                         "keep-ok", "keep-failed", "backoff" }) do
+                         "keep-ok", "keep-failed", "backoff", "timeout" }) do
       if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
     return supervise(opts, pos, pass)

@@ -89,6 +89,9 @@ return { T = {
     return { attempt = job.attempt } end },
   sleeper = function(args, job) jobrt.sleep(args.s or 0.05); return "slept" end,
   enq = function(args, job) return { child = job:enqueue("T", "ok", { x = "from handler" }) } end,
+  falseerr = function() return false, "false and a reason" end,
+  tableerr = function() error({ code = 42 }) end,
+  nilraise = function() error() end,
 } }
 ]] }
     end)
@@ -146,7 +149,7 @@ return { T = {
     it("fails a job whose name the worker does not serve, naming what it serves", function()
       local id = enqueue(o, "T", "nosuch")
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
-      assert.equal("unknown job 'nosuch' in queue T: this worker serves badresult, enq, flaky, nilerr, ok, raise, sleeper, slow",
+      assert.equal("unknown job 'nosuch' in queue T: this worker serves badresult, enq, falseerr, flaky, nilerr, nilraise, ok, raise, sleeper, slow, tableerr",
         o:get("T", id)["error-reason"])
     end)
 
@@ -177,6 +180,33 @@ return { T = {
       assert.is_true(jobrt.monotime() - t0 < 1.2)
     end)
 
+    it("fails a job that returns false, err", function()
+      local id = enqueue(o, "T", "falseerr")
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
+      assert.equal("failed", o:get("T", id).result)
+      assert.equal("false and a reason", o:get("T", id)["error-reason"])
+    end)
+
+    it("an error raised with a table is stored as JSON, with nil as a clear phrase", function()
+      local id1 = enqueue(o, "T", "tableerr")
+      local id2 = enqueue(o, "T", "nilraise")
+      h.wait_for(function() return state_of(o, "T", id1) == "finished" and state_of(o, "T", id2) == "finished" end, 5, "the jobs")
+      assert.equal('error object {"code":42}', o:get("T", id1)["error-reason"])
+      assert.equal("error raised without a message (error() or error(nil))", o:get("T", id2)["error-reason"])
+    end)
+
+    it("deleting a running job stops its handler at once", function()
+      local id = enqueue(o, "T", "sleeper", { s = 30 })
+      h.wait_for(function() return state_of(o, "T", id) == "executing" end, 5, "the job to start")
+      assert.is_true(o:delete("T", id))
+      assert.is_nil(o:get("T", id))
+      -- the worker stops it and reports it: nothing of it is left, and the slot is free again
+      h.wait_for(function() return o:stats("T").executing == 0 end, 5, "the cancelled job to stop")
+      assert.equal(0, r:call("EXISTS", "jobrt:{T}:job:" .. id))
+      local id2 = enqueue(o, "T", "ok", { x = 2 })
+      h.wait_for(function() return state_of(o, "T", id2) == "finished" end, 5, "the next job")
+    end)
+
     it("keeps a worker registry entry with its heartbeat and counts", function()
       local id = enqueue(o, "T", "ok", { x = 1 })
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
@@ -199,7 +229,7 @@ return { T = {
 return {
   FIFO = { rec = function(args, job) note(job, "start") return true end },
   LB = { work = function(args, job)
-    note(job, "start"); jobrt.sleep(0.05); note(job, "end"); return true end },
+    note(job, "start"); jobrt.sleep(args.s or 0.05); note(job, "end"); return true end },
   DEL = { at = function(args, job) note(job, args.due) return true end },
 }
 ]] }
@@ -251,6 +281,21 @@ return {
         end
       end
       assert.is_true(spans["user-1"] >= 2 and spans["user-2"] >= 2)
+    end)
+
+    it("LBQUEUE: deleting a running job stops it, then the parked job of its jobHash runs", function()
+      local p = start_worker(dir, { "--concurrency", "4" })
+      local a = enqueue(o, "LB", "work", { s = 30 }, { jobHash = "h" })
+      h.wait_for(function() return #log_entries() == 1 end, 5, "the first job to start")
+      local b = enqueue(o, "LB", "work", {}, { jobHash = "h" })
+      local t_delete = jobrt.now()
+      assert.is_true(o:delete("LB", a))
+      h.wait_for(function() return state_of(o, "LB", b) == "finished" end, 5, "the parked job")
+      local _, _, err = stop_worker(p)
+      assert.matches("id=" .. a .. " stopped: deleted while running", err, 1, true)
+      local starts = {}
+      for _, e in ipairs(log_entries()) do if e.what == "start" then starts[e.id] = e.t end end
+      assert.is_true(starts[b] > t_delete)
     end)
 
     it("DELQUEUE: runs each job at its time, not before", function()
@@ -350,6 +395,16 @@ return {
       assert.equal(0, code)
       assert.matches("has not ticked for", err, 1, true)
       assert.matches("restarting it", err, 1, true)
+    end)
+
+    it("a handler that never yields in a single process: the watchdog fails that job, the worker goes on", function()
+      local p = start_worker(dir, { "--watchdog", "1" })
+      local id = enqueue(o, "R", "spin")
+      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
+      assert.matches("^interrupted by the watchdog: the event loop was blocked for more than 1 s", o:get("R", id)["error-reason"])
+      local id2 = enqueue(o, "R", "count", { n = 7 })
+      h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
+      assert.equal(0, (stop_worker(p)))
     end)
 
     it("supervisor killed with -9: its children notice and stop by themselves", function()
