@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
 
   uv_run(loop, UV_RUN_DEFAULT);
-  if (jr_H.live > 0) {
+  if (jr_H.live > 0 && !jr_H.exiting) {
     /* Nothing left that could wake the coroutines still waiting. */
     fprintf(stderr, "jobrt: %d coroutine(s) still waiting, but nothing is left that could wake them\n",
             jr_H.live);

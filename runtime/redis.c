@@ -281,7 +281,8 @@ static void on_connect_step(redisAsyncContext *ac, void *r, void *priv) {
     return;
   }
   if (reply->type == REDIS_REPLY_ERROR) {
-    push_err(co, JR_EAUTH, "redis at %s refused the connection setup: %s", c->addr, reply->str);
+    push_err(co, JR_EAUTH, "redis at %s refused the connection setup: %s (check the password and database in the URL: redis://:PASSWORD@host:port/DB)",
+             c->addr, reply->str);
     conn_close(c);
     jr_resume(co, 2);
     return;

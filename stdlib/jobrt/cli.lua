@@ -49,12 +49,56 @@ local function run_chunk(fn, name, args)
   return 0
 end
 
+-- Takes the common options (--redis URL, --log-level L) from argv[first...] while they lead;
+-- --redis is passed on through JOBRT_REDIS, so jobrt.connect() and every command see it.
+-- Returns the index of the first other argument, or nil, message.
+local function take_common(argv, first)
+  local i = first
+  while argv[i] do
+    local a = argv[i]
+    local name, val = a:match("^%-%-([%w-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w-]+)$")
+    if name ~= "redis" and name ~= "log-level" then break end
+    if not val then
+      val = argv[i + 1]
+      if val == nil then return nil, ("--%s needs a value"):format(name) end
+      i = i + 1
+    end
+    if name == "redis" then
+      local ok, err = require('jobrt.redis').parse_url(val)
+      if not ok then return nil, "--redis: " .. err end
+      local ffi = require 'ffi'
+      pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+      ffi.C.setenv("JOBRT_REDIS", val, 1)
+    else
+      local ok, err = jobrt.set_log_level(val)
+      if not ok then return nil, "--log-level: " .. err end
+    end
+    i = i + 1
+  end
+  return i
+end
+
+local RUN_USAGE = [[
+usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]
+       jobrt -e [--redis URL] [--log-level L] 'CODE' [ARGS]
+Runs the file (or chunk) inside a coroutine on the jobrt loop: Redis calls, jobrt.sleep and
+friends yield instead of blocking. Its arguments are in the global arg (arg[0] is the file).
+--redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there.
+]]
+
 local function cmd_run(argv)
-  local file = argv[2]
+  local at, err = take_common(argv, 2)
+  if not at then
+    io.stderr:write("jobrt run: ", err, "\n")
+    return 2
+  end
+  local file = argv[at]
   if file == nil or file == "--help" or file == "-h" then
-    io.stderr:write("usage: jobrt run FILE.lua [ARGS]\nRuns FILE.lua inside a coroutine on the jobrt loop; its arguments are in the global arg.\n")
+    io.stdout:write(RUN_USAGE)
     return file == nil and 2 or 0
   end
+  argv = { "run", unpack(argv, at) }
   local fn, err = loadfile(file)
   if not fn then
     io.stderr:write("jobrt run: ", err, "\n")
@@ -64,11 +108,17 @@ local function cmd_run(argv)
 end
 
 local function cmd_eval(argv)
-  local code = argv[2]
-  if code == nil then
-    io.stderr:write("usage: jobrt -e 'CODE' [ARGS]\n")
+  local at, err = take_common(argv, 2)
+  if not at then
+    io.stderr:write("jobrt -e: ", err, "\n")
     return 2
   end
+  local code = argv[at]
+  if code == nil or code == "--help" or code == "-h" then
+    io.stdout:write(RUN_USAGE)
+    return code == nil and 2 or 0
+  end
+  argv = { "-e", unpack(argv, at) }
   local fn, err = loadstring(code, "=(command line)")
   if not fn then
     io.stderr:write("jobrt -e: ", err, "\n")
@@ -90,6 +140,12 @@ local MODULES = {
 }
 
 function _M.main(argv)
+  local at, err = take_common(argv, 1)     -- `jobrt --redis URL stats` works too
+  if not at then
+    io.stderr:write("jobrt: ", err, "\n")
+    return 2
+  end
+  if at > 1 then argv = { unpack(argv, at) } end
   local cmd = argv[1]
   if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
     io.stdout:write(USAGE)

@@ -456,6 +456,11 @@ local function cmd_queue_type(argv, cmd)
         queue, queue))
       return 1
     end
+    if not ops.TYPES[cur] then
+      errline(cmd, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
+        queue, cur, queue))
+      return 1
+    end
     io.stdout:write(cur, '\n')
     return 0
   end

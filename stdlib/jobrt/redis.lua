@@ -18,7 +18,7 @@ local options = setmetatable({}, { __mode = "k" })   -- connection -> the option
 -- same server can be made from the first.
 function _M.options_of(conn) return options[conn] end
 
-local URL_HELP = "expected redis://[:password@]host[:port][/db] or unix:///path/to/socket[?db=N]"
+local URL_HELP = "expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]"
 
 local function bad(url, why)
   return nil, ("bad redis URL '%s': %s; %s"):format(url, why, URL_HELP)
@@ -27,9 +27,10 @@ end
 -- Parses a Redis URL into {host=, port=, password=, db=} or {path=, db=}.
 function _M.parse_url(url)
   if type(url) ~= "string" then return nil, "redis URL must be a string" end
-  local path, query = url:match("^unix://(/[^?]*)%??(.*)$")
+  local upw, path, query = url:match("^unix://:([^@]*)@(/[^?]*)%??(.*)$")
+  if not upw then path, query = url:match("^unix://(/[^?]*)%??(.*)$") end
   if path then
-    local t = { path = path, db = 0 }
+    local t = { path = path, db = 0, password = upw ~= "" and upw or nil }
     if query ~= "" then
       local db = query:match("^db=(%d+)$")
       if not db then return bad(url, "the only query is db=N") end

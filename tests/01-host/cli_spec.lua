@@ -62,6 +62,40 @@ describe("jobrt -e", function()
   end)
 end)
 
+describe("common options before the command", function()
+  it("--redis before a command, and before the script of run and -e, sets JOBRT_REDIS", function()
+    local code, out = h.run_jobrt({ "-e", "--redis", "redis://127.0.0.1:1234/2", "print(os.getenv('JOBRT_REDIS'), arg[1])", "x" })
+    assert.equal(0, code)
+    assert.equal("redis://127.0.0.1:1234/2\tx\n", out)
+    code, out = h.run_jobrt({ "--redis=" .. h.url, "queue-type", "NOSUCHQUEUE" })
+    assert.equal(1, code)
+  end)
+
+  it("a malformed --redis is a usage error naming the URL", function()
+    local code, _, err = h.run_jobrt({ "--redis", "bogus", "stats" })
+    assert.equal(2, code)
+    assert.matches("^jobrt: %-%-redis: bad redis URL 'bogus': unknown scheme", err)
+  end)
+
+  it("-e --help and run --help print the usage", function()
+    for _, a in ipairs({ { "-e", "--help" }, { "run", "--help" } }) do
+      local code, out = h.run_jobrt(a)
+      assert.equal(0, code)
+      assert.matches("usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]", out, 1, true)
+    end
+  end)
+
+  it("reads nothing from a stdin that is /dev/null without trouble", function()
+    local proc = require 'jobrt.core.proc'
+    local p = assert(proc.spawn{ file = "sh", capture = true, env = h.environ(),
+      args = { "sh", "-c", "'" .. h.jobrt_bin .. "' enqueue Q j - --redis " .. h.url .. " </dev/null" } })
+    local code = p:wait()
+    local out = p:output()
+    assert.equal(0, code)
+    assert.equal("enqueued 0 jobs\n", out)
+  end)
+end)
+
 describe("jobrt run", function()
   it("runs a file with its arguments and finds the embedded stdlib from any directory", function()
     local dir = h.tmpdir()

@@ -165,7 +165,7 @@ describe("jobrt.redis", function()
       it("rejects the malformed URL " .. case[1], function()
         local c, err = redis.connect(case[1])
         assert.is_nil(c)
-        assert.equal(case[2] .. "; expected redis://[:password@]host[:port][/db] or unix:///path/to/socket[?db=N]", err)
+        assert.equal(case[2] .. "; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]", err)
       end)
     end
 
@@ -186,6 +186,11 @@ describe("jobrt.redis", function()
       assert.equal("yes", r:call("GET", "indb3"))
       r3:call("FLUSHDB")
       r3:close()
+    end)
+
+    it("parses a password for a unix socket", function()
+      local t = assert(redis.parse_url("unix://:s3cret@/run/redis.sock?db=2"))
+      assert.same({ path = "/run/redis.sock", password = "s3cret", db = 2 }, t)
     end)
 
     it("a wrong password is EAUTH with the server's reason", function()

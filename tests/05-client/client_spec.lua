@@ -105,7 +105,7 @@ describe('jobrt.client', function()
     end)
 
     it('rejects a malformed URL, a bad table and a wrong type', function()
-      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis://[:password@]host[:port][/db] or unix:///path/to/socket[?db=N]",
+      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]",
         err_of(jobrt.connect, 'http://x'))
       assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, password, db, timeout, url)",
         err_of(jobrt.connect, { hots = 'x' }))

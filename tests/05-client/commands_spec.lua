@@ -138,7 +138,7 @@ describe('jobrt commands', function()
       assert.equal('jobrt enqueue: cannot connect to redis at 127.0.0.1:1: Connection refused: start redis-server there, or pass --redis URL (or set JOBRT_REDIS)\n', err)
       code, _, err = run({ 'stats', '--redis', 'nowhere' })
       assert.equal(1, code)
-      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis://[:password@]host[:port][/db] or unix:///path/to/socket[?db=N]\n", err)
+      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]\n", err)
     end)
 
     describe('--wait', function()
