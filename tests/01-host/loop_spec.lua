@@ -50,8 +50,9 @@ describe("jobrt.spawn", function()
       local jobrt = require 'jobrt'
       jobrt.spawn(function() jobrt.sleep(0.01); error("boom in child") end)
       local survived = false
-      jobrt.spawn(function() jobrt.sleep(0.05); survived = true end)
-      jobrt.sleep(0.1)
+      local c = jobrt.cond()
+      jobrt.spawn(function() jobrt.sleep(0.05); survived = true; c:signal() end)
+      c:wait(5)
       print("survived", survived)
     ]] })
     assert.equal(0, code)
