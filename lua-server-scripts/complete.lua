@@ -16,17 +16,20 @@ ARGV:
   [10+5k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
 A job counts only if "<worker>|<id>" is still in jobrt:{Q}:active (the lease was not lost);
   others are ignored and returned.
-ok: state=finished, result=successful, result-value, finished-created; error-reason,
-  error-exception (of earlier attempts) and due removed; EXPIRE ttl_ok.
+ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok (an
+  earlier attempt's error-reason, error-exception and due were removed by reserve).
 failed, attempts <= retries: state=pending, error-reason, error-exception, due; into
   jobrt:{Q}:due at now + backoff * 2^(attempts-1) (LBQUEUE keeps its jobHash running meanwhile).
 failed, no retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; due removed; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
   identity@timestamp entry.
-Cancelled jobs (deleted while executing: record field cancelled), whatever the outcome: the
-  record is deleted, no result is stored, the same releases as a finished job; counted neither
-  completed nor failed (stats counter total-cancelled) and returned in cancelled_ids.
+Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
+  outcome: the record is deleted, no result is stored, the same releases as a finished job;
+  counted neither completed nor failed (stats counter total-cancelled) and returned in
+  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
+  the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
   per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
 Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
@@ -185,15 +188,30 @@ local done, retried, failed = 0, 0, 0
 local finished, dues, fails, cancelled = {}, {}, {}, {}
 local wake_at = nil
 local function wake(t) if not wake_at or t < wake_at then wake_at = t end end
-local seen = {}
+local seen, NONE = {}, {}
 for i = 1, #outs do
   local o = outs[i]
   if held[i] and not seen[o.id] then
     seen[o.id] = true
     local rec = prefix .. o.id
     local final = true
-    local f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup', 'cancelled')
-    if f[5] or (not f[1] and redis.call('EXISTS', rec) == 0) then
+    local e = tonumber(held[i])
+    local cancel = e ~= math.floor(e)          -- E + 0.5: delete cancelled it while it ran
+    -- the record is read only when needed: a plain QUEUE success needs none of its fields
+    local f = NONE
+    if cancel or qtype ~= 'QUEUE' or o.outcome ~= 'ok' then
+      f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup')
+    end
+    -- a record that vanished under its lease (deleted by hand, evicted) is not recreated: for a
+    -- success EXPIRE first (it answers 0 for a missing key, and HSET keeps the TTL it sets)
+    if not cancel then
+      if o.outcome == 'ok' then
+        cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
+      else
+        cancel = not f[1] and redis.call('EXISTS', rec) == 0
+      end
+    end
+    if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
       redis.call('DEL', rec)
@@ -201,10 +219,9 @@ for i = 1, #outs do
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     elseif o.outcome == 'ok' then
+      -- error-reason, error-exception and due of earlier attempts were removed by reserve
       redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
         'finished-created', now_s)
-      redis.call('HDEL', rec, 'error-reason', 'error-exception', 'due')
-      redis.call('EXPIRE', rec, ttl_ok)
       done = done + 1
     else
       local attempts = tonumber(f[1]) or 1
@@ -222,7 +239,6 @@ for i = 1, #outs do
       else
         redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'error-reason', o.value,
           'error-exception', o.exception, 'finished-created', now_s)
-        redis.call('HDEL', rec, 'due')
         redis.call('EXPIRE', rec, ttl_failed)
         fails[#fails + 1] = now_ms
         fails[#fails + 1] = o.id

@@ -9,9 +9,10 @@ Pending job: removes the record and the job's entry (wait list / ready set / due
   releases it and queues the parked job; a DELQUEUE job frees its identity@timestamp entry.
 Finished job: removes the record and its failed-set entry.
 Executing job (a worker holds its lease): cancelled, not removed yet, because it still runs on
-  its worker: the record gets the field cancelled = server time (decimal Unix seconds), and
-  keeps its lease, its LBQUEUE jobHash claim and its DELQUEUE identity@timestamp entry, so no
-  identical job starts while it runs. The message "cancel:<id>" goes to the wake channel, so the
+  its worker: the record gets the field cancelled = server time (decimal Unix seconds) and its
+  lease score in jobrt:{Q}:active goes from E (Unix ms) to E + 0.5, once (the mark complete,
+  release, renew and requeue_expired go by); it keeps its lease, its LBQUEUE jobHash claim and
+  its DELQUEUE identity@timestamp entry, so no identical job starts while it runs. The message "cancel:<id>" goes to the wake channel, so the
   worker running it stops it. get answers nothing for it from now on, renew reports it lost,
   enqueue of its id is refused, and complete, release or requeue_expired (lease ran out)
   removes the record and frees its claims once it has stopped. Deleting it again while it
@@ -141,10 +142,18 @@ local f = redis.call('HMGET', rec, 'state', 'worker', 'hash', 'order', 'dedup', 
 local state = f[1]
 redis.call('ZREM', KEYS[6], jid)
 if not state then return 0 end
-if state == 'executing' and redis.call('ZSCORE', KEYS[5], (f[2] or '') .. '|' .. jid) then
-  -- it runs on a worker: cancel it, and let it hold its claims until it has stopped
+local member = (f[2] or '') .. '|' .. jid
+local lease = state == 'executing' and redis.call('ZSCORE', KEYS[5], member)
+if lease then
+  -- it runs on a worker: cancel it, and let it hold its claims until it has stopped. The lease
+  -- score E (ms) becomes E + 0.5: complete, release, renew and requeue_expired read the mark from
+  -- the score they fetch anyway; the record field is for get and enqueue
   if not f[6] then
     redis.call('HSET', rec, 'cancelled', now_s)
+  end
+  local e = tonumber(lease)
+  if e == math.floor(e) then
+    redis.call('ZADD', KEYS[5], 'XX', string.format('%.1f', e + 0.5), member)
   end
   redis.call('PUBLISH', KEYS[13], 'cancel:' .. jid)
   return 1

@@ -9,7 +9,7 @@ ARGV:
 Each job the worker still holds: attempts - 1, state=pending, back at the front: QUEUE: the
   consuming end of the wait list; LBQUEUE: the ready set with its priority (its jobHash stays
   running until it finishes, so identical jobs keep waiting); DELQUEUE: the due set at its due time.
-A job deleted while executing (record field cancelled) is not given back: as in complete, its
+A job deleted while executing (lease score E + 0.5) is not given back: as in complete, its
   record is deleted and it frees its LBQUEUE jobHash (queueing the parked job) and its DELQUEUE
   identity@timestamp entry; stats counter total-cancelled; its record key is published on
   jobrt:{Q}:results.
@@ -148,8 +148,9 @@ for i = 1, #ids do
     seen[jid] = true
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
-    local f = redis.call('HMGET', rec, 'attempts', 'order', 'priority', 'due', 'hash', 'dedup', 'cancelled')
-    if f[7] then
+    local e = tonumber(held[i])
+    local f = redis.call('HMGET', rec, 'attempts', 'order', 'priority', 'due', 'hash', 'dedup')
+    if e ~= math.floor(e) then
       -- deleted while it ran: it has stopped now, so it goes for good
       redis.call('DEL', rec)
       if free_claims(qtype, jid, f[5], f[6]) then wake = true end
@@ -161,7 +162,10 @@ for i = 1, #ids do
       elseif qtype == 'LBQUEUE' then
         redis.call('ZADD', KEYS[3], -(tonumber(f[3]) or 1), (f[2] or '0') .. '|' .. jid)
       else
-        redis.call('ZADD', KEYS[4], f[4] and math.floor(tonumber(f[4]) * 1000 + 0.5) or now_ms, jid)
+        -- DELQUEUE: its due time is the <ms> of its identity entry "...@<ms>" (reserve removed
+        -- the record's due field)
+        local due_ms = f[4] and math.floor(tonumber(f[4]) * 1000 + 0.5) or tonumber(f[6] and f[6]:match('@(%d+)$'))
+        redis.call('ZADD', KEYS[4], due_ms or now_ms, jid)
       end
       n = n + 1
     end

@@ -8,8 +8,10 @@ ARGV:
   [4..] ids   the job ids the worker is running (1..1000)
 Returns: the ids the worker no longer holds: the lease expired and was taken back (the worker
   should stop reporting them; complete would ignore their outcome), or the job was deleted
-  while executing (record field cancelled): the worker should stop running it; its lease is not
-  extended, and its complete or release, or the lease running out, frees the job's claims.
+  while executing (delete made its lease score E + 0.5): the worker should stop running it;
+  its lease is not extended (the score keeps its mark), and its complete or release, or the
+  lease running out, frees the job's claims.
+Cost: one ZMSCORE for the batch and one ZADD XX for the leases extended.
 ]]
 local SCRIPT = 'renew'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -137,7 +139,10 @@ local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
 local upd, lost = {}, {}
 local expiry = now_ms + math.floor(lease * 1000 + 0.5)
 for i = 1, #members do
-  if held[i] and redis.call('HEXISTS', KEYS[1] .. ARGV[i + 3], 'cancelled') == 0 then
+  -- a score with a fraction (E + 0.5) marks a job deleted while it runs: never extended, so the
+  -- mark is never lost
+  local e = tonumber(held[i])
+  if e and e == math.floor(e) then
     upd[#upd + 1] = expiry
     upd[#upd + 1] = members[i]
   else

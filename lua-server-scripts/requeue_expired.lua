@@ -11,10 +11,10 @@ ARGV ('' = default):
 Each expired lease "<worker>|<id>" of an executing job: record stalls+1. If stalls <= max_stalls
   or attempts <= retries (record field, 0 when absent): state=pending, error-reason says whose
   lease expired, back at the front (QUEUE: consuming end of the wait list; LBQUEUE: ready set,
-  jobHash stays running; DELQUEUE: due set, now). Otherwise: state=finished, result=failed, due
-  removed, into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE releases the jobHash (queues its
-  parked job), DELQUEUE frees its identity@timestamp entry.
-A job deleted while executing (record field cancelled) whose lease ran out: its record is
+  jobHash stays running; DELQUEUE: due set, now). Otherwise: state=finished, result=failed
+  (no due field: reserve removed it), into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE
+  releases the jobHash (queues its parked job), DELQUEUE frees its identity@timestamp entry.
+A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
   in the stats counter total-cancelled). Every expired lease counts in total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
@@ -139,8 +139,14 @@ ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err t
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
-local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms, 'LIMIT', 0, limit)
-if #expired == 0 then return { 0, 0, 0 } end
+local got = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, limit)
+if #got == 0 then return { 0, 0, 0 } end
+local expired, marked = {}, {}
+for i = 1, #got, 2 do
+  local e = tonumber(got[i + 1])
+  expired[#expired + 1] = got[i]
+  marked[#expired] = e ~= math.floor(e)     -- E + 0.5: deleted while it ran
+end
 redis.call('ZREM', KEYS[5], unpack(expired))
 
 local requeued, failed, cancelled, wake = 0, 0, 0, false
@@ -148,9 +154,8 @@ local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
   local worker, jid = expired[i]:match('^([^|]*)|(.*)$')
   local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority',
-    'cancelled')
-  if f[1] == 'executing' and f[9] then
+  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority')
+  if f[1] == 'executing' and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
     if free_claims(qtype, jid, f[5], f[6]) then wake = true end
@@ -172,7 +177,6 @@ for i = 1, #expired do
     else
       redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
         'error-exception', '', 'finished-created', now_s)
-      redis.call('HDEL', rec, 'due')
       redis.call('EXPIRE', rec, ttl_failed)
       fails[#fails + 1] = now_ms
       fails[#fails + 1] = jid

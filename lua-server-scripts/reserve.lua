@@ -11,7 +11,8 @@ Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, re
   backoff has passed, delayed QUEUE jobs), earliest first; then QUEUE: oldest of the wait list;
   LBQUEUE: highest priority of the ready set, FIFO among equal priorities.
 Each job: record state=executing, executing-created, worker, attempts+1 (and id, queue when a
-  hand-written record lacks them); lease entry "<worker>|<id>" in jobrt:{Q}:active with score =
+  hand-written record lacks them); due, error-reason and error-exception (of an earlier attempt,
+  or the wait for its due time) removed when present; lease entry "<worker>|<id>" in jobrt:{Q}:active with score =
   lease expiry (Unix ms); LBQUEUE: its jobHash is marked running (jobrt:{Q}:lb:running), so
   identical jobs wait in jobrt:{Q}:lb:parked.
 Hand-written entries (an id pushed by hand, seed 004) that cannot run are not handed out:
@@ -173,9 +174,12 @@ for i = 1, #ids do
   local jid = ids[i]
   local rec = prefix .. jid
   local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'id', 'queue',
-    'state', 'dedup')
+    'state', 'dedup', 'due', 'error-reason', 'error-exception')
   if f[1] and f[9] ~= 'executing' then
     local attempt = (tonumber(f[3]) or 0) + 1
+    -- a new attempt starts clean: an earlier attempt's error and the due time it waited for go
+    -- (so a job that then succeeds keeps neither; complete does not need to remove them)
+    if f[11] or f[12] or f[13] then redis.call('HDEL', rec, 'due', 'error-reason', 'error-exception') end
     local upd = { 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt }
     if not f[7] then upd[#upd + 1] = 'id'; upd[#upd + 1] = jid end
     if not f[8] then upd[#upd + 1] = 'queue'; upd[#upd + 1] = qname end
