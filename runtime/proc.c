@@ -149,6 +149,11 @@ static void on_stdin_written(uv_write_t *w, int status) {
  * inherited. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  if (jr_H.shutting_down) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "cannot start a process: jobrt is shutting down");
+    return 2;
+  }
   lua_getfield(L, 1, "file");
   const char *file = luaL_checkstring(L, -1);
   lua_getfield(L, 1, "args");
@@ -427,8 +432,23 @@ static double wd_limit;
 static pthread_t main_thread;
 static uv_timer_t *wd_timer;
 
+static const char WD_HANDLERS[] = "jobrt.watchdog.handlers";  /* weak set of handler coroutines */
+
 static void wd_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
+  /* Only a job handler's coroutine is interrupted; anything else (the
+   * worker's own code, stalled in C for a moment) is left alone and the
+   * hook stays armed until a handler runs or the loop ticks again. */
+  lua_getfield(L, LUA_REGISTRYINDEX, WD_HANDLERS);
+  int is_handler = 0;
+  if (lua_istable(L, -1)) {
+    lua_pushthread(L);
+    lua_rawget(L, -2);
+    is_handler = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!is_handler) return;
   lua_sethook(L, NULL, 0, 0);
   atomic_store(&hooked, 0);
   luaL_error(L, "interrupted by the watchdog: the event loop was blocked for more than %g s by code "
@@ -437,7 +457,8 @@ static void wd_hook(lua_State *L, lua_Debug *ar) {
 
 static void wd_signal(int sig) {
   (void)sig;
-  if (jr_H.L) lua_sethook(jr_H.L, wd_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (jr_H.L && !jr_H.shutting_down && atomic_load(&hooked))
+    lua_sethook(jr_H.L, wd_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 static void wd_tick(uv_timer_t *t) {
@@ -453,6 +474,7 @@ static void *wd_thread(void *arg) {
   for (;;) {
     struct timespec ts = {0, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);
+    if (jr_H.shutting_down) return NULL;
     uint64_t now = uv_hrtime(), last = atomic_load(&last_tick);
     if (now - last < limit_ns) {
       hooked_at = 0;
@@ -477,6 +499,27 @@ static void *wd_thread(void *arg) {
     }
   }
   return NULL;
+}
+
+/* proc.watch_handler(co): co is a job handler the watchdog may interrupt. */
+static int l_watch_handler(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTHREAD);
+  lua_getfield(L, LUA_REGISTRYINDEX, WD_HANDLERS);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, WD_HANDLERS);
+  }
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return 0;
 }
 
 /* proc.watchdog(seconds): start the in-process watchdog (once). */
@@ -589,7 +632,8 @@ int jr_open_proc(lua_State *L) {
   static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"heartbeat", l_heartbeat},
                                  {"exepath", l_exepath}, {"kill", l_kill},
                                  {"scandir", l_scandir}, {"stat", l_stat},
-                                 {"watchdog", l_watchdog}, {NULL, NULL}};
+                                 {"watchdog", l_watchdog}, {"watch_handler", l_watch_handler},
+                                 {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;

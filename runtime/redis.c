@@ -58,6 +58,7 @@ struct jr_conn {
   jr_req *dl_head;                 /* requests with a deadline */
   int subs_ref;                    /* registry table channel -> fn */
   int subwait_ref;                 /* registry table channel -> waiting coroutine */
+  int resub_ref;                   /* registry table channel -> true: resubscribed, not yet confirmed */
   int connect_ref;                 /* coroutine waiting in connect(), or LUA_NOREF */
   int collected;                   /* Lua object gone */
   int down_logged;
@@ -75,6 +76,7 @@ static jr_conn *all_conns;
 static void conn_maybe_free(jr_conn *c);
 static void start_sub(jr_conn *c);
 static void conn_close(jr_conn *c);
+static void fail_subwaiters(jr_conn *c, jr_errno_t code);
 
 /* ---- reply conversion ------------------------------------------------- */
 
@@ -137,17 +139,19 @@ static void dl_arm(jr_conn *c);
 static void on_deadline(uv_timer_t *t) {
   jr_conn *c = t->data;
   double now = (double)uv_now(jr_H.loop);
-  jr_req *q = c->dl_head;
-  while (q) {
-    jr_req *next = q->next;
-    if (q->deadline <= now) {
-      dl_unlink(q);
-      lua_State *co = jr_unref_thread(q->co_ref);
-      q->co_ref = LUA_NOREF;          /* reply arrives later: dropped */
-      push_err(co, JR_ETIMEDOUT, "redis at %s did not answer %s in time", c->addr, q->cmd);
-      jr_resume(co, 2);
-    }
-    q = next;
+  /* Resuming a caller may run anything (even close the connection, which
+   * frees the other requests), so find the next late one from the head
+   * each time. c itself stays valid: its timers are not closed yet. */
+  for (;;) {
+    jr_req *q = c->dl_head;
+    while (q && q->deadline > now) q = q->next;
+    if (q == NULL) break;
+    dl_unlink(q);
+    lua_State *co = jr_unref_thread(q->co_ref);
+    q->co_ref = LUA_NOREF;            /* reply arrives later: dropped */
+    push_err(co, JR_ETIMEDOUT, "redis at %s did not answer %s in time", c->addr, q->cmd);
+    jr_resume(co, 2);
+    if (c->state == ST_CLOSED) return;
   }
   dl_arm(c);
 }
@@ -303,8 +307,9 @@ static void on_reconnect_step(redisAsyncContext *ac, void *r, void *priv) {
   jr_conn *c = ac->data;
   redisReply *reply = r;
   if (c == NULL || priv == NULL || reply == NULL) return;
-  if (reply->type == REDIS_REPLY_ERROR) {
-    jr_log(3, "redis at %s: %s", c->addr, reply->str);
+  if (reply->type == REDIS_REPLY_ERROR) {   /* AUTH/SELECT refused: drop it, retry later */
+    jr_log(3, "redis at %s refused the connection setup: %s (retrying)", c->addr, reply->str);
+    redisAsyncFree(ac);
     return;
   }
   c->state = ST_UP;
@@ -403,9 +408,27 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
   if (strcmp(kind->str, "message") == 0 && msg->type == REDIS_REPLY_STRING) {
     dispatch(c, ch->str, ch->len, msg->str, msg->len);
   } else if (strcmp(kind->str, "subscribe") == 0) {
+    if (c->sub_state != ST_UP && c->sub_backoff > 0)
+      jr_log(1, "subscriber reconnected to redis at %s", c->addr);
     c->sub_state = ST_UP;
     c->sub_backoff = 0;
     confirm(c, ch->str, ch->len, 1, NULL);
+    /* After a reconnect, tell the channel's function only now that the
+     * subscription is live again (messages published before this point were
+     * missed; anything after it will arrive). */
+    lua_State *L = jr_H.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->resub_ref);
+    lua_pushlstring(L, ch->str, ch->len);
+    lua_rawget(L, -2);
+    int pending = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (pending) {
+      lua_pushlstring(L, ch->str, ch->len);
+      lua_pushnil(L);
+      lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    if (pending) dispatch(c, ch->str, ch->len, NULL, 0);
   }
 }
 
@@ -448,32 +471,25 @@ static void start_sub_ex(jr_conn *c, int resubscribe) {
   }
   lua_pop(L, 1);
   if (resubscribe) {
-    /* Tell each channel's function that messages may have been missed. */
-    jr_log(1, "subscriber reconnected to redis at %s", c->addr);
+    /* Each channel's function is told once its subscription is confirmed
+     * (on_sub_reply): mark them all as pending. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->subs_ref);
-    int t = lua_gettop(L);
-    lua_newtable(L);
-    int n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->resub_ref);
     lua_pushnil(L);
-    while (lua_next(L, t)) {
+    while (lua_next(L, -3)) {
       lua_pop(L, 1);
       lua_pushvalue(L, -1);
-      lua_rawseti(L, t + 1, ++n);
-    }
-    for (int i = 1; i <= n; i++) {
-      lua_rawgeti(L, t + 1, i);
-      size_t len;
-      const char *ch = lua_tolstring(L, -1, &len);
-      dispatch(c, ch, len, NULL, 0);
-      lua_pop(L, 1);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -4);
     }
     lua_pop(L, 2);
   }
 }
+
 static void start_sub(jr_conn *c) { start_sub_ex(c, 0); }
 
 /* Fails every coroutine still waiting for a subscription confirmation. */
-static void fail_subwaiters(jr_conn *c) {
+static void fail_subwaiters(jr_conn *c, jr_errno_t code) {
   lua_State *L = jr_H.L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->subwait_ref);
   int t = lua_gettop(L);
@@ -484,8 +500,8 @@ static void fail_subwaiters(jr_conn *c) {
     lua_State *co = lua_tothread(L, -1);
     lua_pop(L, 1);
     if (co) {
-      push_err(co, JR_ECONN, "subscriber connection to redis at %s lost (%s)", c->addr,
-               c->lasterr[0] ? c->lasterr : "closed");
+      push_err(co, code, "subscriber connection to redis at %s %s (%s)", c->addr,
+               code == JR_ECLOSED ? "closed" : "lost", c->lasterr[0] ? c->lasterr : "closed");
       jr_resume(co, 2);
     }
   }
@@ -498,7 +514,7 @@ static void sub_lost(jr_conn *c) {
   c->sub_backoff = c->sub_backoff ? c->sub_backoff * 2 : 50;
   if (c->sub_backoff > 5000) c->sub_backoff = 5000;
   uv_timer_start(&c->sub_reconnect_t, on_sub_reconnect_timer, (uint64_t)c->sub_backoff, 0);
-  fail_subwaiters(c);
+  fail_subwaiters(c, JR_ECONN);
 }
 
 
@@ -526,6 +542,7 @@ static void conn_maybe_free(jr_conn *c) {
   if (!jr_H.lua_closing) {
     luaL_unref(jr_H.L, LUA_REGISTRYINDEX, c->subs_ref);
     luaL_unref(jr_H.L, LUA_REGISTRYINDEX, c->subwait_ref);
+    luaL_unref(jr_H.L, LUA_REGISTRYINDEX, c->resub_ref);
   }
   free(c->host);
   free(c->path);
@@ -541,6 +558,7 @@ static void conn_close(jr_conn *c) {
     return;
   }
   c->state = ST_CLOSED;
+  if (!jr_H.lua_closing) fail_subwaiters(c, JR_ECLOSED);
   if (c->connect_ref != LUA_NOREF && c->ac == NULL) {
     luaL_unref(jr_H.L, LUA_REGISTRYINDEX, c->connect_ref);
     c->connect_ref = LUA_NOREF;
@@ -583,6 +601,7 @@ static char *opt_strdup(lua_State *L, int t, const char *k) {
  * connected yet; call conn:_connect()). */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  if (jr_H.shutting_down) return push_err(L, JR_ECLOSED, "the process is shutting down");
   jr_conn *c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "redis: out of memory");
   c->host = opt_strdup(L, 1, "host");
@@ -605,6 +624,8 @@ static int l_new(lua_State *L) {
   c->subs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   c->subwait_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  c->resub_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_timer_t *ts[] = {&c->reconnect_t, &c->sub_reconnect_t, &c->deadline_t};
   for (int i = 0; i < 3; i++) {
     uv_timer_init(jr_H.loop, ts[i]);

@@ -60,6 +60,7 @@ static int l_sleep(lua_State *L) {
 typedef struct {
   uv_timer_t t;
   int fn_ref;       /* callback, LUA_NOREF when stopped */
+  int self_ref;     /* pins the Lua object while armed, LUA_NOREF otherwise */
 } jr_timer_h;
 
 typedef struct {
@@ -81,12 +82,16 @@ static void on_timer(uv_timer_t *t) {
   if (h->fn_ref == LUA_NOREF || jr_H.shutting_down) return;
   lua_State *L = jr_H.L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref);
+  int self_ref = LUA_NOREF;
   if (uv_timer_get_repeat(t) == 0) {      /* one-shot: disarmed now */
     luaL_unref(L, LUA_REGISTRYINDEX, h->fn_ref);
     h->fn_ref = LUA_NOREF;
+    self_ref = h->self_ref;               /* unpinned after the callback started */
+    h->self_ref = LUA_NOREF;
   }
   jr_sched_spawn(L, 0);
   lua_pop(L, 1);
+  if (self_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, self_ref);
 }
 
 /* jobrt.timer() -> timer object (unarmed). */
@@ -97,6 +102,7 @@ static int l_timer(lua_State *L) {
   uv_timer_init(jr_H.loop, &u->h->t);
   u->h->t.data = u->h;
   u->h->fn_ref = LUA_NOREF;
+  u->h->self_ref = LUA_NOREF;
   luaL_getmetatable(L, TIMER_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -111,6 +117,10 @@ static int t_start(lua_State *L) {
   if (u->h->fn_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, u->h->fn_ref);
   lua_pushvalue(L, 3);
   u->h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (u->h->self_ref == LUA_NOREF) {      /* an armed timer is not garbage */
+    lua_pushvalue(L, 1);
+    u->h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   uv_update_time(jr_H.loop);
   uv_timer_start(&u->h->t, on_timer, ms, rep);
   return 0;
@@ -120,6 +130,8 @@ static void timer_disarm(lua_State *L, jr_timer_h *h) {
   uv_timer_stop(&h->t);
   if (h->fn_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->fn_ref);
   h->fn_ref = LUA_NOREF;
+  if (h->self_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->self_ref);
+  h->self_ref = LUA_NOREF;
 }
 
 /* t:stop() */

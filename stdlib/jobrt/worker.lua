@@ -31,7 +31,7 @@ local _M = {}
 local W = {}
 W.__index = W
 
-local error_text                   -- defined below
+local error_text, first_line       -- defined below
 local cjson_safe = cjson.new()
 cjson_safe.encode_sparse_array(true)
 
@@ -130,7 +130,7 @@ end
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
-               timeout = "number" }
+               timeout = "number", watch_handlers = "function" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -152,6 +152,7 @@ function _M.new(opts)
     lease = opts.lease or 10,
     grace = opts.grace or 30,
     default_timeout = opts.timeout,   -- for handlers that set none
+    watch_handlers = opts.watch_handlers,   -- tells the watchdog which coroutines are handlers
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
@@ -159,6 +160,7 @@ function _M.new(opts)
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
+    claimed = 0,               -- slots those calls may fill
     running = {},              -- id -> job state
     queues = {},               -- name -> queue state
     stopping = false,
@@ -245,15 +247,18 @@ function W:pump(q)
   local backoff = 0.05
   local err_logged = false
   while not self.stopping do
-    local free = self.concurrency - self.inflight
+    local free = self.concurrency - self.inflight - self.claimed
     if free <= 0 then
       self.slot_free:wait()
     elseif not q.dirty then
       q.wake:wait()
     else
       q.dirty = false
+      local want = free < 1000 and free or 1000
       self.reserving = self.reserving + 1
-      local res, err = ops:reserve(q.name, self.id, free < 1000 and free or 1000, self.lease)
+      self.claimed = self.claimed + want      -- slots promised to this reserve (other pumps see them)
+      local res, err = ops:reserve(q.name, self.id, want, self.lease)
+      self.claimed = self.claimed - want
       self.reserving = self.reserving - 1
       if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
         local ids = {}
@@ -275,7 +280,8 @@ function W:pump(q)
         err_logged, backoff = false, 0.05
         local jobs = res.jobs
         for i = 1, #jobs do self:start_job(q, jobs[i]) end
-        if #jobs >= (free < 1000 and free or 1000) then q.dirty = true end   -- there may be more
+        if #jobs < want then self.slot_free:broadcast() end   -- unused claims are free again
+        if #jobs >= want then q.dirty = true end   -- there may be more
         self:arm_timers(q, res)
       end
     end
@@ -359,7 +365,7 @@ error_text = function(e)
   return tostring(e)
 end
 
-local function first_line(s)
+first_line = function(s)
   s = tostring(s)
   return s:match("^([^\n]*)") or s
 end
@@ -371,6 +377,7 @@ function W:start_job(q, job)
   local spec = self.jobs[q.name][job.fn]
   local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
   state.co = spawn(function() self:run_job(q, job, spec, state) end)
+  if self.watch_handlers and not state.done then self.watch_handlers(state.co) end
   if not state.done and timeout then
     state.timer = jobrt.timer()
     state.timer:start(timeout, function()
@@ -463,6 +470,12 @@ function W:flush(q)
           q.name, #res.ignored, concat(res.ignored, ", "))
       end
       if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+    elseif self.finished or tostring(err):match("^ECLOSED") then
+      local ids = {}
+      for i = 1, #batch do ids[i] = batch[i].id end
+      self:log("error", "queue %s: could not store the results of %s before stopping (%s); those jobs run again when their lease expires",
+        q.name, concat(ids, ", "), tostring(err))
+      q.outcomes = {}
     else
       for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
       self:log("warn", "queue %s: cannot store %d result(s): %s (retrying)", q.name, #batch, tostring(err))
@@ -519,6 +532,9 @@ function W:register_self()
     "inflight", self.inflight, "concurrency", self.concurrency)
   if not ok then return nil, err end
   r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1))
+  -- stop() removes us with DEL + SREM on this same connection; checked right before sending,
+  -- so an SADD can never arrive after that SREM
+  if self.stopping then return true end
   r:call("SADD", "jobrt:workers", self.id)
   return true
 end

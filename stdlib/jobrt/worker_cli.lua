@@ -128,7 +128,8 @@ local function serve(opts, desc)
   local w, err = worker.new{ redis = opts.redis, jobs = desc, concurrency = opts.concurrency,
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
-                             backoff = opts.backoff, timeout = opts.timeout }
+                             backoff = opts.backoff, timeout = opts.timeout,
+                             watch_handlers = not opts.child and proc.watch_handler or nil }
   if not w then return fail(err) end
   local ok, serr = w:start()
   if not ok then return fail(serr) end

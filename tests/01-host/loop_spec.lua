@@ -121,6 +121,14 @@ describe("jobrt.timer", function()
     assert.has_error(function() t:start(1, print) end, "timer: already closed")
   end)
 
+  it("an armed timer keeps running when nothing else refers to it", function()
+    local fired = false
+    jobrt.timer():start(0.05, function() fired = true end)
+    collectgarbage()
+    collectgarbage()
+    h.wait_for(function() return fired end, 2, "the unreferenced timer")
+  end)
+
   it("re-arming moves the due time", function()
     local t = jobrt.timer()
     local fired = 0

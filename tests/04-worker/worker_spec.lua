@@ -283,6 +283,29 @@ return {
       assert.is_true(spans["user-1"] >= 2 and spans["user-2"] >= 2)
     end)
 
+    it("--concurrency holds across several queues", function()
+      local cdir = jobs_dir{ ["c.lua"] = [[
+local jobrt = require 'jobrt'
+local function work(args, job)
+  local n = job.redis:call("INCR", "test:running")
+  job.redis:call("RPUSH", "test:max", n)
+  jobrt.sleep(0.05)
+  job.redis:call("DECR", "test:running")
+end
+return { FIFO = { w = work }, DEL = { w = work }, LB = { w = work } }
+]] }
+      for i = 1, 4 do
+        enqueue(o, "FIFO", "w", { i = i })
+        enqueue(o, "DEL", "w", { i = i })
+        enqueue(o, "LB", "w", { i = i }, { jobHash = "h" .. i })
+      end
+      local p = start_worker(cdir, { "--concurrency", "1" })
+      h.wait_for(function() return r:call("LLEN", "test:max") == 12 end, 10, "12 jobs")
+      stop_worker(p)
+      os.execute("rm -rf '" .. cdir .. "'")
+      for _, n in ipairs(r:call("LRANGE", "test:max", 0, -1)) do assert.equal("1", n) end
+    end)
+
     it("LBQUEUE: deleting a running job stops it, then the parked job of its jobHash runs", function()
       local p = start_worker(dir, { "--concurrency", "4" })
       local a = enqueue(o, "LB", "work", { s = 30 }, { jobHash = "h" })
