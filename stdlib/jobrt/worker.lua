@@ -327,10 +327,15 @@ end
 
 local JobCtx = {}
 JobCtx.__index = function(t, k)
-  if k == "redis" then                 -- a connection of the handler's own, made on first use
+  if k == "redis" then                 -- the handlers' own connection, made on first use
     local w = rawget(t, "_worker")
+    while w.handler_redis_connecting do w.handler_redis_connecting:wait() end
     if not w.handler_redis then
+      local connecting = jobrt.cond()     -- handlers asking meanwhile wait for this one
+      w.handler_redis_connecting = connecting
       local r, err = redis.connect(type(w.url) == "userdata" and redis.options_of(w.url) or w.url)
+      w.handler_redis_connecting = nil
+      connecting:broadcast()
       if not r then error("job.redis: " .. tostring(err), 2) end
       w.handler_redis = r
     end
