@@ -100,6 +100,7 @@ int main(int argc, char **argv) {
   if (open > 0 && getenv("JOBRT_CHECK_HANDLES") && jr_H.exit_code == 0) jr_H.exit_code = 3;
   jr_H.lua_closing = 1;
   lua_close(L);
+  jr_redis_pool_free();
   uv_run(loop, UV_RUN_DEFAULT);      /* close callbacks of handles freed by finalizers */
   if (uv_loop_close(loop) != 0 && getenv("JOBRT_CHECK_HANDLES")) {
     fprintf(stderr, "jobrt: the event loop still had handles after the Lua state closed\n");

@@ -73,6 +73,7 @@ int jr_open_signal(lua_State *L);
 /* redis.c */
 int jr_open_redis(lua_State *L);
 void jr_redis_shutdown(void);
+void jr_redis_pool_free(void);
 
 /* term.c */
 int jr_open_term(lua_State *L);

@@ -73,6 +73,40 @@ typedef struct {
 static const char CONN_MT[] = "jobrt.redis.conn";
 static jr_conn *all_conns;
 
+/* Free requests kept for reuse: a pipelined call costs no malloc/free. */
+static jr_req *req_pool;
+static int req_pool_n;
+
+static jr_req *req_new(void) {
+  jr_req *q = req_pool;
+  if (q) {
+    req_pool = q->next;
+    req_pool_n--;
+    return q;
+  }
+  return malloc(sizeof *q);
+}
+
+static void req_free(jr_req *q) {
+  if (req_pool_n >= 1024 || jr_H.lua_closing) {
+    free(q);
+    return;
+  }
+  q->next = req_pool;
+  req_pool = q;
+  req_pool_n++;
+}
+
+/* Frees the pool (at exit, for leak checkers). */
+void jr_redis_pool_free(void) {
+  while (req_pool) {
+    jr_req *q = req_pool;
+    req_pool = q->next;
+    free(q);
+  }
+  req_pool_n = 0;
+}
+
 static void conn_maybe_free(jr_conn *c);
 static void start_sub(jr_conn *c);
 static void conn_close(jr_conn *c);
@@ -667,7 +701,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
   int had_deadline = q->deadline != 0;
   dl_unlink(q);
   if (q->co_ref == LUA_NOREF) {       /* abandoned after its deadline */
-    free(q);
+    req_free(q);
     return;
   }
   lua_State *co = jr_unref_thread(q->co_ref);
@@ -685,7 +719,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
     push_reply(co, reply);
     n = 1;
   }
-  free(q);
+  req_free(q);
   if (had_deadline) dl_arm(c);
   jr_resume(co, n);
 }
@@ -759,9 +793,11 @@ static int do_call(lua_State *L, jr_conn *c, double timeout, int first) {
     lua_pop(L, 1);
     return luaL_error(L, "redis: call from outside a coroutine (use jobrt.spawn)");
   }
-  lua_pop(L, 1);
-  jr_req *q = malloc(sizeof *q);
-  if (q == NULL) return push_err(L, JR_ENOMEM, "redis: out of memory");
+  jr_req *q = req_new();
+  if (q == NULL) {
+    lua_pop(L, 1);
+    return push_err(L, JR_ENOMEM, "redis: out of memory");
+  }
   q->c = c;
   q->prev = q->next = NULL;
   q->deadline = 0;
@@ -769,10 +805,11 @@ static int do_call(lua_State *L, jr_conn *c, double timeout, int first) {
   memcpy(q->cmd, argv[0], cl);
   q->cmd[cl] = '\0';
   if (send_argv(c->ac, on_reply, q, argc, argv, lens) != REDIS_OK) {
-    free(q);
+    req_free(q);
+    lua_pop(L, 1);
     return push_err(L, JR_ECONN, "redis at %s: cannot send %s", c->addr, argv[0]);
   }
-  q->co_ref = jr_ref_thread(L);
+  q->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* the thread pushed above */
   if (timeout > 0) {
     q->deadline = (double)uv_now(jr_H.loop) + timeout * 1000.0;
     if (q->deadline == 0) q->deadline = 1;
