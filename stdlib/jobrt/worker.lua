@@ -465,8 +465,13 @@ function W:flush(q)
   coroutine.yield()                      -- one loop turn: gather every job that ends now
   local backoff = 0.05
   while #q.outcomes > 0 do
-    local batch = q.outcomes
-    q.outcomes = {}
+    -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
+    local batch, rest = q.outcomes, {}
+    if #batch > 1000 then
+      for i = 1001, #batch do rest[#rest + 1] = batch[i] end
+      for i = #batch, 1001, -1 do batch[i] = nil end
+    end
+    q.outcomes = rest
     local res, err = self.ops:complete(q.name, self.id, batch)
     if res then
       backoff = 0.05
@@ -477,7 +482,8 @@ function W:flush(q)
       if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
     elseif self.finished or tostring(err):match("^ECLOSED") then
       local ids = {}
-      for i = 1, #batch do ids[i] = batch[i].id end
+      for i = 1, #batch do ids[#ids + 1] = batch[i].id end
+      for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
       self:log("error", "queue %s: could not store the results of %s before stopping (%s); those jobs run again when their lease expires",
         q.name, concat(ids, ", "), tostring(err))
       q.outcomes = {}
