@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <readline/readline.h>
 #include <readline/history.h>
 
@@ -143,6 +144,64 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* ---- Ctrl-C while an entry runs -------------------------------------- */
+
+/* The REPL marks the coroutine of the entry it runs (term.set_busy(co)).
+ * Our SIGINT handler is chained in front of libuv's: libuv's still runs
+ * (so the loop sees the signal later), and when an entry is marked it also
+ * sets a Lua count hook, the way luajit.c interrupts a running chunk. The
+ * hook raises "interrupted" in that entry's coroutine only, so even a busy
+ * loop that never yields gives the prompt back. */
+static const char BUSY_KEY[] = "jobrt.term.busy";
+static volatile sig_atomic_t busy_armed;
+static struct sigaction prev_int;
+static int chained;
+
+static void busy_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, BUSY_KEY);
+  lua_pushthread(L);
+  int mine = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!mine) return;            /* other code runs: wait for the entry's own */
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig, siginfo_t *si, void *uctx) {
+  if (prev_int.sa_flags & SA_SIGINFO) {
+    if (prev_int.sa_sigaction) prev_int.sa_sigaction(sig, si, uctx);
+  } else if (prev_int.sa_handler != SIG_DFL && prev_int.sa_handler != SIG_IGN && prev_int.sa_handler) {
+    prev_int.sa_handler(sig);
+  }
+  if (busy_armed && jr_H.L && !jr_H.shutting_down)
+    lua_sethook(jr_H.L, busy_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* term.set_busy(co | nil): co is the entry Ctrl-C should interrupt. */
+static int l_set_busy(lua_State *L) {
+  if (lua_isthread(L, 1)) {
+    if (!chained) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_sigaction = on_sigint;
+      sa.sa_flags = SA_SIGINFO | SA_RESTART;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGINT, &sa, &prev_int);
+      chained = 1;
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, BUSY_KEY);
+    busy_armed = 1;
+  } else {
+    busy_armed = 0;
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, BUSY_KEY);
+    lua_sethook(L, NULL, 0, 0);
+  }
+  return 0;
+}
+
 /* ---- pipes and files ------------------------------------------------- */
 
 static uv_pipe_t *in_pipe;       /* malloc'd; data = itself */
@@ -267,6 +326,7 @@ int jr_open_term(lua_State *L) {
                                  {"write_history", l_write_history},
                                  {"isatty", l_isatty},
                                  {"read_line", l_read_line},
+                                 {"set_busy", l_set_busy},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);

@@ -159,6 +159,7 @@ function _M.main(argv, cmd)
       :format(jobrt._VERSION, q.r:info().addr))
     sig = jobrt.on_signal('SIGINT', function()
       if running then
+        term.set_busy(nil)
         jobrt.cancel(running)
         running = nil
         done:signal('interrupted')
@@ -199,7 +200,9 @@ function _M.main(argv, cmd)
         else
           done = jobrt.cond()
           local d, res = done, nil
+          if tty then jit.off(fn, true) end   -- interpreted, so Ctrl-C can stop a busy loop
           local co = jobrt.spawn(function()
+            if tty then term.set_busy(coroutine.running()) end
             local r = { n = 0 }
             local function pack(okk, ...)
               r.n = select('#', ...)
@@ -207,6 +210,7 @@ function _M.main(argv, cmd)
               return okk
             end
             local okk = pack(xpcall(fn, on_error))
+            if tty then term.set_busy(nil) end
             res = { okk, r }
             d:signal()
           end)
