@@ -99,6 +99,7 @@ local function start_on(self, port)
                  "--appendfsync", "always" }
   local p, err = proc.spawn{ file = "redis-server", args = args, capture = true }
   if not p then error("tests: cannot start redis-server: " .. tostring(err)) end
+  h.spawned[p] = true
   local url = ("redis://127.0.0.1:%d"):format(port)
   local deadline = jobrt.monotime() + 10
   while jobrt.monotime() < deadline do
@@ -147,6 +148,21 @@ function Server:restart()
   error("tests: redis-server could not restart on port " .. self.port)
 end
 
+-- Every process a spec starts, so the suite can stop what a failed spec left running.
+h.spawned = {}
+
+-- Kills whatever specs started and did not stop (called by tests/run.lua at the end).
+function h.kill_leftovers()
+  local n = 0
+  for p in pairs(h.spawned) do
+    if not p:exited() then
+      p:kill("SIGKILL")
+      n = n + 1
+    end
+  end
+  return n
+end
+
 function h.spawn_jobrt(args, opts)
   opts = opts or {}
   local argv = { h.jobrt_bin }
@@ -155,6 +171,7 @@ function h.spawn_jobrt(args, opts)
   local p, err = proc.spawn{ file = h.jobrt_bin, args = argv, env = env, cwd = opts.cwd,
                              stdin = opts.stdin, capture = opts.capture ~= false }
   if not p then error("tests: cannot start jobrt: " .. tostring(err), 2) end
+  h.spawned[p] = true
   return p
 end
 
