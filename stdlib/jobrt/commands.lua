@@ -649,18 +649,27 @@ local DELETE_USAGE = [[
 usage: jobrt delete QUEUE ID
 
 Deletes (cancels) job ID of QUEUE, whatever its state: a waiting job never runs; a running
-one's outcome is ignored.
+one is stopped by its worker at once (and an LBQUEUE jobHash stays held until it has stopped).
 ]]
 
-local function cmd_job(argv, cmd)
-  local o, pos = parse(cmd, argv, {}, JOB_USAGE)
-  if not o then return pos end
-  if not pos[1] then return missing(cmd, 'QUEUE', 'QUEUE ID') end
-  if not pos[2] then return missing(cmd, 'ID', 'QUEUE ID') end
-  if pos[3] then return too_many(cmd, pos[3]) end
+-- The shared start of `job` and `delete`: QUEUE ID and a connection. Returns the client, queue
+-- and id, or nil and the exit status (the message is printed).
+local function queue_id_command(cmd, argv, usage)
+  local o, pos = parse(cmd, argv, {}, usage)
+  if not o then return nil, pos end
+  if not pos[1] then return nil, missing(cmd, 'QUEUE', 'QUEUE ID') end
+  if not pos[2] then return nil, missing(cmd, 'ID', 'QUEUE ID') end
+  if pos[3] then return nil, too_many(cmd, pos[3]) end
   local q = connect(cmd, o)
-  if not q then return 1 end
-  local ok, rec = pcall(q.getJob, q, pos[1], pos[2])
+  if not q then return nil, 1 end
+  return q, pos[1], pos[2]
+end
+
+local function cmd_job(argv, cmd)
+  local q, queue, id = queue_id_command(cmd, argv, JOB_USAGE)
+  if not q then return queue end
+  local pos = { queue, id }
+  local ok, rec = pcall(q.getJob, q, queue, id)
   q:close()
   if not ok then
     errline(cmd, bare(rec))
@@ -676,14 +685,10 @@ local function cmd_job(argv, cmd)
 end
 
 local function cmd_delete(argv, cmd)
-  local o, pos = parse(cmd, argv, {}, DELETE_USAGE)
-  if not o then return pos end
-  if not pos[1] then return missing(cmd, 'QUEUE', 'QUEUE ID') end
-  if not pos[2] then return missing(cmd, 'ID', 'QUEUE ID') end
-  if pos[3] then return too_many(cmd, pos[3]) end
-  local q = connect(cmd, o)
-  if not q then return 1 end
-  local ok, deleted = pcall(q.deleteJob, q, pos[1], pos[2])
+  local q, queue, id = queue_id_command(cmd, argv, DELETE_USAGE)
+  if not q then return queue end
+  local pos = { queue, id }
+  local ok, deleted = pcall(q.deleteJob, q, queue, id)
   q:close()
   if not ok then
     errline(cmd, bare(deleted))

@@ -430,6 +430,20 @@ return {
       assert.equal(0, (stop_worker(p)))
     end)
 
+    it("--keep-ok and --keep-failed set how long finished records are kept", function()
+      local p = start_worker(dir, { "--keep-ok", "100", "--keep-failed", "200" })
+      local ok_id = enqueue(o, "R", "count", { n = 1 })
+      local bad_id = enqueue(o, "R", "nosuch")
+      h.wait_for(function()
+        return state_of(o, "R", ok_id) == "finished" and state_of(o, "R", bad_id) == "finished"
+      end, 5, "both jobs")
+      stop_worker(p)
+      local ttl_ok = r:call("TTL", "jobrt:{R}:job:" .. ok_id)
+      local ttl_bad = r:call("TTL", "jobrt:{R}:job:" .. bad_id)
+      assert.is_true(ttl_ok > 90 and ttl_ok <= 100, "successful record TTL " .. ttl_ok)
+      assert.is_true(ttl_bad > 190 and ttl_bad <= 200, "failed record TTL " .. ttl_bad)
+    end)
+
     it("supervisor killed with -9: its children notice and stop by themselves", function()
       local sup = start_worker(dir, { "--procs", "2" }, nil, 2)
       local pids = {}
