@@ -32,7 +32,9 @@ function P.spawn(args, opts)
   local w = assert(io.open(fifo, 'r+'))
   local words = { shell_quote(h.jobrt_bin) }
   for _, a in ipairs(args) do words[#words + 1] = shell_quote(a) end
-  local cmdline = table.concat(words, ' ')
+  -- script(1) runs the line with $SHELL -c; `exec` makes jobrt the terminal's foreground
+  -- process itself, so Ctrl-C reaches only jobrt (dash, CI's shell, would die of it first)
+  local cmdline = 'exec ' .. table.concat(words, ' ')
   local env = { TERM = 'dumb', COLUMNS = '200', LINES = '50' }
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local p = assert(proc.spawn{
