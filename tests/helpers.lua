@@ -99,7 +99,7 @@ local function start_on(self, port)
                  "--appendfsync", "always" }
   local p, err = proc.spawn{ file = "redis-server", args = args, capture = true }
   if not p then error("tests: cannot start redis-server: " .. tostring(err)) end
-  h.spawned[p] = true
+  h.spawned[p] = table.concat(args, " ")
   local url = ("redis://127.0.0.1:%d"):format(port)
   local deadline = jobrt.monotime() + 10
   while jobrt.monotime() < deadline do
@@ -154,8 +154,9 @@ h.spawned = {}
 -- Kills whatever specs started and did not stop (called by tests/run.lua at the end).
 function h.kill_leftovers()
   local n = 0
-  for p in pairs(h.spawned) do
+  for p, what in pairs(h.spawned) do
     if not p:exited() then
+      io.stderr:write("tests: still running, killed: ", tostring(what), "\n")
       p:kill("SIGKILL")
       n = n + 1
     end
@@ -171,7 +172,7 @@ function h.spawn_jobrt(args, opts)
   local p, err = proc.spawn{ file = h.jobrt_bin, args = argv, env = env, cwd = opts.cwd,
                              stdin = opts.stdin, capture = opts.capture ~= false }
   if not p then error("tests: cannot start jobrt: " .. tostring(err), 2) end
-  h.spawned[p] = true
+  h.spawned[p] = table.concat(argv, ' ')
   return p
 end
 

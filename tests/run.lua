@@ -25,9 +25,9 @@ for _, o in ipairs(opts) do _G.arg[#_G.arg + 1] = o end
 for _, r in ipairs(roots) do _G.arg[#_G.arg + 1] = r end
 
 local ok, err = pcall(require('busted.runner'), { standalone = false })
+server:stop()
 local left = h.kill_leftovers()
 if left > 0 then io.stderr:write(("tests: killed %d process(es) that failed specs left running\n"):format(left)) end
-server:stop()
 
 local s = _G.JOBRT_TEST_SUMMARY or { passed = 0, failed = 1, skipped = 0 }
 if not ok and err ~= nil then
