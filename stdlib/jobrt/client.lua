@@ -342,6 +342,8 @@ end
 
 -- For the command line: one enqueue of JSON text already checked. Returns id, existed (raises).
 _M.enqueue_one = enqueue_one
+-- For the command line: the message when options do not fit the queue's type, or nil.
+_M.type_rules = type_rules
 
 -- enqueueJob answers the id alone (an id already waiting is answered as well: not enqueued twice)
 local function enqueue_id(...)

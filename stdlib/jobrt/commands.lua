@@ -3,8 +3,8 @@
 --   jobrt stats [QUEUE]      jobrt failed QUEUE [list|retry|delete]
 --   jobrt job QUEUE ID       jobrt delete QUEUE ID
 -- main(argv, cmd) returns the exit status: 0 done, 1 failed (Redis, a missing queue type, a job
--- that failed under --wait, nothing found), 2 usage error. Every problem is one line on stderr
--- that names it and the fix.
+-- that failed under --wait, nothing found), 2 usage error (options that do not fit the queue's
+-- type included). Every problem is one line on stderr that names it and the fix.
 local jobrt = require 'jobrt'
 local args = require 'jobrt.args'
 local client = require 'jobrt.client'
@@ -292,6 +292,23 @@ local function enqueue_bulk(q, queue, items)
   return made, existed
 end
 
+-- Options that do not fit the queue's type are a usage error (2), found before anything is
+-- sent; a queue without a type (or Redis failing) is 1. Returns nil when all fit.
+local function check_type(q, cmd, queue, list)
+  local qtype, err = q.ops:queue_type(queue)
+  if not qtype then
+    errline(cmd, tostring(err))
+    return 1
+  end
+  for _, it in ipairs(list) do
+    local msg = client.type_rules('enqueue', queue, qtype, it.opts)
+    if msg then
+      errline(cmd, it.n and str_format('line %d of stdin: %s', it.n, bare(msg)) or cli_words(bare(msg)))
+      return 2
+    end
+  end
+end
+
 local function enqueue_stdin(q, cmd, queue, job, base)
   local lines = read_lines()
   local items = {}
@@ -324,6 +341,8 @@ local function enqueue_stdin(q, cmd, queue, job, base)
       items[i] = { n = l.n, job = v.job, text = text, opts = clean }
     end
   end
+  local rc = #items > 0 and check_type(q, cmd, queue, items)
+  if rc then return rc end
   local made, existed, done = enqueue_bulk(q, queue, items)
   if not made then
     errline(cmd, existed .. str_format(' (%d of %d jobs were enqueued before it)', done, #items))
@@ -377,6 +396,11 @@ local function cmd_enqueue(argv, cmd)
   if not q then return 1 end
   if from_stdin then
     local rc = enqueue_stdin(q, cmd, queue, from_stdin == 'args' and job or nil, copts)
+    q:close()
+    return rc
+  end
+  local rc = check_type(q, cmd, queue, { { opts = copts } })
+  if rc then
     q:close()
     return rc
   end

@@ -342,6 +342,54 @@ describe('jobrt.client', function()
       assert.is_truthy(co)
     end)
 
+    it('gets a result published while its subscription was down (the record is read again)', function()
+      local got
+      local done = jobrt.cond()
+      jobrt.spawn(function()
+        got = { pcall(q.run, q, Q, 'x', {}, { wait = 10 }) }
+        done:signal()
+      end)
+      h.wait_for(function() return q:stats(Q).pending == 1 end, 5, 'the job')
+      local res = assert(o:reserve(Q, 'w-x', 1, 30))
+      -- close the client's subscriber connection, then finish the job at once: the results
+      -- message is published while nobody listens, so only the re-read after resubscribing
+      -- can wake run
+      local killed = assert(r:call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
+      assert.is_true(killed >= 1)
+      assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '"seen"' } }))
+      assert.is_true(done:wait(10), 'run never returned')
+      assert.same({ true, 'seen', res.jobs[1].id }, got)
+    end)
+
+    it('survives a Redis restart while it waits (AOF on)', function()
+      local s = h.start_redis{ aof = true }
+      local qq = jobrt.connect(s.url)
+      assert(qq:queueType('rr', 'QUEUE'))
+      local release, started = jobrt.cond(), false
+      local w = assert(qq:registerWorker(s.url, { rr = {
+        slow = function(args)
+          started = true
+          release:wait(20)
+          return { n = args.n + 1 }
+        end,
+      } }, { log_jobs = false }))
+      local got
+      local done = jobrt.cond()
+      jobrt.spawn(function()
+        got = { pcall(qq.run, qq, 'rr', 'slow', { n = 41 }, { wait = 30 }) }
+        done:signal()
+      end)
+      h.wait_for(function() return started end, 5, 'the handler to start')
+      s:kill()
+      s:restart()
+      release:broadcast()
+      assert.is_true(done:wait(30), 'run never returned')
+      assert.same({ true, { n = 42 }, '1' }, got)
+      w:stop(1)
+      qq:close()
+      s:stop()
+    end)
+
     it('waitJob waits for a job enqueued earlier', function()
       local id = q:enqueueJob(Q, 'x', {})
       jobrt.spawn(function()
