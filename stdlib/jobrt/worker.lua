@@ -26,6 +26,7 @@ local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next
 local traceback, fmt, concat, floor = debug.traceback, string.format, table.concat, math.floor
 local spawn, sleep, now, monotime = jobrt.spawn, jobrt.sleep, jobrt.now, jobrt.monotime
+local running = coroutine.running
 
 local _M = {}
 local W = {}
@@ -381,18 +382,23 @@ function W:start_job(q, job)
   self.running[job.id] = state
   local spec = self.jobs[q.name][job.fn]
   local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
-  state.co = spawn(function() self:run_job(q, job, spec, state) end)
-  if self.watch_handlers and not state.done then self.watch_handlers(state.co) end
-  if not state.done and timeout then
-    state.timer = jobrt.timer()
-    state.timer:start(timeout, function()
-      if state.done then return end
-      jobrt.cancel(state.co)
-      self:finish(state, { id = job.id, ok = false,
-        reason = fmt("timed out after %gs (the job's timeout): make the handler faster or raise timeout", timeout),
-        exception = "", retries = spec and spec.retries })
-    end)
-  end
+  -- spawn runs the handler at once, up to its first yield: everything that must watch it (the
+  -- watchdog, the timeout) is set up inside, before the handler starts
+  spawn(function()
+    state.co = running()
+    if self.watch_handlers then self.watch_handlers(state.co) end
+    if timeout then
+      state.timer = jobrt.timer()
+      state.timer:start(timeout, function()
+        if state.done then return end
+        jobrt.cancel(state.co)
+        self:finish(state, { id = job.id, ok = false,
+          reason = fmt("timed out after %gs (the job's timeout): make the handler faster or raise timeout", timeout),
+          exception = "", retries = spec and spec.retries })
+      end)
+    end
+    self:run_job(q, job, spec, state)
+  end)
 end
 
 function W:run_job(q, job, spec, state)

@@ -355,6 +355,7 @@ return {
     end,
     long = function(args, job) note(job, "start"); jobrt.sleep(0.5); return "finished" end,
     spin = { retries = 0, handler = function(args, job) note(job, "start"); while true do end end },
+    spin_at_once = { retries = 0, handler = function() local n = 0 while true do n = n + 1 end end },
   },
 }
 ]] }
@@ -426,6 +427,16 @@ return {
       h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
       assert.matches("^interrupted by the watchdog: the event loop was blocked for more than 1 s", o:get("R", id)["error-reason"])
       local id2 = enqueue(o, "R", "count", { n = 7 })
+      h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
+      assert.equal(0, (stop_worker(p)))
+    end)
+
+    it("a handler that spins before it ever yields is interrupted as well", function()
+      local p = start_worker(dir, { "--watchdog", "1" })
+      local id = enqueue(o, "R", "spin_at_once")
+      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
+      assert.matches("^interrupted by the watchdog", o:get("R", id)["error-reason"])
+      local id2 = enqueue(o, "R", "count", { n = 8 })
       h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
       assert.equal(0, (stop_worker(p)))
     end)
