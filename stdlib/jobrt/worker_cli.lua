@@ -242,8 +242,23 @@ local function supervise(opts, paths, argv_opts)
   local h1 = jobrt.on_signal("SIGTERM", on_sig)
   local h2 = jobrt.on_signal("SIGINT", on_sig)
   while not stopping do done:wait() end
+  -- the watchdog stays on (a stuck child cannot act on SIGTERM), and a child still running
+  -- after its grace time and the hand-back is killed: its jobs come back by lease expiry
+  local deadline = jobrt.monotime() + (opts.grace or 30) + 5
+  while next(children) ~= nil do
+    all_done:wait(1)
+    if next(children) ~= nil and jobrt.monotime() > deadline then
+      for slot, c in pairs(children) do
+        if not c.killed then
+          c.killed = true
+          jobrt.log("error", "worker child %d (pid %d) did not stop within its grace time; killing it",
+            slot, c.p:pid())
+          c.p:kill("SIGKILL")
+        end
+      end
+    end
+  end
   dog:close()
-  while next(children) ~= nil do all_done:wait(1) end
   h1:close()
   h2:close()
   jobrt.log("info", "all worker children stopped")

@@ -421,6 +421,22 @@ return {
       assert.matches("restarting it", err, 1, true)
     end)
 
+    it("SIGTERM to a supervisor whose child is stuck: the child is killed after its grace time", function()
+      local sup = start_worker(dir, { "--procs", "1", "--grace", "0.5", "--watchdog", "100" })
+      local id = enqueue(o, "R", "spin")
+      h.wait_for(function() return #log_entries() == 1 end, 5, "the spinning job to start")
+      local t0 = jobrt.monotime()
+      sup:kill("SIGTERM")
+      local guard = jobrt.timer()
+      guard:start(30, function() sup:kill("SIGKILL") end)
+      local code = sup:wait()
+      guard:close()
+      assert.equal(0, code)
+      assert.is_true(jobrt.monotime() - t0 < 0.5 + 5 + 2)
+      assert.matches("did not stop within its grace time; killing it", select(2, sup:output()), 1, true)
+      assert.equal("executing", state_of(o, "R", id))     -- its lease brings it back
+    end)
+
     it("a handler that never yields in a single process: the watchdog fails that job, the worker goes on", function()
       local p = start_worker(dir, { "--watchdog", "1" })
       local id = enqueue(o, "R", "spin")
