@@ -20,7 +20,8 @@ Executing job (a worker holds its lease): cancelled, not removed yet, because it
 Returns: 1 when a job was deleted or cancelled (or is already cancelled and stopping), 0 when
   there was none.
 Publishes: "cancel:<id>" on the wake channel (executing job); the wake channel (now, Unix ms)
-  when a parked LBQUEUE job was queued.
+  when a parked LBQUEUE job was queued; the record key on the results channel (pending job), so
+  whoever waits for its result learns that it is gone.
 ]]
 local SCRIPT = 'delete'
 -- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
@@ -174,4 +175,5 @@ else
   redis.call('ZREM', KEYS[4], jid)
 end
 if free_claims(qtype, jid, f[3], f[5]) then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
+redis.call('PUBLISH', KEYS[14], rec)
 return 1

@@ -361,6 +361,19 @@ describe('jobrt.client', function()
       assert.same({ true, 'seen', res.jobs[1].id }, got)
     end)
 
+    it('raises at once when its pending job is deleted', function()
+      local got
+      local done = jobrt.cond()
+      jobrt.spawn(function()
+        got = { pcall(q.run, q, Q, 'x', {}, { id = 'gone-1', delay = 100, wait = 10 }) }
+        done:signal()
+      end)
+      h.wait_for(function() return q:stats(Q).delayed == 1 end, 5, 'the job')
+      assert.is_true(q:deleteJob(Q, 'gone-1'))
+      assert.is_true(done:wait(5), 'run still waits for a deleted job')
+      assert.same({ false, "run: job gone-1 on queue 'cq' was deleted before it finished" }, got)
+    end)
+
     it('survives a Redis restart while it waits (AOF on)', function()
       local s = h.start_redis{ aof = true }
       local qq = jobrt.connect(s.url)
