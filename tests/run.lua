@@ -24,7 +24,13 @@ _G.arg = { "--output=tests/output.lua", "--pattern=_spec", "--sort-files", "--lp
 for _, o in ipairs(opts) do _G.arg[#_G.arg + 1] = o end
 for _, r in ipairs(roots) do _G.arg[#_G.arg + 1] = r end
 
+-- busted ends with os.exit when a spec failed: turn that into an error here, so the server is
+-- stopped and the summary line printed whatever happened
+local real_exit = os.exit
+os.exit = function(code) error({ busted_exit = code }, 0) end
 local ok, err = pcall(require('busted.runner'), { standalone = false })
+os.exit = real_exit
+if not ok and type(err) == "table" and err.busted_exit then ok, err = true, nil end
 server:stop()
 local left = h.kill_leftovers()
 if left > 0 then io.stderr:write(("tests: killed %d process(es) that failed specs left running\n"):format(left)) end
@@ -37,4 +43,7 @@ end
 io.stdout:write(("%d passed, %d failed%s\n"):format(s.passed, s.failed,
   s.skipped > 0 and (", %d skipped"):format(s.skipped) or ""))
 io.stdout:flush()
-return s.failed > 0 and 1 or 0
+-- a failed spec may have left coroutines running (an in-process worker, say): end them all
+local code = s.failed > 0 and 1 or 0
+require('jobrt').exit(code)
+return code

@@ -270,6 +270,7 @@ function W:pump(q)
       end
       if not res then
         q.dirty = true
+        self.slot_free:broadcast()        -- its claims are free again: other queues go on
         if not err_logged then
           self:log("warn", "queue %s: cannot reserve jobs: %s (retrying)", q.name, tostring(err))
           err_logged = true

@@ -557,6 +557,24 @@ describe('jobrt.client', function()
       w:stop(1)
     end)
 
+    it('a queue that cannot reserve (its type was removed) does not stop the others', function()
+      assert(q:queueType('qa', 'QUEUE'))
+      local w = assert(q:registerWorker(h.url, {
+        qa = { a = function() return 'a' end },
+        [Q] = { b = function() return 'b' end },
+      }, { concurrency = 1, log_jobs = false }))
+      assert.equal('b', q:run(Q, 'b', {}, { wait = 5 }))
+      assert(r:call('HDEL', 'RESERVED:QCONFIG', 'qa'))
+      w.ops.types = {}                -- forget the cached types: the next reserve of qa fails
+      local wake_a = ops.channels('qa').wake
+      -- qa's pump is woken first and claims the only slot for a reserve that fails; then a job
+      -- of Q arrives, in the same moment
+      jobrt.spawn(function() r:call('PUBLISH', wake_a, '0') end)
+      local id = o:enqueue(Q, 'b', '{}', {})
+      assert.equal('b', q:waitJob(Q, id, 5))
+      w:stop(1)
+    end)
+
     it('checks its arguments', function()
       assert.equal('registerWorker: jobDescription must be a table { QUEUE = { job = function(args, job) ... end } }, got nil',
         err_of(q.registerWorker, q, h.url))
