@@ -126,19 +126,21 @@ static void finished(lua_State *co) {
   if (jr_H.live <= 0 && !jr_H.shutting_down) uv_idle_start(&exit_idle, on_exit_idle);
 }
 
-/* Reports a coroutine's error with its traceback on stderr. The error value
- * is on top of co's stack. */
+/* Reports a coroutine's error with its traceback on stderr, after `what: `
+ * (none when what is NULL). The error value is on top of co's stack. */
 void jr_report_error(lua_State *co, const char *what) {
   lua_State *L = jr_H.L;
   const char *msg = lua_tostring(co, -1);
   if (msg == NULL) msg = luaL_typename(co, -1);
+  const char *sep = what ? ": " : "";
+  if (what == NULL) what = "";
   /* An error raised with a traceback already attached is printed as is. */
   if (strstr(msg, "stack traceback:") != NULL) {
-    jr_log(3, "%s: %s", what, msg);
+    jr_log(3, "%s%s%s", what, sep, msg);
     return;
   }
   luaL_traceback(L, co, msg, 0);
-  jr_log(3, "%s: %s", what, lua_tostring(L, -1));
+  jr_log(3, "%s%s%s", what, sep, lua_tostring(L, -1));
   lua_pop(L, 1);
 }
 
@@ -179,7 +181,7 @@ void jr_resume(lua_State *co, int nargs) {
     if (is_main && lua_gettop(co) > 0 && lua_type(co, 1) == LUA_TNUMBER)
       jr_H.exit_code = (int)lua_tointeger(co, 1);
   } else {
-    jr_report_error(co, is_main ? "error" : "coroutine failed");
+    jr_report_error(co, is_main ? NULL : "coroutine failed");
     if (is_main) jr_H.exit_code = 1;
   }
   lua_settop(co, 0);

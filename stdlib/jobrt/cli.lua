@@ -100,6 +100,10 @@ local function cmd_run(argv)
   end
   argv = { "run", unpack(argv, at) }
   local fn, err = loadfile(file)
+  if not fn and file:find("^%-") and not io.open(file) then
+    io.stderr:write(("jobrt run: unknown option %s (see jobrt run --help)\n"):format(file))
+    return 2
+  end
   if not fn then
     io.stderr:write("jobrt run: ", err, "\n")
     return 1

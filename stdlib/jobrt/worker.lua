@@ -79,6 +79,10 @@ function _M.load_description(desc, source, into)
       return nil, fmt("%s: queue %s must be a table of jobs like { myJob = function(args, job) ... end }, got %s",
         locate(source, queue), queue, type(jobs))
     end
+    if next(jobs) == nil then
+      return nil, fmt("%s: queue %s has no jobs: add one, e.g. %s = { myJob = function(args, job) ... end }",
+        locate(source, queue), queue, queue)
+    end
     local q = into[queue] or {}
     into[queue] = q
     for name, def in pairs(jobs) do

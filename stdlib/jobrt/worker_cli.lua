@@ -119,7 +119,7 @@ local function check_types(r, desc)
 end
 
 local function fail(msg, code)
-  io.stderr:write("jobrt: ", msg, "\n")
+  io.stderr:write(msg:find("^jobrt ") and "" or "jobrt: ", msg, "\n")
   return code or 1
 end
 

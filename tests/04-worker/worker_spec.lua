@@ -524,6 +524,8 @@ return {
         "^jobrt: [^\n]*/a%.lua: must return a jobDescription table like { QUEUENAME = { myJob = function%(args, job%) %.%.%. end } }, got number\n$" },
       { "handler not a function", { ["a.lua"] = "return { Q = { j = 5 } }" },
         "^jobrt: [^\n]*/a%.lua:1: Q%.j must be a function%(args, job%) or a table { handler = function%(args, job%) %.%.%. end }, got number\n$" },
+      { "queue without jobs", { ["a.lua"] = "return {\n  ECHO = {} }" },
+        "^jobrt: [^\n]*/a%.lua:2: queue ECHO has no jobs: add one, e%.g%. ECHO = { myJob = function%(args, job%) %.%.%. end }\n$" },
       { "table without handler", { ["a.lua"] = "return {\n  Q = {\n    j = { timeout = 1 } } }" },
         "^jobrt: [^\n]*/a%.lua:3: Q%.j%.handler must be a function, got nil\n$" },
       { "error while loading", { ["a.lua"] = "local x = nil; return x.y" },
@@ -555,7 +557,7 @@ return {
     it("unknown options are usage errors (exit 2)", function()
       local code, _, err = h.run_jobrt({ "work", "jobs/", "--concurency", "2" })
       assert.equal(2, code)
-      assert.equal("jobrt: jobrt work: unknown option --concurency (see jobrt work --help)\n", err)
+      assert.equal("jobrt work: unknown option --concurency (see jobrt work --help)\n", err)
     end)
   end)
 end)
