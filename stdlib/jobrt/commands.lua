@@ -9,6 +9,7 @@ local jobrt = require 'jobrt'
 local args = require 'jobrt.args'
 local client = require 'jobrt.client'
 local ops = require 'jobrt.ops'
+local redis = require 'jobrt.redis'
 local term = require 'jobrt.core.term'
 local cjson = require 'cjson'
 
@@ -147,11 +148,17 @@ local function parse(cmd, argv, spec, usage)
   return opts, pos
 end
 
+-- Returns the client, or nil and the exit status (2: a malformed URL, 1: Redis not reachable).
 local function connect(cmd, opts)
-  local q, err, refused = client.open(opts.redis or os.getenv('JOBRT_REDIS'))
+  local url, perr = redis.address(opts.redis)
+  if url == false then
+    errline(cmd, perr)
+    return nil, 2
+  end
+  local q, err, refused = client.open(url)
   if not q then
     errline(cmd, err .. (refused and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or ''))
-    return nil
+    return nil, 1
   end
   return q
 end
@@ -392,8 +399,8 @@ local function cmd_enqueue(argv, cmd)
       return 2
     end
   end
-  local q = connect(cmd, o)
-  if not q then return 1 end
+  local q, qcode = connect(cmd, o)
+  if not q then return qcode end
   if from_stdin then
     local rc = enqueue_stdin(q, cmd, queue, from_stdin == 'args' and job or nil, copts)
     q:close()
@@ -465,8 +472,8 @@ local function cmd_queue_type(argv, cmd)
     end
     qtype = up
   end
-  local q = connect(cmd, o)
-  if not q then return 1 end
+  local q, qcode = connect(cmd, o)
+  if not q then return qcode end
   local ok, cur = pcall(q.queueType, q, queue)
   if not ok then
     q:close()
@@ -532,8 +539,8 @@ local function cmd_stats(argv, cmd)
   if not o then return pos end
   local queue = pos[1]
   if pos[2] then return too_many(cmd, pos[2]) end
-  local q = connect(cmd, o)
-  if not q then return 1 end
+  local q, qcode = connect(cmd, o)
+  if not q then return qcode end
   local ok, s = pcall(q.stats, q, queue)
   if not ok then
     q:close()
@@ -626,8 +633,8 @@ local function cmd_failed(argv, cmd)
     errline(cmd, str_format("unknown action '%s': use list, retry or delete", action))
     return 2
   end
-  local q = connect(cmd, o)
-  if not q then return 1 end
+  local q, qcode = connect(cmd, o)
+  if not q then return qcode end
   local ok, a, b
   if action == 'list' then ok, a, b = pcall(q.listFailedJobs, q, queue, 0, o.limit or 50)
   elseif action == 'retry' then ok, a = pcall(q.retryFailedJobs, q, queue)
@@ -684,8 +691,8 @@ local function queue_id_command(cmd, argv, usage)
   if not pos[1] then return nil, missing(cmd, 'QUEUE', 'QUEUE ID') end
   if not pos[2] then return nil, missing(cmd, 'ID', 'QUEUE ID') end
   if pos[3] then return nil, too_many(cmd, pos[3]) end
-  local q = connect(cmd, o)
-  if not q then return nil, 1 end
+  local q, qcode = connect(cmd, o)
+  if not q then return nil, qcode end
   return q, pos[1], pos[2]
 end
 

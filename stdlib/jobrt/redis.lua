@@ -24,6 +24,16 @@ local function bad(url, why)
   return nil, ("bad redis URL '%s': %s; %s"):format(url, why, URL_HELP)
 end
 
+-- The address a command uses: `given` (its --redis), else JOBRT_REDIS. Returns the URL, nil
+-- when neither is set (the default applies), or false and a message when it is malformed.
+function _M.address(given)
+  local url = given or os.getenv('JOBRT_REDIS')
+  if url == nil then return nil end
+  local ok, err = _M.parse_url(url)
+  if not ok then return false, err .. (given and '' or ' (from JOBRT_REDIS)') end
+  return url
+end
+
 -- Parses a Redis URL into {host=, port=, password=, db=} or {path=, db=}.
 function _M.parse_url(url)
   if type(url) ~= "string" then return nil, "redis URL must be a string" end

@@ -11,6 +11,7 @@
 local jobrt = require 'jobrt'
 local args = require 'jobrt.args'
 local client = require 'jobrt.client'
+local redis = require 'jobrt.redis'
 local pretty = require 'jobrt.pretty'
 local term = require 'jobrt.core.term'
 
@@ -120,7 +121,11 @@ function _M.main(argv, cmd)
       return 2
     end
   end
-  local url = opts.redis or os.getenv('JOBRT_REDIS')
+  local url, uerr = redis.address(opts.redis)
+  if url == false then
+    io.stderr:write(name, ': ', uerr, '\n')
+    return 2
+  end
   local q, err, refused = client.open(url)
   if not q then
     io.stderr:write(name, ': ', err, refused and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or '', '\n')

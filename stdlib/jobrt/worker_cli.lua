@@ -294,10 +294,11 @@ function _M.main(argv, cmd)
   if opts.timeout and opts.timeout <= 0 then
     return fail("jobrt work: --timeout wants seconds > 0", 2)
   end
+  local url, perr = redis.address(opts.redis)
+  if url == false then return fail(perr, 2) end
   local desc, err = _M.load(pos)
   if not desc then return fail(err) end
   -- Check the queue types before serving anything.
-  local url = opts.redis or os.getenv("JOBRT_REDIS")
   if not url and not opts.child then          -- no address given: the embedded default
     local started
     url, started = require('jobrt.localredis').ensure()

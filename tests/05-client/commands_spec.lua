@@ -147,9 +147,19 @@ describe('jobrt commands', function()
       assert.equal(1, code)
       assert.equal('', out)
       assert.equal('jobrt enqueue: cannot connect to redis at 127.0.0.1:1: Connection refused: start redis-server there, or pass --redis URL (or set JOBRT_REDIS)\n', err)
-      code, _, err = run({ 'stats', '--redis', 'nowhere' })
-      assert.equal(1, code)
+    end)
+
+    it('exits 2 naming a malformed address, given by --redis or JOBRT_REDIS', function()
+      local code, _, err = run({ 'stats', '--redis', 'nowhere' })
+      assert.equal(2, code)
       assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]\n", err)
+      for _, c in ipairs({ { 'enqueue', Q, 'send' }, { 'repl' }, { 'work', 'jobs/' } }) do
+        local out
+        code, out, err = h.run_jobrt(c, { env = { JOBRT_REDIS = 'redis://h:0' } })
+        assert.equal(2, code)
+        assert.equal('', out)
+        assert.matches("bad redis URL 'redis://h:0': port must be 1%-65535; .* %(from JOBRT_REDIS%)\n$", err)
+      end
     end)
 
     describe('--wait', function()
