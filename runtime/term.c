@@ -83,9 +83,14 @@ static int l_readline(lua_State *L) {
 static int l_cancel_line(lua_State *L) {
   if (!rl_active) return 0;
   if (lua_isstring(L, 1)) rl_set_prompt(lua_tostring(L, 1));
+  /* A line recalled from history is only a copy being edited: drop the
+   * edits (undo list) and leave history browsing, so the entry stays as it
+   * was and the next line is a new one, not an edit of that entry. */
   rl_free_line_state();
   rl_callback_sigcleanup();
-  rl_replace_line("", 0);
+  rl_maybe_unsave_line();         /* frees the line saved when browsing began */
+  using_history();
+  rl_replace_line("", 1);
   rl_point = rl_end = 0;
   rl_crlf();
   rl_on_new_line();

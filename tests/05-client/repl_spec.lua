@@ -245,5 +245,26 @@ describe('jobrt repl', function()
       t:expect('\n42\n')
       assert.equal(0, t:close())
     end)
+
+    it('Ctrl-C on a recalled line leaves that history entry as it was', function()
+      start()
+      t:send('=20 + 2\n')
+      t:expect('\n22\n')
+      t:send('\16')              -- Ctrl-P recalls it; Ctrl-C drops it; then a new line
+      t:expect('=20 + 2')
+      t:send('\3')
+      t:expect('jobrt> ')
+      t:send('=30 + 3\n')
+      t:expect('\n33\n')
+      t:send('\16\16\n')        -- two lines back: the recalled one, unchanged
+      t:expect('\n22\n')
+      assert.equal(0, t:close())
+      local f = assert(io.open(home .. '/.jobrt_history'))
+      local lines = {}
+      for l in f:lines() do lines[#lines + 1] = l end
+      f:close()
+      assert.same({ '=20 + 2', '=30 + 3', '=20 + 2' }, { unpack(lines, #lines - 2) })
+    end)
+
   end)
 end)
