@@ -186,7 +186,14 @@ function _M.main(argv, cmd)
     else
       line = term.read_line()
     end
-    if line == nil then break end
+    if line == nil then
+      if buf then                         -- the input ended inside a statement
+        local _, err = compile(buf, env)
+        failures = failures + 1
+        errout(tostring(err) .. ' (the input ended before the statement was complete)')
+      end
+      break
+    end
     if line == false then
       buf = nil
     elseif buf or line:find('%S') then

@@ -89,6 +89,13 @@ describe('jobrt repl', function()
       assert.matches("enqueueJob: queue 'nope' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type nope QUEUE|LBQUEUE|DELQUEUE\nstack traceback:", err, 1, true)
     end)
 
+    it('names a statement left incomplete at the end of input, and exits 1', function()
+      local code, out, err = h.run_jobrt({ 'repl' }, { stdin = '=1\nfor i = 1, 2 do\n  print(i)\n' })
+      assert.equal(1, code)
+      assert.equal('1\n', out)
+      assert.equal("stdin:2: 'end' expected (to close 'for' at line 1) near '<eof>' (the input ended before the statement was complete)\n", err)
+    end)
+
     it('waits for callbacks still running at the end of input', function()
       local code, out = h.run_jobrt({ 'repl' }, { stdin =
         'queue:enqueueJob("rq", "f", {}, nil, function(err, id) jobrt.sleep(0.05) print("cb", err, id) end)\n' })
