@@ -345,7 +345,7 @@ _M.enqueue_one = enqueue_one
 -- For the command line: the message when options do not fit the queue's type, or nil.
 _M.type_rules = type_rules
 
--- enqueueJob answers the id alone (an id already waiting is answered as well: not enqueued twice)
+-- enqueueJob answers the id alone (an id already waiting or running is answered as well: not enqueued twice)
 local function enqueue_id(...)
   return (enqueue_one(...))
 end

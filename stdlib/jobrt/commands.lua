@@ -199,7 +199,7 @@ Options:
   --priority P       LBQUEUE priority (highest first; default: the number of identical jobs)
   --at UNIX-SECONDS  run at this time (fractions allowed; QUEUE and DELQUEUE)
   --in SECONDS       run after this delay (QUEUE and DELQUEUE)
-  --id ID            client id (not all digits); an id already waiting is not enqueued twice
+  --id ID            client id (not all digits); an id already waiting or running is not enqueued twice
   --retries N        extra attempts after a failure (0-1000)
   --timeout S        seconds the handler may run before the job fails
   --wait             wait for the job and print its result as JSON; exit 1 if it failed
@@ -356,7 +356,7 @@ local function enqueue_stdin(q, cmd, queue, job, base)
     return 1
   end
   io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's',
-    existed > 0 and str_format(' (%d already waiting, not enqueued twice)', existed) or ''))
+    existed > 0 and str_format(' (%d already waiting or running, not enqueued twice)', existed) or ''))
   return 0
 end
 
@@ -420,7 +420,7 @@ local function cmd_enqueue(argv, cmd)
     end
     io.stdout:write(tostring(id), '\n')
     if existed then
-      errline(cmd, str_format("job %s is already waiting in queue '%s'; it was not enqueued twice", id, queue))
+      errline(cmd, str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue))
     end
     return 0
   end
