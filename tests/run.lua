@@ -11,6 +11,16 @@ h.setenv("JOBRT_TEST_REDIS", server.url)
 h.setenv("JOBRT_REDIS", server.url)
 h.setenv("JOBRT_CHECK_HANDLES", "1")
 
+-- Stopped from outside (Ctrl-C, a CI timeout): take every server and process down with us.
+local jobrt = require 'jobrt'
+local function on_stop(name)
+  io.stderr:write("\ntests: ", name, ": stopping the test servers and processes\n")
+  h.kill_leftovers()
+  os.execute("rm -rf '" .. server.dir .. "'")
+  jobrt.exit(1)
+end
+local stop_handlers = { jobrt.on_signal("SIGTERM", on_stop), jobrt.on_signal("SIGINT", on_stop) }
+
 local user = {}
 for i = 1, #arg do user[#user + 1] = arg[i] end
 local roots = {}
@@ -31,6 +41,7 @@ os.exit = function(code) error({ busted_exit = code }, 0) end
 local ok, err = pcall(require('busted.runner'), { standalone = false })
 os.exit = real_exit
 if not ok and type(err) == "table" and err.busted_exit then ok, err = true, nil end
+for _, sh in ipairs(stop_handlers) do sh:close() end
 server:stop()
 local left = h.kill_leftovers()
 if left > 0 then io.stderr:write(("tests: killed %d process(es) that failed specs left running\n"):format(left)) end
