@@ -101,6 +101,7 @@ int main(int argc, char **argv) {
   jr_H.lua_closing = 1;
   lua_close(L);
   jr_redis_pool_free();
+  jr_sched_free();
   uv_run(loop, UV_RUN_DEFAULT);      /* close callbacks of handles freed by finalizers */
   if (uv_loop_close(loop) != 0 && getenv("JOBRT_CHECK_HANDLES")) {
     fprintf(stderr, "jobrt: the event loop still had handles after the Lua state closed\n");

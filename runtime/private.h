@@ -53,6 +53,7 @@ extern jr_host jr_H;
 /* sched.c */
 void jr_sched_init(lua_State *L, uv_loop_t *loop);
 void jr_sched_close(void);
+void jr_sched_free(void);                         /* after lua_close */
 void jr_sched_abort(void);
 void jr_sched_dump(void);
 int jr_sched_spawn(lua_State *L, int nargs);      /* fn and args on top of L */
@@ -60,6 +61,7 @@ void jr_resume(lua_State *co, int nargs);
 int jr_park(lua_State *L);                        /* return jr_park(L) from a C function */
 int jr_ref_thread(lua_State *L);                  /* ref the running thread */
 lua_State *jr_unref_thread(int ref);              /* get thread back, drop the ref */
+void jr_drop_thread(lua_State *L, int ref);       /* drop the ref, thread not resumed */
 void jr_report_error(lua_State *co, const char *what);
 void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jr_open_core(lua_State *L);

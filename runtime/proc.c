@@ -358,7 +358,7 @@ static int p_gc(lua_State *L) {
     proc_maybe_free(p);
     return 0;
   }
-  if (p->waiter_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, p->waiter_ref);
+  if (p->waiter_ref != LUA_NOREF) jr_drop_thread(L, p->waiter_ref);
   p->waiter_ref = LUA_NOREF;
   close_all(p);
   return 0;

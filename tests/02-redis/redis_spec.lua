@@ -65,6 +65,27 @@ describe("jobrt.redis", function()
       assert.matches("^ERR unknown command 'NOSUCHCOMMAND'", err)
     end)
 
+    it("replies longer than one socket read arrive whole, nested ones too", function()
+      local big = ("0123456789"):rep(100000)
+      r:call("SET", "big", big)
+      assert.equal(big, r:call("GET", "big"))
+      local items = {}
+      for i = 1, 500 do items[i] = ("item-%04d"):format(i) end
+      for _ = 1, 40 do r:call("RPUSH", "l", unpack(items)) end
+      local all = r:call("LRANGE", "l", 0, -1)
+      assert.equal(20000, #all)
+      assert.equal("item-0001", all[1])
+      assert.equal("item-0500", all[20000])
+      local nested = r:call("EVAL", [[
+        local t = {}
+        for i = 1, 3000 do t[i] = { i, { tostring(i), redis.error_reply('e' .. i) }, {} } end
+        return t]], 0)
+      assert.equal(3000, #nested)
+      assert.same({ 3000, { "3000", { err = "ERR e3000" } }, {} }, nested[3000])
+      assert.same({ 1, { 2, { 3, { 4, { 5, { 6, "deep" } } } } } },
+        r:call("EVAL", "return {1, {2, {3, {4, {5, {6, 'deep'}}}}}}", 0))
+    end)
+
     it("arguments that are not strings or numbers raise, naming the argument", function()
       assert.has_error(function() r:call("SET", "k", {}) end,
         "redis: argument 3 of SET must be a string or number, got table")
@@ -86,6 +107,22 @@ describe("jobrt.redis", function()
       for i = 1, 100 do assert.equal(tostring(i), got[i]) end
       local info = r:call("INFO", "commandstats")
       assert.matches("cmdstat_set:calls=100", info, 1, true)
+    end)
+
+    it("50 coroutines with large replies in flight at once each get their own", function()
+      local function value(i) return ("%02d"):format(i):rep(20000) end
+      for i = 1, 50 do r:call("SET", "v" .. i, value(i)) end
+      local wg = jobrt.waitgroup()
+      local wrong = 0
+      for i = 1, 50 do
+        wg:spawn(function()
+          for _ = 1, 5 do
+            if r:call("GET", "v" .. i) ~= value(i) then wrong = wrong + 1 end
+          end
+        end)
+      end
+      assert.is_true(wg:wait(10))
+      assert.equal(0, wrong)
     end)
 
     it("2000 calls from 50 coroutines all complete", function()
@@ -225,6 +262,32 @@ describe("jobrt.redis", function()
       local v, err = c:call("PING")
       assert.is_nil(v)
       assert.matches("^ECLOSED: redis connection to .- is closed$", err)
+    end)
+
+    it("a connection collected while its late reply is parsed is closed once the parse ends", function()
+      -- The reply comes after the caller gave up and dropped the connection; it is
+      -- built on the Lua heap as it is parsed, so the connection's finalizer may run
+      -- in the middle of that (under ASan, freeing the context there is caught).
+      local script = [[
+        local t0 = redis.call('TIME')
+        repeat local t = redis.call('TIME') until (t[1] - t0[1]) * 1e6 + (t[2] - t0[2]) > 50000
+        local t = {}
+        for i = 1, 20000 do t[i] = { i, 'x' .. i } end
+        return t]]
+      local pause, stepmul = collectgarbage("setpause", 100), collectgarbage("setstepmul", 400)
+      finally(function()
+        collectgarbage("setpause", pause)
+        collectgarbage("setstepmul", stepmul)
+      end)
+      for _ = 1, 3 do
+        local lost = h.redis()
+        local v, err = lost:call_timeout(0.01, "EVAL", script, 0)
+        assert.is_nil(v)
+        assert.matches("^ETIMEDOUT", err)
+        lost = nil   -- unreachable now: collected when the reply allocates
+        jobrt.sleep(0.15)
+      end
+      assert.equal("PONG", r:call("PING"))
     end)
   end)
 end)
