@@ -437,25 +437,17 @@ return {
       assert.equal("executing", state_of(o, "R", id))     -- its lease brings it back
     end)
 
-    it("a handler that never yields in a single process: the watchdog fails that job, the worker goes on", function()
-      local p = start_worker(dir, { "--watchdog", "1" })
-      local id = enqueue(o, "R", "spin")
-      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
-      assert.matches("^interrupted by the watchdog: the event loop was blocked for more than 1 s", o:get("R", id)["error-reason"])
-      local id2 = enqueue(o, "R", "count", { n = 7 })
-      h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
-      assert.equal(0, (stop_worker(p)))
-    end)
-
-    it("a handler that spins before it ever yields is interrupted as well", function()
-      local p = start_worker(dir, { "--watchdog", "1" })
-      local id = enqueue(o, "R", "spin_at_once")
-      h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
-      assert.matches("^interrupted by the watchdog", o:get("R", id)["error-reason"])
-      local id2 = enqueue(o, "R", "count", { n = 8 })
-      h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
-      assert.equal(0, (stop_worker(p)))
-    end)
+    for _, case in ipairs({ { "spin", "after its first yield" }, { "spin_at_once", "before its first yield" } }) do
+      it("a handler that never yields (" .. case[2] .. ") in a single process: the watchdog fails that job, the worker goes on", function()
+        local p = start_worker(dir, { "--watchdog", "1" })
+        local id = enqueue(o, "R", case[1])
+        h.wait_for(function() return state_of(o, "R", id) == "finished" end, 10, "the spinning job to be interrupted")
+        assert.matches("^interrupted by the watchdog: the event loop was blocked for more than 1 s", o:get("R", id)["error-reason"])
+        local id2 = enqueue(o, "R", "count", { n = 7 })
+        h.wait_for(function() return state_of(o, "R", id2) == "finished" end, 5, "the next job")
+        assert.equal(0, (stop_worker(p)))
+      end)
+    end
 
     it("--keep-ok and --keep-failed set how long finished records are kept", function()
       local p = start_worker(dir, { "--keep-ok", "100", "--keep-failed", "200" })
