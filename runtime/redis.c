@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <hiredis/hiredis.h>
@@ -336,7 +337,13 @@ static void ctx_free(redisAsyncContext *ac) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   redisLibuvEvents *p = h->data;
   if (p->context == NULL) return;
-  if (status != 0) events = p->events ? p->events : UV_WRITABLE;
+  if (status != 0) {
+    /* libuv stopped the handle itself (e.g. EPOLLERR after a reset with
+     * unread data): forget what it polled, so that hiredis' next request
+     * restarts it instead of being skipped as a no-op by ev_update. */
+    events = p->events ? p->events : UV_WRITABLE;
+    p->events = 0;
+  }
   if (events & UV_READABLE) {
     reading = p->context;
     redisAsyncHandleRead(p->context);
@@ -1033,6 +1040,12 @@ static int do_call(lua_State *L, jr_conn *c, double timeout, int first) {
     return push_err(L, JR_ECONN, "not connected to redis at %s (reconnecting: %s)", c->addr,
                     c->lasterr[0] ? c->lasterr : "connection lost");
   if (L == jr_H.L) return luaL_error(L, "redis: call from outside a coroutine (use jobrt.spawn)");
+  /* These turn the connection into a stream of pushed messages, which a
+   * call (one reply per command) cannot carry. */
+  if (!strcasecmp(argv[0], "SUBSCRIBE") || !strcasecmp(argv[0], "PSUBSCRIBE") ||
+      !strcasecmp(argv[0], "MONITOR"))
+    return luaL_error(L, "redis: %s cannot go through call: use conn:subscribe(channel, fn) for "
+                      "pub/sub (MONITOR wants a connection of its own, e.g. redis-cli monitor)", argv[0]);
   jr_req *q = req_new();
   if (q == NULL) return push_err(L, JR_ENOMEM, "redis: out of memory");
   q->c = c;

@@ -185,6 +185,15 @@ describe("jobrt.redis", function()
       pub:close()
     end)
 
+    it("SUBSCRIBE, PSUBSCRIBE and MONITOR through call are refused with the way to do it", function()
+      for _, cmd in ipairs({ "SUBSCRIBE", "psubscribe", "MONITOR" }) do
+        local ok, err = pcall(r.call, r, cmd, "ch")
+        assert.is_false(ok)
+        assert.matches(cmd .. " cannot go through call: use conn:subscribe(channel, fn)", err, 1, true)
+      end
+      assert.equal("PONG", r:call("PING"))
+    end)
+
     it("commands still work on a connection that subscribes", function()
       assert.is_true(r:subscribe("c1", function() end))
       assert.equal("OK", r:call("SET", "k", "v"))
@@ -247,6 +256,42 @@ describe("jobrt.redis", function()
       local c, err = redis.connect(h.url:gsub("//", "//:wrong@"))
       assert.is_nil(c)
       assert.matches("^EAUTH: redis at 127%.0%.0%.1:%d+ refused the connection setup: ", err)
+    end)
+  end)
+
+  describe("connections reset by the server", function()
+    it("calls go on after resets that land while replies are still unread", function()
+      -- a reset with data unread makes libuv stop the poll handle itself; the bridge must
+      -- poll again, or every later call on that connection waits for ever
+      local items = {}
+      for i = 1, 3000 do items[i] = "v" .. i end
+      r:call("RPUSH", "L", unpack(items))
+      local conns = {}
+      for n = 1, 4 do conns[n] = assert(redis.connect(h.url)) end
+      local stop, total = false, 0
+      local wg = jobrt.waitgroup()
+      for n = 1, 4 do
+        for _ = 1, 30 do
+          wg:spawn(function()
+            while not stop do
+              if conns[n]:call("LRANGE", "L", 0, -1) then total = total + 1 else jobrt.sleep(0.01) end
+            end
+          end)
+        end
+      end
+      for _ = 1, 6 do
+        jobrt.sleep(0.1)
+        assert(r:call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+      end
+      -- every connection answers again
+      for n = 1, 4 do
+        h.wait_for(function() return conns[n]:call_timeout(1, "PING") == "PONG" end, 5, "connection " .. n .. " to answer")
+      end
+      local before = total
+      h.wait_for(function() return total > before + 100 end, 5, "the callers to go on")
+      stop = true
+      assert.is_true(wg:wait(5), "callers stuck on a connection that no longer polls")
+      for n = 1, 4 do conns[n]:close() end
     end)
   end)
 
