@@ -100,7 +100,9 @@ local function cmd_run(argv)
   end
   argv = { "run", unpack(argv, at) }
   local fn, err = loadfile(file)
-  if not fn and file:find("^%-") and not io.open(file) then
+  local exists = not fn and io.open(file)
+  if exists then exists:close() end
+  if not fn and file:find("^%-") and not exists then
     io.stderr:write(("jobrt run: unknown option %s (see jobrt run --help)\n"):format(file))
     return 2
   end

@@ -324,13 +324,23 @@ describe("jobrt.redis", function()
         collectgarbage("setpause", pause)
         collectgarbage("setstepmul", stepmul)
       end)
+      local function clients()
+        local n = 0
+        for _ in r:call("CLIENT", "LIST"):gmatch("\n") do n = n + 1 end
+        return n
+      end
+      local baseline = clients()
       for _ = 1, 3 do
         local lost = h.redis()
         local v, err = lost:call_timeout(0.01, "EVAL", script, 0)
         assert.is_nil(v)
         assert.matches("^ETIMEDOUT", err)
         lost = nil   -- unreachable now: collected when the reply allocates
-        jobrt.sleep(0.15)
+        -- the late reply is parsed, the connection collected and closed
+        h.wait_for(function()
+          collectgarbage("step")
+          return clients() == baseline
+        end, 5, "the collected connection to close")
       end
       assert.equal("PONG", r:call("PING"))
     end)
