@@ -317,6 +317,8 @@ static void begin_shutdown(void) {
   jr_redis_shutdown();
   jr_proc_shutdown();
   jr_term_shutdown();
+  jr_http_shutdown();
+  jr_tcp_shutdown();
   /* Handles owned by other modules close themselves in their close paths;
    * whatever is still open now (timers, signals) is closed here. Their
    * memory is released by lua_close (userdata) or was static. */
