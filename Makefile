@@ -22,6 +22,7 @@ LIBS       = $(CJSON_A) $(PKG_LIBS) -lhttp_parser -lreadline -lm -ldl -lpthread
 
 SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
+ASSETS    := $(shell find stdlib -type f ! -name '*.lua' | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
 .PHONY: all deps test sanitize bench run clean valgrind check-deps
@@ -44,9 +45,9 @@ build/deps.ok:
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p build && touch $@
 
-build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
+build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) $(ASSETS) | build/deps.ok
 	@mkdir -p build
-	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
+	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
 
 build/%.o: runtime/%.c runtime/private.h runtime/http_request.h | build/deps.ok
 	@mkdir -p build
