@@ -388,7 +388,9 @@ function Server:client()
 end
 
 -- Connects the client and the connection of the pull-style workers; retries with backoff.
-function Server:connect_loop()
+-- `once`: one attempt only (start makes one before it answers, so the first requests find
+-- Redis when it is up). Returns true when connected.
+function Server:connect_loop(once)
   local backoff = 0.1
   while not self.stopped do
     local q, err = client.open(self.redis_url)
@@ -413,12 +415,13 @@ function Server:connect_loop()
       self.q, self.r2, self.ops = q, r2, o
       self.redis_err = nil
       jobrt.log('info', 'jobrt web: connected to Redis at %s', client.describe(self.redis_url))
-      return
+      return true
     end
     if not self.redis_err then
       jobrt.log('warn', 'jobrt web: cannot reach Redis at %s: %s (retrying)', client.describe(self.redis_url), tostring(err))
     end
     self.redis_err = tostring(err)
+    if once then return false end
     jobrt.sleep(backoff)
     backoff = math.min(backoff * 2, 5)
   end
@@ -459,7 +462,9 @@ function _M.start(o)
   if not srv then return nil, err, 1 end
   self.srv = srv
   self.host, self.port = srv:address()
-  self.connecting = jobrt.spawn(function() self:connect_loop() end)
+  if not self:connect_loop(true) then
+    self.connecting = jobrt.spawn(function() self:connect_loop() end)
+  end
   return self
 end
 
