@@ -20,6 +20,7 @@
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops_mod = require 'jobrt.ops'
+local metrics = require 'jobrt.metrics'
 local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next =
@@ -452,6 +453,7 @@ function W:finish(state, outcome)
   self.inflight = self.inflight - 1
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
+  outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
     if outcome.ok then
@@ -491,6 +493,11 @@ function W:flush(q)
           q.name, #res.ignored, concat(res.ignored, ", "))
       end
       if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+      -- run times and per-minute counts for jobrt web, in the background (jobrt.metrics)
+      local skip = {}
+      for _, id in ipairs(res.ignored) do skip[id] = true end
+      for _, id in ipairs(res.cancelled) do skip[id] = true end
+      spawn(metrics.record, self.r, q.name, batch, skip)
     elseif self.finished or tostring(err):match("^ECLOSED") then
       local ids = {}
       for i = 1, #batch do ids[#ids + 1] = batch[i].id end

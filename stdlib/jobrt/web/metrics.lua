@@ -16,6 +16,7 @@
 -- "failed": [n...], "queues": {Q: {"completed": [...], "failed": [...]}}} from the per-minute
 -- hashes jobrt:{Q}:metrics:<unix minute> the workers keep.
 local jobrt = require 'jobrt'
+local wmetrics = require 'jobrt.metrics'
 
 local pairs, ipairs, tostring, tonumber, type = pairs, ipairs, tostring, tonumber, type
 local str_format, concat, sort, floor = string.format, table.concat, table.sort, math.floor
@@ -23,12 +24,9 @@ local str_format, concat, sort, floor = string.format, table.concat, table.sort,
 local _M = {}
 local web, fail
 
--- The bucket bounds the workers count into (seconds); the same list is in jobrt.worker.
-_M.BUCKETS = { '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '30',
-               '60', '300', '+Inf' }
-
-function _M.metrics_key(queue) return 'jobrt:{' .. queue .. '}:metrics' end
-function _M.minute_key(queue, minute) return 'jobrt:{' .. queue .. '}:metrics:' .. minute end
+_M.BUCKETS = wmetrics.BUCKETS
+_M.metrics_key = wmetrics.key
+_M.minute_key = wmetrics.minute_key
 
 -- A label value as the text format wants it: backslash, double quote and newline escaped.
 local function label(v)
