@@ -6,11 +6,13 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
+#   make fuzz-http  libFuzzer on the HTTP request parser (FUZZ_SECONDS, default 60)
 
 PKGS      := luajit libuv hiredis
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3
+             python3 python3-prometheus-client
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -25,7 +27,7 @@ STDLIB    := $(shell find stdlib -name '*.lua' | sort)
 ASSETS    := $(shell find stdlib -type f ! -name '*.lua' | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps test-browser browser-deps fuzz-http
 
 all: jobrt
 
@@ -77,6 +79,17 @@ sanitize: jobrt-asan jobrt
 
 valgrind: jobrt
 	@./jobrt run tests/valgrind.lua
+
+# The browser and its driver are big: only test-browser installs them.
+BROWSER_PKGS := chromium chromium-driver
+browser-deps:
+	@missing=""; for p in $(BROWSER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; echo "installing:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+test-browser: jobrt browser-deps
+	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_PATTERN=_browser ./jobrt run tests/run.lua tests/07-web
 
 bench: jobrt
 	@./jobrt run bench/run.lua

@@ -12,6 +12,9 @@ return function(options)
   end)
   busted.subscribe({ 'error', 'file' }, function() failed = failed + 1; return nil, true end)
   busted.subscribe({ 'failure', 'file' }, function() failed = failed + 1; return nil, true end)
+  -- a setup/teardown that fails (its tests never run) counts too
+  busted.subscribe({ 'error', 'describe' }, function() failed = failed + 1; return nil, true end)
+  busted.subscribe({ 'failure', 'describe' }, function() failed = failed + 1; return nil, true end)
   busted.subscribe({ 'exit' }, function()
     _G.JOBRT_TEST_SUMMARY = { passed = passed, failed = failed, skipped = skipped }
     return nil, true

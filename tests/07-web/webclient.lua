@@ -35,8 +35,18 @@ function W:stop()
   return self.p:wait()
 end
 
+-- Is text one whole response (headers, and Content-Length bytes of body)?
+local function complete(text)
+  local head, body = text:match("^(.-\r\n)\r\n(.*)$")
+  if not head then return false end
+  if head:find("^HTTP/1%.1 1%d%d") then return complete(body) end
+  local len = tonumber(head:lower():match("\r\ncontent%-length:%s*(%d+)"))
+  return len ~= nil and #body >= len
+end
+
 -- Sends bytes and reads until the server closes (or `timeout` seconds pass: then nil, "timeout").
-function M.raw(port, bytes, timeout)
+-- With `one`, stops after one whole response (for servers that keep the connection open).
+function M.raw(port, bytes, timeout, one)
   local c = assert(tcp.connect("127.0.0.1", port))
   if bytes and bytes ~= "" then assert(c:write(bytes)) end
   local parts = {}
@@ -51,6 +61,10 @@ function M.raw(port, bytes, timeout)
       return table.concat(parts)
     end
     parts[#parts + 1] = d
+    if one and complete(table.concat(parts)) then
+      c:close()
+      return table.concat(parts)
+    end
   end
 end
 
@@ -72,7 +86,7 @@ function M.request(port, method, path, opts)
                   "Connection: close" }
   for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   if body then lines[#lines + 1] = "Content-Length: " .. #body end
-  local text, err = M.raw(port, table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""), opts.timeout)
+  local text, err = M.raw(port, table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""), opts.timeout, true)
   assert(text, "no answer: " .. tostring(err))
   local status, headers, rbody = M.parse(text)
   local ok, decoded = false, nil
