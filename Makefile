@@ -91,6 +91,17 @@ browser-deps:
 test-browser: jobrt browser-deps
 	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_PATTERN=_browser ./jobrt run tests/run.lua tests/07-web
 
+# libFuzzer on the request assembly (runtime/http_request.c over http-parser); the seed inputs
+# are in tests/fuzz/corpus/http, new ones found go to build/fuzz-http-corpus.
+FUZZ_SECONDS ?= 60
+build/fuzz-http: tests/fuzz/http_request_fuzz.c runtime/http_request.c runtime/http_request.h | build/deps.ok
+	@mkdir -p build
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime -o $@ tests/fuzz/http_request_fuzz.c runtime/http_request.c -lhttp_parser
+
+fuzz-http: build/fuzz-http
+	@mkdir -p build/fuzz-http-corpus
+	./build/fuzz-http -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz-http-corpus tests/fuzz/corpus/http
+
 bench: jobrt
 	@./jobrt run bench/run.lua
 
