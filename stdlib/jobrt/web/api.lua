@@ -52,8 +52,9 @@ end
 local function call(default_status, fn, ...)
   local r = { pcall(fn, ...) }
   if r[1] then return unpack(r, 2, table.maxn(r)) end
-  local msg = tostring(r[2]):gsub('^[%w_%.]+: ', '', 1)
-  fail(status_of(msg, default_status), msg)
+  local raw = tostring(r[2])
+  local msg = raw:gsub('^[%l_%.]+: ', '', 1)        -- "stats: ..." -> "..."; codes (ECONN) stay
+  fail(status_of(raw, default_status), msg)
 end
 _M.call = call
 
@@ -139,7 +140,7 @@ local function enqueue(s, req, queue)
   for _ = 1, math.min(200, #items) do wg:spawn(worker) end
   wg:wait()
   if first_err then
-    local msg = first_err.msg:gsub('^[%w_%.]+: ', '', 1)
+    local msg = first_err.msg:gsub('^[%l_%.]+: ', '', 1)
     local done = 0
     for i = 1, #items do if out[i] then done = done + 1 end end
     fail(status_of(msg, 409), str_format('jobs[%d]: %s (%d of %d jobs were enqueued)', first_err.i, msg, done, #items))
