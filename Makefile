@@ -24,7 +24,7 @@ LIBS       = $(CJSON_A) $(PKG_LIBS) -lhttp_parser -lreadline -lm -ldl -lpthread
 
 SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
-ASSETS    := $(shell find stdlib -type f ! -name '*.lua' | sort)
+ASSETS    := $(shell find stdlib -path '*/static/*' -type f | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
 .PHONY: all deps test sanitize bench run clean valgrind check-deps test-browser browser-deps fuzz-http
