@@ -278,12 +278,15 @@ end)
 describe("jobrt web and a Redis restart", function()
   it("answers 503 while Redis is down and serves again once it is back", function()
     local srv = h.start_redis()
-    finally(function() srv:stop() end)
+    local w
+    finally(function()                     -- busted keeps one finally per test
+      if w then w:stop() end
+      srv:stop()
+    end)
     local r = h.redis(srv.url)
     r:call("HSET", "RESERVED:QCONFIG", "ECHO", "QUEUE")
     r:close()
-    local w = web.start({}, { redis = srv.url })
-    finally(function() w:stop() end)
+    w = web.start({}, { redis = srv.url })
     assert.equal(201, (web.request(w.port, "POST", "/api/queues/ECHO/jobs", { body = { job = "echo" } })))
     srv:kill()
     local st, _, _, b = web.request(w.port, "POST", "/api/queues/ECHO/jobs", { body = { job = "echo" } })
