@@ -436,6 +436,9 @@ function _M.parse_listen(s)
   if not host then return nil, str_format("'%s' is not HOST:PORT (e.g. 127.0.0.1:7070, 0.0.0.0:7070 or [::1]:7070)", s) end
   if host == '' then host = '127.0.0.1' end
   if host == 'localhost' then host = '127.0.0.1' end
+  if not host:find('^%d+%.%d+%.%d+%.%d+$') and not host:find(':') then
+    return nil, str_format("'%s' is not an IP address: give one, e.g. 127.0.0.1:7070 or 0.0.0.0:7070", host)
+  end
   port = tonumber(port)
   if port > 65535 then return nil, str_format("'%s': the port must be 0-65535", s) end
   return host, port

@@ -307,6 +307,31 @@ end)
 describe("jobrt web security", function()
   local TOKEN = "s3cret-token-for-tests"
 
+  local usage = {
+    { { "--listen", "foo" }, "jobrt web: --listen: 'foo' is not HOST:PORT (e.g. 127.0.0.1:7070, 0.0.0.0:7070 or [::1]:7070)\n" },
+    { { "--listen", "example.com:80" }, "jobrt web: --listen: 'example.com' is not an IP address: give one, e.g. 127.0.0.1:7070 or 0.0.0.0:7070\n" },
+    { { "--listen", "127.0.0.1:70000" }, "jobrt web: --listen: '127.0.0.1:70000': the port must be 0-65535\n" },
+    { { "--token", "short" }, "jobrt web: --token must be at least 8 characters without spaces (e.g. openssl rand -hex 16)\n" },
+    { { "extra" }, "jobrt web: unexpected argument 'extra' (see jobrt web --help)\n" },
+  }
+  for _, c in ipairs(usage) do
+    it("is a usage error (2): " .. table.concat(c[1], " "), function()
+      local argv = { "web", "--redis", h.url }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local code, _, err = h.run_jobrt(argv)
+      assert.equal(2, code)
+      assert.equal(c[2], err)
+    end)
+  end
+
+  it("says so when the port is taken (1)", function()
+    local w = web.start()
+    finally(function() w:stop() end)
+    local code, _, err = h.run_jobrt({ "web", "--redis", h.url, "--listen", "127.0.0.1:" .. w.port })
+    assert.equal(1, code)
+    assert.equal(("jobrt web: EADDRINUSE: cannot listen on 127.0.0.1:%d: address already in use\n"):format(w.port), err)
+  end)
+
   it("refuses to listen beyond loopback without a token", function()
     local code, _, err = h.run_jobrt({ "web", "--listen", "0.0.0.0:0", "--redis", h.url })
     assert.equal(2, code)
