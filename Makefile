@@ -43,7 +43,7 @@ deps:
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
 
 # Every build first makes sure the Debian packages are there (once; `make deps` re-checks).
-build/deps.ok:
+build/deps.ok: Makefile
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p build && touch $@
 
