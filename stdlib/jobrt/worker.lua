@@ -174,6 +174,7 @@ function _M.new(opts)
     slot_free = jobrt.cond(),
     done = 0, failed = 0,
     started_at = now(),
+    metrics = metrics.new(),   -- run times and per-minute counts for jobrt web
   }, W)
   if self.concurrency < 1 then error("worker.new: concurrency must be >= 1", 2) end
   if self.lease <= 0 then error("worker.new: lease must be > 0 seconds", 2) end
@@ -236,6 +237,8 @@ function W:start()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
   self.beat = jobrt.timer()
   self.beat:start(self.heartbeat_s, function() self:heartbeat() end, self.heartbeat_s)
+  self.metrics_timer = jobrt.timer()
+  self.metrics_timer:start(1, function() self.metrics:flush(self.r) end, 1)
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
@@ -493,11 +496,11 @@ function W:flush(q)
           q.name, #res.ignored, concat(res.ignored, ", "))
       end
       if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
-      -- run times and per-minute counts for jobrt web, in the background (jobrt.metrics)
+      -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
       local skip = {}
       for _, id in ipairs(res.ignored) do skip[id] = true end
       for _, id in ipairs(res.cancelled) do skip[id] = true end
-      spawn(metrics.record, self.r, q.name, batch, skip)
+      self.metrics:add(q.name, batch, skip)
     elseif self.finished or tostring(err):match("^ECLOSED") then
       local ids = {}
       for i = 1, #batch do ids[#ids + 1] = batch[i].id end
@@ -627,6 +630,8 @@ function W:stop(grace)
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
+  if self.metrics_timer then self.metrics_timer:close() end
+  if self.r then self.metrics:flush(self.r) end
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
     q.due_timer:close()
