@@ -140,7 +140,7 @@ return { T = {
     it("fails a job that runs past its timeout and keeps serving", function()
       local id = enqueue(o, "T", "slow")
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the timeout")
-      assert.equal("timed out after 0.2s (the job's timeout): make the handler faster or raise timeout",
+      assert.equal("timed out after 0.2 s (the job's timeout): make the handler faster or raise its timeout",
         o:get("T", id)["error-reason"])
       local id2 = enqueue(o, "T", "ok", { x = 1 })
       h.wait_for(function() return state_of(o, "T", id2) == "finished" end, 5, "the next job")
@@ -315,7 +315,7 @@ return { FIFO = { w = work }, DEL = { w = work }, LB = { w = work } }
       assert.is_true(o:delete("LB", a))
       h.wait_for(function() return state_of(o, "LB", b) == "finished" end, 5, "the parked job")
       local _, _, err = stop_worker(p)
-      assert.matches("id=" .. a .. " stopped: deleted while running", err, 1, true)
+      assert.matches("id=" .. a .. " attempt=1 stopped: deleted while running", err, 1, true)
       local starts = {}
       for _, e in ipairs(log_entries()) do if e.what == "start" then starts[e.id] = e.t end end
       assert.is_true(starts[b] > t_delete)
