@@ -70,31 +70,6 @@ local function req_str(i, name, maxlen)
   if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
   return opt_str(i, name, maxlen)
 end
--- optional decimal number within [lo, hi] ('' or absent -> dflt)
-local function opt_num(i, name, lo, hi, whole, dflt)
-  local v = ARGV[i]
-  if v == nil or v == '' then return dflt end
-  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then
-    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
-  end
-  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
-  if n < lo or n > hi then
-    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
-  end
-  return n
-end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
 -- ---- end of includes/args.lua ----
 
 local qname, err = check_keys()

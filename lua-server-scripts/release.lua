@@ -63,9 +63,6 @@ local function queue_type()
   end
   return v
 end
-local function max_argv(n)
-  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
 -- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
@@ -151,8 +148,6 @@ end
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
--- worker, attempt (string), id of a lease member, or nil
-local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
 -- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
 -- Returns ids, attempts, members, or nil, message.
 local function lease_args(first, worker)

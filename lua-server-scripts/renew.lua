@@ -60,9 +60,6 @@ local function queue_type()
   end
   return v
 end
-local function max_argv(n)
-  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
 -- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
@@ -109,23 +106,12 @@ local function now()
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
-local function ms(n) return string.format('%.0f', n) end
--- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
--- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
--- for a hand-written record without one).
-local function order_of(created)
-  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
-  if not s then return '0000000000000000' end
-  return string.format('%010d', tonumber(s)) .. us
-end
 -- ---- end of includes/time.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
--- worker, attempt (string), id of a lease member, or nil
-local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
 -- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
 -- Returns ids, attempts, members, or nil, message.
 local function lease_args(first, worker)
@@ -147,30 +133,6 @@ local function lease_args(first, worker)
     members[#members + 1] = lease_member(worker, ARGV[i + 1], jid)
   end
   return ids, attempts, members
-end
--- A job taken back from its worker (lease ran out, or released) goes back to its place in the
--- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
--- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
--- among themselves (collected in `front`; flush_front writes them). f: the record's
--- pending-created, priority, due, dedup.
-local function put_back(qtype, jid, f, now_ms, front)
-  local order = order_of(f[1])
-  if qtype == 'LBQUEUE' then
-    redis.call('ZADD', KEYS[3], -(tonumber(f[2]) or 1), order .. '|' .. jid)
-  elseif qtype == 'DELQUEUE' then
-    local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
-    redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
-  else
-    front[#front + 1] = { order, jid }
-  end
-end
--- QUEUE jobs collected by put_back: the oldest ends up at the consuming (right) end.
-local function flush_front(front)
-  if #front == 0 then return end
-  table.sort(front, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] > b[2] end)
-  local ids = {}
-  for i = 1, #front do ids[i] = front[i][2] end
-  redis.call('RPUSH', KEYS[2], unpack(ids))
 end
 -- ---- end of includes/lease.lua ----
 

@@ -76,18 +76,6 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string of at most maxlen bytes ('' or absent -> nil)
-local function opt_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil end
-  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
-  return v
-end
-local function req_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_str(i, name, maxlen)
-end
 -- optional decimal number within [lo, hi] ('' or absent -> dflt)
 local function opt_num(i, name, lo, hi, whole, dflt)
   local v = ARGV[i]
@@ -101,17 +89,6 @@ local function opt_num(i, name, lo, hi, whole, dflt)
     return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
   end
   return n
-end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
 end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
@@ -157,34 +134,8 @@ local function free_claims(qtype, jid, h, dedup)
 end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
--- Leases. A lease belongs to one attempt of one job of one queue: it is the member
--- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
--- while it runs), so a renewal, completion or release for any other attempt finds nothing.
-local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- worker, attempt (string), id of a lease member, or nil
 local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
--- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
--- Returns ids, attempts, members, or nil, message.
-local function lease_args(first, worker)
-  local n = #ARGV - first + 1
-  if n < 2 then return nil, argerr(first, 'id', 'is missing (give id, attempt pairs)') end
-  if n % 2 ~= 0 then
-    return nil, SCRIPT .. ': ARGV after [' .. (first - 1) .. '] must come in pairs (id, attempt), got ' .. n .. ' values'
-  end
-  if n > 2000 then return nil, SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 2) end
-  local ids, attempts, members = {}, {}, {}
-  for i = first, #ARGV, 2 do
-    local jid, err = req_str(i, 'id', 256)
-    if err then return nil, err end
-    local a
-    a, err = req_num(i + 1, 'attempt', 1, 1e15, true)
-    if err then return nil, err end
-    ids[#ids + 1] = jid
-    attempts[#attempts + 1] = ARGV[i + 1]
-    members[#members + 1] = lease_member(worker, ARGV[i + 1], jid)
-  end
-  return ids, attempts, members
-end
 -- A job taken back from its worker (lease ran out, or released) goes back to its place in the
 -- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
 -- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order

@@ -60,18 +60,6 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string of at most maxlen bytes ('' or absent -> nil)
-local function opt_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil end
-  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
-  return v
-end
-local function req_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_str(i, name, maxlen)
-end
 -- optional decimal number within [lo, hi] ('' or absent -> dflt)
 local function opt_num(i, name, lo, hi, whole, dflt)
   local v = ARGV[i]
@@ -85,17 +73,6 @@ local function opt_num(i, name, lo, hi, whole, dflt)
     return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
   end
   return n
-end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
 end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----

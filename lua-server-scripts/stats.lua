@@ -62,43 +62,6 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string of at most maxlen bytes ('' or absent -> nil)
-local function opt_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil end
-  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
-  return v
-end
-local function req_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_str(i, name, maxlen)
-end
--- optional decimal number within [lo, hi] ('' or absent -> dflt)
-local function opt_num(i, name, lo, hi, whole, dflt)
-  local v = ARGV[i]
-  if v == nil or v == '' then return dflt end
-  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then
-    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
-  end
-  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
-  if n < lo or n > hi then
-    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
-  end
-  return n
-end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
 -- Server time, and the enqueue order of a job.
@@ -107,15 +70,6 @@ local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
-end
-local function ms(n) return string.format('%.0f', n) end
--- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
--- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
--- for a hand-written record without one).
-local function order_of(created)
-  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
-  if not s then return '0000000000000000' end
-  return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----
 

@@ -20,6 +20,58 @@ local function read(path)
   return s
 end
 
+-- Drops the included helper functions a script never calls, so that it carries only what it
+-- uses. A helper is a block that starts with `local function NAME(` at the start of a line
+-- inside an included part and ends at the first line that is exactly `end` (or on that line
+-- when it ends with `end`), with the comment lines right above it; it goes when NAME appears nowhere else. Repeats until nothing more
+-- goes (a helper used only by a dropped one goes too).
+function _M.shake(text)
+  local lines = {}
+  for l in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+  if lines[#lines] == "" then lines[#lines] = nil end
+  local changed = true
+  while changed do
+    changed = false
+    local depth = 0          -- includes nest (args includes keys)
+    local blocks = {}
+    for i, l in ipairs(lines) do
+      if l:match("^%-%- %-%-%-%- includes/") then depth = depth + 1
+      elseif l:match("^%-%- %-%-%-%- end of includes/") then depth = depth - 1
+      elseif depth > 0 then
+        local fname = l:match("^local function ([%w_]+)%(")
+        if fname then
+          local j = i
+          -- a one-line function ends on its own line
+          if not l:match("%f[%w_]end%s*$") then
+            while lines[j] and lines[j] ~= "end" do j = j + 1 end
+          end
+          local first = i
+          while first > 1 and lines[first - 1]:match("^%-%-") and not lines[first - 1]:match("^%-%- %-%-%-%-") do
+            first = first - 1
+          end
+          blocks[#blocks + 1] = { name = fname, from = first, def = i, to = j }
+        end
+      end
+    end
+    for b = #blocks, 1, -1 do
+      local blk = blocks[b]
+      local uses = 0
+      for i, l in ipairs(lines) do
+        if i < blk.def or i > blk.to then
+          local code = l:gsub("%-%-.*$", "")
+          for _ in code:gmatch("%f[%w_]" .. blk.name .. "%f[^%w_]") do uses = uses + 1 end
+        end
+      end
+      if uses == 0 then
+        for _ = blk.from, blk.to do table.remove(lines, blk.from) end
+        changed = true
+        break
+      end
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 -- The built text of DIR/src/<name>.lua, or nil, message.
 function _M.expand(dir, name)
   local src, err = read(dir .. "/src/" .. name .. ".lua")
@@ -48,6 +100,7 @@ function _M.expand(dir, name)
   end
   local ok, text = pcall(expand, src, "src/" .. name .. ".lua")
   if not ok then return nil, text end
+  text = _M.shake(text)
   -- the line after the header comment says where the file comes from
   local hdr_end = text:find("\n]]\n", 1, true)
   if not hdr_end then return nil, "src/" .. name .. ".lua: must start with a --[[ header comment ]]" end
