@@ -20,9 +20,10 @@
 --
 -- The lease token is opaque to clients: "l1." .. base64url(worker "\n" attempt "\n" id). Each
 -- reservation gets a worker id of its own ("http:NAME:RANDOM"), so one lease is one attempt of
--- one job of one queue. With today's scripts the attempt rides along unchecked (the worker id
--- is unique per attempt, which refuses other attempts already); once ops take the attempt with
--- each id (issue 8), it is passed on.
+-- one job of one queue, and the attempt goes with every renew, complete, fail and release, so
+-- a call for any other attempt of the job is refused (409). Each reservation counts as a
+-- worker that runs nothing else (reserve's `alone`), so a job that must run alone (taken back
+-- after a lost lease) can be handed out here too.
 local jobrt = require 'jobrt'
 local ops_mod = require 'jobrt.ops'
 local http = require 'jobrt.core.http'
@@ -176,12 +177,12 @@ local function reserve(s, req, queue)
     local gen = st.gen
     local wid = str_format('http:%s:%s', name, jobrt.random_bytes(6):gsub('.', function(c)
       return str_format('%02x', byte(c)) end))
-    local res = ops_call(o.reserve, o, queue, wid, 1, lease)
+    local res = ops_call(o.reserve, o, queue, wid, 1, lease, true)
     arm(s, queue, st, res)
     local j = res.jobs[1]
     if j then
       if http.closed(req.handle) then      -- the client left during the poll: give it back
-        o:release(queue, wid, { j.id })
+        o:release(queue, wid, { { id = j.id, attempt = j.attempt } })
         return
       end
       local ok, args = pcall(json.decode, j.args)
@@ -209,16 +210,18 @@ local function leased(req, id)
   if tid ~= id then fail(400, str_format('the lease token belongs to job %s, not to job %s', tid, id)) end
   return b, w, attempt
 end
+-- the lease (one attempt of one job) a token names
+local function lease_of(id, attempt) return { { id = id, attempt = attempt } } end
 
 local LOST = 'lease lost: job %s is no longer held by this lease (it ran out and the job was given back, or the job was deleted): stop working on it'
 
 local function renew(s, req, queue, id)
   api.check_name('the queue name', queue)
-  local b, w = leased(req, id)
+  local b, w, attempt = leased(req, id)
   local secs = b.seconds == nil and 30 or tonumber(b.seconds)
   if not secs or secs < 1 or secs > 3600 then fail(400, '"seconds" must be 1-3600') end
   s:client()
-  local lost = ops_call(s.ops.renew, s.ops, queue, w, { id }, secs)
+  local lost = ops_call(s.ops.renew, s.ops, queue, w, lease_of(id, attempt), secs)
   if #lost > 0 then fail(409, str_format(LOST, id)) end
   return s:reply(req, 200, { ok = true, lease_seconds = secs })
 end
@@ -232,30 +235,30 @@ end
 
 local function complete(s, req, queue, id)
   api.check_name('the queue name', queue)
-  local b, w = leased(req, id)
+  local b, w, attempt = leased(req, id)
   local value = b.result == nil and 'null' or web.encode(b.result)
-  local sum = finish(s, req, queue, id, { id = id, ok = true, value = value, worker = w })
+  local sum = finish(s, req, queue, id, { id = id, attempt = attempt, ok = true, value = value, worker = w })
   return s:reply(req, 200, { ok = true, cancelled = #sum.cancelled > 0 })
 end
 
 local function failjob(s, req, queue, id)
   api.check_name('the queue name', queue)
-  local b, w = leased(req, id)
+  local b, w, attempt = leased(req, id)
   local reason = b.error
   if reason ~= nil and type(reason) ~= 'string' then reason = web.encode(reason) end
   local tb = b.traceback
   if tb ~= nil and type(tb) ~= 'string' then fail(400, '"traceback" must be a string') end
-  local sum = finish(s, req, queue, id, { id = id, ok = false, reason = reason or 'failed', exception = tb or '',
-                                          worker = w })
+  local sum = finish(s, req, queue, id, { id = id, attempt = attempt, ok = false, reason = reason or 'failed',
+                                          exception = tb or '', worker = w })
   return s:reply(req, 200, { ok = true, retried = sum.retried > 0, failed = sum.failed > 0,
                              cancelled = #sum.cancelled > 0 })
 end
 
 local function release(s, req, queue, id)
   api.check_name('the queue name', queue)
-  local _, w = leased(req, id)
+  local _, w, attempt = leased(req, id)
   s:client()
-  local n = ops_call(s.ops.release, s.ops, queue, w, { id })
+  local n = ops_call(s.ops.release, s.ops, queue, w, lease_of(id, attempt))
   return s:reply(req, 200, { ok = true, released = n })
 end
 
