@@ -72,7 +72,7 @@ the entry QUEUE.job, owned by the workers serving QUEUE.
 local function cron_add(cmd, argv)
   local o, pos = parse(cmd, argv, { tz = 'string', ['id-prefix'] = 'string', missed = 'string' }, CRON_USAGE)
   if not o then return pos end
-  local synopsis = "add NAME QUEUE JOB 'EXPR' [JSON-ARGS]"
+  local synopsis = "NAME QUEUE JOB 'EXPR' [JSON-ARGS]"
   local name, queue, job, expr, args = pos[2], pos[3], pos[4], pos[5], pos[6]
   if not name then return missing(cmd, 'NAME', synopsis) end
   if not queue then return missing(cmd, 'QUEUE', synopsis) end
@@ -136,7 +136,7 @@ local function cron_delete(cmd, argv)
   local o, pos = parse(cmd, argv, { queue = 'string' }, CRON_USAGE)
   if not o then return pos end
   local name = pos[2]
-  if not name then return missing(cmd, 'NAME', 'delete NAME') end
+  if not name then return missing(cmd, 'NAME', 'NAME') end
   if pos[3] then return too_many(cmd, pos[3]) end
   return with_client(cmd, o, function(q)
     if not q:deleteCron(name, o.queue) then
