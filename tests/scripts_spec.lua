@@ -106,10 +106,17 @@ describe('server scripts', function()
     it('names the wake and results channels', function()
       assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results' }, ops.channels('q'))
     end)
-    it('gives every key of a queue the same hash tag, so one Cluster slot', function()
-      for _, k in ipairs(ops.keys('some {odd} queue')) do
+    it('gives every key of a queue the same hash tag, the queue name, so one Cluster slot', function()
+      for _, k in ipairs(ops.keys('mail.out:eu-1')) do
         -- Redis hashes the text between the first '{' and the first '}' after it
-        assert.equal('some {odd', k:match('^[^{]*{([^}]*)}'), k)
+        assert.equal('mail.out:eu-1', k:match('^[^{]*{([^}]*)}'), k)
+      end
+    end)
+    it('refuses a queue name outside the alphabet, so no queue key is another queue\'s', function()
+      for _, bad in ipairs({ 'a}:job:x', '}a', '{a}', 'a b', 'a\nb', '', string.rep('q', 129), 'é' }) do
+        local ok, err = pcall(ops.keys, bad)
+        assert.is_false(ok, bad)
+        assert.matches('^jobrt%.ops%.keys: ', err)
       end
     end)
   end)
@@ -1225,6 +1232,27 @@ describe('server scripts', function()
       assert.is_nil(res)
       assert.equal('stats: expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got 3', err)
     end)
+    it('refuses a queue name that would break key isolation, whatever the caller sends', function()
+      -- job id "x}:wait" of queue "a" would be the wait list of queue "a}:job:x"
+      local k = {}
+      for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+        k[i] = 'jobrt:{a}:job:x}:' .. suffix
+      end
+      local before = snapshot()
+      local _, err = s:call('enqueue', k, { 'QUEUE', 'f', '{}' })
+      assert.equal("enqueue: KEYS[1] must be 'jobrt:{QUEUE}:job:', got 'jobrt:{a}:job:x}:job:'", err)
+      for _, q in ipairs({ 'a b', 'x\ny' }) do
+        local kk = {}
+        for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+          kk[i] = 'jobrt:{' .. q .. '}:' .. suffix
+        end
+        local _, e2 = s:call('stats', kk, { 'QUEUE' })
+        assert.matches('^stats: the queue name must be 1%-128 characters of A%-Z a%-z 0%-9 _ %. : %-, got', e2)
+      end
+      assert.same(before, snapshot())
+    end)
     it('refuses keys of two queues', function()
       local k = {}
       for i, v in ipairs(ops.keys('a')) do k[i] = v end
@@ -1246,6 +1274,11 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{bad' }, "enqueue: ARGV[3] args must be JSON text, got '{bad'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '42' }, "enqueue: ARGV[4] id must not be all digits (those are generated ids), got '42': add a prefix, e.g. 'user-42'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', long }, 'enqueue: ARGV[4] id must be at most 256 bytes, got 300' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'a\nb' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'x}:wait' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'x}:wait'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f\t', '{}' }, "enqueue: ARGV[2] function must not contain control characters (newline, tab...) or '{' '}', got 'f\\9'" },
+      { 'get', 'q', { 'QUEUE', 'a{b' }, "get: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a{b'" },
+      { 'delete', 'q', { 'QUEUE', 'a\rb' }, "delete: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\13b'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', '' }, 'enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)' },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', 'abc' }, "enqueue: ARGV[6] priority must be a number, got 'abc'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e999' }, "enqueue: ARGV[6] priority must be a number, got '1e999'" },

@@ -59,7 +59,7 @@ if n > 6000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per cal
 local outs = {}
 for b = 6, #ARGV, 6 do
   local o = {}
-  o.id, err = req_str(b, 'id', 256); if err then return redis.error_reply(err) end
+  o.id, err = name_arg(b, 'id', 256, true); if err then return redis.error_reply(err) end
   o.attempt, err = req_num(b + 1, 'attempt', 1, 1e15, true); if err then return redis.error_reply(err) end
   o.outcome = ARGV[b + 2]
   if o.outcome ~= 'ok' and o.outcome ~= 'failed' then

@@ -36,11 +36,11 @@ if not qname then return redis.error_reply(err) end
 err = max_argv(10); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-fn, err = req_str(2, 'function', 256); if err then return redis.error_reply(err) end
+fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
-id, err = opt_str(4, 'id', 256); if err then return redis.error_reply(err) end
+id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
 if id and id:find('^%d+$') then
   return redis.error_reply(argerr(4, 'id', 'must not be all digits (those are generated ids), got ' .. shown(id) ..
     ": add a prefix, e.g. 'user-" .. id:sub(1, 40) .. "'"))

@@ -52,6 +52,7 @@
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
+local naming = require 'jobrt.names'
 local cjson = require 'cjson'
 
 local _M = {}
@@ -73,21 +74,33 @@ local function check_queue(fname, queue)
     error(str_format("jobrt.ops.%s: queue must be a non-empty string, got %s", fname,
       type(queue) == 'string' and "''" or type(queue)), 3)
   end
+  local err = naming.queue(queue)
+  if err then error(str_format("jobrt.ops.%s: the queue name %s", fname, err), 3) end
 end
 
-local keys_cache = {}
+-- The KEYS lists made so far, by queue name. A process that meets many queue names (jobrt web
+-- with names from URLs) must not keep them all: the cache starts again once it holds
+-- KEYS_CACHE_MAX queues.
+local keys_cache, keys_cached = {}, 0
+local KEYS_CACHE_MAX = 256
+_M.KEYS_CACHE_MAX = KEYS_CACHE_MAX
 
 -- The 14 standard KEYS of a queue, in the order every script expects.
 function _M.keys(queue)
-  check_queue('keys', queue)
   local k = keys_cache[queue]
   if k then return k end
+  check_queue('keys', queue)
   k = {}
   local prefix = 'jobrt:{' .. queue .. '}:'
   for i = 1, #SUFFIX do k[i] = prefix .. SUFFIX[i] end
+  if keys_cached >= KEYS_CACHE_MAX then keys_cache, keys_cached = {}, 0 end
   keys_cache[queue] = k
+  keys_cached = keys_cached + 1
   return k
 end
+
+-- How many queues' KEYS lists are cached (for tests).
+function _M.keys_cached() return keys_cached end
 
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
@@ -124,7 +137,7 @@ function _M.new(r, conf)
   local s, err = scripts.load(r)
   if not s then return nil, err end
   return setmetatable({
-    r = r, s = s, types = {},
+    r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
     ttl_failed = conf.ttl_failed and num(conf.ttl_failed) or '',
     backoff = conf.backoff and num(conf.backoff) or '',
@@ -136,6 +149,15 @@ end
 local function type_missing(queue)
   return str_format("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
     queue, queue)
+end
+
+-- Remembers a queue's type for type_ttl seconds; at most KEYS_CACHE_MAX queues are kept.
+local function cache_type(self, queue, qtype, t)
+  if not self.types[queue] then
+    if self.ntypes >= KEYS_CACHE_MAX then self.types, self.ntypes = {}, 0 end
+    self.ntypes = self.ntypes + 1
+  end
+  self.types[queue] = { type = qtype, until_ = t + self.type_ttl }
 end
 
 -- The queue's type from RESERVED:QCONFIG, cached for conf.type_ttl seconds.
@@ -151,7 +173,7 @@ function _M:queue_type(queue)
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
       queue, tostring(v), queue)
   end
-  self.types[queue] = { type = v, until_ = t + self.type_ttl }
+  cache_type(self, queue, v, t)
   return v
 end
 
@@ -164,7 +186,7 @@ function _M:set_queue_type(queue, qtype)
   end
   local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
   if ok == nil then return nil, err end
-  self.types[queue] = { type = qtype, until_ = clock() + self.type_ttl }
+  cache_type(self, queue, qtype, clock())
   return true
 end
 
