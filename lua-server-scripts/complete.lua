@@ -31,7 +31,9 @@ Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE 
 Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
   outcome: the record is deleted, no result is stored, the same releases as a finished job;
   counted neither completed nor failed (stats counter total-cancelled) and returned in
-  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+  cancelled_ids. A job whose record vanished under its lease is handled the same way: the
+  record is not recreated, and what still points at its id (an LBQUEUE jobHash it holds, a
+  DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
@@ -177,6 +179,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
@@ -261,8 +290,11 @@ for i = 1, #outs do
     if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
-      redis.call('DEL', rec)
-      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      if redis.call('DEL', rec) == 0 then
+        if free_vanished(qtype, o.id) then wake(now_ms) end
+      elseif free_claims(qtype, o.id, f[3], f[4]) then
+        wake(now_ms)
+      end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     else

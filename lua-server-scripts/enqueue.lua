@@ -134,6 +134,50 @@ local function order_of(created)
   return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
+  return true
+end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
+-- ---- end of includes/claims.lua ----
 
 
 local qname, err = check_keys()
@@ -227,16 +271,29 @@ if qtype == 'LBQUEUE' then
     return { mid, 1 }
   end
   local p = prio or 1
-  if redis.call('HGET', KEYS[8], hash) then
+  -- an entry whose record vanished (deleted by hand, evicted) is gone: it must not wedge the
+  -- jobHash (README "Names and records")
+  local function alive(jid) return jid and redis.call('EXISTS', prefix .. jid) == 1 end
+  local holder = redis.call('HGET', KEYS[8], hash)
+  if holder and not alive(holder) then
+    free_vanished('LBQUEUE', holder)
+    holder = false
+  end
+  if holder then
     -- the same jobHash is running (or waiting for a retry): park, or merge into the parked job
     local parked = redis.call('HGET', KEYS[9], hash)
-    if parked then return merge(parked, nil) end
+    if parked and alive(parked) then return merge(parked, nil) end
     local nid = new_id()
     create(nid, { 'hash', hash, 'priority', tostring(p) })
     redis.call('HSET', KEYS[9], hash, nid)
     return { nid, 0 }
   end
   local entry = redis.call('HGET', KEYS[7], hash)
+  if entry and not alive(entry) then
+    -- its ready-set member stays behind; reserve drops it (no record) when it comes up
+    redis.call('HDEL', KEYS[7], hash)
+    entry = false
+  end
   if entry then
     return merge(entry, order_of(redis.call('HGET', prefix .. entry, 'pending-created')) .. '|' .. entry)
   end

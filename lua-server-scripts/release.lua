@@ -14,7 +14,8 @@ Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to i
   attempt number is not given back (it only grows: it is the lease's identity and a fencing
   token). A job deleted while executing (lease score E + 0.5) is removed instead (record
   deleted, claims freed, counted in total-cancelled, its record key published on
-  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored.
+  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
+  whose record vanished is not recreated: what points at its id is freed.
 Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
 Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
@@ -157,6 +158,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
@@ -230,8 +258,11 @@ for i = 1, #ids do
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
     local e = tonumber(held[i])
-    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash')
-    if e ~= math.floor(e) then
+    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash', 'function')
+    if not f[6] and redis.call('EXISTS', rec) == 0 then
+      -- its record vanished (deleted by hand, evicted): nothing to give back; free what it held
+      if free_vanished(qtype, jid) then wake = true end
+    elseif e ~= math.floor(e) then
       -- deleted while it ran: it has stopped now, so it goes for good
       redis.call('DEL', rec)
       if free_claims(qtype, jid, f[5], f[4]) then wake = true end

@@ -22,7 +22,9 @@ A lost lease is not the job's fault (its worker crashed, froze or lost Redis): i
 A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
   in the stats counter total-cancelled). A lease of an attempt that is not the job's current
-  one is only removed. Every expired lease counts in total-expired.
+  one is only removed; a job whose record vanished under the lease has what points at its id
+  freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
+  total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
@@ -138,6 +140,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- worker, attempt (string), id of a lease member, or nil
@@ -197,7 +226,10 @@ for i = 1, #expired do
   local f = rec and redis.call('HMGET', rec, 'state', 'attempts', 'stalls', 'hash', 'dedup', 'pending-created',
     'priority', 'due') or {}
   local current = f[1] == 'executing' and tonumber(f[2]) == tonumber(attempt)
-  if current and marked[i] then
+  if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
+    -- its record vanished under the lease (deleted by hand, evicted): free what points at it
+    if free_vanished(qtype, jid) then wake = true end
+  elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
     if free_claims(qtype, jid, f[4], f[5]) then wake = true end

@@ -31,7 +31,9 @@ Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE 
 Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
   outcome: the record is deleted, no result is stored, the same releases as a finished job;
   counted neither completed nor failed (stats counter total-cancelled) and returned in
-  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+  cancelled_ids. A job whose record vanished under its lease is handled the same way: the
+  record is not recreated, and what still points at its id (an LBQUEUE jobHash it holds, a
+  DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
@@ -120,8 +122,11 @@ for i = 1, #outs do
     if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
-      redis.call('DEL', rec)
-      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      if redis.call('DEL', rec) == 0 then
+        if free_vanished(qtype, o.id) then wake(now_ms) end
+      elseif free_claims(qtype, o.id, f[3], f[4]) then
+        wake(now_ms)
+      end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     else

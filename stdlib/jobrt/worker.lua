@@ -175,6 +175,7 @@ function W:start()
   local o, oerr = ops_mod.new(r, self.ops_conf)
   if not o then return nil, oerr end
   self.ops = o
+  self:check_eviction()
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
@@ -218,6 +219,19 @@ function W:start()
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
+end
+
+-- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
+-- a job lost or a jobHash confused (BullMQ warns the same way). Read from INFO, which managed
+-- services allow where CONFIG is denied; says nothing when it cannot tell.
+function W:check_eviction()
+  local info = self.r:call("INFO", "memory")
+  local policy = type(info) == "string" and info:match("maxmemory_policy:([%w%-]+)")
+  if policy and policy ~= "noeviction" then
+    self:log("warn", "Redis runs with maxmemory-policy %s: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)",
+      policy)
+  end
+  self.eviction_policy = policy
 end
 
 -- Marks q as possibly having ready jobs and wakes its pump.

@@ -431,6 +431,22 @@ return {
       assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
     end)
 
+    it("warns, naming the fix, when Redis may evict keys (maxmemory-policy is not noeviction)", function()
+      local s = h.start_redis()
+      local rr = h.redis(s.url)
+      assert(ops_mod.new(rr):set_queue_type("R", "QUEUE"))
+      assert(rr:call("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"))
+      local p = start_worker(dir, {}, s.url)
+      local _, _, err = stop_worker(p)
+      assert.matches("Redis runs with maxmemory-policy allkeys-lru: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction", err, 1, true)
+      assert(rr:call("CONFIG", "SET", "maxmemory-policy", "noeviction"))
+      p = start_worker(dir, {}, s.url)
+      _, _, err = stop_worker(p)
+      assert.is_nil(err:find("maxmemory-policy", 1, true))
+      rr:close()
+      s:stop()
+    end)
+
     it("Redis killed and restarted mid-run (AOF on): all jobs still complete", function()
       local s = h.start_redis{ aof = true }
       local rr = h.redis(s.url)
