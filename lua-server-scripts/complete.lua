@@ -4,8 +4,9 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] worker      worker id that holds the jobs
-  [3] ttl_ok      seconds a successful record is kept (1..315360000); '' = 3600
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [3] ttl_ok      seconds a successful record is kept (0..315360000; 0: removed at once); '' = 3600
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once, not listed
+                  in the failed set); '' = 604800 (7 days)
   [5] backoff     seconds before the first retry (0..86400), doubled per failure, at most 1 hour
                   (or backoff itself if larger); '' = 1
   then one group of 6 per job (1..1000 groups):
@@ -19,12 +20,14 @@ A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:a
   belongs to that attempt, so a late outcome of an earlier attempt (whose lease was lost and
   whose job runs again, maybe on the same worker) is refused. Refused ones are returned.
 ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok (an
-  earlier attempt's error-reason, error-exception and due were removed by reserve).
+  earlier attempt's error-reason, error-exception and due were removed by reserve); ttl_ok 0:
+  the record is deleted instead (its key is still published).
 failed: failures+1 (failures count handler errors only: a lost lease is not the job's fault
   and uses up no retry). failures <= retries: state=pending, error-reason, error-exception,
   due; into jobrt:{Q}:due at now + backoff * 2^(failures-1) (LBQUEUE keeps its jobHash running
   meanwhile). No retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  finished-created; EXPIRE ttl_failed and into jobrt:{Q}:failed with its expiry time as score
+  (ttl_failed 0: the record is deleted instead, and not listed).
 An outcome ends the job's run of lost leases: stalls and suspect are removed (read records only).
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
   identity@timestamp entry.
@@ -213,14 +216,36 @@ end
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
-ttl_ok, err = opt_num(3, 'ttl_ok', 1, 315360000, true, 3600); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
 if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, attempt, outcome, value, exception, retries)')) end
@@ -280,8 +305,12 @@ for i = 1, #outs do
     end
     -- a record that vanished under its lease (deleted by hand, evicted) is not recreated: for a
     -- success EXPIRE first (it answers 0 for a missing key, and HSET keeps the TTL it sets)
+    local removed = false                      -- ttl_ok 0: the record goes at once
     if not cancel then
-      if o.outcome == 'ok' then
+      if o.outcome == 'ok' and ttl_ok == 0 then
+        cancel = redis.call('DEL', rec) == 0
+        removed = not cancel
+      elseif o.outcome == 'ok' then
         cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
       else
         cancel = not f[5] and redis.call('EXISTS', rec) == 0
@@ -298,11 +327,13 @@ for i = 1, #outs do
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     else
-      if f[6] or f[7] then redis.call('HDEL', rec, 'stalls', 'suspect') end
+      if (f[6] or f[7]) and not removed then redis.call('HDEL', rec, 'stalls', 'suspect') end
       if o.outcome == 'ok' then
         -- error-reason, error-exception and due of earlier attempts were removed by reserve
-        redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
-          'finished-created', now_s)
+        if not removed then
+          redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
+            'finished-created', now_s)
+        end
         done = done + 1
       else
         local failures = (tonumber(f[1]) or 0) + 1
@@ -320,9 +351,7 @@ for i = 1, #outs do
         else
           redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'failures', failures,
             'error-reason', o.value, 'error-exception', o.exception, 'finished-created', now_s)
-          redis.call('EXPIRE', rec, ttl_failed)
-          fails[#fails + 1] = now_ms
-          fails[#fails + 1] = o.id
+          keep_failed(rec, o.id, ttl_failed, now_ms, fails)
           failed = failed + 1
         end
       end
@@ -334,11 +363,7 @@ for i = 1, #outs do
   end
 end
 if #dues > 0 then redis.call('ZADD', KEYS[4], unpack(dues)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  -- failed-set entries whose records have expired
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
-end
+if failed > 0 then flush_failed(fails, now_ms) end
 if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
 if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
 if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end

@@ -77,6 +77,7 @@ local function now()
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
+local function ms(n) return string.format('%.0f', n) end
 -- ---- end of includes/time.lua ----
 
 local qname, err = check_keys()
@@ -94,7 +95,7 @@ return {
   'delayed', redis.call('ZCARD', KEYS[4]) - due_now,
   'parked', redis.call('HLEN', KEYS[9]),
   'executing', redis.call('ZCARD', KEYS[5]),
-  'failed', redis.call('ZCARD', KEYS[6]),
+  'failed', redis.call('ZCOUNT', KEYS[6], '(' .. ms(now_ms), '+inf'),      -- records not expired
   'completed', tonumber(c[1]) or 0,
   'total-failed', tonumber(c[2]) or 0,
   'retried', tonumber(c[3]) or 0,

@@ -1209,6 +1209,31 @@ describe('server scripts', function()
       return ids
     end
 
+    it('does not count or list failed jobs whose record has expired', function()
+      local o1 = assert(ops.new(r, { ttl_failed = 1 }))
+      for i = 1, 3 do enq('q', 'f', '{"i":' .. i .. '}', { retries = 0 }) end
+      local res = o1:reserve('q', 'w', 3, 10)
+      local outs = {}
+      for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, attempt = j.attempt, ok = false, reason = 'x' } end
+      o1:complete('q', 'w', outs)
+      assert.equal(3, o:stats('q').failed)
+      h.wait_for(function() return r:call('EXISTS', 'jobrt:{q}:job:' .. res.jobs[1].id) == 0 end, 5, 'the records to expire')
+      assert.equal(0, o:stats('q').failed)
+      local recs, total = o:list_failed('q')
+      assert.same({ 0, 0 }, { #recs, total })
+    end)
+    it('keep 0: a finished record is removed at once (ttl_ok 0, ttl_failed 0: not listed)', function()
+      local o0 = assert(ops.new(r, { ttl_ok = 0, ttl_failed = 0 }))
+      local a = enq('q', 'f', '{}')
+      local b = enq('q', 'f', '{}', { retries = 0 })
+      o0:reserve('q', 'w', 2, 10)
+      local sum = o0:complete('q', 'w', { { id = a, attempt = 1, ok = true, value = '1' },
+                                          { id = b, attempt = 1, ok = false, reason = 'x' } })
+      assert.same({ 1, 1 }, { sum.completed, sum.failed })
+      assert.equal(0, r:call('EXISTS', 'jobrt:{q}:job:' .. a, 'jobrt:{q}:job:' .. b))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+      assert.same({ 1, 1 }, { o:stats('q').completed, o:stats('q').total_failed })
+    end)
     it('list_failed pages newest first', function()
       local ids = fail_jobs('q', 5)
       local page, total = o:list_failed('q', 0, 2)
@@ -1363,7 +1388,7 @@ describe('server scripts', function()
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '-1' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '-1'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '1e9' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '1e9'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', 'x' }, "reserve: ARGV[5] ttl_failed must be a number, got 'x'" },
-      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '0' }, "reserve: ARGV[5] ttl_failed must be between 1 and 315360000, got '0'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '-1' }, "reserve: ARGV[5] ttl_failed must be between 0 and 315360000, got '-1'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', 'yes' }, "reserve: ARGV[6] alone must be '1', '0' or '', got 'yes'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', '', 'x' }, 'reserve: expected at most 6 ARGV, got 7' },
       { 'renew', 'q', { 'QUEUE', '' }, 'renew: ARGV[2] worker is missing' },
@@ -1376,7 +1401,7 @@ describe('server scripts', function()
       { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '0' }, "renew: ARGV[5] attempt must be between 1 and 1e+15, got '0'" },
       { 'complete', 'q', { 'QUEUE', 'w' }, 'complete: ARGV[6] id is missing (give at least one job: id, attempt, outcome, value, exception, retries)' },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '' }, 'complete: ARGV after [5] must come in groups of 6 (id, attempt, outcome, value, exception, retries), got 5 values' },
-      { 'complete', 'q', { 'QUEUE', 'w', '0', '', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 1 and 315360000, got '0'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '-1', '', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 0 and 315360000, got '-1'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', 'week', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[4] ttl_failed must be a number, got 'week'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '-2', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[5] backoff must be between 0 and 86400, got '-2'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', '', '1', 'ok', '1', '', '' }, 'complete: ARGV[6] id is missing' },
@@ -1388,7 +1413,7 @@ describe('server scripts', function()
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '', '', 'b', '1', 'failed', 'x', '', 'many' }, "complete: ARGV[17] retries must be a number, got 'many'" },
       { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },
       { 'requeue_expired', 'q', { 'QUEUE', '', '-1' }, "requeue_expired: ARGV[3] max_stalls must be between 0 and 1000, got '-1'" },
-      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 1 and 315360000, got '1e12'" },
+      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 0 and 315360000, got '1e12'" },
       { 'release', 'q', { 'QUEUE', 'w' }, 'release: ARGV[3] id is missing (give id, attempt pairs)' },
       { 'release', 'q', { 'QUEUE', 'w', 'a', '1', 'b' }, 'release: ARGV after [2] must come in pairs (id, attempt), got 3 values' },
       { 'release', 'q', { 'DELQUEUE' }, 'release: ARGV[2] worker is missing' },

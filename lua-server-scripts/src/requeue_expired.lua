@@ -6,7 +6,7 @@ ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
   [3] max_stalls  whole number 0..1000: lease losses in a row a job survives; '' = 2
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once); '' = 604800
 A lost lease is not the job's fault (its worker crashed, froze or lost Redis): it uses up no
   retry. Each expired lease "<worker>|<attempt>|<id>" whose attempt is the job's current one
   (state executing, attempts = attempt): record stalls+1 (lease losses in a row; an outcome
@@ -35,6 +35,7 @@ local SCRIPT = 'requeue_expired'
 --- @include "time"
 --- @include "claims"
 --- @include "lease"
+--- @include "failed"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -43,7 +44,7 @@ local qtype, limit, max_stalls, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
 max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 2); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
@@ -89,9 +90,7 @@ for i = 1, #expired do
         'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
         'error-exception', '', 'finished-created', now_s)
       redis.call('HDEL', rec, 'suspect')
-      redis.call('EXPIRE', rec, ttl_failed)
-      fails[#fails + 1] = now_ms
-      fails[#fails + 1] = jid
+      keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
       if free_claims(qtype, jid, f[4], f[5]) then wake = true end
@@ -99,9 +98,8 @@ for i = 1, #expired do
   end
 end
 flush_front(front)
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if failed > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', failed)
 end
 if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end

@@ -413,6 +413,20 @@ return {
       assert.is_true(ttl_bad > 190 and ttl_bad <= 200, "failed record TTL " .. ttl_bad)
     end)
 
+    it("--keep-ok 0 and --keep-failed 0 remove the record when the job ends (every completion goes on)", function()
+      local p = start_worker(dir, { "--keep-ok", "0", "--keep-failed", "0" })
+      local ids = {}
+      for i = 1, 5 do ids[#ids + 1] = enqueue(o, "R", "count", { n = i }) end
+      local bad_id = enqueue(o, "R", "nosuch")
+      h.wait_for(function() return o:stats("R").completed == 5 and o:stats("R").total_failed == 1 end, 5, "the jobs")
+      local code, _, err = stop_worker(p)
+      assert.equal(0, code)
+      for _, id in ipairs(ids) do assert.equal(0, r:call("EXISTS", "jobrt:{R}:job:" .. id)) end
+      assert.equal(0, r:call("EXISTS", "jobrt:{R}:job:" .. bad_id))
+      assert.equal(0, o:stats("R").failed)
+      assert.is_nil(err:find("cannot store", 1, true))
+    end)
+
     it("supervisor killed with -9: its children notice and stop by themselves", function()
       local sup = start_worker(dir, { "--procs", "2" }, nil, 2)
       local pids = {}
