@@ -26,7 +26,7 @@ end
 
 function ws.start_worker(dir, extra, url, nworkers)
   local r = h.redis(url)
-  local before = #r:call("SMEMBERS", "jobrt:workers")
+  local before = r:call("ZCARD", "jobrt:{workers}")
   local a = { "work", dir, "--redis", url or h.url }
   for _, x in ipairs(extra or {}) do a[#a + 1] = x end
   local p = h.spawn_jobrt(a)
@@ -35,7 +35,7 @@ function ws.start_worker(dir, extra, url, nworkers)
       local out, err = p:output()
       error("worker exited early: " .. out .. err)
     end
-    return #r:call("SMEMBERS", "jobrt:workers") >= before + (nworkers or 1)
+    return r:call("ZCARD", "jobrt:{workers}") >= before + (nworkers or 1)
   end, 10, "the worker to register")
   r:close()
   return p

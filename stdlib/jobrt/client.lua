@@ -692,29 +692,14 @@ function Client:stats(...)
   return both_ways('stats', cb, stats_perform, self, queue)
 end
 
--- The worker registry (the worker keeps it): set jobrt:workers of ids, hash jobrt:worker:<id>
--- (id, host, pid, queues, started, heartbeat, done, failed) that expires when the worker dies.
-_M.WORKERS_KEY = 'jobrt:workers'
-_M.WORKER_PREFIX = 'jobrt:worker:'
+-- The worker registry (the worker keeps it, lua-server-scripts/register.lua): zset
+-- jobrt:{workers} of ids by expiry, hash jobrt:{workers}:<id> (id, host, pid, queues, started,
+-- heartbeat, done, failed, inflight, concurrency) that expires when the worker stops beating.
+_M.WORKERS_KEY = ops.WORKERS_KEY
+_M.WORKER_PREFIX = ops.WORKER_PREFIX
 
 local function workers_perform(self)
-  local ids = check(self.r:call('SMEMBERS', _M.WORKERS_KEY))
-  local out = {}
-  local wg = jobrt.waitgroup()
-  for _, id in ipairs(ids) do
-    wg:spawn(function()
-      local flat = self.r:call('HGETALL', _M.WORKER_PREFIX .. id)
-      if type(flat) == 'table' and #flat > 0 then
-        local rec = {}
-        for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
-        rec.id = rec.id or id
-        out[#out + 1] = rec
-      end
-    end)
-  end
-  wg:wait()
-  sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
-  return out
+  return check(self.ops:workers())
 end
 
 function Client:workers(...)

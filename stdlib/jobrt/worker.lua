@@ -643,24 +643,15 @@ end
 
 -- ---- worker registry (seed 004) ----------------------------------------------
 
-function W:registry_key() return "jobrt:worker:" .. self.id end
-
--- Writes this worker's registry hash (all fields, so it is whole again after a Redis restart
--- lost it) and refreshes its expiry; called at start and on every heartbeat.
+-- Writes this worker's registry entry (every field, so it is whole again after a Redis restart
+-- lost it) with an expiry of three heartbeats, in one call (register.lua); at start and on
+-- every heartbeat. A worker that dies drops out of the registry by itself.
 function W:register_self()
-  local r = self.r
-  local key = self:registry_key()
-  local ok, err = r:call("HSET", key, "id", self.id, "host", jobrt.hostname(), "pid", jobrt.pid(),
-    "queues", concat(self.queue_names, ","), "started", fmt("%.6f", self.started_at),
-    "heartbeat", fmt("%.6f", now()), "done", self.done, "failed", self.failed,
-    "inflight", self.inflight, "concurrency", self.concurrency)
-  if not ok then return nil, err end
-  r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1))
-  -- stop() removes us with DEL + SREM on this same connection; checked right before sending,
-  -- so an SADD can never arrive after that SREM
   if self.stopping then return true end
-  r:call("SADD", "jobrt:workers", self.id)
-  return true
+  return self.ops:register(self.id, floor(self.heartbeat_s * 3 + 1), {
+    id = self.id, host = jobrt.hostname(), pid = jobrt.pid(), queues = concat(self.queue_names or {}, ","),
+    started = fmt("%.6f", self.started_at), heartbeat = fmt("%.6f", now()), done = self.done,
+    failed = self.failed, inflight = self.inflight, concurrency = self.concurrency })
 end
 
 function W:heartbeat()
@@ -728,8 +719,7 @@ function W:stop(grace)
     q.lease_timer:close()
   end
   if self.r then
-    self.r:call("DEL", self:registry_key())
-    self.r:call("SREM", "jobrt:workers", self.id)
+    self.ops:unregister(self.id)
     if type(self.url) ~= "userdata" then self.r:close() end
   end
   if self.pool then self.pool:close() end
