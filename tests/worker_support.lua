@@ -9,6 +9,9 @@
 --   ws.enqueue(o, queue, job, args_table, opts) -> id
 --   ws.state_of(o, queue, id) -> state, record
 --   ws.REPORT: Lua text for job files: note(job, what) appends {id, what, t, w, a} to test:log
+--   ws.injector() -> inject(name, wrap, w), restore(): fault injection into an in-process
+--       worker w: wraps operation `name` of jobrt.ops for w's ops object only (calls still go to
+--       the real Redis): wrap(real, self, ...) decides what the worker sees
 local cjson = require 'cjson'
 local h = require 'tests.helpers'
 
@@ -65,5 +68,23 @@ local function note(job, what)
   job.redis:call("RPUSH", "test:log", cjson.encode({ id = job.id, what = what, t = jobrt.now(), w = job.worker, a = job.attempt }))
 end
 ]]
+
+function ws.injector()
+  local ops_mod = require 'jobrt.ops'
+  local saved = {}
+  local function inject(name, wrap, w)
+    saved[name] = saved[name] or ops_mod[name]
+    local real = saved[name]
+    ops_mod[name] = function(self, ...)
+      if w and self == w.ops then return wrap(real, self, ...) end
+      return real(self, ...)
+    end
+  end
+  local function restore()
+    for name, f in pairs(saved) do ops_mod[name] = f end
+    saved = {}
+  end
+  return inject, restore
+end
 
 return ws

@@ -287,8 +287,14 @@ function W:pump(q)
           self:log("warn", "queue %s: cannot reserve jobs: %s (retrying)", q.name, tostring(err))
           err_logged = true
         end
-        sleep(backoff)
-        backoff = backoff < 2 and backoff * 2 or 2
+        -- wait before the next try, but not past a wake-up: the subscription being restored
+        -- after an outage (or any other wake-up) means Redis is back, so try again at once
+        -- (and soon again after that, should the other connection not be back yet)
+        if q.wake:wait(backoff) then
+          backoff = 0.05
+        else
+          backoff = backoff < 2 and backoff * 2 or 2
+        end
       else
         if err_logged then self:log("info", "queue %s: serving again", q.name) end
         err_logged, backoff = false, 0.05
