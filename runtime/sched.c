@@ -14,6 +14,7 @@
 #include "private.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -151,15 +152,28 @@ void jr_report_error(lua_State *co, const char *what) {
 /* Resumes co with nargs values already on its stack. On return the
  * coroutine is parked on some event, queued to run again, finished, or
  * failed (reported with its traceback). Never raises. */
-static int scope_check(lua_State *co);
+static int scope_check(lua_State *co, double *deadline);
+
+/* The coroutine jr_resume is running now (NULL: none) and the deadline of its job scope in
+ * uv_hrtime nanoseconds (0: none). The watchdog thread (proc.c) reads the deadline to
+ * interrupt a handler that runs past it without yielding; its hook reads the coroutine. */
+_Atomic uint64_t jr_run_deadline_ns;
+lua_State *jr_running_co;
 
 void jr_resume(lua_State *co, int nargs) {
-  if (is_cancelled(co) || (n_scoped > 0 && scope_check(co))) {
+  double deadline = 0;
+  if (is_cancelled(co) || (n_scoped > 0 && scope_check(co, &deadline))) {
     lua_settop(co, 0);
     return;
   }
   jr_H.parked = 0;
+  uint64_t prev_deadline = atomic_load(&jr_run_deadline_ns);
+  lua_State *prev_co = jr_running_co;
+  atomic_store(&jr_run_deadline_ns, deadline > 0 ? (uint64_t)(deadline * 1e9) : 0);
+  jr_running_co = co;
   int st = lua_resume(co, nargs);
+  jr_running_co = prev_co;
+  atomic_store(&jr_run_deadline_ns, prev_deadline);
   if (st == LUA_YIELD) {
     if (!jr_H.parked) {                  /* bare yield: run again next turn */
       lua_settop(co, 0);
@@ -186,7 +200,7 @@ void jr_resume(lua_State *co, int nargs) {
   if (st == 0) {
     if (is_main && lua_gettop(co) > 0 && lua_type(co, 1) == LUA_TNUMBER)
       jr_H.exit_code = (int)lua_tointeger(co, 1);
-  } else {
+  } else if (!is_cancelled(co)) {
     jr_report_error(co, is_main ? NULL : "coroutine failed");
     if (is_main) jr_H.exit_code = 1;
   }
@@ -309,6 +323,9 @@ static void on_ready(uv_idle_t *h) {
       for (int a = 2; a <= nargs + 1; a++) lua_rawgeti(L, entry, a);
       lua_xmove(L, co, nargs);
       jr_resume(co, nargs);
+    } else if (co != NULL && lua_status(co) == 0 && lua_gettop(co) > 0 && anchor_get(co) == 4) {
+      anchor_set(co, 1);                   /* spawned later: fn and its args on its stack */
+      jr_resume(co, lua_gettop(co) - 1);
     }
     lua_settop(L, entry - 1);
   }
@@ -497,7 +514,7 @@ static void scope_expire(lua_State *L, int idx) {
 
 /* Called before resuming co (when scopes are in use): returns 1 when co
  * must not run because its scope expired (now or before). */
-static int scope_check(lua_State *co) {
+static int scope_check(lua_State *co, double *deadline) {
   lua_State *L = jr_H.L;
   if (!scope_push_of(L, co)) return 0;
   jr_scope *s = lua_touserdata(L, -1);
@@ -508,7 +525,53 @@ static int scope_check(lua_State *co) {
     stop = 1;
     scope_expire(L, lua_gettop(L));
   }
+  *deadline = s->deadline;
   lua_pop(L, 1);
+  return stop;
+}
+
+/* Called by the watchdog's hook (proc.c) inside the running coroutine L, on the main thread.
+ * Returns 1 when the code running now must be interrupted: the coroutine jr_resume runs (L
+ * itself, or the one that resumed L with coroutine.resume) belongs to a job scope whose
+ * deadline has passed, or that has ended already. The first time, the scope ends: its members
+ * are cancelled (they never run again once they yield or fail) and its on_expire runs on the
+ * next loop turn. The caller then raises an error, and keeps raising at every instruction
+ * while this returns 1, so no pcall of the handler's can swallow the interruption. */
+int jr_scope_interrupt(lua_State *L) {
+  lua_State *co = jr_running_co;
+  if (co == NULL || n_scoped == 0) return 0;
+  int top = lua_gettop(L);
+  int stop = 0;
+  if (scope_push_of(L, co)) {
+    jr_scope *s = lua_touserdata(L, -1);
+    if (s->expired) {
+      stop = 1;
+    } else if (s->deadline > 0 && mono_now() >= s->deadline) {
+      stop = 1;
+      s->expired = 1;
+      scope_cancel_members(L, lua_gettop(L));
+      /* on_expire must not run inside this hook: start it on the next loop turn */
+      lua_getfenv(L, -1);                      /* L: scope, fenv */
+      lua_getfield(L, -1, "cb");               /* L: scope, fenv, cb */
+      if (lua_isfunction(L, -1) && !jr_H.shutting_down) {
+        lua_State *M = jr_H.L;
+        lua_State *cb = lua_newthread(M);      /* M: ..., thread */
+        lua_xmove(L, cb, 1);                   /* cb: fn      L: scope, fenv */
+        lua_pushvalue(L, top + 1);
+        lua_xmove(L, cb, 1);                   /* cb: fn, scope */
+        anchor_set(cb, 4);                     /* on_ready starts it */
+        jr_H.live++;
+        push_regtable(M, READY, NULL);         /* M: ..., thread, READY */
+        lua_createtable(M, 1, 0);
+        lua_pushvalue(M, -3);
+        lua_rawseti(M, -2, 1);
+        lua_rawseti(M, -2, ++ready_len);
+        lua_pop(M, 2);
+        uv_idle_start(&ready_idle, on_ready);
+      }
+    }
+  }
+  lua_settop(L, top);
   return stop;
 }
 
