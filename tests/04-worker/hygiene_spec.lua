@@ -36,6 +36,14 @@ return { TL = {
     jobrt.sleep(60)
   end },
   ok = function() return "ok" end,
+  cmd = { timeout = 0.5, handler = function(args, job)
+    local res = jobrt.exec({ "sh", "-c", "echo $$ > " .. args.pidfile .. "; exec sleep 30" })
+    return res and res.code
+  end },
+  exec_ok = function(args, job)
+    local res, err = jobrt.exec("printf '%s' \"$0\"; echo oops >&2; exit 4", { timeout = 5 })
+    return res and { code = res.code, out = res.stdout, err = res.stderr } or err
+  end,
 } } ]] }
     end)
     teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
@@ -64,6 +72,21 @@ return { TL = {
         assert.is_nil(err:find("coroutine failed", 1, true))
       end)
     end
+
+    it("jobrt.exec runs a command without blocking, and the command dies with its job", function()
+      local p = ws.start_worker(dir, {})
+      local v = require('cjson').decode(outcome(ws.enqueue(o, "TL", "exec_ok"))["result-value"])
+      assert.same({ code = 4, out = "/bin/sh", err = "oops\n" }, v)
+      local pidfile = h.tmpdir() .. "/pid"
+      local rec = outcome(ws.enqueue(o, "TL", "cmd", { pidfile = pidfile }))
+      assert.equal("timed out after 0.5 s (the job's timeout): make the handler faster or raise its timeout", rec["error-reason"])
+      local f = assert(io.open(pidfile))
+      local pid = tonumber(f:read("*l"))
+      f:close()
+      local proc = require 'jobrt.core.proc'
+      h.wait_for(function() return not proc.kill(pid, 0) end, 5, "the command to be killed")
+      ws.stop_worker(p)
+    end)
 
     it("coroutines a handler spawned end with its job", function()
       local p = ws.start_worker(dir, {})
