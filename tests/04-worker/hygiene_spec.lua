@@ -102,6 +102,26 @@ return { TL = {
     end)
   end)
 
+  describe("waiting inside a coroutine of the user's own", function()
+    local MSG = "cannot wait inside a coroutine made with coroutine.create or coroutine.wrap (jobrt resumes only coroutines it started): start it with jobrt.spawn instead, and hand results back with a jobrt.cond or jobrt.waitgroup"
+    local cases = {
+      { "jobrt.sleep", function() jobrt.sleep(0.01) end },
+      { "redis call", function() r:call("PING") end },
+      { "jobrt.suspend", function() local c = jobrt.cond(); c:wait(0.01) end },
+    }
+    for _, c in ipairs(cases) do
+      it("is refused with a clear error, and nothing hangs: " .. c[1], function()
+        local gen = coroutine.wrap(function() c[2](); coroutine.yield("never") end)
+        local ok, err = pcall(gen)
+        assert.is_false(ok)
+        assert.matches(c[1] .. ": " .. MSG, err, 1, true)
+        -- the caller goes on: a bare yield comes back on the next loop turn, a Redis call works
+        coroutine.yield()
+        assert.equal("PONG", r:call("PING"))
+      end)
+    end
+  end)
+
   describe("an in-process worker", function()
     local w
     local inject_for, restore = ws.injector()
