@@ -122,6 +122,30 @@ return { TL = {
     end
   end)
 
+  describe("waiting for a result", function()
+    it("says at once that no live worker serves the queue, then waits (enqueue --wait)", function()
+      assert(o:set_queue_type("NOBODY", "QUEUE"))
+      local t0 = jobrt.monotime()
+      local code, out, err = h.run_jobrt({ "enqueue", "NOBODY", "f", "{}", "--wait", "--wait-timeout", "1.5" })
+      assert.equal(1, code)
+      assert.matches("enqueue: no live worker serves queue 'NOBODY': job 1 waits until one does", err, 1, true)
+      assert.matches("did not finish within 1.5 s", err, 1, true)
+      assert.is_true(jobrt.monotime() - t0 >= 1.5)
+      assert.equal("", out)
+    end)
+
+    it("says nothing of the kind when a worker serves it", function()
+      assert(o:set_queue_type("SERVED", "QUEUE"))
+      local dir = ws.jobs_dir{ ["s.lua"] = "return { SERVED = { f = function() return 1 end } }" }
+      local p = ws.start_worker(dir, {})
+      local code, out, err = h.run_jobrt({ "enqueue", "SERVED", "f", "{}", "--wait" })
+      ws.stop_worker(p)
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+      assert.is_nil(err:find("no live worker", 1, true))
+    end)
+  end)
+
   describe("an in-process worker", function()
     local w
     local inject_for, restore = ws.injector()
