@@ -4,7 +4,7 @@ job file).
 KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type   QUEUE | LBQUEUE | DELQUEUE
-  [2] name   1..200 bytes, no spaces, control characters, { or }
+  [2] name   1..200 bytes, no control characters, { or } (the rules of job ids)
   [3] entry  JSON object (at most 65536 bytes): job (job name), args (JSON text), schedule (the
              cron expression: the client checks it), tz (time zone name), id_prefix (the tick's
              job id is id_prefix .. tick in Unix seconds), missed ('once' | 'skip'), source
@@ -29,18 +29,23 @@ local SCRIPT = 'cron_set'
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
 -- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
 -- { 'progress' } for jobrt:{Q}:progress.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys(extra)
   local more = extra and #extra or 0
   if #KEYS ~= 14 + more then
@@ -48,9 +53,12 @@ local function check_keys(extra)
       (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
       ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 + more do
     local want = prefix .. (SUFFIX[i] or extra[i - 14])
@@ -58,7 +66,7 @@ local function check_keys(extra)
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -80,6 +88,20 @@ local function opt_str(i, name, maxlen)
   if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
   return v
 end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
 -- Server time, and the enqueue order of a job.
@@ -98,14 +120,10 @@ local function ms(n) return string.format('%.0f', n) end
 --   cron-last:<name>  the latest tick (Unix ms) taken: enqueued, or skipped as missed
 -- The workers compute the ticks (time zones are theirs); the scripts make each tick one job.
 
--- ARGV[i] as a cron entry name: 1..200 bytes, no spaces, control characters, '{' or '}'
--- ('' or absent -> nil).
+-- ARGV[i] as a cron entry name: 1..200 bytes, no control characters, '{' or '}' (the rules of
+-- job ids, README "Names": a tick's job id is made from it); '' or absent -> nil.
 local function cron_name(i)
-  local v, err = opt_str(i, 'cron name', 200)
-  if v and v:find('[%c%s{}]') then
-    return nil, argerr(i, 'cron name', 'must not contain spaces, control characters, { or }, got ' .. shown(v))
-  end
-  return v, err
+  return name_arg(i, 'cron name', 200, false)
 end
 -- ---- end of includes/cron.lua ----
 

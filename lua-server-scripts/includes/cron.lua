@@ -6,14 +6,10 @@
 --- @include "args"
 --- @include "time"
 
--- ARGV[i] as a cron entry name: 1..200 bytes, no spaces, control characters, '{' or '}'
--- ('' or absent -> nil).
+-- ARGV[i] as a cron entry name: 1..200 bytes, no control characters, '{' or '}' (the rules of
+-- job ids, README "Names": a tick's job id is made from it); '' or absent -> nil.
 local function cron_name(i)
-  local v, err = opt_str(i, 'cron name', 200)
-  if v and v:find('[%c%s{}]') then
-    return nil, argerr(i, 'cron name', 'must not contain spaces, control characters, { or }, got ' .. shown(v))
-  end
-  return v, err
+  return name_arg(i, 'cron name', 200, false)
 end
 -- Takes tick `tick` (Unix ms) of entry `name` for one enqueue: nil when this call makes its
 -- job (cron-last:<name> is now tick), else enqueue's reply: { '', 2 } taken already (this tick

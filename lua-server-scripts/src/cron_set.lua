@@ -4,7 +4,7 @@ job file).
 KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type   QUEUE | LBQUEUE | DELQUEUE
-  [2] name   1..200 bytes, no spaces, control characters, { or }
+  [2] name   1..200 bytes, no control characters, { or } (the rules of job ids)
   [3] entry  JSON object (at most 65536 bytes): job (job name), args (JSON text), schedule (the
              cron expression: the client checks it), tz (time zone name), id_prefix (the tick's
              job id is id_prefix .. tick in Unix seconds), missed ('once' | 'skip'), source

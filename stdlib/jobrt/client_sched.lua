@@ -32,6 +32,7 @@ local jobrt = require 'jobrt'
 local ops = require 'jobrt.ops'
 local cron = require 'jobrt.cron'
 local tz = require 'jobrt.tz'
+local names = require 'jobrt.names'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, error = type, pairs, ipairs, tostring, tonumber, pcall, error
 local str_format, floor, sort, concat = string.format, math.floor, table.sort, table.concat
@@ -192,11 +193,12 @@ function _M.install(Client, I)
   end)
 
   -- ---- cron ----------------------------------------------------------------------
+  -- a cron entry name: the rules of job ids (jobrt.names), at most 200 bytes (ticks' job ids
+  -- are made from it)
   local function check_cron_name(fname, name)
-    if type(name) ~= 'string' or name == '' or #name > 200 or name:find('[%c%s{}]') then
-      argfail(fname, 'name must be 1-200 bytes without spaces, control characters, { or }, got ' ..
-        (type(name) == 'string' and shown(name) or tname(name)))
-    end
+    local err = names.ref(name)
+    if not err and #name > 200 then err = 'must be at most 200 bytes, got ' .. #name end
+    if err then argfail(fname, 'name ' .. err) end
   end
 
   -- every typed queue's cron entries: { { queue=, name=, entry=, last= }... }
@@ -252,9 +254,10 @@ function _M.install(Client, I)
     local zone, zerr = tz.load(zone_name)
     if not zone then argfail('addCron', zerr) end
     local prefix = opts.id_prefix or ('cron:' .. name .. ':')
-    if type(prefix) ~= 'string' or prefix == '' or #prefix > 200 or prefix:find('^%d*$') or prefix:find('[%c%s{}]') then
-      argfail('addCron', "option 'id_prefix' must be 1-200 bytes, not only digits, without spaces, { or } (job ids are the prefix and the tick's Unix seconds), got " ..
-        (type(prefix) == 'string' and shown(prefix) or tname(prefix)))
+    local perr = names.id(prefix)
+    if not perr and #prefix > 200 then perr = 'must be at most 200 bytes, got ' .. #prefix end
+    if perr then
+      argfail('addCron', "option 'id_prefix' " .. perr .. " (job ids are the prefix and the tick's Unix seconds)")
     end
     local missed = opts.missed or 'once'
     if missed ~= 'once' and missed ~= 'skip' then

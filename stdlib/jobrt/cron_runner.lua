@@ -64,6 +64,7 @@ end
 function R:register(qname)
   local ops = self.w.ops
   local have, err = ops:cron_entries(qname)
+  if self.stopped then return end
   if not have then
     self.w:log('warn', 'queue %s: cannot read its cron entries: %s', qname, tostring(err))
     return
@@ -142,6 +143,7 @@ function R:pass(qname, qc, load)
   qc.earliest = nil
   if load then
     local entries, err = self.w.ops:cron_entries(qname)
+    if self.stopped then return end
     if not entries then
       self.w:log('warn', 'queue %s: cannot read its cron entries: %s (trying again in 1s)', qname, tostring(err))
       qc.retry = true
@@ -164,6 +166,7 @@ function R:pass(qname, qc, load)
     qc.warned, qc.entries = warned, list
   end
   local now, err = self:server_now()
+  if self.stopped then return end
   if not now then
     self.w:log('warn', 'queue %s: cron: cannot read the server time: %s (trying again in 1s)', qname, tostring(err))
     qc.retry = true

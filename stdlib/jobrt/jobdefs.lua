@@ -13,6 +13,8 @@
 --             'once'|'skip' }: the job is also enqueued on that schedule (jobrt.cron_runner;
 --             normalized to spec.cron = { schedule=, tz=, args= JSON text, missed= })
 -- Messages name the file and line of the offending definition and the fix.
+local naming = require 'jobrt.names'
+
 local type, pairs, tostring, next, pcall, require = type, pairs, tostring, next, pcall, require
 local fmt, floor = string.format, math.floor
 
@@ -94,6 +96,8 @@ function _M.load_description(desc, source, into)
     if type(queue) ~= "string" or queue == "" then
       return nil, fmt("%s: queue names must be non-empty strings, got %s", source, tostring(queue))
     end
+    local qerr = naming.queue(queue)
+    if qerr then return nil, fmt("%s: the queue name %s (rename the queue's table)", locate(source, queue), qerr) end
     if type(jobs) ~= "table" then
       return nil, fmt("%s: queue %s must be a table of jobs like { myJob = function(args, job) ... end }, got %s",
         locate(source, queue), queue, type(jobs))
@@ -108,6 +112,8 @@ function _M.load_description(desc, source, into)
       if type(name) ~= "string" then
         return nil, fmt("%s: job names in queue %s must be strings, got %s", source, queue, type(name))
       end
+      local jerr = naming.job(name)
+      if jerr then return nil, fmt("%s: the job name %s in queue %s (rename it)", locate(source, name), jerr, queue) end
       local spec
       if type(def) == "function" then
         spec = { handler = def }
