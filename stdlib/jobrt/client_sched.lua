@@ -20,7 +20,8 @@
 --       -- while a live worker serves the queue, unless force
 --   q:addCron(name, queue, job, expr[, args[, opts]]) -> 'created' | 'replaced' | 'unchanged', next
 --       -- opts: tz (zone name, default 'UTC'), id_prefix (default 'cron:<name>:'), missed
---       -- ('once', the default, | 'skip'); next: the next tick (Unix seconds)
+--       -- ('once', the default, | 'skip'), jobHash (LBQUEUE, DELQUEUE; default: the entry's
+--       -- name); next: the next tick (Unix seconds)
 --   q:listCron() -> { {name=, queue=, job=, schedule=, tz=, args= JSON text, missed=, id_prefix=,
 --                      source= 'cli'|'file', file=, last= s|nil, next= s|nil}... }
 --   q:deleteCron(name[, queue]) -> true | false (no such entry)
@@ -225,7 +226,7 @@ function _M.install(Client, I)
     return out
   end
 
-  local CRON_OPTS = { tz = true, id_prefix = true, missed = true }
+  local CRON_OPTS = { tz = true, id_prefix = true, missed = true, jobHash = true }
   local RESULT = { [0] = 'unchanged', [1] = 'created', [2] = 'replaced', [3] = 'replaced' }
 
   -- Checks addCron's arguments (raises "addCron: ..."); returns the entry, schedule and zone.
@@ -247,7 +248,7 @@ function _M.install(Client, I)
     if opts ~= nil and type(opts) ~= 'table' then argfail('addCron', 'opts must be a table {tz=, id_prefix=, missed=}, got ' .. tname(opts)) end
     opts = opts or {}
     for k in pairs(opts) do
-      if not CRON_OPTS[k] then argfail('addCron', str_format('unknown option %s (known: tz, id_prefix, missed)', shown(k))) end
+      if not CRON_OPTS[k] then argfail('addCron', str_format('unknown option %s (known: tz, id_prefix, missed, jobHash)', shown(k))) end
     end
     local zone_name = opts.tz or 'UTC'
     if type(zone_name) ~= 'string' then argfail('addCron', "option 'tz' must be a zone name such as 'Europe/Berlin', got " .. tname(zone_name)) end
@@ -263,8 +264,12 @@ function _M.install(Client, I)
     if missed ~= 'once' and missed ~= 'skip' then
       argfail('addCron', "option 'missed' must be 'once' (one run for the ticks missed while no worker ran) or 'skip', got " .. shown(missed))
     end
-    return { job = job, args = text, schedule = expr, tz = zone_name, id_prefix = prefix, missed = missed, source = 'cli' },
-      sched, zone
+    if opts.jobHash ~= nil then
+      local herr = names.ref(opts.jobHash)
+      if herr then argfail('addCron', "option 'jobHash' " .. herr) end
+    end
+    return { job = job, args = text, schedule = expr, tz = zone_name, id_prefix = prefix, missed = missed, source = 'cli',
+             hash = opts.jobHash }, sched, zone
   end
   _M.cron_entry = cron_entry
 

@@ -54,7 +54,7 @@ function R:declared(qname)
     if spec.cron then
       out[qname .. '.' .. job] = { job = job, args = spec.cron.args, schedule = spec.cron.schedule,
         tz = spec.cron.tz, missed = spec.cron.missed, id_prefix = 'cron:' .. qname .. '.' .. job .. ':',
-        source = 'file', file = spec.source }
+        hash = spec.cron.hash, source = 'file', file = spec.source }
     end
   end
   return out
@@ -185,7 +185,7 @@ function R:pass(qname, qc, load)
       local e = c.entry
       local res, verdict = self.w.ops:enqueue_tick(qname, name, tick * 1000,
         e.missed == 'skip' and _M.SKIP_LATE * 1000 or nil, e.job, e.args or '{}',
-        { id = (e.id_prefix or ('cron:' .. name .. ':')) .. fmt('%d', tick) })
+        { id = (e.id_prefix or ('cron:' .. name .. ':')) .. fmt('%d', tick), jobHash = e.hash or name })
       local when = os.date('!%Y-%m-%d %H:%M:%SZ', tick)
       if res == nil then
         self.w:log('warn', 'queue %s: cron entry %s: cannot enqueue the tick of %s: %s', qname, name, when, tostring(verdict))

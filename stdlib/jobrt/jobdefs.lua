@@ -35,8 +35,8 @@ local function check_cron(v, where)
     return v                             -- already normalized (a description loaded twice)
   end
   for k in pairs(v) do
-    if k ~= 1 and k ~= "tz" and k ~= "args" and k ~= "missed" then
-      return nil, fmt("%s.cron has unknown field '%s' (known: [1] the expression, tz, args, missed)", where, tostring(k))
+    if k ~= 1 and k ~= "tz" and k ~= "args" and k ~= "missed" and k ~= "hash" then
+      return nil, fmt("%s.cron has unknown field '%s' (known: [1] the expression, tz, args, missed, hash)", where, tostring(k))
     end
   end
   local cron, tz = require("jobrt.cron"), require("jobrt.tz")
@@ -59,7 +59,10 @@ local function check_cron(v, where)
     end
     args = text
   end
-  return { schedule = v[1], tz = zone, args = args, missed = v.missed or "once" }
+  if v.hash ~= nil and (type(v.hash) ~= "string" or naming.ref(v.hash)) then
+    return nil, fmt("%s.cron.hash (the jobs' jobHash) %s", where, type(v.hash) == "string" and naming.ref(v.hash) or ("must be a string, got " .. type(v.hash)))
+  end
+  return { schedule = v[1], tz = zone, args = args, missed = v.missed or "once", hash = v.hash }
 end
 
 -- "file:line" of the first line of file `source` that assigns `name` (e.g. `welcome =`), so a

@@ -46,7 +46,7 @@ end
 -- ---- cron -----------------------------------------------------------------------
 
 local CRON_USAGE = [[
-usage: jobrt cron add NAME QUEUE JOB 'EXPR' [JSON-ARGS] [--tz ZONE] [--id-prefix P] [--missed once|skip]
+usage: jobrt cron add NAME QUEUE JOB 'EXPR' [JSON-ARGS] [--tz ZONE] [--id-prefix P] [--missed once|skip] [--hash H]
        jobrt cron list [--json]
        jobrt cron delete NAME [--queue QUEUE]
 
@@ -64,13 +64,15 @@ Options (add):
   --id-prefix P      job ids are P<tick seconds> (default cron:NAME:)
   --missed once|skip ticks that passed while no worker ran: one catch-up run (once, the default),
                      or none (skip: only a tick at most 60 s late runs)
+  --hash H           the jobs' jobHash (LBQUEUE, DELQUEUE; default NAME): on an LBQUEUE a tick
+                     whose previous job still waits merges into it
 Adding NAME again replaces it (same schedule: its ticks go on; another: they start again now).
 Job files declare entries too: { QUEUE = { job = { handler = fn, cron = '0 * * * *' } } } makes
 the entry QUEUE.job, owned by the workers serving QUEUE.
 ]]
 
 local function cron_add(cmd, argv)
-  local o, pos = parse(cmd, argv, { tz = 'string', ['id-prefix'] = 'string', missed = 'string' }, CRON_USAGE)
+  local o, pos = parse(cmd, argv, { tz = 'string', ['id-prefix'] = 'string', missed = 'string', hash = 'string' }, CRON_USAGE)
   if not o then return pos end
   local synopsis = "NAME QUEUE JOB 'EXPR' [JSON-ARGS]"
   local name, queue, job, expr, args = pos[2], pos[3], pos[4], pos[5], pos[6]
@@ -92,11 +94,11 @@ local function cron_add(cmd, argv)
     errline(cmd, 'JSON-ARGS is not valid JSON (' .. U.json_error(jerr) .. ')' .. U.QUOTE_HINT)
     return 2
   end
-  local opts = { tz = o.tz, id_prefix = o['id-prefix'], missed = o.missed }
+  local opts = { tz = o.tz, id_prefix = o['id-prefix'], missed = o.missed, jobHash = o.hash }
   local okc, cerr = pcall(client_sched.cron_entry, name, queue, job, expr, args, opts)
   if not okc then
     errline(cmd, (bare(cerr):gsub("option 'id_prefix'", '--id-prefix'):gsub("option 'missed'", '--missed')
-      :gsub("option 'tz'", '--tz')))
+      :gsub("option 'tz'", '--tz'):gsub("option 'jobHash'", '--hash')))
     return 2
   end
   return with_client(cmd, o, function(q)

@@ -80,13 +80,16 @@ describe("flow control", function()
       assert.equal("paused queue 'F'\n", out)
       local later = {}
       for i = 1, 3 do later[i] = enqueue("work", {}) end         -- enqueueing still works
+      later[4] = enqueue("work", {}, { delay = 0.01 })            -- due at once: bait for a timer
       h.wait_for(function() return all_finished(first) end, 5, "the jobs in flight to finish")
-      -- a worker started now, and the running one, leave the queue alone
+      -- a worker started now, and the running one, leave the queue alone, without polling it
       start(1, { "--concurrency", "5" })
+      local evals = commands_stat("evalsha")
       jobrt.sleep(0.7)
+      assert.is_true(commands_stat("evalsha") - evals < 20, (commands_stat("evalsha") - evals) .. " script calls while paused")
       for _, id in ipairs(later) do assert.equal("pending", rec(id).state) end
       local st = o:stats("F")
-      assert.same({ 3, 0, 1 }, { st.pending, st.executing, st.paused })
+      assert.same({ 4, 0, 1 }, { st.pending, st.executing, st.paused })
       local _, sout = h.run_jobrt({ "stats" })
       assert.matches("paused: F", sout, 1, true)
       code, out = h.run_jobrt({ "resume", "F" })
