@@ -183,6 +183,38 @@ describe("cron", function()
     assert(p1)
   end)
 
+  it("gives the jobs of an LBQUEUE entry its name as jobHash: ticks merge while one runs, never two at once", function()
+    assert(o:set_queue_type("L", "LBQUEUE"))
+    start([[
+local jobrt = require 'jobrt'
+return { L = { slow = function(args, job)
+  job.redis:call("RPUSH", "test:lb", "start " .. job.id .. " " .. job.hash)
+  jobrt.sleep(1.6)
+  job.redis:call("RPUSH", "test:lb", "end " .. job.id)
+end } }
+]], { "--concurrency", "5" })
+    assert.equal(0, (h.run_jobrt({ "cron", "add", "lbtick", "L", "slow", "@every 1s" })))
+    h.wait_for(function() return r:call("LLEN", "test:lb") >= 6 end, 15, "three runs")
+    assert.equal(0, (h.run_jobrt({ "cron", "delete", "lbtick" })))
+    local last_tick = math.floor(server_s())
+    local log = r:call("LRANGE", "test:lb", 0, -1)
+    local running = 0
+    for _, e in ipairs(log) do
+      if e:match("^start") then
+        running = running + 1
+        assert.matches("^start cron:lbtick:%d+ lbtick$", e)
+      else
+        running = running - 1
+      end
+      assert.is_true(running <= 1, "two jobs of the entry ran at once: " .. table.concat(log, ", "))
+    end
+    -- fewer jobs than ticks: the ticks that came while one ran merged into the waiting one
+    local first_tick = tonumber(log[1]:match(":(%d+) "))
+    local st = o:stats("L")
+    local jobs = st.completed + st.executing + st.pending + st.parked
+    assert.is_true(jobs < last_tick - first_tick + 1, jobs .. " jobs for " .. (last_tick - first_tick + 1) .. " ticks")
+  end)
+
   it("checks what cron add is given, naming the fix", function()
     local cases = {
       { { "cron", "add", "n", "C", "tick" }, 2, "jobrt cron add: missing 'EXPR': usage: jobrt cron add NAME QUEUE JOB 'EXPR' [JSON-ARGS] (see jobrt cron add --help)\n" },
