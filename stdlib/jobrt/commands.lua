@@ -772,7 +772,7 @@ local function cmd_delete(argv, cmd)
 end
 
 -- For the other command modules (jobrt.sched_commands): the shared parts.
-_M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many,
+_M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many, bad_name = bad_name,
             bare = bare, table_text = table_text, to_json = to_json, ARRAY = ARRAY, when = when,
             json_error = json_error, QUOTE_HINT = QUOTE_HINT }
 

@@ -6,7 +6,9 @@
 --   runner:start()          -- registers the job files' entries, loads every served queue's
 --                           -- entries, arms one timer per queue; returns at once
 --   runner:reload(queue)    -- the queue's entries changed (a "cron" message on its wake
---                           -- channel, or a resubscribe): read them again
+--                           -- channel): read them again
+--   runner:resync(queue)    -- after a reconnect (Redis may have lost data or failed over):
+--                           -- register the job files' entries again, then reload
 --   runner:stop()           -- closes the timers; nothing is enqueued after it returns
 --
 -- Ownership of the entries declared in job files (`cron = ...` on job JOB of queue Q, named
@@ -103,6 +105,14 @@ end
 
 -- Reads queue q's entries again and arms its timer.
 function R:reload(qname) return self:run(qname, true) end
+
+function R:resync(qname)
+  if not self.queues[qname] or self.stopped then return end
+  jobrt.spawn(function()
+    self:register(qname)
+    self:reload(qname)
+  end)
+end
 
 -- Enqueues what is due in queue q (after reading its entries again when `load`), computes the
 -- next ticks and arms the timer. One run at a time per queue: a run asked for meanwhile

@@ -19,6 +19,7 @@ local str_format, concat = string.format, table.concat
 
 local U = commands.util
 local parse, connect, errline, missing, too_many, bare = U.parse, U.connect, U.errline, U.missing, U.too_many, U.bare
+local bad_name = U.bad_name
 local table_text, to_json, ARRAY = U.table_text, U.to_json, U.ARRAY
 
 local json = cjson.new()
@@ -80,6 +81,8 @@ local function cron_add(cmd, argv)
   if not queue then return missing(cmd, 'QUEUE', synopsis) end
   if not job then return missing(cmd, 'JOB', synopsis) end
   if not expr then return missing(cmd, "'EXPR'", synopsis) end
+  local rc = bad_name(cmd, queue)
+  if rc then return rc end
   if pos[7] then
     return too_many(cmd, pos[7], ": quote EXPR and JSON-ARGS in single quotes so the shell keeps each one word")
   end
@@ -140,6 +143,8 @@ local function cron_delete(cmd, argv)
   local name = pos[2]
   if not name then return missing(cmd, 'NAME', 'NAME') end
   if pos[3] then return too_many(cmd, pos[3]) end
+  local rc = o.queue and bad_name(cmd, o.queue)
+  if rc then return rc end
   return with_client(cmd, o, function(q)
     if not q:deleteCron(name, o.queue) then
       errline(cmd, str_format("no cron entry '%s' (jobrt cron list shows them)", name))
@@ -182,6 +187,8 @@ local function cmd_pause(argv, cmd)
   local queue = pos[1]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE') end
   if pos[2] then return too_many(cmd, pos[2]) end
+  local rc = bad_name(cmd, queue)
+  if rc then return rc end
   return with_client(cmd, o, function(q)
     local changed = q[cmd](q, queue)
     if cmd == 'pause' then
@@ -222,6 +229,8 @@ local function cmd_limit(argv, cmd)
   local queue = pos[1]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE [--rate N --per SECONDS] [--max-active N] [--clear]') end
   if pos[2] then return too_many(cmd, pos[2]) end
+  local brc = bad_name(cmd, queue)
+  if brc then return brc end
   if (o.rate == nil) ~= (o.per == nil) then
     errline(cmd, '--rate and --per go together: --rate N --per SECONDS (at most N jobs start per SECONDS)')
     return 2
@@ -311,6 +320,8 @@ local function cmd_drain(argv, cmd)
   local queue = pos[1]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE') end
   if pos[2] then return too_many(cmd, pos[2]) end
+  local rc = bad_name(cmd, queue)
+  if rc then return rc end
   return with_client(cmd, o, function(q)
     local n = q:drain(queue)
     io.stdout:write(str_format("drained queue '%s': removed %d waiting or delayed job%s\n", queue, n, n == 1 and '' or 's'))
@@ -333,6 +344,8 @@ local function cmd_obliterate(argv, cmd)
   local queue = pos[1]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE [--force]') end
   if pos[2] then return too_many(cmd, pos[2]) end
+  local rc = bad_name(cmd, queue)
+  if rc then return rc end
   return with_client(cmd, o, function(q)
     local res = q:obliterate(queue, { force = o.force or nil })
     io.stdout:write(str_format("obliterated queue '%s'%s: deleted %d key%s\n", queue,

@@ -208,10 +208,8 @@ function W:start()
         if st then return self:drop(st, "deleted while running") end
         return
       end
-      if msg == "cron" or msg == nil then       -- its cron entries changed (or messages were lost)
-        self.cron:reload(qname)
-        if msg == "cron" then return end
-      end
+      if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
+      if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end

@@ -160,6 +160,11 @@ describe("cron", function()
     assert.same({ "C.filetick", "C", "filetick", "@every 1s", "file" },
       { list[1].name, list[1].queue, list[1].job, list[1].schedule, list[1].source })
     assert.matches("c%.lua:%d+$", list[1].file)
+    -- lost from Redis (a failover to a replica that missed it): the worker registers it again
+    -- when it reconnects
+    r:call("HDEL", "jobrt:{C}:stats", "cron:C.filetick", "cron-last:C.filetick")
+    r:call("CLIENT", "KILL", "TYPE", "pubsub")
+    h.wait_for(function() return o:cron_entries("C")["C.filetick"] ~= nil end, 10, "the entry registered again")
     -- a cli entry cannot take the file entry's name
     local code, _, err = h.run_jobrt({ "cron", "add", "C.filetick", "C", "tick", "@hourly" })
     assert.equal(1, code)
