@@ -240,17 +240,22 @@ local function queue_candidates(cands, n)
 end
 -- Due QUEUE jobs (delayed jobs, retries in backoff) whose time has come and that carry a
 -- priority join the ready set, so that they are served by priority like the waiting jobs (due
--- jobs without one are served first, as in every type). Looks at up to n of them.
-local function promote_due(now_ms, n)
-  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, n)
-  for i = 1, #due do
+-- jobs without one are served first, as in every type). due: the flat member, score list of
+-- the due entries whose time has come; returns the same list without those that moved.
+local function promote_due(due)
+  local keep = {}
+  for i = 1, #due, 2 do
     local jid = due[i]:match('^%d+|(.*)$') or due[i]
     local p = tonumber(redis.call('HGET', KEYS[1] .. jid, 'priority'))
     if p and p ~= 0 then
       redis.call('ZREM', KEYS[4], due[i])
       redis.call('ZADD', KEYS[3], -p, due[i])
+    else
+      keep[#keep + 1] = due[i]
+      keep[#keep + 1] = due[i + 1]
     end
   end
+  return keep
 end
 -- ---- end of includes/priority.lua ----
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
@@ -357,12 +362,12 @@ local prefix = KEYS[1]
 local flow
 count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
 if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
-if qtype == 'QUEUE' then promote_due(now_ms, count) end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
 local cands = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+if qtype == 'QUEUE' and #due > 0 then due = promote_due(due) end   -- by priority (includes/priority.lua)
 if #due > 0 then
   local members = {}
   for i = 1, #due, 2 do

@@ -33,17 +33,22 @@ local function queue_candidates(cands, n)
 end
 -- Due QUEUE jobs (delayed jobs, retries in backoff) whose time has come and that carry a
 -- priority join the ready set, so that they are served by priority like the waiting jobs (due
--- jobs without one are served first, as in every type). Looks at up to n of them.
-local function promote_due(now_ms, n)
-  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, n)
-  for i = 1, #due do
+-- jobs without one are served first, as in every type). due: the flat member, score list of
+-- the due entries whose time has come; returns the same list without those that moved.
+local function promote_due(due)
+  local keep = {}
+  for i = 1, #due, 2 do
     local jid = due[i]:match('^%d+|(.*)$') or due[i]
     local p = tonumber(redis.call('HGET', KEYS[1] .. jid, 'priority'))
     if p and p ~= 0 then
       redis.call('ZREM', KEYS[4], due[i])
       redis.call('ZADD', KEYS[3], -p, due[i])
+    else
+      keep[#keep + 1] = due[i]
+      keep[#keep + 1] = due[i + 1]
     end
   end
+  return keep
 end
 -- A QUEUE job with a priority goes back to the ready set; true when it did (others go to the
 -- wait list: the caller's business).

@@ -87,12 +87,12 @@ local prefix = KEYS[1]
 local flow
 count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
 if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
-if qtype == 'QUEUE' then promote_due(now_ms, count) end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
 local cands = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+if qtype == 'QUEUE' and #due > 0 then due = promote_due(due) end   -- by priority (includes/priority.lua)
 if #due > 0 then
   local members = {}
   for i = 1, #due, 2 do

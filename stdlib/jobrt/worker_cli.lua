@@ -17,8 +17,12 @@ usage: jobrt PATH... [OPTIONS]          (also: jobrt work PATH... [OPTIONS])
 Loads every *.lua file under the PATHs (directories are searched recursively); each returns a
 jobDescription table:
     return { QUEUENAME = { myJob = function(args, job) ... end,
-                           slow  = { handler = function(args, job) ... end, timeout = 30, retries = 3 } } }
-and serves those queues until SIGINT or SIGTERM (a second signal exits at once).
+                           slow  = { handler = function(args, job) ... end, timeout = 30, retries = 3 },
+                           daily = { handler = function(args, job) ... end, cron = '0 3 * * *' } } }
+and serves those queues until SIGINT or SIGTERM (a second signal exits at once). A job with
+`cron = 'EXPR'` (or { 'EXPR', tz = ZONE, args = {...}, missed = 'once'|'skip', hash = H }) is
+also enqueued on that schedule, once per tick across all workers (see jobrt cron --help); the
+workers serving a queue keep its file entries to what their files declare.
 
 Options:
   --redis URL          redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
