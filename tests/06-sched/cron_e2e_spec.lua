@@ -220,6 +220,22 @@ end } }
     assert.is_true(jobs < last_tick - first_tick + 1, jobs .. " jobs for " .. (last_tick - first_tick + 1) .. " ticks")
   end)
 
+  it("refuses a job file whose cron is malformed, naming the file, the line and the fix", function()
+    local cases = {
+      { "cron = '61 * * * *'", "c.lua:2: C.t.cron: cron expression '61 * * * *': minute field '61': 61 is out of range 0-59" },
+      { "cron = { '@hourly', tz = 'Mars/Olympus' }", "c.lua:2: C.t.cron: unknown time zone 'Mars/Olympus'" },
+      { "cron = { '@hourly', missed = 'all' }", "c.lua:2: C.t.cron.missed must be 'once' (one run for the ticks missed while no worker ran) or 'skip', got all" },
+      { "cron = { '@hourly', colour = 'red' }", "c.lua:2: C.t.cron has unknown field 'colour' (known: [1] the expression, tz, args, missed, hash)" },
+      { "cron = 5", "c.lua:2: C.t.cron must be a cron expression" },
+    }
+    for _, c in ipairs(cases) do
+      local d = dir_of("return { C = {\n  t = { handler = function() end, " .. c[1] .. " },\n} }\n")
+      local code, _, err = h.run_jobrt({ "work", d })
+      assert.equal(1, code, c[1])
+      assert.matches(c[2], err, 1, true)
+    end
+  end)
+
   it("checks what cron add is given, naming the fix", function()
     local cases = {
       { { "cron", "add", "n", "C", "tick" }, 2, "jobrt cron add: missing 'EXPR': usage: jobrt cron add NAME QUEUE JOB 'EXPR' [JSON-ARGS] (see jobrt cron add --help)\n" },
