@@ -36,7 +36,7 @@ local tz = require 'jobrt.tz'
 local names = require 'jobrt.names'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, error = type, pairs, ipairs, tostring, tonumber, pcall, error
-local str_format, floor, sort, concat = string.format, math.floor, table.sort, table.concat
+local str_format, floor, sort, concat, unpack = string.format, math.floor, table.sort, table.concat, unpack
 
 local _M = {}
 
