@@ -68,6 +68,8 @@ Options (add):
   --hash H           the jobs' jobHash (LBQUEUE, DELQUEUE; default NAME): on an LBQUEUE a tick
                      whose previous job still waits merges into it
 Adding NAME again replaces it (same schedule: its ticks go on; another: they start again now).
+cron list shows each entry's LAST TICK (the latest tick enqueued or skipped; for a new entry, the
+time it was made) and NEXT TICK.
 Job files declare entries too: { QUEUE = { job = { handler = fn, cron = '0 * * * *' } } } makes
 the entry QUEUE.job, owned by the workers serving QUEUE.
 ]]
