@@ -6,6 +6,8 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
+#                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 
 PKGS      := luajit libuv hiredis
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
@@ -23,7 +25,7 @@ SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps chaos
 
 all: jobrt
 
@@ -78,6 +80,9 @@ valgrind: jobrt
 
 bench: jobrt
 	@./jobrt run bench/run.lua
+
+chaos: jobrt
+	@./jobrt run tests/chaos/run.lua
 
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/

@@ -1,0 +1,44 @@
+-- The 60 s variant of `make chaos` inside `make test`, so CI guards the soak (issue 8). It runs
+-- tests/chaos/run.lua in a child process (its own redis-servers and workers) with
+-- CHAOS_SECONDS=60 and appendfsync always, and checks the counts of its CHAOS-RESULT line.
+--
+-- Opt-in for now: it fails until the leases work of issue 8 has landed. Set
+-- JOBRT_CHAOS_IN_TEST=1 to run it (CHAOS_SEED replays a seed; the seed is in the output).
+local cjson = require 'cjson'
+local h = require 'tests.helpers'
+
+local ENABLED = os.getenv('JOBRT_CHAOS_IN_TEST') == '1'
+
+describe("make chaos (60 s, appendfsync always)", function()
+  if not ENABLED then
+    pending("the chaos soak is opt-in until issue 8 lands: set JOBRT_CHAOS_IN_TEST=1")
+    return
+  end
+
+  it("loses nothing, explains every duplicate, never runs identical jobs at once", function()
+    local code, out, err = h.run_jobrt({ 'run', 'tests/chaos/run.lua' },
+      { env = { CHAOS_SECONDS = '60', CHAOS_FSYNC = 'always', CHAOS_SEED = os.getenv('CHAOS_SEED') or false },
+        timeout = 480 })
+    local all = out .. err
+    local json = out:match('CHAOS%-RESULT (%b{})')
+    assert(json, 'the soak printed no CHAOS-RESULT line (exit ' .. tostring(code) .. '):\n' .. all)
+    local r = cjson.decode(json)
+    -- every count that must be 0, and the report for when one is not
+    local bad = {}
+    for _, k in ipairs({ 'lost', 'failed_unexpectedly', 'record_mismatch', 'duplicates_unexplained',
+                         'same_attempt', 'overlaps_accepted', 'overlaps_kept_running',
+                         'overlaps_fenced_unexplained', 'early_starts', 'stuck', 'keys_bad',
+                         'process_trouble', 'violations' }) do
+      if r[k] ~= 0 then bad[#bad + 1] = k .. '=' .. tostring(r[k]) end
+    end
+    assert(#bad == 0, 'chaos violations (' .. table.concat(bad, ', ') .. '):\n' .. all)
+    -- the soak did something: jobs of every kind ended, every fault kind was injected
+    assert(r.jobs > 300 and r.completed > 200 and r.failed_intended > 5, 'too little work:\n' .. all)
+    for _, kind in ipairs({ 'kill9-worker', 'kill9-child', 'sigstop-worker', 'sigterm-worker',
+                            'redis-restart', 'redis-sigstop' }) do
+      assert((r.faults or {})[kind], 'fault ' .. kind .. ' was never injected:\n' .. all)
+    end
+    assert.are.equal(0, code, all)
+    assert.is_true(r.pass)
+  end)
+end)

@@ -1,0 +1,124 @@
+-- tests/chaos/jobs/chaos.lua: the handlers `make chaos` serves (tests/chaos/run.lua starts
+-- `jobrt work tests/chaos/jobs --procs 2 --concurrency 20 --lease 2` three times).
+--
+-- Every handler writes the chaos ledger: an append-only list on a second redis-server that the
+-- soak never faults (env CHAOS_LEDGER is its URL, CHAOS_LEDGER_SHA the SHA-1 of the fencing
+-- script that tests/chaos/ledger.lua loads there). Each write goes through that script, which
+-- stamps it with the ledger server's clock and accepts it only when no higher attempt of the same
+-- job (queue, id) has started: job.attempt is the fencing token (DESIGN, "What never at once and
+-- once mean"). A run of a handler writes:
+--   start     first thing, with the handler's own clock reading taken before any yield
+--   progress  between the segments of a long job (each one fenced, so a handler that keeps
+--             running after its lease was taken back shows up as refused writes)
+--   end       last thing, with ok = true (it ran to the end) or false (a deliberate failure)
+--
+-- Jobs (the producer in run.lua chooses them; each queue has all of them):
+--   ok     sleeps args.segs (seconds each; some add up to more than the lease), a little work on
+--          job.redis after each segment, succeeds
+--   flaky  like ok, but raises on attempt 1 (retries = 2): it must end successful
+--   doom   like ok, but always raises (retries = 1): it must end in the failed set
+--   slow   sleeps past its timeout (timeout = 1, retries = 0): it must end failed, timed out
+--   probe  the stuck-worker probe run after the drain: holds its slot until args.n probes of
+--          its round have started (or args.wait seconds passed), so that every live worker child
+--          has to take its share
+local jobrt = require 'jobrt'
+local redis = require 'jobrt.redis'
+local cjson = require 'cjson'
+
+local LEDGER_URL = os.getenv('CHAOS_LEDGER')
+local LEDGER_SHA = os.getenv('CHAOS_LEDGER_SHA')
+local LEDGER_KEYS = { 'chaos:ledger', 'chaos:top' }   -- see tests/chaos/ledger.lua
+local PID = jobrt.pid()
+
+local conn, connecting
+local runs = 0
+
+-- The ledger connection of this process (one, made on first use; handlers share it).
+local function ledger()
+  while connecting do connecting:wait() end
+  if conn then return conn end
+  if not LEDGER_URL or not LEDGER_SHA then
+    error('chaos jobs: CHAOS_LEDGER and CHAOS_LEDGER_SHA must be set (run them through tests/chaos/run.lua)')
+  end
+  connecting = jobrt.cond()
+  local r, err = redis.connect(LEDGER_URL)
+  local c = connecting
+  connecting = nil
+  c:broadcast()
+  if not r then error('chaos ledger: cannot connect to ' .. LEDGER_URL .. ': ' .. tostring(err)) end
+  conn = r
+  return r
+end
+
+-- Appends one record for run `run` through the fencing script; true when it was accepted.
+local function write(run, ev, extra)
+  local rec = { ev = ev, q = run.q, id = run.id, att = run.att, hash = run.hash, k = run.k,
+                fn = run.fn, pid = PID, rid = run.rid, due = run.due }
+  for k, v in pairs(extra or {}) do rec[k] = v end
+  local r = ledger()
+  local acc, err = r:call('EVALSHA', LEDGER_SHA, #LEDGER_KEYS, LEDGER_KEYS[1], LEDGER_KEYS[2],
+    ev, run.q, run.id, run.att, cjson.encode(rec))
+  if acc == nil then error('chaos ledger write failed: ' .. tostring(err)) end
+  return acc == 1
+end
+
+-- A little work on the queue's Redis through the job's own connection. Its errors are not the
+-- point here (Redis is restarted under it on purpose), so they are swallowed in both forms: an
+-- error raised, and nil, err returned.
+local function work(job)
+  pcall(function()
+    local r = job.redis
+    r:call('INCR', 'chaos:work:' .. job.queue)
+  end)
+end
+
+local function handler(kind)
+  return function(args, job)
+    local started = jobrt.now()                -- before any yield
+    runs = runs + 1
+    local run = { q = job.queue, id = job.id, att = job.attempt, hash = args.hash, k = args.k,
+                  fn = kind, rid = PID .. ':' .. runs, due = args.due }
+    write(run, 'start', { tl = string.format('%.6f', started) })
+    local segs = args.segs or { 0.01 }
+    for i = 1, #segs do
+      jobrt.sleep(segs[i])
+      work(job)
+      if i < #segs then write(run, 'progress') end
+    end
+    if kind == 'doom' or (kind == 'flaky' and job.attempt == 1) then
+      write(run, 'end', { ok = false })
+      error(('chaos: deliberate failure of a %s job (attempt %d)'):format(kind, job.attempt))
+    end
+    write(run, 'end', { ok = true })
+    return { k = args.k }
+  end
+end
+
+local function probe(args, job)
+  local r = ledger()
+  local key = 'chaos:probe:' .. args.round
+  local n = assert(r:call('INCR', key))
+  local deadline = jobrt.monotime() + args.wait
+  while n < args.n and jobrt.monotime() < deadline do
+    jobrt.sleep(0.05)
+    n = tonumber(assert(r:call('GET', key)))
+  end
+  assert(r:call('RPUSH', 'chaos:probes', cjson.encode{ round = args.round, q = job.queue, id = job.id, pid = PID }))
+  return true
+end
+
+local function jobs()
+  return {
+    ok = handler('ok'),
+    flaky = { handler = handler('flaky'), retries = 2 },
+    doom = { handler = handler('doom'), retries = 1 },
+    slow = { handler = handler('slow'), timeout = 1, retries = 0 },
+    probe = probe,
+  }
+end
+
+return {
+  chaos_q = jobs(),      -- QUEUE
+  chaos_lb = jobs(),     -- LBQUEUE
+  chaos_del = jobs(),    -- DELQUEUE
+}

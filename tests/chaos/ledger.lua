@@ -1,0 +1,477 @@
+-- tests/chaos/ledger.lua: the chaos ledger (what the handlers wrote) and every check `make chaos`
+-- makes at the end. The checks are plain functions of data the driver (tests/chaos/run.lua)
+-- gathered: the ledger, what the producers had acknowledged, the faults injected, the job
+-- records and keys left in the queue Redis, and the worker processes.
+--
+--   ledger.SCRIPT, ledger.KEYS   the fencing script (run on the ledger server) and its KEYS
+--   ledger.load(r) -> sha        SCRIPT LOAD on the ledger server (r: a jobrt.redis connection)
+--   ledger.new() -> L            an empty ledger; L:tail(r) reads the records written since the
+--                                last call (returns how many), L:add(line) adds one
+--   L.done_ok[qid]               true once a run of job qid ("<queue>\t<id>") ended ok
+--   L:analyse(input) -> report   every check (see below); report.violations lists what failed
+--   ledger.check_keys(listing, live_ids, retention) -> { {key=, ok=, why=}... }
+--   ledger.format(report) -> text;  ledger.summary(report) -> table for the CHAOS-RESULT line
+--
+-- The fence. A record is one run's write: start, progress or end (tests/chaos/jobs/chaos.lua).
+-- The script keeps, per job (queue, id), the highest attempt that has started, and accepts a
+-- write of attempt A only when A is at least that: once attempt 2 has started, every later write
+-- of attempt 1 is refused. That is what a store does with the fencing token job.attempt
+-- (DESIGN: "Handlers see job.attempt, which only grows, as a fencing token"). Each accepted or
+-- refused write is appended to the ledger list with the ledger server's clock (TIME: the clock
+-- of the whole soak, since every process runs on this machine) and its verdict.
+--
+-- The checks (each a violation unless said otherwise):
+--   lost          an acknowledged job that neither ended ok in the ledger (ok and flaky jobs)
+--                 nor ended failed in Redis (doom and slow jobs)
+--   failed unexpectedly   an ok or flaky job that Redis recorded as failed
+--   duplicates    a job whose handler ran to the end (end ok) more than once: allowed only when
+--                 a fault hit the earlier run's worker process (its pid, or its supervisor) or
+--                 Redis between the earlier run's start and the later run's start (faults count
+--                 until `lease` seconds after they ended: a lease lost then runs out that late)
+--   same attempt  two runs of one job with the same attempt: the fencing token did not grow
+--   overlaps      two runs of one job, or of one LBQUEUE jobHash, where the later one started
+--                 while the earlier one still wrote to the ledger. If the earlier run had a write
+--                 ACCEPTED after the later one started, the promise "identical jobs never run at
+--                 once" failed for fenced writers: violation. If all its writes after that were
+--                 refused by the fence, it is the documented limit (a handler frozen past its
+--                 lease runs until its next yield): allowed when a fault explains it (as for
+--                 duplicates) and it made at most one write after the later run started (one
+--                 more would mean it went on past a yield after its lease was lost).
+--   early starts  a run of a job with a due time (DELQUEUE, delayed QUEUE) whose handler started
+--                 (its own clock, read before its first yield) before that time (1 ms leeway for
+--                 the millisecond rounding of due times)
+local cjson = require 'cjson'
+
+local fmt, concat, sort = string.format, table.concat, table.sort
+
+local _M = {}
+
+_M.KEYS = { 'chaos:ledger', 'chaos:top' }
+
+-- KEYS[1] the ledger list, KEYS[2] hash "<queue>\n<id>" -> highest attempt started.
+-- ARGV[1] ev (start|progress|end), [2] queue, [3] id, [4] attempt, [5] the record (JSON).
+-- Appends "<server time>\t<1 accepted | 0 refused>\t<record>"; returns 1 or 0.
+_M.SCRIPT = [[
+local field = ARGV[2] .. '\n' .. ARGV[3]
+local att = tonumber(ARGV[4])
+if not att then return redis.error_reply('chaos ledger: attempt must be a number, got ' .. tostring(ARGV[4])) end
+local top = tonumber(redis.call('HGET', KEYS[2], field) or '0')
+local acc = att >= top
+if ARGV[1] == 'start' and att > top then redis.call('HSET', KEYS[2], field, att) end
+local t = redis.call('TIME')
+redis.call('RPUSH', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])) .. '\t' .. (acc and '1' or '0') .. '\t' .. ARGV[5])
+return acc and 1 or 0
+]]
+
+function _M.load(r)
+  local sha, err = r:call('SCRIPT', 'LOAD', _M.SCRIPT)
+  if not sha then error('chaos: cannot load the ledger script: ' .. tostring(err)) end
+  return sha
+end
+
+local function qid(q, id) return q .. '\t' .. tostring(id) end
+_M.qid = qid
+
+-- ---- reading the ledger ---------------------------------------------------------------
+
+local Ledger = {}
+Ledger.__index = Ledger
+
+function _M.new()
+  return setmetatable({ n = 0, runs = {}, order = {}, by_job = {}, done_ok = {}, bad = {} }, Ledger)
+end
+
+function Ledger:add(line)
+  local t, acc, json = line:match('^([%d.]+)\t([01])\t(.*)$')
+  local ok, rec = pcall(cjson.decode, json or '')
+  if not t or not ok or type(rec) ~= 'table' then
+    self.bad[#self.bad + 1] = line
+    return
+  end
+  self.n = self.n + 1
+  rec.t, rec.acc, rec.seq = tonumber(t), acc == '1', self.n
+  rec.id = tostring(rec.id)
+  local run = self.runs[rec.rid]
+  if not run then
+    run = { rid = rec.rid, q = rec.q, id = rec.id, att = rec.att, hash = rec.hash, fn = rec.fn,
+            pid = rec.pid, k = rec.k, due = tonumber(rec.due), writes = {} }
+    self.runs[rec.rid] = run
+    self.order[#self.order + 1] = run
+    local key = qid(rec.q, rec.id)
+    local l = self.by_job[key] or {}
+    self.by_job[key] = l
+    l[#l + 1] = run
+  end
+  local w = run.writes
+  w[#w + 1] = rec
+  if rec.ev == 'start' then
+    run.start, run.start_seq, run.tl = rec.t, rec.seq, tonumber(rec.tl)
+  elseif rec.ev == 'end' then
+    run.ended, run.end_ok, run.end_acc = rec.t, rec.ok == true, rec.acc
+    if rec.ok == true then self.done_ok[qid(rec.q, rec.id)] = true end
+  end
+  run.last, run.last_seq = rec.t, rec.seq
+end
+
+-- Reads the records appended since the last call; returns how many.
+function Ledger:tail(r)
+  local got = 0
+  while true do
+    local lines, err = r:call('LRANGE', _M.KEYS[1], self.n + #self.bad, self.n + #self.bad + 4999)
+    if not lines then error('chaos: cannot read the ledger: ' .. tostring(err)) end
+    for i = 1, #lines do self:add(lines[i]) end
+    got = got + #lines
+    if #lines < 5000 then return got end
+  end
+end
+
+-- ---- the checks ------------------------------------------------------------------------
+
+local EXPECT = { ok = 'ok', flaky = 'ok', doom = 'failed', slow = 'failed' }
+_M.EXPECT = EXPECT
+
+local function short(run)
+  return fmt('%s/%s attempt %s pid %s', run.q, run.id, tostring(run.att), tostring(run.pid))
+end
+
+-- The first fault that can explain trouble of a run on process `pid` between times a and b:
+-- it hit that process (or Redis) and its effect [t0, t1 + margin] meets [a, b].
+local function explain(faults, pid, a, b, margin)
+  for _, f in ipairs(faults) do
+    if (f.redis or (f.pids and f.pids[pid])) and f.t0 <= b and (f.t1 or f.t0) + margin >= a then
+      return f
+    end
+  end
+end
+
+local function fault_text(f, t_base)
+  return fmt('%s at +%.1fs (%s)', f.kind, f.t0 - t_base, f.desc or '')
+end
+
+local function push(list, v, cap)
+  list.n = (list.n or 0) + 1
+  if #list < (cap or 20) then list[#list + 1] = v end
+end
+
+-- input: {
+--   jobs = { [qid] = { q=, id=, fn=, acks= } },     acknowledged enqueues, merged per job
+--   outcomes = { [qid] = { state=, result=, reason= } | { missing = true } },  read at the end
+--   faults = { { kind=, t0=, t1=, pids = {[pid]=true}, redis = bool, desc= }... },
+--   lb_queues = { [queue] = true },  lease = seconds,  t_base = start time (for +Ns),
+--   enqueue_calls = n, refused = n, by_queue = { [queue] = jobs },
+--   keys = result of check_keys, stuck = { text... }, process_trouble = { text... },
+--   skipped_faults = n, fault_kinds = { kind... } (each must have been injected) }
+-- Returns the report table.
+function Ledger:analyse(input)
+  local faults, margin, t0 = input.faults or {}, input.lease or 2, input.t_base or 0
+  local rep = {
+    ledger_records = self.n, ledger_unreadable = #self.bad, runs = #self.order,
+    completed = 0, failed_intended = 0, failed_by_kind = {},
+    lost = {}, failed_unexpectedly = {}, record_mismatch = {},
+    duplicates = { explained = {}, unexplained = {} }, same_attempt = {},
+    overlaps = { accepted = {}, fenced_explained = {}, fenced_unexplained = {}, kept_running = {} },
+    early = {}, unacked_runs = 0, fenced_writes = 0, violations = {},
+  }
+  for _, run in ipairs(self.order) do
+    for _, w in ipairs(run.writes) do if not w.acc then rep.fenced_writes = rep.fenced_writes + 1 end end
+  end
+
+  -- outcomes, lost, duplicates, same attempt, per job
+  local njobs = 0
+  for key, job in pairs(input.jobs) do
+    njobs = njobs + 1
+    local runs = self.by_job[key] or {}
+    local want = EXPECT[job.fn] or 'ok'
+    local out = (input.outcomes or {})[key] or { missing = true }
+    local ended_ok = {}
+    for _, run in ipairs(runs) do if run.end_ok then ended_ok[#ended_ok + 1] = run end end
+    local what = fmt('%s/%s (%s)', job.q, job.id, job.fn)
+    if want == 'ok' then
+      if #ended_ok > 0 then
+        rep.completed = rep.completed + 1
+        if out.result == 'failed' then
+          push(rep.failed_unexpectedly, fmt('%s ran to the end but Redis recorded it failed: %s', what, tostring(out.reason)))
+        elseif out.missing or out.state ~= 'finished' then
+          push(rep.record_mismatch, fmt('%s ran to the end but its record is %s', what,
+            out.missing and 'gone' or ('in state ' .. tostring(out.state))))
+        end
+      elseif out.result == 'failed' then
+        push(rep.failed_unexpectedly, fmt('%s failed: %s', what, tostring(out.reason)))
+      else
+        push(rep.lost, fmt('%s: %d run(s) in the ledger, none ended; its record is %s', what, #runs,
+          out.missing and 'gone' or ('in state ' .. tostring(out.state))), 50)
+      end
+    else
+      if out.result == 'failed' then
+        rep.failed_intended = rep.failed_intended + 1
+        rep.failed_by_kind[job.fn] = (rep.failed_by_kind[job.fn] or 0) + 1
+      else
+        push(rep.lost, fmt('%s should have ended failed: %d run(s) in the ledger; its record is %s', what, #runs,
+          out.missing and 'gone' or fmt('in state %s, result %s', tostring(out.state), tostring(out.result))), 50)
+      end
+    end
+    sort(ended_ok, function(a, b) return a.start_seq < b.start_seq end)
+    for i = 2, #ended_ok do
+      local a, b = ended_ok[i - 1], ended_ok[i]
+      local f = explain(faults, a.pid, a.start, b.start, margin)
+      local text = fmt('%s ran to the end twice: %s from +%.2fs, again as %s from +%.2fs', what,
+        short(a), a.start - t0, short(b), b.start - t0)
+      if f then
+        push(rep.duplicates.explained, text .. '; explained by ' .. fault_text(f, t0))
+      else
+        push(rep.duplicates.unexplained, text .. '; no fault hit pid ' .. tostring(a.pid) .. ' or Redis meanwhile')
+      end
+    end
+    local seen = {}
+    for _, run in ipairs(runs) do
+      local prev = seen[run.att]
+      if prev then
+        push(rep.same_attempt, fmt('%s: attempt %s started twice (pid %s at +%.2fs, pid %s at +%.2fs): the fencing token did not grow',
+          what, tostring(run.att), tostring(prev.pid), (prev.start or 0) - t0, tostring(run.pid), (run.start or 0) - t0))
+      else
+        seen[run.att] = run
+      end
+    end
+  end
+  rep.jobs = njobs
+  for _, run in ipairs(self.order) do
+    if not input.jobs[qid(run.q, run.id)] then rep.unacked_runs = rep.unacked_runs + 1 end
+  end
+
+  -- overlaps: runs of one job (any queue), and of one jobHash of an LBQUEUE
+  local groups = {}
+  for key, runs in pairs(self.by_job) do groups['job\t' .. key] = runs end
+  for _, run in ipairs(self.order) do
+    if run.hash and input.lb_queues and input.lb_queues[run.q] then
+      local g = 'hash\t' .. run.q .. '\t' .. run.hash
+      groups[g] = groups[g] or {}
+      local l = groups[g]
+      l[#l + 1] = run
+    end
+  end
+  local seen_pair = {}
+  local gnames = {}
+  for g in pairs(groups) do gnames[#gnames + 1] = g end
+  sort(gnames)
+  for _, g in ipairs(gnames) do
+    local runs = {}
+    for _, r in ipairs(groups[g]) do if r.start then runs[#runs + 1] = r end end
+    sort(runs, function(a, b) return a.start_seq < b.start_seq end)
+    for i = 1, #runs do
+      local a = runs[i]
+      for j = i + 1, #runs do
+        local b = runs[j]
+        if b.start_seq > a.last_seq then break end
+        local pair = a.rid .. '|' .. b.rid
+        if not seen_pair[pair] then
+          seen_pair[pair] = true
+          local acc, refused = 0, 0
+          for _, w in ipairs(a.writes) do
+            if w.seq > b.start_seq then
+              if w.acc then acc = acc + 1 else refused = refused + 1 end
+            end
+          end
+          local same_job = a.q == b.q and a.id == b.id
+          local text = fmt('%s %s: %s (from +%.2fs) still wrote after %s started at +%.2fs',
+            same_job and 'job' or 'jobHash', same_job and (a.q .. '/' .. a.id) or (a.q .. '/' .. tostring(a.hash)),
+            short(a), a.start - t0, short(b), b.start - t0)
+          if acc > 0 then
+            push(rep.overlaps.accepted, fmt('%s: %d of its writes were ACCEPTED%s', text, acc,
+              refused > 0 and fmt(' and %d refused', refused) or ''))
+          else
+            local f = explain(faults, a.pid, a.start, b.start, margin)
+            if refused > 1 then
+              push(rep.overlaps.kept_running, fmt('%s: %d writes, all refused by the fence, so it went on past a yield after its lease was lost%s',
+                text, refused, f and ('; fault: ' .. fault_text(f, t0)) or ''))
+            elseif f then
+              push(rep.overlaps.fenced_explained, fmt('%s: its write was refused by the fence; fault: %s', text, fault_text(f, t0)))
+            else
+              push(rep.overlaps.fenced_unexplained, fmt('%s: its write was refused by the fence, but no fault hit pid %s or Redis meanwhile',
+                text, tostring(a.pid)))
+            end
+          end
+        end
+      end
+    end
+  end
+
+  -- early starts
+  for _, run in ipairs(self.order) do
+    if run.due and run.tl and run.tl < run.due - 0.001 then
+      push(rep.early, fmt('%s started at +%.3fs, %.1f ms before its due time', short(run), run.tl - t0,
+        (run.due - run.tl) * 1000))
+    end
+  end
+
+  -- violations
+  local v = rep.violations
+  local function need_zero(list, what)
+    local n = list.n or #list
+    if n > 0 then
+      v[#v + 1] = fmt('%s: %d', what, n)
+      for _, s in ipairs(list) do v[#v + 1] = '    ' .. s end
+      if n > #list then v[#v + 1] = fmt('    ... and %d more', n - #list) end
+    end
+  end
+  need_zero(rep.lost, 'LOST jobs (acknowledged, never completed nor failed)')
+  need_zero(rep.failed_unexpectedly, 'jobs that should have succeeded but failed')
+  need_zero(rep.record_mismatch, 'jobs whose record does not say what the ledger saw')
+  need_zero(rep.duplicates.unexplained, 'duplicates no fault explains')
+  need_zero(rep.same_attempt, 'attempts started twice')
+  need_zero(rep.overlaps.accepted, 'overlaps among accepted (fenced) writes')
+  need_zero(rep.overlaps.kept_running, 'stale handlers that kept running after their lease was lost')
+  need_zero(rep.overlaps.fenced_unexplained, 'overlaps (fenced) no fault explains')
+  need_zero(rep.early, 'DELQUEUE/delayed jobs started before their due time')
+  if #self.bad > 0 then v[#v + 1] = fmt('unreadable ledger records: %d (first: %s)', #self.bad, self.bad[1]) end
+  if input.keys then
+    local bad = {}
+    for _, k in ipairs(input.keys) do if not k.ok then bad[#bad + 1] = k.key .. ': ' .. k.why end end
+    rep.keys_bad = #bad
+    need_zero(bad, 'keys left in the queue Redis beyond their retention')
+  end
+  need_zero(input.stuck or {}, 'stuck workers (alive, not serving)')
+  need_zero(input.process_trouble or {}, 'worker processes misbehaving')
+  if njobs == 0 then v[#v + 1] = 'no job was enqueued: the soak proved nothing' end
+  local missing = {}
+  for _, kind in ipairs(input.fault_kinds or {}) do
+    if not (input.faults_by_kind or {})[kind] then missing[#missing + 1] = kind end
+  end
+  if #missing > 0 then
+    v[#v + 1] = 'fault kinds never injected (the soak proved less than it should; run it longer): ' .. concat(missing, ', ')
+  end
+
+  rep.input = input
+  return rep
+end
+
+-- ---- keys left in the queue Redis ------------------------------------------------------
+
+-- listing: { { key=, type=, ttl= (seconds, -1 none), state=, result= (job records),
+--              members = {...} (jobrt:workers), missing = {...} (failed-set ids without a
+--              record) }... }; live: { [worker id] = true }; retention: { ok=, failed=, worker= }.
+-- Returns one verdict per key: { key=, ok = bool, why = text }.
+function _M.check_keys(listing, live, retention)
+  local out = {}
+  local function verdict(k, ok, why) out[#out + 1] = { key = k.key, ok = ok, why = why } end
+  for _, k in ipairs(listing) do
+    local key = k.key
+    local q, rest = key:match('^jobrt:{(.-)}:(.*)$')
+    if key == 'RESERVED:QCONFIG' then
+      verdict(k, true, 'queue types')
+    elseif key == 'jobrt:workers' then
+      local dead = {}
+      for _, id in ipairs(k.members or {}) do if not live[id] then dead[#dead + 1] = id end end
+      if #dead == 0 then verdict(k, true, 'live workers')
+      else
+        verdict(k, false, fmt('%d id(s) of workers that are gone (it grows with every killed worker): %s%s',
+          #dead, concat(dead, ', ', 1, math.min(#dead, 4)), #dead > 4 and ', ...' or ''))
+      end
+    elseif key:match('^jobrt:worker:') then
+      local id = key:sub(#'jobrt:worker:' + 1)
+      if live[id] then verdict(k, true, 'a live worker')
+      elseif k.ttl and k.ttl > 0 and k.ttl <= retention.worker then
+        verdict(k, true, fmt('a gone worker, expires in %ds', k.ttl))
+      else
+        verdict(k, false, fmt('a gone worker\'s registry entry (ttl %s)', tostring(k.ttl)))
+      end
+    elseif q and rest:match('^job:') then
+      local keep = k.result == 'successful' and retention.ok or k.result == 'failed' and retention.failed
+      if k.state ~= 'finished' then
+        verdict(k, false, fmt('a job record in state %s after the drain', tostring(k.state)))
+      elseif not keep then
+        verdict(k, false, fmt('a finished record with result %s', tostring(k.result)))
+      elseif not k.ttl or k.ttl <= 0 or k.ttl > keep then
+        verdict(k, false, fmt('a %s record that never expires (ttl %s, retention %ds)', k.result, tostring(k.ttl), keep))
+      else
+        verdict(k, true, 'a finished record within its retention')
+      end
+    elseif q and (rest == 'stats' or rest == 'seq') then
+      verdict(k, true, 'counters (bounded)')
+    elseif q and rest == 'failed' then
+      if k.missing and #k.missing > 0 then
+        verdict(k, false, fmt('%d failed-set entries outlive their records: %s%s', #k.missing,
+          concat(k.missing, ', ', 1, math.min(#k.missing, 4)), #k.missing > 4 and ', ...' or ''))
+      else
+        verdict(k, true, 'failed set (every entry has its record)')
+      end
+    elseif key:match('^chaos:') then
+      verdict(k, true, 'the handlers\' own data')
+    else
+      verdict(k, false, fmt('%s left after the drain (ttl %s)', tostring(k.type), tostring(k.ttl)))
+    end
+  end
+  sort(out, function(a, b) return a.key < b.key end)
+  return out
+end
+
+-- ---- the report ------------------------------------------------------------------------
+
+local function count(list) return list.n or #list end
+
+function _M.format(rep)
+  local i = rep.input
+  local lines = {}
+  local function add(...) lines[#lines + 1] = fmt(...) end
+  local byq = {}
+  for q, n in pairs(i.by_queue or {}) do byq[#byq + 1] = fmt('%s %d', q, n) end
+  sort(byq)
+  add('chaos ledger (seed %s, appendfsync %s, %g s of faults)', tostring(i.seed), tostring(i.fsync), i.seconds or 0)
+  add('  enqueued           %d acknowledged enqueue calls -> %d jobs (%s); %d refused (Redis down or stalled)',
+    i.enqueue_calls or 0, rep.jobs, concat(byq, ', '), i.refused or 0)
+  add('  completed          %d', rep.completed)
+  local fk = {}
+  for k, n in pairs(rep.failed_by_kind) do fk[#fk + 1] = fmt('%s %d', k, n) end
+  sort(fk)
+  add('  failed as intended %d (%s)', rep.failed_intended, concat(fk, ', '))
+  add('  failed unexpectedly %d', count(rep.failed_unexpectedly))
+  add('  LOST               %d', count(rep.lost))
+  add('  duplicates         %d explained by a fault, %d not', count(rep.duplicates.explained), count(rep.duplicates.unexplained))
+  add('  same attempt twice %d', count(rep.same_attempt))
+  add('  overlaps           %d among accepted writes, %d stale runs that kept running; fenced off: %d explained by a fault, %d not',
+    count(rep.overlaps.accepted), count(rep.overlaps.kept_running), count(rep.overlaps.fenced_explained),
+    count(rep.overlaps.fenced_unexplained))
+  add('  early starts       %d', count(rep.early))
+  add('  stuck workers      %d', count(i.stuck or {}))
+  add('  keys left beyond retention %s', rep.keys_bad and tostring(rep.keys_bad) or 'not checked')
+  add('  ledger             %d records, %d runs, %d writes refused by the fence, %d runs of unacknowledged enqueues',
+    rep.ledger_records, rep.runs, rep.fenced_writes, rep.unacked_runs)
+  local kinds = {}
+  for k, n in pairs(i.faults_by_kind or {}) do kinds[#kinds + 1] = fmt('%s %d', k, n) end
+  sort(kinds)
+  add('  faults             %s%s', concat(kinds, ', '), (i.skipped_faults or 0) > 0 and fmt(' (%d skipped: target under another fault)', i.skipped_faults) or '')
+  if count(rep.duplicates.explained) > 0 or count(rep.overlaps.fenced_explained) > 0 then
+    add('explained by faults (allowed):')
+    for _, s in ipairs(rep.duplicates.explained) do add('    %s', s) end
+    for _, s in ipairs(rep.overlaps.fenced_explained) do add('    %s', s) end
+    local more = count(rep.duplicates.explained) - #rep.duplicates.explained
+      + count(rep.overlaps.fenced_explained) - #rep.overlaps.fenced_explained
+    if more > 0 then add('    ... and %d more', more) end
+  end
+  if #rep.violations > 0 then
+    add('VIOLATIONS:')
+    for _, s in ipairs(rep.violations) do add('  %s', s) end
+  end
+  return concat(lines, '\n')
+end
+
+-- The counts, for the CHAOS-RESULT line the spec reads.
+function _M.summary(rep)
+  local i = rep.input
+  return {
+    seed = i.seed, fsync = i.fsync, seconds = i.seconds,
+    enqueue_calls = i.enqueue_calls, jobs = rep.jobs, refused = i.refused,
+    completed = rep.completed, failed_intended = rep.failed_intended,
+    failed_unexpectedly = count(rep.failed_unexpectedly), lost = count(rep.lost),
+    record_mismatch = count(rep.record_mismatch),
+    duplicates_explained = count(rep.duplicates.explained), duplicates_unexplained = count(rep.duplicates.unexplained),
+    same_attempt = count(rep.same_attempt),
+    overlaps_accepted = count(rep.overlaps.accepted), overlaps_kept_running = count(rep.overlaps.kept_running),
+    overlaps_fenced_explained = count(rep.overlaps.fenced_explained),
+    overlaps_fenced_unexplained = count(rep.overlaps.fenced_unexplained),
+    early_starts = count(rep.early), stuck = count(i.stuck or {}), keys_bad = rep.keys_bad or -1,
+    process_trouble = count(i.process_trouble or {}),
+    faults = i.faults_by_kind, violations = #rep.violations,
+  }
+end
+
+return _M
