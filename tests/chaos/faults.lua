@@ -172,6 +172,8 @@ inject['kill9-worker'] = function(ev, ctx, w)
         w.slot, pidlist(orphans)))
     end
     f.t1 = jobrt.now()
+    ctx.log(fmt('fault kill9-worker at +%.1fs on worker %d: orphaned children %s gone after %.1fs',
+      f.t0 - (ctx.t_base or 0), w.slot, pidlist(orphans), f.t1 - f.t0))
   end)
   return f
 end
@@ -278,8 +280,9 @@ function _M.inject(ev, ctx)
   if not ok then error(f, 0) end
   if f then
     f.kind, f.slot = ev.kind, w and w.slot
-    ctx.log(fmt('fault %s at +%.1fs%s: %s (over after %.1fs)', ev.kind, f.t0 - (ctx.t_base or 0),
-      w and (' on worker ' .. w.slot) or '', f.desc, (f.t1 or jobrt.now()) - f.t0))
+    ctx.log(fmt('fault %s at +%.1fs%s: %s%s', ev.kind, f.t0 - (ctx.t_base or 0),
+      w and (' on worker ' .. w.slot) or '', f.desc, f.t1 and fmt(' (over after %.1fs)', f.t1 - f.t0)
+      or ' (its orphaned children stop by themselves)'))
   end
   return f, why
 end

@@ -37,6 +37,8 @@
 --                 lease runs until its next yield): allowed when a fault explains it (as for
 --                 duplicates) and it made at most one write after the later run started (one
 --                 more would mean it went on past a yield after its lease was lost).
+--   crosstalk     a handler's job.redis call answered with a reply meant for another handler
+--                 (the handler checks the shape of every reply; tests/chaos/jobs/chaos.lua)
 --   early starts  a run of a job with a due time (DELQUEUE, delayed QUEUE) whose handler started
 --                 (its own clock, read before its first yield) before that time (1 ms leeway for
 --                 the millisecond rounding of due times)
@@ -148,18 +150,33 @@ local function fault_text(f, t_base)
   return fmt('%s at +%.1fs (%s)', f.kind, f.t0 - t_base, f.desc or '')
 end
 
+-- For a lost job: the Redis restart that followed its enqueue within 2 s, if any (with
+-- appendfsync everysec, Redis may answer a write before it reached the AOF file when a
+-- background fsync is slow; a kill -9 then drops it).
+local function redis_hint(faults, t)
+  if not t then return '' end
+  for _, f in ipairs(faults) do
+    if f.kind == 'redis-restart' and f.t0 >= t and f.t0 - t < 2 then
+      return fmt('; Redis was killed %.2fs after the enqueue was acknowledged', f.t0 - t)
+    end
+  end
+  return ''
+end
+
 local function push(list, v, cap)
   list.n = (list.n or 0) + 1
   if #list < (cap or 20) then list[#list + 1] = v end
 end
 
 -- input: {
---   jobs = { [qid] = { q=, id=, fn=, acks= } },     acknowledged enqueues, merged per job
+--   jobs = { [qid] = { q=, id=, fn=, acks=, t= } },  acknowledged enqueues, merged per job
+--                                                   (t: when the first one was acknowledged)
 --   outcomes = { [qid] = { state=, result=, reason= } | { missing = true } },  read at the end
 --   faults = { { kind=, t0=, t1=, pids = {[pid]=true}, redis = bool, desc= }... },
 --   lb_queues = { [queue] = true },  lease = seconds,  t_base = start time (for +Ns),
 --   enqueue_calls = n, refused = n, by_queue = { [queue] = jobs },
 --   keys = result of check_keys, stuck = { text... }, process_trouble = { text... },
+--   crosstalk = { text... } (job.redis replies that belonged to another handler),
 --   skipped_faults = n, fault_kinds = { kind... } (each must have been injected) }
 -- Returns the report table.
 function Ledger:analyse(input)
@@ -198,16 +215,19 @@ function Ledger:analyse(input)
       elseif out.result == 'failed' then
         push(rep.failed_unexpectedly, fmt('%s failed: %s', what, tostring(out.reason)))
       else
-        push(rep.lost, fmt('%s: %d run(s) in the ledger, none ended; its record is %s', what, #runs,
-          out.missing and 'gone' or ('in state ' .. tostring(out.state))), 50)
+        push(rep.lost, fmt('%s, acknowledged at +%.2fs: %d run(s) in the ledger, none ended; its record is %s%s', what,
+          (job.t or t0) - t0, #runs, out.missing and 'gone' or ('in state ' .. tostring(out.state)),
+          redis_hint(faults, job.t)), 50)
       end
     else
       if out.result == 'failed' then
         rep.failed_intended = rep.failed_intended + 1
         rep.failed_by_kind[job.fn] = (rep.failed_by_kind[job.fn] or 0) + 1
       else
-        push(rep.lost, fmt('%s should have ended failed: %d run(s) in the ledger; its record is %s', what, #runs,
-          out.missing and 'gone' or fmt('in state %s, result %s', tostring(out.state), tostring(out.result))), 50)
+        push(rep.lost, fmt('%s, acknowledged at +%.2fs, should have ended failed: %d run(s) in the ledger; its record is %s%s',
+          what, (job.t or t0) - t0, #runs,
+          out.missing and 'gone' or fmt('in state %s, result %s', tostring(out.state), tostring(out.result)),
+          redis_hint(faults, job.t)), 50)
       end
     end
     sort(ended_ok, function(a, b) return a.start_seq < b.start_seq end)
@@ -329,6 +349,7 @@ function Ledger:analyse(input)
     rep.keys_bad = #bad
     need_zero(bad, 'keys left in the queue Redis beyond their retention')
   end
+  need_zero(input.crosstalk or {}, "handlers' Redis calls answered with replies meant for another handler (job.redis shared)")
   need_zero(input.stuck or {}, 'stuck workers (alive, not serving)')
   need_zero(input.process_trouble or {}, 'worker processes misbehaving')
   if njobs == 0 then v[#v + 1] = 'no job was enqueued: the soak proved nothing' end
@@ -431,6 +452,7 @@ function _M.format(rep)
     count(rep.overlaps.accepted), count(rep.overlaps.kept_running), count(rep.overlaps.fenced_explained),
     count(rep.overlaps.fenced_unexplained))
   add('  early starts       %d', count(rep.early))
+  add('  job.redis crosstalk %d', count(i.crosstalk or {}))
   add('  stuck workers      %d', count(i.stuck or {}))
   add('  keys left beyond retention %s', rep.keys_bad and tostring(rep.keys_bad) or 'not checked')
   add('  ledger             %d records, %d runs, %d writes refused by the fence, %d runs of unacknowledged enqueues',
@@ -468,7 +490,7 @@ function _M.summary(rep)
     overlaps_accepted = count(rep.overlaps.accepted), overlaps_kept_running = count(rep.overlaps.kept_running),
     overlaps_fenced_explained = count(rep.overlaps.fenced_explained),
     overlaps_fenced_unexplained = count(rep.overlaps.fenced_unexplained),
-    early_starts = count(rep.early), stuck = count(i.stuck or {}), keys_bad = rep.keys_bad or -1,
+    early_starts = count(rep.early), crosstalk = count(i.crosstalk or {}), stuck = count(i.stuck or {}), keys_bad = rep.keys_bad or -1,
     process_trouble = count(i.process_trouble or {}),
     faults = i.faults_by_kind, violations = #rep.violations,
   }

@@ -255,7 +255,7 @@ local function plan(q, g, n)
     segs = { g:uniform(0.005, 0.3) }
   end
   local k = fmt('%s-%d', q.name, n)
-  local args, opts, dup = { k = k, segs = segs }, {}, false
+  local args, opts, dup = { k = k, segs = segs, multi = g:chance(0.3) }, {}, false
   local now = jobrt.now()
   if q.type == 'QUEUE' then
     if g:chance(0.3) then opts.id = fmt('c%d-%s', SEED, k) end
@@ -300,7 +300,7 @@ local function submit(q, fn, args, opts)
       trouble[#trouble + 1] = fmt('%s/%s: an enqueue of a %s job was merged into a %s job', q.name, id, fn, job.fn)
     end
   else
-    jobs[key] = { q = q.name, id = tostring(id), fn = fn, acks = 1 }
+    jobs[key] = { q = q.name, id = tostring(id), fn = fn, acks = 1, t = jobrt.now() }
     by_queue[q.name] = (by_queue[q.name] or 0) + 1
   end
 end
@@ -586,6 +586,21 @@ local function main()
   end
   ctx.pending:wait()
   L:tail(lr)
+  local crosstalk = {}
+  for _, line in ipairs(lr:call('LRANGE', 'chaos:crosstalk', 0, -1) or {}) do
+    crosstalk.n = (crosstalk.n or 0) + 1
+    if #crosstalk < 20 then
+      local c = cjson.decode(line)
+      local shown = {}
+      for i = 1, #c.replies, 2 do
+        local v = c.replies[i + 1]
+        shown[#shown + 1] = fmt('%s answered %s', c.replies[i],
+          type(v) == 'table' and cjson.encode(v) or tostring(v))
+      end
+      crosstalk[#crosstalk + 1] = fmt('%s/%s attempt %s pid %s: %s', c.q, c.id, tostring(c.att),
+        tostring(c.pid), concat(shown, ', '))
+    end
+  end
 
   local by_kind = {}
   for _, f in ipairs(injected) do
@@ -600,7 +615,7 @@ local function main()
     faults = injected, faults_by_kind = by_kind, skipped_faults = skipped, lb_queues = lb,
     fault_kinds = faults.KINDS,
     lease = LEASE, t_base = T0, enqueue_calls = counts.acked, refused = counts.refused,
-    by_queue = by_queue, keys = verdicts, stuck = stuck, process_trouble = trouble,
+    by_queue = by_queue, keys = verdicts, stuck = stuck, process_trouble = trouble, crosstalk = crosstalk,
   }
   local text = ledger.format(rep)
   io.stdout:write(text, '\n')

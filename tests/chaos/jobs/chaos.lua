@@ -14,8 +14,9 @@
 --
 -- Jobs (the producer in run.lua chooses them; each queue has all of them):
 --   ok     sleeps args.segs (seconds each; some add up to more than the lease), a little work on
---          job.redis after each segment, succeeds
---   flaky  like ok, but raises on attempt 1 (retries = 2): it must end successful
+--          job.redis after each segment (inside MULTI/EXEC when args.multi), succeeds
+--   flaky  like ok, but raises the first time one of its runs gets to the end (retries = 1): it
+--          must end successful, so a retry used up by anything else (a lost lease) shows
 --   doom   like ok, but always raises (retries = 1): it must end in the failed set
 --   slow   sleeps past its timeout (timeout = 1, retries = 0): it must end failed, timed out
 --   probe  the stuck-worker probe run after the drain: holds its slot until args.n probes of
@@ -62,14 +63,43 @@ local function write(run, ev, extra)
   return acc == 1
 end
 
--- A little work on the queue's Redis through the job's own connection. Its errors are not the
--- point here (Redis is restarted under it on purpose), so they are swallowed in both forms: an
--- error raised, and nil, err returned.
-local function work(job)
+-- A handler's job.redis answered with a reply of the wrong shape: the connection carried
+-- another handler's commands (issue 8: job.redis must be the job's own connection).
+local function crosstalk(run, what)
+  pcall(function()
+    ledger():call('RPUSH', 'chaos:crosstalk', cjson.encode{ q = run.q, id = run.id, att = run.att,
+      pid = PID, replies = what })
+  end)
+end
+
+-- A little work on the queue's Redis through the job's own connection: an INCR, or the same
+-- inside MULTI/EXEC. Errors are not the point here (Redis is restarted under it on purpose), so
+-- they are swallowed in both forms: raised, and nil, err returned. Every reply's shape is
+-- checked when no call failed: INCR answers a number, MULTI "OK", an INCR inside it "QUEUED",
+-- EXEC an array of one number; anything else is crosstalk.
+local function work(job, run, multi)
   pcall(function()
     local r = job.redis
-    r:call('INCR', 'chaos:work:' .. job.queue)
+    local key = 'chaos:work:' .. job.queue
+    if multi then
+      local a = r:call('MULTI')
+      if a == nil then return end
+      local b = r:call('INCR', key)
+      local c = r:call('EXEC')
+      if b ~= nil and c ~= nil and (a ~= 'OK' or b ~= 'QUEUED' or type(c) ~= 'table' or type(c[1]) ~= 'number') then
+        crosstalk(run, { 'MULTI', a, 'INCR', b, 'EXEC', c })
+      end
+    else
+      local v = r:call('INCR', key)
+      if v ~= nil and type(v) ~= 'number' then crosstalk(run, { 'INCR', v }) end
+    end
   end)
+end
+
+-- A flaky job fails the first time one of its runs gets that far (whatever its attempt number,
+-- so that a retry used up by a lost lease shows: it has one retry, for this failure only).
+local function first_failure(run)
+  return ledger():call('HSETNX', 'chaos:flaky', run.q .. '\t' .. run.id, run.rid) == 1
 end
 
 local function handler(kind)
@@ -82,10 +112,10 @@ local function handler(kind)
     local segs = args.segs or { 0.01 }
     for i = 1, #segs do
       jobrt.sleep(segs[i])
-      work(job)
+      work(job, run, args.multi)
       if i < #segs then write(run, 'progress') end
     end
-    if kind == 'doom' or (kind == 'flaky' and job.attempt == 1) then
+    if kind == 'doom' or (kind == 'flaky' and first_failure(run)) then
       write(run, 'end', { ok = false })
       error(('chaos: deliberate failure of a %s job (attempt %d)'):format(kind, job.attempt))
     end
@@ -110,7 +140,7 @@ end
 local function jobs()
   return {
     ok = handler('ok'),
-    flaky = { handler = handler('flaky'), retries = 2 },
+    flaky = { handler = handler('flaky'), retries = 1 },
     doom = { handler = handler('doom'), retries = 1 },
     slow = { handler = handler('slow'), timeout = 1, retries = 0 },
     probe = probe,
