@@ -351,7 +351,7 @@ function Ledger:analyse(input)
   end
   need_zero(input.crosstalk or {}, "handlers' Redis calls answered with replies meant for another handler (job.redis shared)")
   need_zero(input.stuck or {}, 'stuck workers (alive, not serving)')
-  need_zero(input.process_trouble or {}, 'worker processes misbehaving')
+  need_zero(input.process_trouble or {}, 'workers or queues misbehaving')
   if njobs == 0 then v[#v + 1] = 'no job was enqueued: the soak proved nothing' end
   local missing = {}
   for _, kind in ipairs(input.fault_kinds or {}) do

@@ -33,7 +33,16 @@ local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local proc = require 'jobrt.core.proc'
 local cjson = require 'cjson'
+
+-- The repository root, from where this file is, so the soak also runs from another directory.
+local ROOT do
+  local src = debug.getinfo(1, 'S').source:sub(2)
+  if src:sub(1, 1) ~= '/' then src = (os.getenv('PWD') or '.') .. '/' .. src end
+  ROOT = src:gsub('/%./', '/'):gsub('/tests/chaos/run%.lua$', '')
+  package.path = ROOT .. '/?.lua;' .. package.path
+end
 local h = require 'tests.helpers'
+if not os.getenv('JOBRT_BIN') then h.jobrt_bin = ROOT .. '/jobrt' end
 local faults = require 'tests.chaos.faults'
 local ledger = require 'tests.chaos.ledger'
 
@@ -70,7 +79,7 @@ local KEEP = os.getenv('CHAOS_KEEP') == '1'
 local WORKERS, PROCS, CONCURRENCY, LEASE = 3, 2, 20, 2
 local QUEUES = { { name = 'chaos_q', type = 'QUEUE' }, { name = 'chaos_lb', type = 'LBQUEUE' },
                  { name = 'chaos_del', type = 'DELQUEUE' } }
-local JOBS_DIR = h.root .. '/tests/chaos/jobs'
+local JOBS_DIR = ROOT .. '/tests/chaos/jobs'
 local RETENTION = { ok = 3600, failed = 604800, worker = 7 }   -- worker defaults (README)
 
 local T0 = jobrt.now()
@@ -356,24 +365,25 @@ local function read_outcomes(r, keys)
   return out
 end
 
--- Waits until every acknowledged job has ended (in the ledger, or failed in Redis) and every
--- queue is empty, or DRAIN seconds passed. Returns true when drained.
+-- Waits until every acknowledged job has ended (ended ok in the ledger, or failed in Redis) and
+-- every queue is empty, or DRAIN seconds passed. When the queues stay empty for 5 s while jobs
+-- have not ended, nothing is left that could end them: it stops waiting then. Returns true when
+-- everything ended; false, why when the queues did not empty in time; false when they emptied
+-- with jobs that never ended (the checks count those).
 local function drain(r, L, lr)
   local unresolved = {}
   for key in pairs(jobs) do unresolved[key] = true end
   local deadline = jobrt.monotime() + DRAIN
-  local last_note = 0
+  local last_note, idle_since = 0, nil
   while true do
     L:tail(lr)
-    local failing = {}
-    local left = 0
+    local ask = {}
     for key in pairs(unresolved) do
-      if L.done_ok[key] then unresolved[key] = nil
-      elseif ledger.EXPECT[jobs[key].fn] == 'failed' then failing[#failing + 1] = key
-      else left = left + 1 end
+      if L.done_ok[key] then unresolved[key] = nil else ask[#ask + 1] = key end
     end
-    local outs = read_outcomes(r, failing)
-    for _, key in ipairs(failing) do
+    local outs = read_outcomes(r, ask)
+    local left = 0
+    for _, key in ipairs(ask) do
       if outs[key] and outs[key].result == 'failed' then unresolved[key] = nil else left = left + 1 end
     end
     local busy = 0
@@ -383,9 +393,14 @@ local function drain(r, L, lr)
       else busy = busy + (s.pending or 0) + (s.delayed or 0) + (s.parked or 0) + (s.executing or 0) end
     end
     if left == 0 and busy == 0 then return true end
-    if jobrt.monotime() > deadline then
-      say('drain: gave up after %ds with %d job(s) unresolved and %d in the queues', DRAIN, left, busy)
+    if busy == 0 then idle_since = idle_since or jobrt.monotime() else idle_since = nil end
+    if idle_since and jobrt.monotime() - idle_since >= 5 then
+      say('drain: the queues are empty but %d job(s) never ended: they cannot end any more', left)
       return false
+    end
+    if jobrt.monotime() > deadline then
+      say('drain: gave up after %ds with %d job(s) not ended and %d in the queues', DRAIN, left, busy)
+      return false, fmt('the queues did not drain within %ds: %d job(s) still waiting or running', DRAIN, busy)
     end
     if jobrt.monotime() - last_note > 10 then
       last_note = jobrt.monotime()
@@ -565,7 +580,7 @@ local function main()
   end
 
   say('draining: %d jobs acknowledged', (function() local n = 0; for _ in pairs(jobs) do n = n + 1 end; return n end)())
-  local drained = drain(qr, L, lr)
+  local drained, not_drained = drain(qr, L, lr)
   say('%s; reading the job records', drained and 'drained' or 'NOT drained')
   local keys = {}
   for key in pairs(jobs) do keys[#keys + 1] = key end
@@ -609,7 +624,7 @@ local function main()
   end
   local lb = {}
   for _, q in ipairs(QUEUES) do if q.type == 'LBQUEUE' then lb[q.name] = true end end
-  if not drained then trouble[#trouble + 1] = fmt('the queues did not drain within %ds', DRAIN) end
+  if not_drained then trouble[#trouble + 1] = not_drained end
   local rep = L:analyse{
     seed = SEED, fsync = FSYNC, seconds = SECONDS, jobs = jobs, outcomes = outcomes,
     faults = injected, faults_by_kind = by_kind, skipped_faults = skipped, lb_queues = lb,
