@@ -23,9 +23,13 @@ LIBS       = $(CJSON_A) $(PKG_LIBS) -lreadline -lm -ldl -lpthread
 
 SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
-SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
+# Server scripts: lua-server-scripts/src/<op>.lua with `--- @include "x"` of includes/x.lua are
+# built into the committed standalone lua-server-scripts/<op>.lua (tools/scripts.lua).
+SCRIPT_SRC := $(sort $(wildcard lua-server-scripts/src/*.lua))
+SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
+SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps chaos
+.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts chaos
 
 all: jobrt
 
@@ -45,7 +49,14 @@ build/deps.ok:
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p build && touch $@
 
-build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
+build/scripts.stamp: tools/scripts.lua $(SCRIPT_SRC) $(SCRIPT_INC) | build/deps.ok
+	@mkdir -p build
+	luajit tools/scripts.lua build lua-server-scripts
+	@touch $@
+
+scripts: build/scripts.stamp
+
+build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp | build/deps.ok
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
 

@@ -23,20 +23,29 @@ Error: an id whose job was deleted while executing and still runs on its worker 
   cancelled job does not count (the new job is made).
 Publishes: the wake channel (message: due time in Unix ms) when the job makes the ready set
   non-empty or becomes the earliest due entry.
+Order: equal due times (and, in LBQUEUE, equal priorities) keep enqueue order: members of the
+  due and ready sets are "<order>|<id>", <order> the 16 digits of the record's pending-created.
 ]]
+-- Built by tools/scripts.lua from src/enqueue.lua and includes/: edit those, then run make.
 local SCRIPT = 'enqueue'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
   return "'" .. v .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
@@ -52,6 +61,7 @@ local function check_keys()
   end
   return prefix:match('^jobrt:{(.+)}:$')
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -64,7 +74,7 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -90,45 +100,26 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   end
   return n
 end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
--- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
--- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
-local function lb_release(h, jid)
-  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
-  redis.call('HDEL', KEYS[8], h)
-  local p = redis.call('HGET', KEYS[9], h)
-  if not p then return false end
-  redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
-  redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-  return true
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
 end
--- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
--- entry dedup (either may be false). Returns true when a parked job was queued.
-local function free_claims(qtype, jid, h, dedup)
-  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
-  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
-  return false
-end
--- ---- end of shared helpers ----
+-- ---- end of includes/time.lua ----
+
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -175,6 +166,7 @@ if id then
   if st[1] == 'pending' or st[1] == 'executing' then return { id, 1 } end
   replace = st[1] ~= false
 end
+local order = string.format('%016.0f', now_us)
 
 -- the fields every new record gets
 local function record(rid)
@@ -219,24 +211,22 @@ if qtype == 'LBQUEUE' then
     redis.call('HSET', rec, unpack(upd))
     return { mid, 1 }
   end
-  local order = string.format('%016.0f', now_us)
   local p = prio or 1
   if redis.call('HGET', KEYS[8], hash) then
     -- the same jobHash is running (or waiting for a retry): park, or merge into the parked job
     local parked = redis.call('HGET', KEYS[9], hash)
     if parked then return merge(parked, nil) end
     local nid = new_id()
-    create(nid, { 'hash', hash, 'priority', tostring(p), 'order', order })
+    create(nid, { 'hash', hash, 'priority', tostring(p) })
     redis.call('HSET', KEYS[9], hash, nid)
     return { nid, 0 }
   end
   local entry = redis.call('HGET', KEYS[7], hash)
   if entry then
-    local o = redis.call('HGET', prefix .. entry, 'order')
-    return merge(entry, o .. '|' .. entry)
+    return merge(entry, order_of(redis.call('HGET', prefix .. entry, 'pending-created')) .. '|' .. entry)
   end
   local nid = new_id()
-  create(nid, { 'hash', hash, 'priority', tostring(p), 'order', order })
+  create(nid, { 'hash', hash, 'priority', tostring(p) })
   redis.call('HSET', KEYS[7], hash, nid)
   redis.call('ZADD', KEYS[3], -p, order .. '|' .. nid)
   if redis.call('ZCARD', KEYS[3]) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
@@ -259,8 +249,8 @@ if qtype == 'DELQUEUE' then
   if hash then extra[5] = 'hash'; extra[6] = hash end
   create(nid, extra)
   redis.call('HSET', KEYS[10], dfield, nid)
-  redis.call('ZADD', KEYS[4], due_ms, nid)
-  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
+  redis.call('ZADD', KEYS[4], due_ms, order .. '|' .. nid)
+  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == order .. '|' .. nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
   return { nid, 0 }
 end
 
@@ -268,8 +258,8 @@ end
 local nid = new_id()
 if due_ms > now_ms then
   create(nid, { 'due', string.format('%.3f', due_ms / 1000) })
-  redis.call('ZADD', KEYS[4], due_ms, nid)
-  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
+  redis.call('ZADD', KEYS[4], due_ms, order .. '|' .. nid)
+  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == order .. '|' .. nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
 else
   create(nid, {})
   if redis.call('LPUSH', KEYS[2], nid) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end

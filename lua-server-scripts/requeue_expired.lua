@@ -5,36 +5,49 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
-  [3] max_stalls  whole number 0..1000: lease losses a job survives regardless of its retries
-                  (a crashed worker is not the job's fault); '' = 3
+  [3] max_stalls  whole number 0..1000: lease losses in a row a job survives; '' = 2
   [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
-Each expired lease "<worker>|<id>" of an executing job: record stalls+1. If stalls <= max_stalls
-  or attempts <= retries (record field, 0 when absent): state=pending, error-reason says whose
-  lease expired, back at the front (QUEUE: consuming end of the wait list; LBQUEUE: ready set,
-  jobHash stays running; DELQUEUE: due set, now). Otherwise: state=finished, result=failed
-  (no due field: reserve removed it), into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE
+A lost lease is not the job's fault (its worker crashed, froze or lost Redis): it uses up no
+  retry. Each expired lease "<worker>|<attempt>|<id>" whose attempt is the job's current one
+  (state executing, attempts = attempt): record stalls+1 (lease losses in a row; an outcome
+  from complete resets them). stalls <= max_stalls: state=pending, suspect=1 (from now on the
+  job runs alone in its worker process, see reserve, so a later loss is its own doing),
+  error-reason says whose lease expired, and the job goes back to its place in the order
+  (QUEUE: the consuming end of the wait list, in enqueue order among those taken back;
+  LBQUEUE: the ready set by priority and enqueue order, jobHash still held; DELQUEUE: the due
+  set at its due time). Otherwise it is a poison job (one that crashed or froze its worker in
+  every one of those attempts, the last ones while running alone): state=finished,
+  result=failed, error-reason says so, into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE
   releases the jobHash (queues its parked job), DELQUEUE frees its identity@timestamp entry.
 A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
-  in the stats counter total-cancelled). Every expired lease counts in total-expired.
+  in the stats counter total-cancelled). A lease of an attempt that is not the job's current
+  one is only removed. Every expired lease counts in total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
 Returns: { requeued, failed, cancelled }
 ]]
+-- Built by tools/scripts.lua from src/requeue_expired.lua and includes/: edit those, then run make.
 local SCRIPT = 'requeue_expired'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
   return "'" .. v .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
@@ -50,6 +63,7 @@ local function check_keys()
   end
   return prefix:match('^jobrt:{(.+)}:$')
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -61,18 +75,6 @@ local function queue_type()
 end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
--- optional string: '' or absent -> nil
-local function opt_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil end
-  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
-  return v
-end
-local function req_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_str(i, name, maxlen)
 end
 -- optional decimal number within [lo, hi] ('' or absent -> dflt)
 local function opt_num(i, name, lo, hi, whole, dflt)
@@ -88,24 +90,28 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   end
   return n
 end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -114,9 +120,9 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
 -- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
@@ -126,7 +132,35 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
--- ---- end of shared helpers ----
+-- ---- end of includes/claims.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- worker, attempt (string), id of a lease member, or nil
+local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
+-- A job taken back from its worker (lease ran out, or released) goes back to its place in the
+-- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
+-- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
+-- among themselves (collected in `front`; flush_front writes them). f: the record's
+-- pending-created, priority, due, dedup.
+local function put_back(qtype, jid, f, now_ms, front)
+  local order = order_of(f[1])
+  if qtype == 'LBQUEUE' then
+    redis.call('ZADD', KEYS[3], -(tonumber(f[2]) or 1), order .. '|' .. jid)
+  elseif qtype == 'DELQUEUE' then
+    local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
+    redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
+  else
+    front[#front + 1] = { order, jid }
+  end
+end
+-- QUEUE jobs collected by put_back: the oldest ends up at the consuming (right) end.
+local function flush_front(front)
+  if #front == 0 then return end
+  table.sort(front, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] > b[2] end)
+  local ids = {}
+  for i = 1, #front do ids[i] = front[i][2] end
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+end
+-- ---- end of includes/lease.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -134,7 +168,7 @@ err = max_argv(4); if err then return redis.error_reply(err) end
 local qtype, limit, max_stalls, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
-max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 3); if err then return redis.error_reply(err) end
+max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 2); if err then return redis.error_reply(err) end
 ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
@@ -152,46 +186,42 @@ redis.call('ZREM', KEYS[5], unpack(expired))
 local requeued, failed, cancelled, wake = 0, 0, 0, false
 local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
-  local worker, jid = expired[i]:match('^([^|]*)|(.*)$')
-  local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority')
-  if f[1] == 'executing' and marked[i] then
+  local worker, attempt, jid = lease_parts(expired[i])
+  local rec = jid and prefix .. jid
+  local f = rec and redis.call('HMGET', rec, 'state', 'attempts', 'stalls', 'hash', 'dedup', 'pending-created',
+    'priority', 'due') or {}
+  local current = f[1] == 'executing' and tonumber(f[2]) == tonumber(attempt)
+  if current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
-    if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+    if free_claims(qtype, jid, f[4], f[5]) then wake = true end
     finished[#finished + 1] = rec
     cancelled = cancelled + 1
-  elseif f[1] == 'executing' then
-    local stalls = (tonumber(f[4]) or 0) + 1
-    local reason = 'lease expired: worker ' .. worker .. ' stopped renewing'
-    if stalls <= max_stalls or (tonumber(f[2]) or 1) <= (tonumber(f[3]) or 0) then
-      redis.call('HSET', rec, 'state', 'pending', 'stalls', stalls, 'error-reason', reason)
-      if qtype == 'QUEUE' then
-        front[#front + 1] = jid
-      elseif qtype == 'LBQUEUE' then
-        redis.call('ZADD', KEYS[3], -(tonumber(f[8]) or 1), (f[7] or '0') .. '|' .. jid)
-      else
-        redis.call('ZADD', KEYS[4], now_ms, jid)
-      end
+  elseif current then
+    local stalls = (tonumber(f[3]) or 0) + 1
+    if stalls <= max_stalls then
+      redis.call('HSET', rec, 'state', 'pending', 'stalls', stalls, 'suspect', 1, 'error-reason',
+        'lease expired: worker ' .. worker .. ' stopped renewing (attempt ' .. attempt .. ')')
+      put_back(qtype, jid, { f[6], f[7], f[8], f[5] }, now_ms, front)
       requeued = requeued + 1
     else
-      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
+      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason',
+        'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
+        (stalls > 1 and ', the later ones while it ran alone in its worker process' or '') ..
+        ' (last: worker ' .. worker .. ', attempt ' .. attempt .. '): it likely crashes or freezes ' ..
+        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
         'error-exception', '', 'finished-created', now_s)
+      redis.call('HDEL', rec, 'suspect')
       redis.call('EXPIRE', rec, ttl_failed)
       fails[#fails + 1] = now_ms
       fails[#fails + 1] = jid
       finished[#finished + 1] = rec
       failed = failed + 1
-      if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+      if free_claims(qtype, jid, f[4], f[5]) then wake = true end
     end
   end
 end
-if #front > 0 then
-  -- the earliest expired job ends up at the consuming (right) end
-  local rev = {}
-  for i = #front, 1, -1 do rev[#rev + 1] = front[i] end
-  redis.call('RPUSH', KEYS[2], unpack(rev))
-end
+flush_front(front)
 if #fails > 0 then
   redis.call('ZADD', KEYS[6], unpack(fails))
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)

@@ -4,28 +4,40 @@
 --   local ops = require 'jobrt.ops'
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
---       -- retry delay, doubled per attempt, capped at 1 h), max_stalls (3: lease losses a job
---       -- survives regardless of its retries), type_ttl (s, 2: how long queue types are cached)
+--       -- retry delay, doubled per failure, capped at 1 h), max_stalls (2: lease losses in a row
+--       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
 --       -- opts: jobHash, priority, timestamp (absolute Unix s), delay (s), id, retries, timeout (s)
 --       -- existed: true when no new job was made (id already pending/executing, LBQUEUE merge,
 --       -- DELQUEUE identical job at the same timestamp); id is then the existing job's id
---   o:reserve(queue, worker_id, n, lease_s) -> { jobs = { {id=, fn=, args=(JSON text), attempt=,
---       retries=, timeout=, hash=}... }, next_due = ms|nil, next_lease = ms|nil, now = ms }
---   o:renew(queue, worker_id, ids, lease_s) -> lost_ids
---       -- lost: leases taken back, or jobs deleted while executing (stop them; complete or
---       -- release still frees their claims at once)
+--   A lease belongs to one attempt of one job of one queue: the calls that act on leases take
+--   `leases`, an array of { id = string, attempt = number }, and a renewal, outcome or release
+--   for any other attempt of the job finds nothing (lua-server-scripts/README.md, "Leases").
+--   o:reserve(queue, worker_id, n, lease_s[, alone]) -> { jobs = { {id=, fn=, args=(JSON text),
+--       attempt=, retries=, timeout=, hash=, fence=, alone=(boolean)}... }, next_due = ms|nil,
+--       next_lease = ms|nil, now = ms, blocked = boolean }
+--       -- alone: the worker runs nothing now and may take a job that must run by itself (one
+--       -- taken back from a worker that stopped renewing); such a job comes as the only one,
+--       -- with alone=true. blocked: such a job is next and alone was not given: run nothing
+--       -- new until idle, then reserve with alone. fence: the fencing token of the lease
+--       -- (grows with every lease of the queue)
+--   o:renew(queue, worker_id, leases, lease_s) -> lost leases ({ {id=, attempt=}... })
+--       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
+--       -- while executing (stop them; complete or release still frees their claims at once)
 --   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids},
 --       cancelled={ids} } | nil, err
---       -- ignored: ids the worker no longer held (lease lost); cancelled: ids deleted while they
---       -- ran (their records are now gone, counted neither completed nor failed)
---       -- outcomes: { {id=, ok=true, value=json_text}, {id=, ok=false, reason=, exception=,
---       --             retries=(used when the job has none)}... }, any number (sent 1000 per call)
+--       -- ignored: ids whose lease (that attempt's) the worker no longer held; cancelled: ids
+--       -- deleted while they ran (their records are now gone, counted neither completed nor
+--       -- failed)
+--       -- outcomes: { {id=, attempt=, ok=true, value=json_text}, {id=, attempt=, ok=false,
+--       --             reason=, exception=, retries=(used when the job has none)}... }, any
+--       --             number (sent 1000 per call)
 --   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled
+--       -- n_failed: poison jobs (lease lost more than max_stalls times in a row);
 --       -- n_cancelled: expired leases of jobs deleted while executing (records removed)
---   o:release(queue, worker_id, ids) -> n_released
+--   o:release(queue, worker_id, leases) -> n_released
 --   o:get(queue, id) -> record table (field -> string) | nil (not found)
 --   o:delete(queue, id) -> true | false
 --       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
@@ -198,47 +210,60 @@ end
 local function check_worker(fname, w)
   if type(w) ~= 'string' then error(str_format('jobrt.ops.%s: worker_id must be a string, got %s', fname, type(w)), 3) end
 end
-local function check_ids(fname, ids)
-  if type(ids) ~= 'table' then error(str_format('jobrt.ops.%s: ids must be an array of strings, got %s', fname, type(ids)), 3) end
-  for i = 1, #ids do
-    if type(ids[i]) ~= 'string' then
-      error(str_format('jobrt.ops.%s: ids[%d] must be a string, got %s', fname, i, type(ids[i])), 3)
-    end
-  end
-end
 local function check_num(fname, name, v)
   if type(v) ~= 'number' then error(str_format('jobrt.ops.%s: %s must be a number, got %s', fname, name, type(v)), 3) end
 end
 
-function _M:reserve(queue, worker_id, n, lease_s)
+-- leases[i] -> id, attempt as ARGV text; raises on a malformed entry
+local function lease_pair(fname, leases, i)
+  local l = leases[i]
+  if type(l) ~= 'table' or type(l.id) ~= 'string' or type(l.attempt) ~= 'number' then
+    error(str_format('jobrt.ops.%s: leases[%d] must be a table {id = string, attempt = number}', fname, i), 3)
+  end
+  return l.id, num(l.attempt)
+end
+local function check_leases(fname, leases)
+  if type(leases) ~= 'table' then
+    error(str_format('jobrt.ops.%s: leases must be an array of {id =, attempt =}, got %s', fname, type(leases)), 3)
+  end
+end
+
+function _M:reserve(queue, worker_id, n, lease_s, alone)
   check_queue('reserve', queue)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed })
+  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
+    alone and '1' or '' })
   if not res then return nil, err end
   local jobs = {}
   local list = res[4]
   for i = 1, #list do
     local j = list[i]
     jobs[i] = { id = j[1], fn = j[2], args = j[3], attempt = tonumber(j[4]),
-                retries = tonumber(nonnull(j[5])), timeout = tonumber(nonnull(j[6])), hash = nonnull(j[7]) }
+                retries = tonumber(nonnull(j[5])), timeout = tonumber(nonnull(j[6])), hash = nonnull(j[7]),
+                fence = tonumber(j[8]), alone = j[9] == 1 }
   end
-  return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]) }
+  return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]),
+           blocked = res[5] == 1 }
 end
 
-function _M:renew(queue, worker_id, ids, lease_s)
+function _M:renew(queue, worker_id, leases, lease_s)
   check_queue('renew', queue)
   check_worker('renew', worker_id)
-  check_ids('renew', ids)
+  check_leases('renew', leases)
   check_num('renew', 'lease_s', lease_s)
   local lost = {}
-  for first = 1, #ids, 1000 do
+  for first = 1, #leases, 1000 do
     local argv = { false, worker_id, num(lease_s) }
-    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    for i = first, math.min(first + 999, #leases) do
+      local id, attempt = lease_pair('renew', leases, i)
+      argv[#argv + 1] = id
+      argv[#argv + 1] = attempt
+    end
     local res, err = run(self, 'renew', queue, argv)
     if not res then return nil, err end
-    for i = 1, #res do lost[#lost + 1] = res[i] end
+    for i = 1, #res do lost[#lost + 1] = { id = res[i][1], attempt = tonumber(res[i][2]) } end
   end
   return lost
 end
@@ -255,24 +280,29 @@ function _M:complete(queue, worker_id, outcomes)
       if type(oc) ~= 'table' or type(oc.id) ~= 'string' then
         error(str_format('jobrt.ops.complete: outcomes[%d] must be a table with a string id', i), 2)
       end
+      if type(oc.attempt) ~= 'number' then
+        error(str_format('jobrt.ops.complete: outcomes[%d].attempt must be a number (the attempt the lease belongs to), got %s',
+          i, type(oc.attempt)), 2)
+      end
       local n = #argv
       argv[n + 1] = oc.id
+      argv[n + 2] = num(oc.attempt)
       if oc.ok then
         local v = oc.value
         if v ~= nil and type(v) ~= 'string' then
           error(str_format('jobrt.ops.complete: outcomes[%d].value must be JSON text (a string), got %s', i, type(v)), 2)
         end
-        argv[n + 2], argv[n + 3], argv[n + 4] = 'ok', v or 'null', ''
+        argv[n + 3], argv[n + 4], argv[n + 5] = 'ok', v or 'null', ''
       else
         local reason, exc = oc.reason, oc.exception
         if reason ~= nil and type(reason) ~= 'string' then reason = tostring(reason) end
         if exc ~= nil and type(exc) ~= 'string' then exc = tostring(exc) end
-        argv[n + 2], argv[n + 3], argv[n + 4] = 'failed', reason or 'failed', exc or ''
+        argv[n + 3], argv[n + 4], argv[n + 5] = 'failed', reason or 'failed', exc or ''
       end
       if oc.retries ~= nil and type(oc.retries) ~= 'number' then
         error(str_format('jobrt.ops.complete: outcomes[%d].retries must be a number, got %s', i, type(oc.retries)), 2)
       end
-      argv[n + 5] = oc.retries and num(oc.retries) or ''
+      argv[n + 6] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
       local res, err = run(self, 'complete', queue, argv)
@@ -294,14 +324,18 @@ function _M:requeue_expired(queue)
   return res[1], res[2], res[3]
 end
 
-function _M:release(queue, worker_id, ids)
+function _M:release(queue, worker_id, leases)
   check_queue('release', queue)
   check_worker('release', worker_id)
-  check_ids('release', ids)
+  check_leases('release', leases)
   local total = 0
-  for first = 1, #ids, 1000 do
+  for first = 1, #leases, 1000 do
     local argv = { false, worker_id }
-    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    for i = first, math.min(first + 999, #leases) do
+      local id, attempt = lease_pair('release', leases, i)
+      argv[#argv + 1] = id
+      argv[#argv + 1] = attempt
+    end
     local res, err = run(self, 'release', queue, argv)
     if not res then return nil, err end
     total = total + res

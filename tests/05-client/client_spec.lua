@@ -67,7 +67,7 @@ describe('jobrt.client', function()
     local res = assert(o:reserve(Q, 'w-test', 10, 30))
     local outs = {}
     for _, j in ipairs(res.jobs) do
-      outs[#outs + 1] = { id = j.id, ok = false, reason = reason or 'kaput', exception = 'trace' }
+      outs[#outs + 1] = { id = j.id, attempt = j.attempt, ok = false, reason = reason or 'kaput', exception = 'trace' }
     end
     assert(o:complete(Q, 'w-test', outs))
     return id
@@ -336,7 +336,7 @@ describe('jobrt.client', function()
       local co = jobrt.spawn(function()
         h.wait_for(function() return q:stats(Q).pending == 1 end, 5, 'the job')
         local res = assert(o:reserve(Q, 'w-x', 1, 30))
-        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '[1,2,3]' } }))
+        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '[1,2,3]' } }))
       end)
       assert.same({ 1, 2, 3 }, q:run(Q, 'x', {}, { wait = 5 }))
       assert.is_truthy(co)
@@ -356,7 +356,7 @@ describe('jobrt.client', function()
       -- can wake run
       local killed = assert(r:call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
       assert.is_true(killed >= 1)
-      assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '"seen"' } }))
+      assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '"seen"' } }))
       assert.is_true(done:wait(10), 'run never returned')
       assert.same({ true, 'seen', res.jobs[1].id }, got)
     end)
@@ -407,7 +407,7 @@ describe('jobrt.client', function()
       local id = q:enqueueJob(Q, 'x', {})
       jobrt.spawn(function()
         local res = assert(o:reserve(Q, 'w-x', 1, 30))
-        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '"done"' } }))
+        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '"done"' } }))
       end)
       assert.equal('done', q:waitJob(Q, id, 5))
       -- already finished: answered from the record

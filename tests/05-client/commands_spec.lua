@@ -349,7 +349,7 @@ describe('jobrt commands', function()
     local function fail_one(fn, reason)
       local id = q:enqueueJob(Q, fn, {}, { retries = 0 })
       local res = assert(o:reserve(Q, 'w-t', 1, 30))
-      assert(o:complete(Q, 'w-t', { { id = res.jobs[1].id, ok = false, reason = reason, exception = 'tb' } }))
+      assert(o:complete(Q, 'w-t', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = false, reason = reason, exception = 'tb' } }))
       return id
     end
 
