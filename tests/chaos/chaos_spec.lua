@@ -26,7 +26,7 @@ describe("make chaos (60 s, appendfsync always)", function()
     -- every count that must be 0, and the report for when one is not
     local bad = {}
     for _, k in ipairs({ 'lost', 'failed_unexpectedly', 'record_mismatch', 'duplicates_unexplained',
-                         'same_attempt', 'overlaps_accepted', 'overlaps_kept_running',
+                         'same_attempt', 'overlaps_held', 'overlaps_accepted', 'overlaps_kept_running',
                          'overlaps_fenced_unexplained', 'early_starts', 'crosstalk', 'stuck', 'keys_bad',
                          'process_trouble', 'violations' }) do
       if r[k] ~= 0 then bad[#bad + 1] = k .. '=' .. tostring(r[k]) end

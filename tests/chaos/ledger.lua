@@ -13,12 +13,13 @@
 --   ledger.format(report) -> text;  ledger.summary(report) -> table for the CHAOS-RESULT line
 --
 -- The fence. A record is one run's write: start, progress or end (tests/chaos/jobs/chaos.lua).
--- The script keeps, per job (queue, id), the highest attempt that has started, and accepts a
--- write of attempt A only when A is at least that: once attempt 2 has started, every later write
--- of attempt 1 is refused. That is what a store does with the fencing token job.attempt
--- (DESIGN: "Handlers see job.attempt, which only grows, as a fencing token"). Each accepted or
--- refused write is appended to the ledger list with the ledger server's clock (TIME: the clock
--- of the whole soak, since every process runs on this machine) and its verdict.
+-- The script (below) does what a store that checks fencing tokens does: it keeps the highest
+-- token that has started on each resource and refuses a write whose token is smaller. The token
+-- is job.fence (it grows with every lease of the queue, so a later holder of a job or of a
+-- jobHash always has a larger one) and the resources are the job and its LBQUEUE jobHash; with a
+-- worker that gives no job.fence, the token is job.attempt and only the job is fenced. Each
+-- write is appended to the ledger list with the ledger server's clock (TIME: the clock of the
+-- whole soak, since every process runs on this machine) and its verdict.
 --
 -- The checks (each a violation unless said otherwise):
 --   lost          an acknowledged job that neither ended ok in the ledger (ok and flaky jobs)
@@ -30,13 +31,18 @@
 --                 until `lease` seconds after they ended: a lease lost then runs out that late)
 --   same attempt  two runs of one job with the same attempt: the fencing token did not grow
 --   overlaps      two runs of one job, or of one LBQUEUE jobHash, where the later one started
---                 while the earlier one still wrote to the ledger. If the earlier run had a write
---                 ACCEPTED after the later one started, the promise "identical jobs never run at
---                 once" failed for fenced writers: violation. If all its writes after that were
---                 refused by the fence, it is the documented limit (a handler frozen past its
---                 lease runs until its next yield): allowed when a fault explains it (as for
---                 duplicates) and it made at most one write after the later run started (one
---                 more would mean it went on past a yield after its lease was lost).
+--                 while the earlier one still wrote to the ledger:
+--                 * the earlier run is the one whose result Redis stored (the only run of its job
+--                   that ended ok, and the record says successful): it held its lease, and so the
+--                   job or jobHash, until it ended, and yet the later run was handed out: the
+--                   queue broke "identical jobs never run at once" (faults excuse nothing here);
+--                 * the earlier run had a write ACCEPTED after the later one started: fencing
+--                   failed;
+--                 * otherwise all its writes after that were refused by the fence: the documented
+--                   limit (a handler frozen past its lease runs until its next yield), allowed when
+--                   a fault explains it (as for duplicates) and it made at most one write after the
+--                   later run started (one more means it went on past a yield after its lease was
+--                   lost).
 --   crosstalk     a handler's job.redis call answered with a reply meant for another handler
 --                 (the handler checks the shape of every reply; tests/chaos/jobs/chaos.lua)
 --   early starts  a run of a job with a due time (DELQUEUE, delayed QUEUE) whose handler started
@@ -50,18 +56,33 @@ local _M = {}
 
 _M.KEYS = { 'chaos:ledger', 'chaos:top' }
 
--- KEYS[1] the ledger list, KEYS[2] hash "<queue>\n<id>" -> highest attempt started.
--- ARGV[1] ev (start|progress|end), [2] queue, [3] id, [4] attempt, [5] the record (JSON).
--- Appends "<server time>\t<1 accepted | 0 refused>\t<record>"; returns 1 or 0.
+-- KEYS[1] the ledger list, KEYS[2] hash: resource -> the highest token that has started on it.
+-- ARGV[1] ev (start|progress|end), [2] queue, [3] id, [4] attempt, [5] fencing token (job.fence,
+-- '' when the worker gives none), [6] the LBQUEUE jobHash ('' for other queues), [7] the record
+-- (JSON). The token is job.fence when given, else job.attempt. Resources: the job
+-- ("j\n<queue>\n<id>"), and, with job.fence, its LBQUEUE jobHash ("h\n<queue>\n<hash>");
+-- attempts of different jobs do not compare, so without job.fence only the job is fenced.
+-- A write is accepted when its token is at least the highest started on each of its resources;
+-- a start raises them. Appends "<server time>\t<1 accepted | 0 refused>\t<record>"; returns 1|0.
 _M.SCRIPT = [[
-local field = ARGV[2] .. '\n' .. ARGV[3]
 local att = tonumber(ARGV[4])
 if not att then return redis.error_reply('chaos ledger: attempt must be a number, got ' .. tostring(ARGV[4])) end
-local top = tonumber(redis.call('HGET', KEYS[2], field) or '0')
-local acc = att >= top
-if ARGV[1] == 'start' and att > top then redis.call('HSET', KEYS[2], field, att) end
+local token = att
+local res = { 'j\n' .. ARGV[2] .. '\n' .. ARGV[3] }
+if ARGV[5] ~= '' then
+  token = tonumber(ARGV[5])
+  if not token then return redis.error_reply('chaos ledger: fence must be a number, got ' .. ARGV[5]) end
+  if ARGV[6] ~= '' then res[2] = 'h\n' .. ARGV[2] .. '\n' .. ARGV[6] end
+end
+local acc = true
+for i = 1, #res do
+  if token < tonumber(redis.call('HGET', KEYS[2], res[i]) or '0') then acc = false end
+end
+if ARGV[1] == 'start' and acc then
+  for i = 1, #res do redis.call('HSET', KEYS[2], res[i], token) end
+end
 local t = redis.call('TIME')
-redis.call('RPUSH', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])) .. '\t' .. (acc and '1' or '0') .. '\t' .. ARGV[5])
+redis.call('RPUSH', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])) .. '\t' .. (acc and '1' or '0') .. '\t' .. ARGV[7])
 return acc and 1 or 0
 ]]
 
@@ -186,10 +207,11 @@ function Ledger:analyse(input)
     completed = 0, failed_intended = 0, failed_by_kind = {},
     lost = {}, failed_unexpectedly = {}, record_mismatch = {},
     duplicates = { explained = {}, unexplained = {} }, same_attempt = {},
-    overlaps = { accepted = {}, fenced_explained = {}, fenced_unexplained = {}, kept_running = {} },
+    overlaps = { held = {}, accepted = {}, fenced_explained = {}, fenced_unexplained = {}, kept_running = {} },
     early = {}, unacked_runs = 0, fenced_writes = 0, violations = {},
   }
   for _, run in ipairs(self.order) do
+    run.stored = nil
     for _, w in ipairs(run.writes) do if not w.acc then rep.fenced_writes = rep.fenced_writes + 1 end end
   end
 
@@ -230,6 +252,8 @@ function Ledger:analyse(input)
           redis_hint(faults, job.t)), 50)
       end
     end
+    -- the run whose result Redis stored, when that is certain
+    if #ended_ok == 1 and out.result == 'successful' then ended_ok[1].stored = true end
     sort(ended_ok, function(a, b) return a.start_seq < b.start_seq end)
     for i = 2, #ended_ok do
       local a, b = ended_ok[i - 1], ended_ok[i]
@@ -295,7 +319,9 @@ function Ledger:analyse(input)
           local text = fmt('%s %s: %s (from +%.2fs) still wrote after %s started at +%.2fs',
             same_job and 'job' or 'jobHash', same_job and (a.q .. '/' .. a.id) or (a.q .. '/' .. tostring(a.hash)),
             short(a), a.start - t0, short(b), b.start - t0)
-          if acc > 0 then
+          if a.stored then
+            push(rep.overlaps.held, fmt('%s: it held its lease until its result was stored, yet the later run was handed out meanwhile', text))
+          elseif acc > 0 then
             push(rep.overlaps.accepted, fmt('%s: %d of its writes were ACCEPTED%s', text, acc,
               refused > 0 and fmt(' and %d refused', refused) or ''))
           else
@@ -338,6 +364,7 @@ function Ledger:analyse(input)
   need_zero(rep.record_mismatch, 'jobs whose record does not say what the ledger saw')
   need_zero(rep.duplicates.unexplained, 'duplicates no fault explains')
   need_zero(rep.same_attempt, 'attempts started twice')
+  need_zero(rep.overlaps.held, 'jobs or jobHashes handed out while their holder still held its lease')
   need_zero(rep.overlaps.accepted, 'overlaps among accepted (fenced) writes')
   need_zero(rep.overlaps.kept_running, 'stale handlers that kept running after their lease was lost')
   need_zero(rep.overlaps.fenced_unexplained, 'overlaps (fenced) no fault explains')
@@ -448,8 +475,8 @@ function _M.format(rep)
   add('  LOST               %d', count(rep.lost))
   add('  duplicates         %d explained by a fault, %d not', count(rep.duplicates.explained), count(rep.duplicates.unexplained))
   add('  same attempt twice %d', count(rep.same_attempt))
-  add('  overlaps           %d among accepted writes, %d stale runs that kept running; fenced off: %d explained by a fault, %d not',
-    count(rep.overlaps.accepted), count(rep.overlaps.kept_running), count(rep.overlaps.fenced_explained),
+  add('  overlaps           %d handed out while held, %d among accepted writes, %d stale runs that kept running; fenced off: %d explained by a fault, %d not',
+    count(rep.overlaps.held), count(rep.overlaps.accepted), count(rep.overlaps.kept_running), count(rep.overlaps.fenced_explained),
     count(rep.overlaps.fenced_unexplained))
   add('  early starts       %d', count(rep.early))
   add('  job.redis crosstalk %d', count(i.crosstalk or {}))
@@ -487,7 +514,7 @@ function _M.summary(rep)
     record_mismatch = count(rep.record_mismatch),
     duplicates_explained = count(rep.duplicates.explained), duplicates_unexplained = count(rep.duplicates.unexplained),
     same_attempt = count(rep.same_attempt),
-    overlaps_accepted = count(rep.overlaps.accepted), overlaps_kept_running = count(rep.overlaps.kept_running),
+    overlaps_held = count(rep.overlaps.held), overlaps_accepted = count(rep.overlaps.accepted), overlaps_kept_running = count(rep.overlaps.kept_running),
     overlaps_fenced_explained = count(rep.overlaps.fenced_explained),
     overlaps_fenced_unexplained = count(rep.overlaps.fenced_unexplained),
     early_starts = count(rep.early), crosstalk = count(i.crosstalk or {}), stuck = count(i.stuck or {}), keys_bad = rep.keys_bad or -1,

@@ -48,8 +48,8 @@ describe("chaos ledger", function()
     end)
     after_each(function() r:close() end)
 
-    local function write(ev, q, id, att)
-      return r:call('EVALSHA', sha, 2, ledger.KEYS[1], ledger.KEYS[2], ev, q, id, att,
+    local function write(ev, q, id, att, fence, hash)
+      return r:call('EVALSHA', sha, 2, ledger.KEYS[1], ledger.KEYS[2], ev, q, id, att, fence or '', hash or '',
         cjson.encode{ ev = ev, q = q, id = id, att = att, rid = q .. id .. att, ok = ev == 'end' or nil })
     end
 
@@ -76,6 +76,19 @@ describe("chaos ledger", function()
       end
       assert.are.equal(3, refused)
       assert.is_true(L.done_ok['Q\t1'] and L.done_ok['Q\t2'])
+    end)
+
+    it("with job.fence, fences a jobHash too: a later job of it refuses the earlier job's writes", function()
+      assert.are.equal(1, write('start', 'LB', '1', 1, 5, 'h'))
+      assert.are.equal(1, write('start', 'LB', '2', 1, 7, 'h'))
+      assert.are.equal(0, write('progress', 'LB', '1', 1, 5, 'h'))   -- job 1 never ran again
+      assert.are.equal(0, write('end', 'LB', '1', 1, 5, 'h'))
+      assert.are.equal(1, write('start', 'LB', '3', 1, 6, 'other'))  -- another jobHash
+      assert.are.equal(1, write('end', 'LB', '2', 1, 7, 'h'))
+      -- a job without a jobHash is fenced on itself only
+      assert.are.equal(1, write('start', 'Q', '1', 1, 3))
+      assert.are.equal(1, write('start', 'Q', '1', 2, 4))
+      assert.are.equal(0, write('end', 'Q', '1', 1, 3))
     end)
 
     it("answers a clear error for an attempt that is not a number", function()
@@ -161,13 +174,34 @@ describe("chaos ledger", function()
       run(L, { q = 'LB', id = '2', hash = 'h', rid = 'b', t = 1001.5, d = 1 })
       run(L, { q = 'LB', id = '3', hash = 'other', rid = 'c', t = 1001.5, d = 1 })
       local jobs = { ['LB\t1'] = job('1', 'ok', 'LB'), ['LB\t2'] = job('2', 'ok', 'LB'), ['LB\t3'] = job('3', 'ok', 'LB') }
-      local outcomes = { ['LB\t1'] = done(), ['LB\t2'] = done(), ['LB\t3'] = done() }
+      -- job 1's record is gone, so which run's result was stored is unknown: only the fence speaks
+      local outcomes = { ['LB\t1'] = { missing = true }, ['LB\t2'] = done(), ['LB\t3'] = done() }
       local rep = analyse(L, { jobs = jobs, outcomes = outcomes })
       assert.are.equal(1, rep.overlaps.accepted.n)
       assert.matches('jobHash LB/h', rep.overlaps.accepted[1])
       -- the same runs in a QUEUE (no jobHash promise) are no overlap
       rep = analyse(L, { jobs = jobs, outcomes = outcomes, lb_queues = {} })
       assert.are.equal(0, rep.overlaps.accepted.n or 0)
+    end)
+
+    it("flag a jobHash handed out while the run whose result was stored still held it, fault or not", function()
+      local L = ledger.new()
+      run(L, { q = 'LB', id = '1', hash = 'h', rid = 'a', t = 1001, d = 1, pid = 7 })
+      run(L, { q = 'LB', id = '2', hash = 'h', rid = 'b', t = 1001.5, d = 1, pid = 8 })
+      -- job 1's end is refused by the fence (job 2's token is larger), but its result was stored
+      for _, p in ipairs(L.pending) do if p.line:find('"rid":"a"') and p.line:find('"end"') then
+        p.line = p.line:gsub('\t1\t', '\t0\t', 1) end end
+      local jobs = { ['LB\t1'] = job('1', 'ok', 'LB'), ['LB\t2'] = job('2', 'ok', 'LB') }
+      local rep = analyse(L, { jobs = jobs, outcomes = { ['LB\t1'] = done(), ['LB\t2'] = done() },
+        faults = { { kind = 'redis-sigstop', t0 = 1000.5, t1 = 1001.4, redis = true } } })
+      assert.are.equal(1, rep.overlaps.held.n)
+      assert.matches('held its lease until its result was stored', rep.overlaps.held[1])
+      -- when its result was not stored (another run finished the job), the usual rules apply
+      rep = L:analyse{ jobs = jobs, outcomes = { ['LB\t1'] = { state = 'pending' }, ['LB\t2'] = done() },
+        faults = { { kind = 'redis-sigstop', t0 = 1000.5, t1 = 1001.4, redis = true } }, lease = 2, t_base = 1000,
+        lb_queues = { LB = true } }
+      assert.are.equal(0, rep.overlaps.held.n or 0)
+      assert.are.equal(1, rep.overlaps.fenced_explained.n)
     end)
 
     it("allow one refused write of a stale run when a fault explains it, not more", function()

@@ -4,9 +4,9 @@
 -- Every handler writes the chaos ledger: an append-only list on a second redis-server that the
 -- soak never faults (env CHAOS_LEDGER is its URL, CHAOS_LEDGER_SHA the SHA-1 of the fencing
 -- script that tests/chaos/ledger.lua loads there). Each write goes through that script, which
--- stamps it with the ledger server's clock and accepts it only when no higher attempt of the same
--- job (queue, id) has started: job.attempt is the fencing token (DESIGN, "What never at once and
--- once mean"). A run of a handler writes:
+-- stamps it with the ledger server's clock and refuses it when a larger fencing token (job.fence;
+-- job.attempt from a worker without it) has started on the same job or LBQUEUE jobHash, as a
+-- store that checks fencing tokens does. A run of a handler writes:
 --   start     first thing, with the handler's own clock reading taken before any yield
 --   progress  between the segments of a long job (each one fenced, so a handler that keeps
 --             running after its lease was taken back shows up as refused writes)
@@ -28,7 +28,7 @@ local cjson = require 'cjson'
 
 local LEDGER_URL = os.getenv('CHAOS_LEDGER')
 local LEDGER_SHA = os.getenv('CHAOS_LEDGER_SHA')
-local LEDGER_KEYS = { 'chaos:ledger', 'chaos:top' }   -- see tests/chaos/ledger.lua
+local LEDGER_KEYS = { 'chaos:ledger', 'chaos:top' }   -- see tests/chaos/ledger.lua (the script)
 local PID = jobrt.pid()
 
 local conn, connecting
@@ -54,11 +54,11 @@ end
 -- Appends one record for run `run` through the fencing script; true when it was accepted.
 local function write(run, ev, extra)
   local rec = { ev = ev, q = run.q, id = run.id, att = run.att, hash = run.hash, k = run.k,
-                fn = run.fn, pid = PID, rid = run.rid, due = run.due }
+                fn = run.fn, pid = PID, rid = run.rid, due = run.due, fence = run.fence }
   for k, v in pairs(extra or {}) do rec[k] = v end
   local r = ledger()
   local acc, err = r:call('EVALSHA', LEDGER_SHA, #LEDGER_KEYS, LEDGER_KEYS[1], LEDGER_KEYS[2],
-    ev, run.q, run.id, run.att, cjson.encode(rec))
+    ev, run.q, run.id, run.att, run.fence or '', run.lb_hash or '', cjson.encode(rec))
   if acc == nil then error('chaos ledger write failed: ' .. tostring(err)) end
   return acc == 1
 end
@@ -102,12 +102,13 @@ local function first_failure(run)
   return ledger():call('HSETNX', 'chaos:flaky', run.q .. '\t' .. run.id, run.rid) == 1
 end
 
-local function handler(kind)
+local function handler(kind, qtype)
   return function(args, job)
     local started = jobrt.now()                -- before any yield
     runs = runs + 1
     local run = { q = job.queue, id = job.id, att = job.attempt, hash = args.hash, k = args.k,
-                  fn = kind, rid = PID .. ':' .. runs, due = args.due }
+                  fn = kind, rid = PID .. ':' .. runs, due = args.due, fence = job.fence,
+                  lb_hash = qtype == 'LBQUEUE' and args.hash or nil }
     write(run, 'start', { tl = string.format('%.6f', started) })
     local segs = args.segs or { 0.01 }
     for i = 1, #segs do
@@ -137,18 +138,20 @@ local function probe(args, job)
   return true
 end
 
-local function jobs()
+-- qtype: the queue's type (run.lua sets the same ones); an LBQUEUE job's writes are also
+-- fenced on its jobHash
+local function jobs(qtype)
   return {
-    ok = handler('ok'),
-    flaky = { handler = handler('flaky'), retries = 1 },
-    doom = { handler = handler('doom'), retries = 1 },
-    slow = { handler = handler('slow'), timeout = 1, retries = 0 },
+    ok = handler('ok', qtype),
+    flaky = { handler = handler('flaky', qtype), retries = 1 },
+    doom = { handler = handler('doom', qtype), retries = 1 },
+    slow = { handler = handler('slow', qtype), timeout = 1, retries = 0 },
     probe = probe,
   }
 end
 
 return {
-  chaos_q = jobs(),      -- QUEUE
-  chaos_lb = jobs(),     -- LBQUEUE
-  chaos_del = jobs(),    -- DELQUEUE
+  chaos_q = jobs('QUEUE'),
+  chaos_lb = jobs('LBQUEUE'),
+  chaos_del = jobs('DELQUEUE'),
 }
