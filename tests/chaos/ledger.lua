@@ -48,6 +48,12 @@
 --   early starts  a run of a job with a due time (DELQUEUE, delayed QUEUE) whose handler started
 --                 (its own clock, read before its first yield) before that time (1 ms leeway for
 --                 the millisecond rounding of due times)
+--   keys          check_keys' verdicts: after the drain only live workers' keys, finished records
+--                 within their retention, the queue types, per-queue counters, failed sets whose
+--                 every entry has its record, and the handlers' own chaos:* keys may be left
+--   stuck, process trouble   found by the driver (tests/chaos/run.lua): a worker child alive but
+--                 taking no probe job, a supervisor that exited by itself, orphans that lived on,
+--                 a worker that did not stop on SIGTERM, queues that did not drain
 local cjson = require 'cjson'
 
 local fmt, concat, sort = string.format, table.concat, table.sort
