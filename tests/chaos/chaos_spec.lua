@@ -5,6 +5,7 @@
 -- Opt-in for now: it fails until the leases work of issue 8 has landed. Set
 -- JOBRT_CHAOS_IN_TEST=1 to run it (CHAOS_SEED replays a seed; the seed is in the output).
 local cjson = require 'cjson'
+local jobrt = require 'jobrt'
 local h = require 'tests.helpers'
 
 local ENABLED = os.getenv('JOBRT_CHAOS_IN_TEST') == '1'
@@ -16,9 +17,14 @@ describe("make chaos (60 s, appendfsync always)", function()
   end
 
   it("loses nothing, explains every duplicate, never runs identical jobs at once", function()
-    local code, out, err = h.run_jobrt({ 'run', 'tests/chaos/run.lua' },
-      { env = { CHAOS_SECONDS = '60', CHAOS_FSYNC = 'always', CHAOS_SEED = os.getenv('CHAOS_SEED') or false },
-        timeout = 480 })
+    local p = h.spawn_jobrt({ 'run', 'tests/chaos/run.lua' },
+      { env = { CHAOS_SECONDS = '60', CHAOS_FSYNC = 'always', CHAOS_SEED = os.getenv('CHAOS_SEED') or false } })
+    -- past 8 minutes: SIGTERM, so that the soak stops its servers and workers itself
+    local guard = jobrt.timer()
+    guard:start(480, function() p:kill('SIGTERM') end)
+    local code = p:wait()
+    guard:close()
+    local out, err = p:output()
     local all = out .. err
     local json = out:match('CHAOS%-RESULT (%b{})')
     assert(json, 'the soak printed no CHAOS-RESULT line (exit ' .. tostring(code) .. '):\n' .. all)
