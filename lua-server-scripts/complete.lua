@@ -4,8 +4,9 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] worker      worker id that holds the jobs
-  [3] ttl_ok      seconds a successful record is kept (1..315360000); '' = 3600
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [3] ttl_ok      seconds a successful record is kept (0..315360000; 0: removed at once); '' = 3600
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once, not listed
+                  in the failed set); '' = 604800 (7 days)
   [5] backoff     seconds before the first retry (0..86400), doubled per failure, at most 1 hour
                   (or backoff itself if larger); '' = 1
   then one group of 6 per job (1..1000 groups):
@@ -19,19 +20,23 @@ A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:a
   belongs to that attempt, so a late outcome of an earlier attempt (whose lease was lost and
   whose job runs again, maybe on the same worker) is refused. Refused ones are returned.
 ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok (an
-  earlier attempt's error-reason, error-exception and due were removed by reserve).
+  earlier attempt's error-reason, error-exception and due were removed by reserve); ttl_ok 0:
+  the record is deleted instead (its key is still published).
 failed: failures+1 (failures count handler errors only: a lost lease is not the job's fault
   and uses up no retry). failures <= retries: state=pending, error-reason, error-exception,
   due; into jobrt:{Q}:due at now + backoff * 2^(failures-1) (LBQUEUE keeps its jobHash running
   meanwhile). No retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  finished-created; EXPIRE ttl_failed and into jobrt:{Q}:failed with its expiry time as score
+  (ttl_failed 0: the record is deleted instead, and not listed).
 An outcome ends the job's run of lost leases: stalls and suspect are removed (read records only).
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
   identity@timestamp entry.
 Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
   outcome: the record is deleted, no result is stored, the same releases as a finished job;
   counted neither completed nor failed (stats counter total-cancelled) and returned in
-  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+  cancelled_ids. A job whose record vanished under its lease is handled the same way: the
+  record is not recreated, and what still points at its id (an LBQUEUE jobHash it holds, a
+  DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
@@ -46,32 +51,40 @@ local SCRIPT = 'complete'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -120,6 +133,15 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
 -- Server time, and the enqueue order of a job.
@@ -162,6 +184,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
@@ -169,14 +218,36 @@ end
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
-ttl_ok, err = opt_num(3, 'ttl_ok', 1, 315360000, true, 3600); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
 if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, attempt, outcome, value, exception, retries)')) end
@@ -185,7 +256,7 @@ if n > 6000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per cal
 local outs = {}
 for b = 6, #ARGV, 6 do
   local o = {}
-  o.id, err = req_str(b, 'id', 256); if err then return redis.error_reply(err) end
+  o.id, err = name_arg(b, 'id', 256, true); if err then return redis.error_reply(err) end
   o.attempt, err = req_num(b + 1, 'attempt', 1, 1e15, true); if err then return redis.error_reply(err) end
   o.outcome = ARGV[b + 2]
   if o.outcome ~= 'ok' and o.outcome ~= 'failed' then
@@ -236,8 +307,12 @@ for i = 1, #outs do
     end
     -- a record that vanished under its lease (deleted by hand, evicted) is not recreated: for a
     -- success EXPIRE first (it answers 0 for a missing key, and HSET keeps the TTL it sets)
+    local removed = false                      -- ttl_ok 0: the record goes at once
     if not cancel then
-      if o.outcome == 'ok' then
+      if o.outcome == 'ok' and ttl_ok == 0 then
+        cancel = redis.call('DEL', rec) == 0
+        removed = not cancel
+      elseif o.outcome == 'ok' then
         cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
       else
         cancel = not f[5] and redis.call('EXISTS', rec) == 0
@@ -246,16 +321,21 @@ for i = 1, #outs do
     if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
-      redis.call('DEL', rec)
-      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      if redis.call('DEL', rec) == 0 then
+        if free_vanished(qtype, o.id) then wake(now_ms) end
+      elseif free_claims(qtype, o.id, f[3], f[4]) then
+        wake(now_ms)
+      end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     else
-      if f[6] or f[7] then redis.call('HDEL', rec, 'stalls', 'suspect') end
+      if (f[6] or f[7]) and not removed then redis.call('HDEL', rec, 'stalls', 'suspect') end
       if o.outcome == 'ok' then
         -- error-reason, error-exception and due of earlier attempts were removed by reserve
-        redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
-          'finished-created', now_s)
+        if not removed then
+          redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
+            'finished-created', now_s)
+        end
         done = done + 1
       else
         local failures = (tonumber(f[1]) or 0) + 1
@@ -273,9 +353,7 @@ for i = 1, #outs do
         else
           redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'failures', failures,
             'error-reason', o.value, 'error-exception', o.exception, 'finished-created', now_s)
-          redis.call('EXPIRE', rec, ttl_failed)
-          fails[#fails + 1] = now_ms
-          fails[#fails + 1] = o.id
+          keep_failed(rec, o.id, ttl_failed, now_ms, fails)
           failed = failed + 1
         end
       end
@@ -287,11 +365,7 @@ for i = 1, #outs do
   end
 end
 if #dues > 0 then redis.call('ZADD', KEYS[4], unpack(dues)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  -- failed-set entries whose records have expired
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
-end
+if failed > 0 then flush_failed(fails, now_ms) end
 if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
 if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
 if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end

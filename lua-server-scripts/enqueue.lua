@@ -34,32 +34,40 @@ local SCRIPT = 'enqueue'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -100,6 +108,15 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   end
   return n
 end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
 -- Server time, and the enqueue order of a job.
@@ -119,6 +136,50 @@ local function order_of(created)
   return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
+-- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
+-- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
+local function lb_release(h, jid)
+  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
+  redis.call('HDEL', KEYS[8], h)
+  local p = redis.call('HGET', KEYS[9], h)
+  if not p then return false end
+  redis.call('HDEL', KEYS[9], h)
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
+  redis.call('HSET', KEYS[7], h, p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
+  return true
+end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
+-- ---- end of includes/claims.lua ----
 
 
 local qname, err = check_keys()
@@ -126,11 +187,11 @@ if not qname then return redis.error_reply(err) end
 err = max_argv(10); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-fn, err = req_str(2, 'function', 256); if err then return redis.error_reply(err) end
+fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
-id, err = opt_str(4, 'id', 256); if err then return redis.error_reply(err) end
+id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
 if id and id:find('^%d+$') then
   return redis.error_reply(argerr(4, 'id', 'must not be all digits (those are generated ids), got ' .. shown(id) ..
     ": add a prefix, e.g. 'user-" .. id:sub(1, 40) .. "'"))
@@ -212,16 +273,29 @@ if qtype == 'LBQUEUE' then
     return { mid, 1 }
   end
   local p = prio or 1
-  if redis.call('HGET', KEYS[8], hash) then
+  -- an entry whose record vanished (deleted by hand, evicted) is gone: it must not wedge the
+  -- jobHash (README "Names and records")
+  local function alive(jid) return jid and redis.call('EXISTS', prefix .. jid) == 1 end
+  local holder = redis.call('HGET', KEYS[8], hash)
+  if holder and not alive(holder) then
+    free_vanished('LBQUEUE', holder)
+    holder = false
+  end
+  if holder then
     -- the same jobHash is running (or waiting for a retry): park, or merge into the parked job
     local parked = redis.call('HGET', KEYS[9], hash)
-    if parked then return merge(parked, nil) end
+    if parked and alive(parked) then return merge(parked, nil) end
     local nid = new_id()
     create(nid, { 'hash', hash, 'priority', tostring(p) })
     redis.call('HSET', KEYS[9], hash, nid)
     return { nid, 0 }
   end
   local entry = redis.call('HGET', KEYS[7], hash)
+  if entry and not alive(entry) then
+    -- its ready-set member stays behind; reserve drops it (no record) when it comes up
+    redis.call('HDEL', KEYS[7], hash)
+    entry = false
+  end
   if entry then
     return merge(entry, order_of(redis.call('HGET', prefix .. entry, 'pending-created')) .. '|' .. entry)
   end

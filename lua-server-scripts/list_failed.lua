@@ -1,12 +1,14 @@
---[[ list_failed.lua: one page of the failed set, newest first, with the records.
+--[[ list_failed.lua: one page of the failed set, newest first (by when the record expires, which
+is when it failed plus ttl_failed), with the records.
 
 KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = default):
   [1] type    QUEUE | LBQUEUE | DELQUEUE
   [2] offset  whole number >= 0; '' = 0
   [3] count   whole number 1..1000; '' = 100
-Returns: { total, records } where total is the size of the failed set and records is an array
-  of flat field/value arrays (as get.lua); entries whose record expired are left out.
+Returns: { total, records } where total is the number of failed jobs whose record has not
+  expired and records is an array of flat field/value arrays (as get.lua); entries whose
+  record expired are neither counted nor shown.
 ]]
 -- Built by tools/scripts.lua from src/list_failed.lua and includes/: edit those, then run make.
 local SCRIPT = 'list_failed'
@@ -16,32 +18,40 @@ local SCRIPT = 'list_failed'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -71,6 +81,16 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   return n
 end
 -- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
+local function now()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+end
+local function ms(n) return string.format('%.0f', n) end
+-- ---- end of includes/time.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -80,10 +100,12 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 offset, err = opt_num(2, 'offset', 0, 1e12, true, 0); if err then return redis.error_reply(err) end
 count, err = opt_num(3, 'count', 1, 1000, true, 100); if err then return redis.error_reply(err) end
 
-local ids = redis.call('ZREVRANGE', KEYS[6], offset, offset + count - 1)
+-- entries whose record has expired (score: expiry, Unix ms) are not shown or counted
+local now_ms = now()
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', '(' .. ms(now_ms), 'LIMIT', offset, count)
 local out = {}
 for i = 1, #ids do
   local r = redis.call('HGETALL', KEYS[1] .. ids[i])
   if #r > 0 then out[#out + 1] = r end
 end
-return { redis.call('ZCARD', KEYS[6]), out }
+return { redis.call('ZCOUNT', KEYS[6], '(' .. ms(now_ms), '+inf'), out }

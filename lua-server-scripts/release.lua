@@ -14,7 +14,8 @@ Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to i
   attempt number is not given back (it only grows: it is the lease's identity and a fencing
   token). A job deleted while executing (lease score E + 0.5) is removed instead (record
   deleted, claims freed, counted in total-cancelled, its record key published on
-  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored.
+  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
+  whose record vanished is not recreated: what points at its id is freed.
 Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
 Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
@@ -26,32 +27,40 @@ local SCRIPT = 'release'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -100,6 +109,15 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
 -- Server time, and the enqueue order of a job.
@@ -142,6 +160,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
@@ -159,7 +204,7 @@ local function lease_args(first, worker)
   if n > 2000 then return nil, SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 2) end
   local ids, attempts, members = {}, {}, {}
   for i = first, #ARGV, 2 do
-    local jid, err = req_str(i, 'id', 256)
+    local jid, err = name_arg(i, 'id', 256, true)
     if err then return nil, err end
     local a
     a, err = req_num(i + 1, 'attempt', 1, 1e15, true)
@@ -215,8 +260,11 @@ for i = 1, #ids do
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
     local e = tonumber(held[i])
-    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash')
-    if e ~= math.floor(e) then
+    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash', 'function')
+    if not f[6] and redis.call('EXISTS', rec) == 0 then
+      -- its record vanished (deleted by hand, evicted): nothing to give back; free what it held
+      if free_vanished(qtype, jid) then wake = true end
+    elseif e ~= math.floor(e) then
       -- deleted while it ran: it has stopped now, so it goes for good
       redis.call('DEL', rec)
       if free_claims(qtype, jid, f[5], f[4]) then wake = true end

@@ -6,7 +6,7 @@ ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
   [3] max_stalls  whole number 0..1000: lease losses in a row a job survives; '' = 2
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once); '' = 604800
 A lost lease is not the job's fault (its worker crashed, froze or lost Redis): it uses up no
   retry. Each expired lease "<worker>|<attempt>|<id>" whose attempt is the job's current one
   (state executing, attempts = attempt): record stalls+1 (lease losses in a row; an outcome
@@ -22,7 +22,9 @@ A lost lease is not the job's fault (its worker crashed, froze or lost Redis): i
 A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
   in the stats counter total-cancelled). A lease of an attempt that is not the job's current
-  one is only removed. Every expired lease counts in total-expired.
+  one is only removed; a job whose record vanished under the lease has what points at its id
+  freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
+  total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
@@ -36,32 +38,40 @@ local SCRIPT = 'requeue_expired'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -132,6 +142,33 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
 -- ---- end of includes/claims.lua ----
 -- ---- includes/lease.lua (edit it there, then run make) ----
 -- worker, attempt (string), id of a lease member, or nil
@@ -161,6 +198,28 @@ local function flush_front(front)
   redis.call('RPUSH', KEYS[2], unpack(ids))
 end
 -- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -169,7 +228,7 @@ local qtype, limit, max_stalls, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
 max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 2); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
@@ -191,7 +250,10 @@ for i = 1, #expired do
   local f = rec and redis.call('HMGET', rec, 'state', 'attempts', 'stalls', 'hash', 'dedup', 'pending-created',
     'priority', 'due') or {}
   local current = f[1] == 'executing' and tonumber(f[2]) == tonumber(attempt)
-  if current and marked[i] then
+  if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
+    -- its record vanished under the lease (deleted by hand, evicted): free what points at it
+    if free_vanished(qtype, jid) then wake = true end
+  elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
     if free_claims(qtype, jid, f[4], f[5]) then wake = true end
@@ -212,9 +274,7 @@ for i = 1, #expired do
         'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
         'error-exception', '', 'finished-created', now_s)
       redis.call('HDEL', rec, 'suspect')
-      redis.call('EXPIRE', rec, ttl_failed)
-      fails[#fails + 1] = now_ms
-      fails[#fails + 1] = jid
+      keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
       if free_claims(qtype, jid, f[4], f[5]) then wake = true end
@@ -222,9 +282,8 @@ for i = 1, #expired do
   end
 end
 flush_front(front)
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if failed > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', failed)
 end
 if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end

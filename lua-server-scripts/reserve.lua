@@ -6,7 +6,8 @@ ARGV ('' = default):
   [2] worker      worker id, 1..128 bytes, no '|'
   [3] count       whole number 1..1000: how many jobs at most
   [4] lease       seconds (0.001..86400) the jobs are held without a renew
-  [5] ttl_failed  seconds a record failed here is kept (1..315360000); '' or absent = 604800
+  [5] ttl_failed  seconds a record failed here is kept (0..315360000; 0: removed at once); '' or
+                  absent = 604800
   [6] alone       '1' when the worker runs nothing at the moment, so it may be given a job that
                   must run alone in its process; '' or '0' otherwise
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
@@ -54,32 +55,40 @@ local SCRIPT = 'reserve'
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
-local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
-                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
 -- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
@@ -180,6 +189,28 @@ end
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -189,7 +220,7 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
 lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(5, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(5, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 local alone = ARGV[6]
 if alone ~= nil and alone ~= '' and alone ~= '0' and alone ~= '1' then
   return redis.error_reply(argerr(6, 'alone', "must be '1', '0' or '', got " .. shown(alone)))
@@ -269,13 +300,11 @@ for i = 1, #cands do
       'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
       'error-exception', '', 'finished-created', now_s)
     redis.call('HDEL', rec, 'due')
-    redis.call('EXPIRE', rec, ttl_failed)
     if qtype == 'LBQUEUE' and f[6] and source == 'ready' and redis.call('HGET', KEYS[7], f[6]) == jid then
       redis.call('HDEL', KEYS[7], f[6])
     end
     if free_claims(qtype, jid, f[6], f[10]) then wake = true end
-    fails[#fails + 1] = now_ms
-    fails[#fails + 1] = jid
+    keep_failed(rec, jid, ttl_failed, now_ms, fails)
     finished[#finished + 1] = rec
   end
 end
@@ -301,9 +330,8 @@ if #leases > 0 then
 end
 if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
 if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if #finished > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', #finished)
   redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n'))
 end

@@ -106,10 +106,17 @@ describe('server scripts', function()
     it('names the wake and results channels', function()
       assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results' }, ops.channels('q'))
     end)
-    it('gives every key of a queue the same hash tag, so one Cluster slot', function()
-      for _, k in ipairs(ops.keys('some {odd} queue')) do
+    it('gives every key of a queue the same hash tag, the queue name, so one Cluster slot', function()
+      for _, k in ipairs(ops.keys('mail.out:eu-1')) do
         -- Redis hashes the text between the first '{' and the first '}' after it
-        assert.equal('some {odd', k:match('^[^{]*{([^}]*)}'), k)
+        assert.equal('mail.out:eu-1', k:match('^[^{]*{([^}]*)}'), k)
+      end
+    end)
+    it('refuses a queue name outside the alphabet, so no queue key is another queue\'s', function()
+      for _, bad in ipairs({ 'a}:job:x', '}a', '{a}', 'a b', 'a\nb', '', string.rep('q', 129), 'é' }) do
+        local ok, err = pcall(ops.keys, bad)
+        assert.is_false(ok, bad)
+        assert.matches('^jobrt%.ops%.keys: ', err)
       end
     end)
   end)
@@ -275,6 +282,21 @@ describe('server scripts', function()
       assert.are_not.equal(a, b)
       assert.equal(2, r:call('LLEN', 'jobrt:{q}:wait'))
       assert.is_nil(rec('q', a).hash)
+    end)
+    it('keeps enqueue order among equal due times (twelve jobs at the same timestamp)', function()
+      local at = (server_ms() + 300) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('q', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      h.wait_for(function() return server_ms() >= at * 1000 end, 3, 'the due time')
+      local got = {}
+      for i = 1, 12 do got[i] = o:reserve('q', 'w', 1, 10).jobs[1].id end
+      assert.same(ids, got)       -- 1, 2, ... 12, not 1, 10, 11, 12, 2, ...
+    end)
+    it('DELQUEUE: keeps enqueue order among jobs due at the same time', function()
+      local at = (server_ms() - 1000) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('dq', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      assert.same(ids, ids_of(o:reserve('dq', 'w', 12, 10)))
     end)
     it('holds a delayed job until it is due', function()
       local id = enq('q', 'f', '{}', { delay = 0.3 })
@@ -1059,6 +1081,63 @@ describe('server scripts', function()
     end)
   end)
 
+  describe('records that vanished (deleted by hand, evicted)', function()
+    local function gone(queue, id) r:call('DEL', 'jobrt:{' .. queue .. '}:job:' .. id) end
+
+    it('LBQUEUE: a waiting entry whose record vanished does not wedge its jobHash', function()
+      local a = enq('lb', 'f', '{"n":1}', { jobHash = 'h' })
+      gone('lb', a)
+      local b, existed = enq('lb', 'f', '{"n":2}', { jobHash = 'h' })
+      assert.is_false(existed)
+      assert.are_not.equal(a, b)
+      assert.same({ b }, ids_of(o:reserve('lb', 'w', 10, 10)))
+      assert.equal(1, tonumber(o:stats('lb').dropped))      -- the entry left behind, dropped
+    end)
+    it('LBQUEUE: a running job whose record vanished frees its jobHash when it ends; the parked job runs', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      local p = enq('lb', 'f', '{"parked":1}', { jobHash = 'h' })
+      gone('lb', a)
+      local sum = complete(o, 'lb', 'w', { { id = a, attempt = 1, ok = true } })
+      assert.same({ a }, sum.cancelled)
+      assert.equal(0, r:call('EXISTS', 'jobrt:{lb}:job:' .. a))          -- not recreated
+      assert.same({ p }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('LBQUEUE: the same when its lease runs out instead', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'dead', 1, 0.05)
+      local p = enq('lb', 'f', '{"parked":1}', { jobHash = 'h' })
+      gone('lb', a)
+      h.wait_for(function() o:requeue_expired('lb'); return r:call('ZCARD', 'jobrt:{lb}:active') == 0 end, 3, 'the lease to run out')
+      assert.equal(0, r:call('EXISTS', 'jobrt:{lb}:job:' .. a))
+      assert.same({ p }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('LBQUEUE: an enqueue frees a jobHash still held by a job whose record vanished', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      gone('lb', a)
+      local b = enq('lb', 'f', '{"n":2}', { jobHash = 'h' })
+      assert.same({ b }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('release does not recreate a vanished record, and frees its claims', function()
+      local a = enq('dq', 'f', '{}', { jobHash = 'h' })
+      o:reserve('dq', 'w', 1, 10)
+      gone('dq', a)
+      assert.equal(0, release(o, 'dq', 'w', { a }))
+      assert.equal(0, r:call('EXISTS', 'jobrt:{dq}:job:' .. a))
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{dq}:active'))
+    end)
+    it('DELQUEUE: a vanished running job leaves no identity entry behind', function()
+      local a = enq('dq', 'f', '{}', { jobHash = 'h' })
+      o:reserve('dq', 'w', 1, 10)
+      gone('dq', a)
+      complete(o, 'dq', 'w', { { id = a, attempt = 1, ok = false, reason = 'x' } })
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+      assert.equal(0, r:call('EXISTS', 'jobrt:{dq}:job:' .. a))
+    end)
+  end)
+
   describe('hand-written records (seed 004)', function()
     it('drops an id that has no record and counts it', function()
       r:call('LPUSH', 'jobrt:{q}:wait', 'ghost')
@@ -1145,6 +1224,31 @@ describe('server scripts', function()
       return ids
     end
 
+    it('does not count or list failed jobs whose record has expired', function()
+      local o1 = assert(ops.new(r, { ttl_failed = 1 }))
+      for i = 1, 3 do enq('q', 'f', '{"i":' .. i .. '}', { retries = 0 }) end
+      local res = o1:reserve('q', 'w', 3, 10)
+      local outs = {}
+      for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, attempt = j.attempt, ok = false, reason = 'x' } end
+      o1:complete('q', 'w', outs)
+      assert.equal(3, o:stats('q').failed)
+      h.wait_for(function() return r:call('EXISTS', 'jobrt:{q}:job:' .. res.jobs[1].id) == 0 end, 5, 'the records to expire')
+      assert.equal(0, o:stats('q').failed)
+      local recs, total = o:list_failed('q')
+      assert.same({ 0, 0 }, { #recs, total })
+    end)
+    it('keep 0: a finished record is removed at once (ttl_ok 0, ttl_failed 0: not listed)', function()
+      local o0 = assert(ops.new(r, { ttl_ok = 0, ttl_failed = 0 }))
+      local a = enq('q', 'f', '{}')
+      local b = enq('q', 'f', '{}', { retries = 0 })
+      o0:reserve('q', 'w', 2, 10)
+      local sum = o0:complete('q', 'w', { { id = a, attempt = 1, ok = true, value = '1' },
+                                          { id = b, attempt = 1, ok = false, reason = 'x' } })
+      assert.same({ 1, 1 }, { sum.completed, sum.failed })
+      assert.equal(0, r:call('EXISTS', 'jobrt:{q}:job:' .. a, 'jobrt:{q}:job:' .. b))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+      assert.same({ 1, 1 }, { o:stats('q').completed, o:stats('q').total_failed })
+    end)
     it('list_failed pages newest first', function()
       local ids = fail_jobs('q', 5)
       local page, total = o:list_failed('q', 0, 2)
@@ -1225,6 +1329,27 @@ describe('server scripts', function()
       assert.is_nil(res)
       assert.equal('stats: expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got 3', err)
     end)
+    it('refuses a queue name that would break key isolation, whatever the caller sends', function()
+      -- job id "x}:wait" of queue "a" would be the wait list of queue "a}:job:x"
+      local k = {}
+      for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+        k[i] = 'jobrt:{a}:job:x}:' .. suffix
+      end
+      local before = snapshot()
+      local _, err = s:call('enqueue', k, { 'QUEUE', 'f', '{}' })
+      assert.equal("enqueue: KEYS[1] must be 'jobrt:{QUEUE}:job:', got 'jobrt:{a}:job:x}:job:'", err)
+      for _, q in ipairs({ 'a b', 'x\ny' }) do
+        local kk = {}
+        for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+          kk[i] = 'jobrt:{' .. q .. '}:' .. suffix
+        end
+        local _, e2 = s:call('stats', kk, { 'QUEUE' })
+        assert.matches('^stats: the queue name must be 1%-128 characters of A%-Z a%-z 0%-9 _ %. : %-, got', e2)
+      end
+      assert.same(before, snapshot())
+    end)
     it('refuses keys of two queues', function()
       local k = {}
       for i, v in ipairs(ops.keys('a')) do k[i] = v end
@@ -1246,6 +1371,11 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{bad' }, "enqueue: ARGV[3] args must be JSON text, got '{bad'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '42' }, "enqueue: ARGV[4] id must not be all digits (those are generated ids), got '42': add a prefix, e.g. 'user-42'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', long }, 'enqueue: ARGV[4] id must be at most 256 bytes, got 300' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'a\nb' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'x}:wait' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'x}:wait'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f\t', '{}' }, "enqueue: ARGV[2] function must not contain control characters (newline, tab...) or '{' '}', got 'f\\9'" },
+      { 'get', 'q', { 'QUEUE', 'a{b' }, "get: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a{b'" },
+      { 'delete', 'q', { 'QUEUE', 'a\rb' }, "delete: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\13b'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', '' }, 'enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)' },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', 'abc' }, "enqueue: ARGV[6] priority must be a number, got 'abc'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e999' }, "enqueue: ARGV[6] priority must be a number, got '1e999'" },
@@ -1273,7 +1403,7 @@ describe('server scripts', function()
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '-1' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '-1'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '1e9' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '1e9'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', 'x' }, "reserve: ARGV[5] ttl_failed must be a number, got 'x'" },
-      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '0' }, "reserve: ARGV[5] ttl_failed must be between 1 and 315360000, got '0'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '-1' }, "reserve: ARGV[5] ttl_failed must be between 0 and 315360000, got '-1'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', 'yes' }, "reserve: ARGV[6] alone must be '1', '0' or '', got 'yes'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', '', 'x' }, 'reserve: expected at most 6 ARGV, got 7' },
       { 'renew', 'q', { 'QUEUE', '' }, 'renew: ARGV[2] worker is missing' },
@@ -1286,7 +1416,7 @@ describe('server scripts', function()
       { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '0' }, "renew: ARGV[5] attempt must be between 1 and 1e+15, got '0'" },
       { 'complete', 'q', { 'QUEUE', 'w' }, 'complete: ARGV[6] id is missing (give at least one job: id, attempt, outcome, value, exception, retries)' },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '' }, 'complete: ARGV after [5] must come in groups of 6 (id, attempt, outcome, value, exception, retries), got 5 values' },
-      { 'complete', 'q', { 'QUEUE', 'w', '0', '', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 1 and 315360000, got '0'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '-1', '', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 0 and 315360000, got '-1'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', 'week', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[4] ttl_failed must be a number, got 'week'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '-2', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[5] backoff must be between 0 and 86400, got '-2'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', '', '1', 'ok', '1', '', '' }, 'complete: ARGV[6] id is missing' },
@@ -1298,7 +1428,7 @@ describe('server scripts', function()
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '', '', 'b', '1', 'failed', 'x', '', 'many' }, "complete: ARGV[17] retries must be a number, got 'many'" },
       { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },
       { 'requeue_expired', 'q', { 'QUEUE', '', '-1' }, "requeue_expired: ARGV[3] max_stalls must be between 0 and 1000, got '-1'" },
-      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 1 and 315360000, got '1e12'" },
+      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 0 and 315360000, got '1e12'" },
       { 'release', 'q', { 'QUEUE', 'w' }, 'release: ARGV[3] id is missing (give id, attempt pairs)' },
       { 'release', 'q', { 'QUEUE', 'w', 'a', '1', 'b' }, 'release: ARGV after [2] must come in pairs (id, attempt), got 3 values' },
       { 'release', 'q', { 'DELQUEUE' }, 'release: ARGV[2] worker is missing' },
@@ -1339,8 +1469,28 @@ describe('server scripts', function()
       end)
     end
 
+    -- register.lua takes the registry keys, not a queue's
+    local REG = { 'jobrt:{workers}', 'jobrt:{workers}:w1' }
+    local reg_cases = {
+      { { 'jobrt:workers', 'jobrt:{workers}:w1' }, { 'beat', '6', 'id', 'w1' }, "register: expected KEYS 'jobrt:{workers}' and 'jobrt:{workers}:<id>' (or the prefix 'jobrt:{workers}:' to list)" },
+      { REG, { 'dance' }, "register: ARGV[1] op must be 'beat', 'stop' or 'list', got 'dance'" },
+      { REG, { 'beat', '0', 'id', 'w1' }, "register: ARGV[2] ttl must be seconds from 1 to 86400, got '0'" },
+      { REG, { 'beat', '6', 'id' }, 'register: ARGV after [2] must be 1 to 64 field, value pairs, got 1 values' },
+      { { 'jobrt:{workers}', 'jobrt:{workers}:a|b' }, { 'beat', '6', 'id', 'x' }, "register: the worker id (after jobrt:{workers}:) must be 1-128 bytes without control characters, braces or |, got 'a|b'" },
+    }
+    for _, c in ipairs(reg_cases) do
+      it('register ' .. table.concat(c[2], ' '), function()
+        populate()
+        local before = snapshot()
+        local res, err = s:call('register', c[1], c[2])
+        assert.is_nil(res)
+        assert.equal(c[3], err)
+        assert.same(before, snapshot())
+      end)
+    end
+
     it('has a case for every script', function()
-      local covered = {}
+      local covered = { register = #reg_cases > 0 }
       for _, c in ipairs(cases) do covered[c[1]] = true end
       for _, n in ipairs(scripts.NAMES) do assert.is_true(covered[n] == true, n) end
     end)

@@ -17,7 +17,7 @@ local function lease_args(first, worker)
   if n > 2000 then return nil, SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 2) end
   local ids, attempts, members = {}, {}, {}
   for i = first, #ARGV, 2 do
-    local jid, err = req_str(i, 'id', 256)
+    local jid, err = name_arg(i, 'id', 256, true)
     if err then return nil, err end
     local a
     a, err = req_num(i + 1, 'attempt', 1, 1e15, true)

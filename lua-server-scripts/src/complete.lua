@@ -4,8 +4,9 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] worker      worker id that holds the jobs
-  [3] ttl_ok      seconds a successful record is kept (1..315360000); '' = 3600
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [3] ttl_ok      seconds a successful record is kept (0..315360000; 0: removed at once); '' = 3600
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once, not listed
+                  in the failed set); '' = 604800 (7 days)
   [5] backoff     seconds before the first retry (0..86400), doubled per failure, at most 1 hour
                   (or backoff itself if larger); '' = 1
   then one group of 6 per job (1..1000 groups):
@@ -19,19 +20,23 @@ A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:a
   belongs to that attempt, so a late outcome of an earlier attempt (whose lease was lost and
   whose job runs again, maybe on the same worker) is refused. Refused ones are returned.
 ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok (an
-  earlier attempt's error-reason, error-exception and due were removed by reserve).
+  earlier attempt's error-reason, error-exception and due were removed by reserve); ttl_ok 0:
+  the record is deleted instead (its key is still published).
 failed: failures+1 (failures count handler errors only: a lost lease is not the job's fault
   and uses up no retry). failures <= retries: state=pending, error-reason, error-exception,
   due; into jobrt:{Q}:due at now + backoff * 2^(failures-1) (LBQUEUE keeps its jobHash running
   meanwhile). No retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  finished-created; EXPIRE ttl_failed and into jobrt:{Q}:failed with its expiry time as score
+  (ttl_failed 0: the record is deleted instead, and not listed).
 An outcome ends the job's run of lost leases: stalls and suspect are removed (read records only).
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
   identity@timestamp entry.
 Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
   outcome: the record is deleted, no result is stored, the same releases as a finished job;
   counted neither completed nor failed (stats counter total-cancelled) and returned in
-  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+  cancelled_ids. A job whose record vanished under its lease is handled the same way: the
+  record is not recreated, and what still points at its id (an LBQUEUE jobHash it holds, a
+  DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
@@ -43,14 +48,15 @@ local SCRIPT = 'complete'
 --- @include "time"
 --- @include "claims"
 --- @include "lease"
+--- @include "failed"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
-ttl_ok, err = opt_num(3, 'ttl_ok', 1, 315360000, true, 3600); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
 if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, attempt, outcome, value, exception, retries)')) end
@@ -59,7 +65,7 @@ if n > 6000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per cal
 local outs = {}
 for b = 6, #ARGV, 6 do
   local o = {}
-  o.id, err = req_str(b, 'id', 256); if err then return redis.error_reply(err) end
+  o.id, err = name_arg(b, 'id', 256, true); if err then return redis.error_reply(err) end
   o.attempt, err = req_num(b + 1, 'attempt', 1, 1e15, true); if err then return redis.error_reply(err) end
   o.outcome = ARGV[b + 2]
   if o.outcome ~= 'ok' and o.outcome ~= 'failed' then
@@ -110,8 +116,12 @@ for i = 1, #outs do
     end
     -- a record that vanished under its lease (deleted by hand, evicted) is not recreated: for a
     -- success EXPIRE first (it answers 0 for a missing key, and HSET keeps the TTL it sets)
+    local removed = false                      -- ttl_ok 0: the record goes at once
     if not cancel then
-      if o.outcome == 'ok' then
+      if o.outcome == 'ok' and ttl_ok == 0 then
+        cancel = redis.call('DEL', rec) == 0
+        removed = not cancel
+      elseif o.outcome == 'ok' then
         cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
       else
         cancel = not f[5] and redis.call('EXISTS', rec) == 0
@@ -120,16 +130,21 @@ for i = 1, #outs do
     if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
-      redis.call('DEL', rec)
-      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      if redis.call('DEL', rec) == 0 then
+        if free_vanished(qtype, o.id) then wake(now_ms) end
+      elseif free_claims(qtype, o.id, f[3], f[4]) then
+        wake(now_ms)
+      end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
     else
-      if f[6] or f[7] then redis.call('HDEL', rec, 'stalls', 'suspect') end
+      if (f[6] or f[7]) and not removed then redis.call('HDEL', rec, 'stalls', 'suspect') end
       if o.outcome == 'ok' then
         -- error-reason, error-exception and due of earlier attempts were removed by reserve
-        redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
-          'finished-created', now_s)
+        if not removed then
+          redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
+            'finished-created', now_s)
+        end
         done = done + 1
       else
         local failures = (tonumber(f[1]) or 0) + 1
@@ -147,9 +162,7 @@ for i = 1, #outs do
         else
           redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'failures', failures,
             'error-reason', o.value, 'error-exception', o.exception, 'finished-created', now_s)
-          redis.call('EXPIRE', rec, ttl_failed)
-          fails[#fails + 1] = now_ms
-          fails[#fails + 1] = o.id
+          keep_failed(rec, o.id, ttl_failed, now_ms, fails)
           failed = failed + 1
         end
       end
@@ -161,11 +174,7 @@ for i = 1, #outs do
   end
 end
 if #dues > 0 then redis.call('ZADD', KEYS[4], unpack(dues)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  -- failed-set entries whose records have expired
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
-end
+if failed > 0 then flush_failed(fails, now_ms) end
 if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
 if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
 if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end

@@ -29,6 +29,7 @@ Order: equal due times (and, in LBQUEUE, equal priorities) keep enqueue order: m
 local SCRIPT = 'enqueue'
 --- @include "args"
 --- @include "time"
+--- @include "claims"
 
 
 local qname, err = check_keys()
@@ -36,11 +37,11 @@ if not qname then return redis.error_reply(err) end
 err = max_argv(10); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-fn, err = req_str(2, 'function', 256); if err then return redis.error_reply(err) end
+fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
-id, err = opt_str(4, 'id', 256); if err then return redis.error_reply(err) end
+id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
 if id and id:find('^%d+$') then
   return redis.error_reply(argerr(4, 'id', 'must not be all digits (those are generated ids), got ' .. shown(id) ..
     ": add a prefix, e.g. 'user-" .. id:sub(1, 40) .. "'"))
@@ -122,16 +123,29 @@ if qtype == 'LBQUEUE' then
     return { mid, 1 }
   end
   local p = prio or 1
-  if redis.call('HGET', KEYS[8], hash) then
+  -- an entry whose record vanished (deleted by hand, evicted) is gone: it must not wedge the
+  -- jobHash (README "Names and records")
+  local function alive(jid) return jid and redis.call('EXISTS', prefix .. jid) == 1 end
+  local holder = redis.call('HGET', KEYS[8], hash)
+  if holder and not alive(holder) then
+    free_vanished('LBQUEUE', holder)
+    holder = false
+  end
+  if holder then
     -- the same jobHash is running (or waiting for a retry): park, or merge into the parked job
     local parked = redis.call('HGET', KEYS[9], hash)
-    if parked then return merge(parked, nil) end
+    if parked and alive(parked) then return merge(parked, nil) end
     local nid = new_id()
     create(nid, { 'hash', hash, 'priority', tostring(p) })
     redis.call('HSET', KEYS[9], hash, nid)
     return { nid, 0 }
   end
   local entry = redis.call('HGET', KEYS[7], hash)
+  if entry and not alive(entry) then
+    -- its ready-set member stays behind; reserve drops it (no record) when it comes up
+    redis.call('HDEL', KEYS[7], hash)
+    entry = false
+  end
   if entry then
     return merge(entry, order_of(redis.call('HGET', prefix .. entry, 'pending-created')) .. '|' .. entry)
   end

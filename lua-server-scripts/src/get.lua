@@ -18,6 +18,6 @@ if not qname then return redis.error_reply(err) end
 err = max_argv(2); if err then return redis.error_reply(err) end
 local qtype, jid
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-jid, err = req_str(2, 'id', 256); if err then return redis.error_reply(err) end
+jid, err = name_arg(2, 'id', 256, true); if err then return redis.error_reply(err) end
 if redis.call('HEXISTS', KEYS[1] .. jid, 'cancelled') == 1 then return {} end
 return redis.call('HGETALL', KEYS[1] .. jid)

@@ -14,7 +14,8 @@ Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to i
   attempt number is not given back (it only grows: it is the lease's identity and a fencing
   token). A job deleted while executing (lease score E + 0.5) is removed instead (record
   deleted, claims freed, counted in total-cancelled, its record key published on
-  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored.
+  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
+  whose record vanished is not recreated: what points at its id is freed.
 Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
 Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
@@ -43,8 +44,11 @@ for i = 1, #ids do
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
     local e = tonumber(held[i])
-    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash')
-    if e ~= math.floor(e) then
+    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash', 'function')
+    if not f[6] and redis.call('EXISTS', rec) == 0 then
+      -- its record vanished (deleted by hand, evicted): nothing to give back; free what it held
+      if free_vanished(qtype, jid) then wake = true end
+    elseif e ~= math.floor(e) then
       -- deleted while it ran: it has stopped now, so it goes for good
       redis.call('DEL', rec)
       if free_claims(qtype, jid, f[5], f[4]) then wake = true end

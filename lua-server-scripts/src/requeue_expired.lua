@@ -6,7 +6,7 @@ ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
   [3] max_stalls  whole number 0..1000: lease losses in a row a job survives; '' = 2
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once); '' = 604800
 A lost lease is not the job's fault (its worker crashed, froze or lost Redis): it uses up no
   retry. Each expired lease "<worker>|<attempt>|<id>" whose attempt is the job's current one
   (state executing, attempts = attempt): record stalls+1 (lease losses in a row; an outcome
@@ -22,7 +22,9 @@ A lost lease is not the job's fault (its worker crashed, froze or lost Redis): i
 A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
   in the stats counter total-cancelled). A lease of an attempt that is not the job's current
-  one is only removed. Every expired lease counts in total-expired.
+  one is only removed; a job whose record vanished under the lease has what points at its id
+  freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
+  total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
@@ -33,6 +35,7 @@ local SCRIPT = 'requeue_expired'
 --- @include "time"
 --- @include "claims"
 --- @include "lease"
+--- @include "failed"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -41,7 +44,7 @@ local qtype, limit, max_stalls, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
 max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 2); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
@@ -63,7 +66,10 @@ for i = 1, #expired do
   local f = rec and redis.call('HMGET', rec, 'state', 'attempts', 'stalls', 'hash', 'dedup', 'pending-created',
     'priority', 'due') or {}
   local current = f[1] == 'executing' and tonumber(f[2]) == tonumber(attempt)
-  if current and marked[i] then
+  if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
+    -- its record vanished under the lease (deleted by hand, evicted): free what points at it
+    if free_vanished(qtype, jid) then wake = true end
+  elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
     if free_claims(qtype, jid, f[4], f[5]) then wake = true end
@@ -84,9 +90,7 @@ for i = 1, #expired do
         'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
         'error-exception', '', 'finished-created', now_s)
       redis.call('HDEL', rec, 'suspect')
-      redis.call('EXPIRE', rec, ttl_failed)
-      fails[#fails + 1] = now_ms
-      fails[#fails + 1] = jid
+      keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
       if free_claims(qtype, jid, f[4], f[5]) then wake = true end
@@ -94,9 +98,8 @@ for i = 1, #expired do
   end
 end
 flush_front(front)
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if failed > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', failed)
 end
 if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end

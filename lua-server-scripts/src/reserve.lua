@@ -6,7 +6,8 @@ ARGV ('' = default):
   [2] worker      worker id, 1..128 bytes, no '|'
   [3] count       whole number 1..1000: how many jobs at most
   [4] lease       seconds (0.001..86400) the jobs are held without a renew
-  [5] ttl_failed  seconds a record failed here is kept (1..315360000); '' or absent = 604800
+  [5] ttl_failed  seconds a record failed here is kept (0..315360000; 0: removed at once); '' or
+                  absent = 604800
   [6] alone       '1' when the worker runs nothing at the moment, so it may be given a job that
                   must run alone in its process; '' or '0' otherwise
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
@@ -51,6 +52,7 @@ local SCRIPT = 'reserve'
 --- @include "time"
 --- @include "claims"
 --- @include "lease"
+--- @include "failed"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -60,7 +62,7 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
 lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(5, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(5, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 local alone = ARGV[6]
 if alone ~= nil and alone ~= '' and alone ~= '0' and alone ~= '1' then
   return redis.error_reply(argerr(6, 'alone', "must be '1', '0' or '', got " .. shown(alone)))
@@ -140,13 +142,11 @@ for i = 1, #cands do
       'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
       'error-exception', '', 'finished-created', now_s)
     redis.call('HDEL', rec, 'due')
-    redis.call('EXPIRE', rec, ttl_failed)
     if qtype == 'LBQUEUE' and f[6] and source == 'ready' and redis.call('HGET', KEYS[7], f[6]) == jid then
       redis.call('HDEL', KEYS[7], f[6])
     end
     if free_claims(qtype, jid, f[6], f[10]) then wake = true end
-    fails[#fails + 1] = now_ms
-    fails[#fails + 1] = jid
+    keep_failed(rec, jid, ttl_failed, now_ms, fails)
     finished[#finished + 1] = rec
   end
 end
@@ -172,9 +172,8 @@ if #leases > 0 then
 end
 if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
 if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if #finished > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', #finished)
   redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n'))
 end

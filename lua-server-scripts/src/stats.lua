@@ -33,7 +33,7 @@ return {
   'delayed', redis.call('ZCARD', KEYS[4]) - due_now,
   'parked', redis.call('HLEN', KEYS[9]),
   'executing', redis.call('ZCARD', KEYS[5]),
-  'failed', redis.call('ZCARD', KEYS[6]),
+  'failed', redis.call('ZCOUNT', KEYS[6], '(' .. ms(now_ms), '+inf'),      -- records not expired
   'completed', tonumber(c[1]) or 0,
   'total-failed', tonumber(c[2]) or 0,
   'retried', tonumber(c[3]) or 0,

@@ -10,6 +10,8 @@
 --             twice is an error naming both places
 --       timeout is in seconds (> 0), retries a whole number >= 0 (extra attempts after a failure)
 -- Messages name the file and line of the offending definition and the fix.
+local naming = require 'jobrt.names'
+
 local type, pairs, tostring, next = type, pairs, tostring, next
 local fmt, floor = string.format, math.floor
 
@@ -52,6 +54,8 @@ function _M.load_description(desc, source, into)
     if type(queue) ~= "string" or queue == "" then
       return nil, fmt("%s: queue names must be non-empty strings, got %s", source, tostring(queue))
     end
+    local qerr = naming.queue(queue)
+    if qerr then return nil, fmt("%s: the queue name %s (rename the queue's table)", locate(source, queue), qerr) end
     if type(jobs) ~= "table" then
       return nil, fmt("%s: queue %s must be a table of jobs like { myJob = function(args, job) ... end }, got %s",
         locate(source, queue), queue, type(jobs))
@@ -66,6 +70,8 @@ function _M.load_description(desc, source, into)
       if type(name) ~= "string" then
         return nil, fmt("%s: job names in queue %s must be strings, got %s", source, queue, type(name))
       end
+      local jerr = naming.job(name)
+      if jerr then return nil, fmt("%s: the job name %s in queue %s (rename it)", locate(source, name), jerr, queue) end
       local spec
       if type(def) == "function" then
         spec = { handler = def }

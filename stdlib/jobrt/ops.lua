@@ -46,12 +46,16 @@
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
 --                       total_failed=, retried=, expired=, cancelled=, dropped= }
+--   o:register(worker_id, ttl_s, info) -> workers alive  (heartbeat: registry hash + expiry)
+--   o:unregister(worker_id) -> true;  o:workers() -> records of the workers alive, by id
+--       -- keys jobrt:{workers} (zset id -> expiry ms) and jobrt:{workers}:<id> (hash)
 --   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results= }
 --   ops.TYPES = { QUEUE=true, LBQUEUE=true, DELQUEUE=true }
 -- Every operation returns nil, err on Redis trouble (never raises for it) and raises on wrong
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
+local naming = require 'jobrt.names'
 local cjson = require 'cjson'
 
 local _M = {}
@@ -73,21 +77,33 @@ local function check_queue(fname, queue)
     error(str_format("jobrt.ops.%s: queue must be a non-empty string, got %s", fname,
       type(queue) == 'string' and "''" or type(queue)), 3)
   end
+  local err = naming.queue(queue)
+  if err then error(str_format("jobrt.ops.%s: the queue name %s", fname, err), 3) end
 end
 
-local keys_cache = {}
+-- The KEYS lists made so far, by queue name. A process that meets many queue names (jobrt web
+-- with names from URLs) must not keep them all: the cache starts again once it holds
+-- KEYS_CACHE_MAX queues.
+local keys_cache, keys_cached = {}, 0
+local KEYS_CACHE_MAX = 256
+_M.KEYS_CACHE_MAX = KEYS_CACHE_MAX
 
 -- The 14 standard KEYS of a queue, in the order every script expects.
 function _M.keys(queue)
-  check_queue('keys', queue)
   local k = keys_cache[queue]
   if k then return k end
+  check_queue('keys', queue)
   k = {}
   local prefix = 'jobrt:{' .. queue .. '}:'
   for i = 1, #SUFFIX do k[i] = prefix .. SUFFIX[i] end
+  if keys_cached >= KEYS_CACHE_MAX then keys_cache, keys_cached = {}, 0 end
   keys_cache[queue] = k
+  keys_cached = keys_cached + 1
   return k
 end
+
+-- How many queues' KEYS lists are cached (for tests).
+function _M.keys_cached() return keys_cached end
 
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
@@ -124,7 +140,7 @@ function _M.new(r, conf)
   local s, err = scripts.load(r)
   if not s then return nil, err end
   return setmetatable({
-    r = r, s = s, types = {},
+    r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
     ttl_failed = conf.ttl_failed and num(conf.ttl_failed) or '',
     backoff = conf.backoff and num(conf.backoff) or '',
@@ -136,6 +152,15 @@ end
 local function type_missing(queue)
   return str_format("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
     queue, queue)
+end
+
+-- Remembers a queue's type for type_ttl seconds; at most KEYS_CACHE_MAX queues are kept.
+local function cache_type(self, queue, qtype, t)
+  if not self.types[queue] then
+    if self.ntypes >= KEYS_CACHE_MAX then self.types, self.ntypes = {}, 0 end
+    self.ntypes = self.ntypes + 1
+  end
+  self.types[queue] = { type = qtype, until_ = t + self.type_ttl }
 end
 
 -- The queue's type from RESERVED:QCONFIG, cached for conf.type_ttl seconds.
@@ -151,7 +176,7 @@ function _M:queue_type(queue)
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
       queue, tostring(v), queue)
   end
-  self.types[queue] = { type = v, until_ = t + self.type_ttl }
+  cache_type(self, queue, v, t)
   return v
 end
 
@@ -164,7 +189,7 @@ function _M:set_queue_type(queue, qtype)
   end
   local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
   if ok == nil then return nil, err end
-  self.types[queue] = { type = qtype, until_ = clock() + self.type_ttl }
+  cache_type(self, queue, qtype, clock())
   return true
 end
 
@@ -398,6 +423,52 @@ function _M:list_failed(queue, offset, count)
   local out = {}
   for i = 1, #res[2] do out[i] = record(res[2][i]) end
   return out, res[1]
+end
+
+-- ---- the worker registry (register.lua) ----------------------------------------------
+
+_M.WORKERS_KEY = 'jobrt:{workers}'
+_M.WORKER_PREFIX = 'jobrt:{workers}:'
+
+local function check_worker_id(fname, w)
+  if type(w) ~= 'string' or w == '' or #w > 128 or w:find('[%c{}|]') then
+    error(str_format('jobrt.ops.%s: worker_id must be 1-128 bytes without control characters, braces or |, got %s',
+      fname, type(w) == 'string' and ("'" .. w:sub(1, 40) .. "'") or type(w)), 3)
+  end
+end
+
+-- Registers (or renews) worker_id for ttl_s seconds with the fields of `info` (a table of
+-- string/number values), in one call. Returns the number of workers alive, or nil, err.
+function _M:register(worker_id, ttl_s, info)
+  check_worker_id('register', worker_id)
+  check_num('register', 'ttl_s', ttl_s)
+  local argv = { 'beat', num(ttl_s) }
+  local fields = {}
+  for k in pairs(info) do fields[#fields + 1] = k end
+  table.sort(fields)
+  for _, k in ipairs(fields) do
+    argv[#argv + 1] = k
+    argv[#argv + 1] = tostring(info[k])
+  end
+  return self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, argv)
+end
+
+-- Removes worker_id from the registry. Returns true or nil, err.
+function _M:unregister(worker_id)
+  check_worker_id('unregister', worker_id)
+  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
+  if res == nil then return nil, err end
+  return true
+end
+
+-- The records of the workers alive (field -> string), sorted by id; expired ids are dropped.
+function _M:workers()
+  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
+  if not res then return nil, err end
+  local out = {}
+  for i = 1, #res do out[i] = record(res[i]) end
+  table.sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
+  return out
 end
 
 function _M:stats(queue)

@@ -42,6 +42,7 @@
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops_mod = require 'jobrt.ops'
+local metrics = require 'jobrt.metrics'
 local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
@@ -140,6 +141,7 @@ function _M.new(opts)
     slot_free = jobrt.cond(),
     done = 0, failed = 0,
     started_at = now(),
+    metrics = metrics.new(),   -- run times and per-minute counts for jobrt web
   }, W)
   if self.concurrency < 1 then error("worker.new: concurrency must be >= 1", 2) end
   if self.lease <= 0 then error("worker.new: lease must be > 0 seconds", 2) end
@@ -173,6 +175,7 @@ function W:start()
   local o, oerr = ops_mod.new(r, self.ops_conf)
   if not o then return nil, oerr end
   self.ops = o
+  self:check_eviction()
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
@@ -211,9 +214,24 @@ function W:start()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
   self.beat = jobrt.timer()
   self.beat:start(self.heartbeat_s, function() self:heartbeat() end, self.heartbeat_s)
+  self.metrics_timer = jobrt.timer()
+  self.metrics_timer:start(1, function() self.metrics:flush(self.r) end, 1)
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
+end
+
+-- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
+-- a job lost or a jobHash confused (BullMQ warns the same way). Read from INFO, which managed
+-- services allow where CONFIG is denied; says nothing when it cannot tell.
+function W:check_eviction()
+  local info = self.r:call("INFO", "memory")
+  local policy = type(info) == "string" and info:match("maxmemory_policy:([%w%-]+)")
+  if policy and policy ~= "noeviction" then
+    self:log("warn", "Redis runs with maxmemory-policy %s: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)",
+      policy)
+  end
+  self.eviction_policy = policy
 end
 
 -- Marks q as possibly having ready jobs and wakes its pump.
@@ -269,8 +287,14 @@ function W:pump(q)
           self:log("warn", "queue %s: cannot reserve jobs: %s (retrying)", q.name, tostring(err))
           err_logged = true
         end
-        sleep(backoff)
-        backoff = backoff < 2 and backoff * 2 or 2
+        -- wait before the next try, but not past a wake-up: the subscription being restored
+        -- after an outage (or any other wake-up) means Redis is back, so try again at once
+        -- (and soon again after that, should the other connection not be back yet)
+        if q.wake:wait(backoff) then
+          backoff = 0.05
+        else
+          backoff = backoff < 2 and backoff * 2 or 2
+        end
       else
         if err_logged then self:log("info", "queue %s: serving again", q.name) end
         err_logged, backoff = false, 0.05
@@ -460,6 +484,7 @@ function W:finish(state, outcome)
   self:end_attempt(state)
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
+  outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
     if outcome.ok then
@@ -533,6 +558,11 @@ function W:flush(q)
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
         if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
+        local skip = {}
+        for _, id in ipairs(res.ignored) do skip[id] = true end
+        for _, id in ipairs(res.cancelled) do skip[id] = true end
+        self.metrics:add(q.name, batch, skip)
       else
         ok, err = false, cerr
         for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
@@ -619,24 +649,15 @@ end
 
 -- ---- worker registry (seed 004) ----------------------------------------------
 
-function W:registry_key() return "jobrt:worker:" .. self.id end
-
--- Writes this worker's registry hash (all fields, so it is whole again after a Redis restart
--- lost it) and refreshes its expiry; called at start and on every heartbeat.
+-- Writes this worker's registry entry (every field, so it is whole again after a Redis restart
+-- lost it) with an expiry of three heartbeats, in one call (register.lua); at start and on
+-- every heartbeat. A worker that dies drops out of the registry by itself.
 function W:register_self()
-  local r = self.r
-  local key = self:registry_key()
-  local ok, err = r:call("HSET", key, "id", self.id, "host", jobrt.hostname(), "pid", jobrt.pid(),
-    "queues", concat(self.queue_names, ","), "started", fmt("%.6f", self.started_at),
-    "heartbeat", fmt("%.6f", now()), "done", self.done, "failed", self.failed,
-    "inflight", self.inflight, "concurrency", self.concurrency)
-  if not ok then return nil, err end
-  r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1))
-  -- stop() removes us with DEL + SREM on this same connection; checked right before sending,
-  -- so an SADD can never arrive after that SREM
   if self.stopping then return true end
-  r:call("SADD", "jobrt:workers", self.id)
-  return true
+  return self.ops:register(self.id, floor(self.heartbeat_s * 3 + 1), {
+    id = self.id, host = jobrt.hostname(), pid = jobrt.pid(), queues = concat(self.queue_names or {}, ","),
+    started = fmt("%.6f", self.started_at), heartbeat = fmt("%.6f", now()), done = self.done,
+    failed = self.failed, inflight = self.inflight, concurrency = self.concurrency })
 end
 
 function W:heartbeat()
@@ -696,14 +717,15 @@ function W:stop(grace)
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
+  if self.metrics_timer then self.metrics_timer:close() end
+  if self.r then self.metrics:flush(self.r) end
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
     q.due_timer:close()
     q.lease_timer:close()
   end
   if self.r then
-    self.r:call("DEL", self:registry_key())
-    self.r:call("SREM", "jobrt:workers", self.id)
+    self.ops:unregister(self.id)
     if type(self.url) ~= "userdata" then self.r:close() end
   end
   if self.pool then self.pool:close() end
