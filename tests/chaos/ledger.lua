@@ -401,8 +401,13 @@ end
 -- ---- keys left in the queue Redis ------------------------------------------------------
 
 -- listing: { { key=, type=, ttl= (seconds, -1 none), state=, result= (job records),
---              members = {...} (jobrt:workers), missing = {...} (failed-set ids without a
---              record) }... }; live: { [worker id] = true }; retention: { ok=, failed=, worker= }.
+--              members = {...} (the registry's ids), expires = { [id] = seconds from now }
+--              (registry zset scores), missing = {...} (failed-set ids without a record) }... };
+-- live: { [worker id] = true }; retention: { ok=, failed=, worker= } in seconds.
+-- The worker registry is either the zset jobrt:{workers} (id -> expiry) with a hash
+-- jobrt:{workers}:<id> per worker (register.lua), or the older set jobrt:workers with hashes
+-- jobrt:worker:<id>: a gone worker's entry may stay until it expires (and, in the zset, until
+-- the next heartbeat of a live worker drops it), never longer.
 -- Returns one verdict per key: { key=, ok = bool, why = text }.
 function _M.check_keys(listing, live, retention)
   local out = {}
@@ -410,8 +415,23 @@ function _M.check_keys(listing, live, retention)
   for _, k in ipairs(listing) do
     local key = k.key
     local q, rest = key:match('^jobrt:{(.-)}:(.*)$')
+    local reg_id = key:match('^jobrt:{workers}:(.+)$') or key:match('^jobrt:worker:(.+)$')
     if key == 'RESERVED:QCONFIG' then
       verdict(k, true, 'queue types')
+    elseif key == 'jobrt:{workers}' then
+      local stale = {}
+      for _, id in ipairs(k.members or {}) do
+        local left = (k.expires or {})[id]
+        -- a gone worker: expiring within its retention, or expired since at most a few heartbeats
+        if not live[id] and not (left and left <= retention.worker and left > -3 * retention.worker) then
+          stale[#stale + 1] = fmt('%s (%s)', id, left and fmt('expiry %+.0fs', left) or 'no expiry')
+        end
+      end
+      if #stale == 0 then verdict(k, true, 'live workers, and gone ones about to drop out')
+      else
+        verdict(k, false, fmt('%d id(s) of gone workers that stay listed: %s%s', #stale,
+          concat(stale, ', ', 1, math.min(#stale, 4)), #stale > 4 and ', ...' or ''))
+      end
     elseif key == 'jobrt:workers' then
       local dead = {}
       for _, id in ipairs(k.members or {}) do if not live[id] then dead[#dead + 1] = id end end
@@ -420,8 +440,8 @@ function _M.check_keys(listing, live, retention)
         verdict(k, false, fmt('%d id(s) of workers that are gone (it grows with every killed worker): %s%s',
           #dead, concat(dead, ', ', 1, math.min(#dead, 4)), #dead > 4 and ', ...' or ''))
       end
-    elseif key:match('^jobrt:worker:') then
-      local id = key:sub(#'jobrt:worker:' + 1)
+    elseif reg_id then
+      local id = reg_id
       if live[id] then verdict(k, true, 'a live worker')
       elseif k.ttl and k.ttl > 0 and k.ttl <= retention.worker then
         verdict(k, true, fmt('a gone worker, expires in %ds', k.ttl))

@@ -264,6 +264,24 @@ describe("chaos ledger", function()
       assert.matches('never expires', bad['jobrt:{Q}:job:2'])
       assert.matches('state pending', bad['jobrt:{Q}:job:3'])
     end)
+
+    it("accept the zset registry's gone workers until they drop out, not ever after", function()
+      local listing = {
+        { key = 'jobrt:{workers}', type = 'zset', ttl = -1, members = { 'w1', 'd1', 'd2' },
+          expires = { w1 = 6, d1 = 3, d2 = -100 } },
+        { key = 'jobrt:{workers}:w1', type = 'hash', ttl = 6 },
+        { key = 'jobrt:{workers}:d1', type = 'hash', ttl = 3 },
+        { key = 'jobrt:{workers}:d3', type = 'hash', ttl = -1 },
+      }
+      local v = ledger.check_keys(listing, { w1 = true }, { ok = 3600, failed = 604800, worker = 7 })
+      local verdict = {}
+      for _, k in ipairs(v) do verdict[k.key] = k end
+      assert.is_false(verdict['jobrt:{workers}'].ok)
+      assert.matches('1 id%(s%) of gone workers that stay listed: d2 %(expiry %-100s%)', verdict['jobrt:{workers}'].why)
+      assert.is_true(verdict['jobrt:{workers}:w1'].ok)
+      assert.is_true(verdict['jobrt:{workers}:d1'].ok)
+      assert.is_false(verdict['jobrt:{workers}:d3'].ok)
+    end)
   end)
 
   describe("fault schedule", function()

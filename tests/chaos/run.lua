@@ -474,11 +474,21 @@ local function list_keys(r)
         k.state = v[1] ~= redis.null and v[1] or nil
         k.result = v[2] ~= redis.null and v[2] or nil
       end
-    elseif k.key == 'jobrt:workers' then
+    elseif k.key == 'jobrt:workers' then                -- the registry before register.lua
       k.members = r:call('SMEMBERS', k.key)
-    elseif k.key:match('^jobrt:worker:') then
+    elseif k.key == 'jobrt:{workers}' then              -- register.lua's: id -> expiry (ms)
+      local t = r:call('TIME')
+      local now_ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+      local flat = r:call('ZRANGE', k.key, 0, -1, 'WITHSCORES') or {}
+      k.members, k.expires = {}, {}
+      for i = 1, #flat, 2 do
+        k.members[#k.members + 1] = flat[i]
+        k.expires[flat[i]] = (tonumber(flat[i + 1]) - now_ms) / 1000
+      end
+    elseif k.key:match('^jobrt:worker:') or k.key:match('^jobrt:{workers}:') then
       local pid = r:call('HGET', k.key, 'pid')
-      if pid and live_pids[tostring(pid)] then live[k.key:sub(#'jobrt:worker:' + 1)] = true end
+      local id = k.key:match('^jobrt:worker:(.+)$') or k.key:match('^jobrt:{workers}:(.+)$')
+      if pid and live_pids[tostring(pid)] then live[id] = true end
     elseif q and k.key:match(':failed$') then
       k.missing = {}
       for _, id in ipairs(r:call('ZRANGE', k.key, 0, -1) or {}) do
