@@ -49,8 +49,9 @@
 --                 (its own clock, read before its first yield) before that time (1 ms leeway for
 --                 the millisecond rounding of due times)
 --   keys          check_keys' verdicts: after the drain only live workers' keys, finished records
---                 within their retention, the queue types, per-queue counters, failed sets whose
---                 every entry has its record, and the handlers' own chaos:* keys may be left
+--                 and per-minute metrics within their retention, the queue types, per-queue
+--                 counters (stats, seq, metrics), failed sets whose every entry has its record, and
+--                 the handlers' own chaos:* keys may be left (lua-server-scripts/README.md, Keys)
 --   stuck, process trouble   found by the driver (tests/chaos/run.lua): a worker child alive but
 --                 taking no probe job, a supervisor that exited by itself, orphans that lived on,
 --                 a worker that did not stop on SIGTERM, queues that did not drain
@@ -403,7 +404,7 @@ end
 -- listing: { { key=, type=, ttl= (seconds, -1 none), state=, result= (job records),
 --              members = {...} (the registry's ids), expires = { [id] = seconds from now }
 --              (registry zset scores), missing = {...} (failed-set ids without a record) }... };
--- live: { [worker id] = true }; retention: { ok=, failed=, worker= } in seconds.
+-- live: { [worker id] = true }; retention: { ok=, failed=, worker=, metrics= } in seconds.
 -- The worker registry is either the zset jobrt:{workers} (id -> expiry) with a hash
 -- jobrt:{workers}:<id> per worker (register.lua), or the older set jobrt:workers with hashes
 -- jobrt:worker:<id>: a gone worker's entry may stay until it expires (and, in the zset, until
@@ -459,8 +460,11 @@ function _M.check_keys(listing, live, retention)
       else
         verdict(k, true, 'a finished record within its retention')
       end
-    elseif q and (rest == 'stats' or rest == 'seq') then
+    elseif q and (rest == 'stats' or rest == 'seq' or rest == 'metrics') then
       verdict(k, true, 'counters (bounded)')
+    elseif q and rest:match('^metrics:%d+$') then
+      if k.ttl and k.ttl > 0 and k.ttl <= retention.metrics then verdict(k, true, 'a minute of metrics within its retention')
+      else verdict(k, false, fmt('a minute of metrics that outlives its retention (ttl %s, retention %ds)', tostring(k.ttl), retention.metrics)) end
     elseif q and rest == 'failed' then
       if k.missing and #k.missing > 0 then
         verdict(k, false, fmt('%d failed-set entries outlive their records: %s%s', #k.missing,

@@ -251,14 +251,18 @@ describe("chaos ledger", function()
         { key = 'jobrt:{Q}:job:2', type = 'hash', ttl = -1, state = 'finished', result = 'failed' },
         { key = 'jobrt:{Q}:job:3', type = 'hash', ttl = -1, state = 'pending' },
         { key = 'jobrt:{Q}:stats', type = 'hash', ttl = -1 },
+        { key = 'jobrt:{Q}:metrics', type = 'hash', ttl = -1 },
+        { key = 'jobrt:{Q}:metrics:29934258', type = 'hash', ttl = 7100 },
+        { key = 'jobrt:{Q}:metrics:29934000', type = 'hash', ttl = -1 },
         { key = 'jobrt:{Q}:failed', type = 'zset', ttl = -1, missing = { '9' } },
         { key = 'jobrt:{Q}:active', type = 'zset', ttl = -1 },
         { key = 'chaos:work:Q', type = 'string', ttl = -1 },
       }
-      local v = ledger.check_keys(listing, { w1 = true }, { ok = 3600, failed = 604800, worker = 7 })
+      local v = ledger.check_keys(listing, { w1 = true }, { ok = 3600, failed = 604800, worker = 7, metrics = 7200 })
       local bad = {}
       for _, k in ipairs(v) do if not k.ok then bad[k.key] = k.why end end
-      assert.are.same({ 'jobrt:workers', 'jobrt:{Q}:active', 'jobrt:{Q}:failed', 'jobrt:{Q}:job:2', 'jobrt:{Q}:job:3' },
+      assert.are.same({ 'jobrt:workers', 'jobrt:{Q}:active', 'jobrt:{Q}:failed', 'jobrt:{Q}:job:2', 'jobrt:{Q}:job:3',
+                        'jobrt:{Q}:metrics:29934000' },
         (function() local t = {}; for k in pairs(bad) do t[#t + 1] = k end; table.sort(t); return t end)())
       assert.matches('dead', bad['jobrt:workers'])
       assert.matches('never expires', bad['jobrt:{Q}:job:2'])
@@ -273,7 +277,7 @@ describe("chaos ledger", function()
         { key = 'jobrt:{workers}:d1', type = 'hash', ttl = 3 },
         { key = 'jobrt:{workers}:d3', type = 'hash', ttl = -1 },
       }
-      local v = ledger.check_keys(listing, { w1 = true }, { ok = 3600, failed = 604800, worker = 7 })
+      local v = ledger.check_keys(listing, { w1 = true }, { ok = 3600, failed = 604800, worker = 7, metrics = 7200 })
       local verdict = {}
       for _, k in ipairs(v) do verdict[k.key] = k end
       assert.is_false(verdict['jobrt:{workers}'].ok)

@@ -80,7 +80,9 @@ local WORKERS, PROCS, CONCURRENCY, LEASE = 3, 2, 20, 2
 local QUEUES = { { name = 'chaos_q', type = 'QUEUE' }, { name = 'chaos_lb', type = 'LBQUEUE' },
                  { name = 'chaos_del', type = 'DELQUEUE' } }
 local JOBS_DIR = ROOT .. '/tests/chaos/jobs'
-local RETENTION = { ok = 3600, failed = 604800, worker = 7 }   -- worker defaults (README)
+-- how long what a drained queue leaves may live: records (worker defaults), a gone worker's
+-- registry entry (3 heartbeats of 2 s, + 1), a minute of metrics (lua-server-scripts/README.md)
+local RETENTION = { ok = 3600, failed = 604800, worker = 7, metrics = 7200 }
 
 local T0 = jobrt.now()
 local function since() return jobrt.now() - T0 end
