@@ -28,7 +28,8 @@ Other:
   jobrt COMMAND --help              options of one command
 
 Common options: --redis URL (redis://[:password@]host:port[/db] or unix:///path;
-env JOBRT_REDIS; default redis://127.0.0.1:6379), --log-level debug|info|warn|error.
+env JOBRT_REDIS; default redis://127.0.0.1:6379), --log-level debug|info|warn|error,
+--log-format text|json (env JOBRT_LOG_FORMAT; json: one object per line).
 ]]
 
 local function version()
@@ -49,7 +50,7 @@ local function run_chunk(fn, name, args)
   return 0
 end
 
--- Takes the common options (--redis URL, --log-level L) from argv[first...] while they lead;
+-- Takes the common options (--redis URL, --log-level L, --log-format F) from argv[first...] while they lead;
 -- --redis is passed on through JOBRT_REDIS, so jobrt.connect() and every command see it.
 -- Returns the index of the first other argument, or nil, message.
 local function take_common(argv, first)
@@ -58,7 +59,7 @@ local function take_common(argv, first)
     local a = argv[i]
     local name, val = a:match("^%-%-([%w-]+)=(.*)$")
     name = name or a:match("^%-%-([%w-]+)$")
-    if name ~= "redis" and name ~= "log-level" then break end
+    if name ~= "redis" and name ~= "log-level" and name ~= "log-format" then break end
     if not val then
       val = argv[i + 1]
       if val == nil then return nil, ("--%s needs a value"):format(name) end
@@ -71,8 +72,8 @@ local function take_common(argv, first)
       pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
       ffi.C.setenv("JOBRT_REDIS", val, 1)
     else
-      local ok, err = jobrt.set_log_level(val)
-      if not ok then return nil, "--log-level: " .. err end
+      local ok, err = require('jobrt.args').apply_logging({ [name] = val }, "jobrt")
+      if not ok then return nil, (err:gsub("^jobrt: ", "")) end
     end
     i = i + 1
   end
@@ -80,8 +81,8 @@ local function take_common(argv, first)
 end
 
 local RUN_USAGE = [[
-usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]
-       jobrt -e [--redis URL] [--log-level L] 'CODE' [ARGS]
+usage: jobrt run [--redis URL] [--log-level L] [--log-format F] FILE.lua [ARGS]
+       jobrt -e [--redis URL] [--log-level L] [--log-format F] 'CODE' [ARGS]
 Runs the file (or chunk) inside a coroutine on the jobrt loop: Redis calls, jobrt.sleep and
 friends yield instead of blocking. Its arguments are in the global arg (arg[0] is the file).
 --redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there.

@@ -27,6 +27,7 @@ Common options:
   --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
                      default redis://127.0.0.1:6379)
   --log-level LEVEL  debug, info, warn or error
+  --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
 ]]
 
@@ -121,7 +122,7 @@ end
 
 -- ---- common parts -------------------------------------------------------------
 
-local COMMON = { redis = 'string', ['log-level'] = 'string' }
+local COMMON = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
 
 -- Parses argv for cmd with the command's own spec plus the common options.
 -- Returns opts, pos, or nil, status after printing what to print.
@@ -138,12 +139,10 @@ local function parse(cmd, argv, spec, usage)
     io.stdout:write(usage, '\n', COMMON_HELP)
     return nil, 0
   end
-  if opts['log-level'] then
-    local ok, err = jobrt.set_log_level(opts['log-level'])
-    if not ok then
-      errline(cmd, '--log-level: ' .. err)
-      return nil, 2
-    end
+  local ok, err = args.apply_logging(opts, 'jobrt ' .. cmd)
+  if not ok then
+    io.stderr:write(err, '\n')
+    return nil, 2
   end
   return opts, pos
 end

@@ -22,7 +22,7 @@ local concat, traceback = table.concat, debug.traceback
 local _M = {}
 
 local USAGE = [[
-usage: jobrt repl [--redis URL] [--log-level LEVEL]
+usage: jobrt repl [--redis URL] [--log-level LEVEL] [--log-format FORMAT]
 
 An interactive Lua prompt on the jobrt loop. Preloaded: `queue` (also `q`), a client connected
 to Redis (queue:enqueueJob, queue:run, queue:getJob, queue:stats, ...), `jobrt` (the module)
@@ -36,6 +36,7 @@ Options:
   --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
                      default redis://127.0.0.1:6379)
   --log-level LEVEL  debug, info, warn or error
+  --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
 ]]
 
@@ -101,7 +102,7 @@ end
 
 function _M.main(argv, cmd)
   local name = 'jobrt ' .. (cmd or 'repl')
-  local opts, pos = args.parse(argv, { redis = 'string', ['log-level'] = 'string' }, name)
+  local opts, pos = args.parse(argv, { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }, name)
   if not opts then
     io.stderr:write(pos, '\n')
     return 2
@@ -114,12 +115,10 @@ function _M.main(argv, cmd)
     io.stderr:write(("%s: unexpected argument '%s' (see %s --help)\n"):format(name, pos[1], name))
     return 2
   end
-  if opts['log-level'] then
-    local ok, err = jobrt.set_log_level(opts['log-level'])
-    if not ok then
-      io.stderr:write(name, ': --log-level: ', err, '\n')
-      return 2
-    end
+  local lok, lerr = args.apply_logging(opts, name)
+  if not lok then
+    io.stderr:write(lerr, '\n')
+    return 2
   end
   local url, uerr = redis.address(opts.redis)
   if url == false then

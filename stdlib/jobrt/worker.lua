@@ -454,13 +454,8 @@ function W:finish(state, outcome)
   local ms = (monotime() - state.started) * 1000
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
-    if outcome.ok then
-      self:log("info", "%s.%s id=%s attempt=%s ok %.1fms", q.name, state.job.fn, state.id, tostring(state.job.attempt), ms)
-    else
-      self:log("info", "%s.%s id=%s attempt=%s failed %.1fms: %s", q.name, state.job.fn, state.id,
-        tostring(state.job.attempt), ms, outcome.reason)
-      if outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
-    end
+    jobrt.log_job(q.name, state.job.fn, state.id, state.job.attempt, ms, self.id, outcome.ok, outcome.reason)
+    if not outcome.ok and outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
   end
   q.outcomes[#q.outcomes + 1] = outcome
   if not q.flushing then

@@ -38,12 +38,15 @@ Options:
   --keep-failed SECONDS  how long a failed job's record is kept (default 604800, 7 days)
   --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
   --log-level LEVEL    debug, info, warn or error (default info)
+  --log-format FORMAT  text (default) or json: one object per line with ts, level, msg, and for
+                       each job queue, job, id, attempt, ms, worker (env JOBRT_LOG_FORMAT)
 
 Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE
 ]]
 
 local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
-               grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
+               grace = "seconds", ["log-level"] = "string", ["log-format"] = "string",
+               child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
                backoff = "seconds", timeout = "seconds" }
 
@@ -275,10 +278,8 @@ function _M.main(argv, cmd)
   if cmd == "work" and #pos == 0 then
     return fail("jobrt work: give at least one PATH of job files, e.g. jobrt work jobs/", 2)
   end
-  if opts["log-level"] then
-    local ok, err = jobrt.set_log_level(opts["log-level"])
-    if not ok then return fail("jobrt work: --log-level: " .. err, 2) end
-  end
+  local lok, lerr = args.apply_logging(opts, "jobrt work")
+  if not lok then return fail(lerr, 2) end
   if opts.procs and (opts.procs < 0 or opts.procs > 256 or opts.procs ~= math.floor(opts.procs)) then
     return fail("jobrt work: --procs wants a whole number from 0 to 256 (0: serve in this process)", 2)
   end
