@@ -2,15 +2,18 @@
 -- it back if it is no longer wanted:
 --   jobrt enqueue MAIL welcome '{"user":42}' --in 3600 --id welcome-42
 --   jobrt delete MAIL welcome-42
+-- The sending itself is in a helper module, jobs/lib/mailer.lua.
 local jobrt = require 'jobrt'
+local mailer = require 'mailer'
 
 return {
   MAIL = {
+    _type = "DELQUEUE",      -- stored in RESERVED:QCONFIG when the queue has no type yet
+
     welcome = function(args, job)
       if not args.user then error("welcome: args.user is missing", 0) end
-      -- A real handler would talk to an SMTP service here. This one records the mail.
-      local line = ("to user %s: welcome! (job %s, attempt %d)"):format(args.user, job.id, job.attempt)
-      job.redis:call("RPUSH", "example:mail:outbox", line)
+      local line = mailer.send(job.redis, "user " .. tostring(args.user),
+        ("welcome! (job %s, attempt %d)"):format(job.id, job.attempt))
       jobrt.log("info", "MAIL: %s", line)
       return { sent = true, at = jobrt.now() }
     end,

@@ -169,12 +169,19 @@ local function encode_args(fname, args, where)
   return text
 end
 
+-- Job names are 1-256 bytes and do not start with '_': in a job file such keys are settings
+-- of the queue (`_type`, see jobrt.queuetypes), so no job could serve them.
 local function check_job(fname, job, where)
   if type(job) ~= 'string' or job == '' or #job > 256 then
     error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
       type(job) == 'string' and (job == '' and "''" or 'a string of ' .. #job .. ' bytes') or tname(job)), 0)
   end
+  if job:sub(1, 1) == '_' then
+    error(str_format("%s: %sjob names must not start with '_' (%s): in job files such keys are settings of the queue, like _type",
+      fname, where or '', shown(job)), 0)
+  end
 end
+_M.check_job = check_job
 
 -- ---- the two calling forms ----------------------------------------------
 

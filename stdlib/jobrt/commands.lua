@@ -332,6 +332,11 @@ local function enqueue_stdin(q, cmd, queue, job, base)
         errline(cmd, str_format('line %d of stdin must be a JSON object with a "job" name, e.g. {"job":"send","args":{"to":"ann"}}', l.n))
         return 2
       end
+      local okn, nerr = pcall(client.check_job, 'enqueue', v.job)
+      if not okn then
+        errline(cmd, str_format('line %d of stdin: %s', l.n, bare(nerr)))
+        return 2
+      end
       local o = {}
       for k, val in pairs(base) do o[k] = val end
       for k, val in pairs(v) do
@@ -384,6 +389,13 @@ local function cmd_enqueue(argv, cmd)
   if from_stdin and o.id then
     errline(cmd, '--id names one job: put an "id" in each line of stdin instead (jobrt enqueue QUEUE -)')
     return 2
+  end
+  if job ~= '-' then
+    local okn, nerr = pcall(client.check_job, 'enqueue', job)
+    if not okn then
+      errline(cmd, bare(nerr))
+      return 2
+    end
   end
   local okc, copts = pcall(client.check_options, 'enqueue', cli_opts(o))
   if not okc then

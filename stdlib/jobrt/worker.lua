@@ -8,6 +8,7 @@
 --   w:wait()           -- until stopped
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
 --   worker.load_description(tbl, source) -> normalized description | nil, err
+--   (a queue's `_type` setting is taken out and stored when serving: see jobrt.queuetypes)
 --
 -- How it serves a queue (one "pump" coroutine per queue):
 --   * reserve up to the free slots in one call; each job runs in its own coroutine;
@@ -20,6 +21,7 @@
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops_mod = require 'jobrt.ops'
+local queuetypes = require 'jobrt.queuetypes'
 local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next =
@@ -135,7 +137,7 @@ end
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
-               timeout = "number", watch_handlers = "function" }
+               timeout = "number", watch_handlers = "function", queue_types = "table" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -147,12 +149,17 @@ function _M.new(opts)
     end
   end
   if type(opts.jobs) ~= "table" then error("worker.new: option 'jobs' (a jobDescription) is required", 2) end
-  local jobs, err = _M.load_description(opts.jobs)
+  local types = {}
+  for q, d in pairs(opts.queue_types or {}) do types[q] = d end
+  local plain, terr = queuetypes.extract(opts.jobs, nil, types)
+  if not plain then return nil, terr end
+  local jobs, err = _M.load_description(plain)
   if not jobs then return nil, err end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
     jobs = jobs,
+    declared_types = types,    -- _type settings, stored in RESERVED:QCONFIG when missing
     concurrency = opts.concurrency or 10,
     lease = opts.lease or 10,
     grace = opts.grace or 30,
@@ -203,6 +210,8 @@ function W:start()
   local o, oerr = ops_mod.new(r, self.ops_conf)
   if not o then return nil, oerr end
   self.ops = o
+  local tok, terr = queuetypes.apply(r, self.declared_types)
+  if not tok then return nil, terr end
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
