@@ -3,7 +3,7 @@
 --   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ...} | nil [, callback])
 --   q:enqueueJob(queue, job, args, opts)          -> id
 --   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
---   q:run(queue, job, args, opts)                 -> the job's result (opts.wait: seconds to wait)
+--   q:run(queue, job, args, opts)                 -> the job's result, its id (opts.wait: seconds to wait)
 --   q:getJob(queue, id)                           -> record (field -> string) | nil
 --   q:deleteJob(queue, id)                        -> true | false (no such job)
 --   q:retryFailedJobs(queue) -> n ;  q:deleteFailedJobs(queue) -> n
@@ -545,10 +545,12 @@ local RUN_EXTRA = {
 }
 
 -- For the command line: enqueue JSON text and wait for the job. Returns id, record (false when
--- the job vanished); raises on Redis trouble or after `wait` seconds.
-function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait)
+-- the job vanished); raises on Redis trouble or after `wait` seconds. on_enqueued(id, existed),
+-- when given, is called once the job is enqueued, before the wait.
+function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued)
   ensure_results(self, queue)
-  local id = enqueue_one(self, fname, queue, job, text, o)
+  local id, existed = enqueue_one(self, fname, queue, job, text, o)
+  if on_enqueued then on_enqueued(id, existed) end
   return id, wait_result(self, fname, queue, id, wait)
 end
 
