@@ -19,6 +19,7 @@ Enqueue and inspect:
   jobrt failed QUEUE [list|retry|delete]
   jobrt job QUEUE ID                one job's record as JSON
   jobrt delete QUEUE ID             delete (cancel) one job
+  jobrt health [QUEUE...]           exit 0 when Redis answers and live workers serve the QUEUEs
   jobrt repl                        interactive Lua prompt with a connected `queue`
 Run Lua on the loop:
   jobrt run FILE.lua [ARGS]         run a script (arguments in the global arg)
@@ -144,6 +145,7 @@ local MODULES = {
   failed = "jobrt.commands",
   job = "jobrt.commands",
   delete = "jobrt.commands",
+  health = "jobrt.health",
 }
 
 function _M.main(argv)
