@@ -6,10 +6,13 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make install    the binary, the man page jobrt(1), bash completion and an example systemd
+#                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
 PKGS      := luajit libuv hiredis
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
-             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev
+             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev \
+             man-db bsdextrautils
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -23,7 +26,7 @@ SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps install uninstall docs
 
 all: jobrt
 
@@ -81,6 +84,33 @@ bench: jobrt
 
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
+
+# The man page and the bash completion are built from the --help texts (tools/help_docs.lua).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR      = $(PREFIX)/bin
+MANDIR      = $(PREFIX)/share/man/man1
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+EXAMPLEDIR  = $(PREFIX)/share/doc/jobrt/examples
+
+build/jobrt.1: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua man > $@.tmp && mv $@.tmp $@
+
+build/jobrt.bash: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua bash > $@.tmp && mv $@.tmp $@
+
+docs: build/jobrt.1 build/jobrt.bash
+
+install: jobrt build/jobrt.1 build/jobrt.bash
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -m 755 jobrt $(DESTDIR)$(BINDIR)/jobrt
+	install -m 644 build/jobrt.1 $(DESTDIR)$(MANDIR)/jobrt.1
+	install -m 644 build/jobrt.bash $(DESTDIR)$(BASHCOMPDIR)/jobrt
+	install -m 644 contrib/jobrt.service $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/jobrt $(DESTDIR)$(MANDIR)/jobrt.1 $(DESTDIR)$(BASHCOMPDIR)/jobrt \
+	      $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
 
 clean:
 	rm -rf build jobrt jobrt-asan

@@ -148,6 +148,20 @@ local MODULES = {
   health = "jobrt.health",
 }
 
+-- Every command, in the order the man page lists them: these first, then any other command of
+-- MODULES (sorted), so a new command is documented without anyone remembering to add it.
+-- tools/help_docs.lua builds the man page and the bash completion from their --help texts.
+function _M.commands()
+  local order = { "work", "enqueue", "queue-type", "stats", "failed", "job", "delete", "health",
+                  "repl", "run" }
+  local seen, rest = {}, {}
+  for _, c in ipairs(order) do seen[c] = true end
+  for c in pairs(MODULES) do if not seen[c] then rest[#rest + 1] = c end end
+  table.sort(rest)
+  for _, c in ipairs(rest) do order[#order + 1] = c end
+  return order
+end
+
 function _M.main(argv)
   local at, err = take_common(argv, 1)     -- `jobrt --redis URL stats` works too
   if not at then
