@@ -12,6 +12,7 @@
 --   q:workers()                                   -> live worker records, sorted by id
 --   q:queueType(queue)                            -> type | nil (none set)
 --   q:queueType(queue, type)                      -> type (sets it)
+--   q:queueNames()                                -> every queue in RESERVED:QCONFIG, sorted
 --   q:registerWorker(redisConfig, jobDescription[, opts]) -> worker (see jobrt.worker)
 --   q:close()
 --
@@ -652,6 +653,14 @@ local function all_queues(self, fname)
   end
   sort(names)
   return names, types
+end
+
+-- queueNames() -> the names of every queue in RESERVED:QCONFIG, sorted (the REPL completes them)
+function Client:queueNames(...)
+  check_self(self, 'queueNames')
+  local cb, n = split_callback(...)
+  if n > 0 then argfail('queueNames', 'expected ([callback]), got ' .. n .. ' arguments') end
+  return both_ways('queueNames', cb, function() return (all_queues(self, 'queueNames')) end)
 end
 
 local COUNT_FIELDS = { 'pending', 'delayed', 'parked', 'executing', 'failed', 'completed',
