@@ -62,6 +62,9 @@ local function stop(p)
 end
 
 describe('job files', function()
+  setup(function() jobrt.set_log_level('warn') end)
+  teardown(function() jobrt.set_log_level('info') end)
+
   describe('and helper modules in lib/ folders', function()
     local dir
     after_each(function() if dir then rm(dir) end dir = nil end)

@@ -13,6 +13,9 @@ local function run(args, stdin)
 end
 
 describe('enqueue outcomes', function()
+  setup(function() jobrt.set_log_level('warn') end)
+  teardown(function() jobrt.set_log_level('info') end)
+
   local q, w
   before_each(function()
     h.flush()
