@@ -24,6 +24,10 @@
 --       r: a jobrt.redis connection (call from a coroutine). Stores each declared type that
 --       is missing (logs it at info) and refuses a conflicting one. Redis errors come back
 --       as nil, "ECONN: ..." etc.
+--   queuetypes.restore(r, types) -> true | nil, message
+--       The worker's heartbeat: stores again each declared type that has gone missing (a Redis
+--       restarted without its data), with HSETNX only (one command per queue); logs what it
+--       restored. A type changed meanwhile is left alone.
 --   queuetypes.check(r, queues) -> true | nil, message
 --       queues: a list or set of queue names. Every one must have a known type in
 --       RESERVED:QCONFIG; the message names each missing one and both fixes.
@@ -142,6 +146,19 @@ function _M.apply(r, types)
         local again, aerr = r:call('HSETNX', QCONFIG, queue, d.type)
         if again == nil then return nil, aerr end
       end
+    end
+  end
+  return true
+end
+
+function _M.restore(r, types)
+  if types == nil then return true end
+  for queue, d in pairs(types) do
+    local set, err = r:call('HSETNX', QCONFIG, queue, d.type)
+    if set == nil then return nil, err end
+    if set == 1 then
+      jobrt.log('warn', "queue %s: its type was missing from %s (Redis lost its data?): stored %s again (declared by _type in %s)",
+        queue, QCONFIG, d.type, d.source)
     end
   end
   return true

@@ -566,7 +566,10 @@ function W:register_self()
 end
 
 function W:heartbeat()
-  if not self.stopping then self:register_self() end
+  if not self.stopping then
+    self:register_self()
+    queuetypes.restore(self.r, self.declared_types)   -- a Redis that lost its data lost them too
+  end
 end
 
 -- ---- stopping ----------------------------------------------------------------

@@ -244,6 +244,24 @@ describe('job files', function()
       end)
     end
 
+    it('a Redis restarted without its data gets the declared type back from the worker', function()
+      local s = h.start_redis()
+      dir = tree{ ['a.lua'] = "return { BACK = { _type = 'DELQUEUE', j = function(a) return a end } }" }
+      local p = h.spawn_jobrt({ 'work', dir, '--redis', s.url })
+      local q2 = jobrt.connect(s.url)
+      h.wait_for(function() return #q2:workers() == 1 end, 10, 'the worker')
+      q2:close()
+      s:restart()                          -- no AOF: RESERVED:QCONFIG is gone
+      q2 = jobrt.connect(s.url)
+      -- the worker reconnects, finds the queue without a type, and stores its _type again
+      h.wait_for(function() return q2:queueType('BACK') == 'DELQUEUE' end, 15, 'the type to come back')
+      assert.same({ n = 1 }, q2:run('BACK', 'j', { n = 1 }, { wait = 10 }))
+      q2:close()
+      local code = stop(p)
+      s:stop()
+      assert.equal(0, code)
+    end)
+
     it('q:registerWorker takes _type too', function()
       local w = q:registerWorker(h.url, { REG = { _type = 'LBQUEUE', j = function(a) return a.n end } })
       assert.equal('LBQUEUE', q:queueType('REG'))
