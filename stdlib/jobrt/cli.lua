@@ -21,6 +21,7 @@ Enqueue and inspect:
   jobrt delete QUEUE ID             delete (cancel) one job
   jobrt health [QUEUE...]           exit 0 when Redis answers and live workers serve the QUEUEs
   jobrt repl                        interactive Lua prompt with a connected `queue`
+  jobrt web [--listen HOST:PORT]    REST API, dashboard and /metrics over HTTP
 Run Lua on the loop:
   jobrt run FILE.lua [ARGS]         run a script (arguments in the global arg)
   jobrt -e 'CODE' [ARGS]            run a chunk
@@ -146,6 +147,7 @@ local MODULES = {
   job = "jobrt.commands",
   delete = "jobrt.commands",
   health = "jobrt.health",
+  web = "jobrt.web",
 }
 
 -- Every command, in the order the man page lists them: these first, then any other command of
@@ -153,7 +155,7 @@ local MODULES = {
 -- tools/help_docs.lua builds the man page and the bash completion from their --help texts.
 function _M.commands()
   local order = { "work", "enqueue", "queue-type", "stats", "failed", "job", "delete", "health",
-                  "repl", "run" }
+                  "repl", "web", "run" }
   local seen, rest = {}, {}
   for _, c in ipairs(order) do seen[c] = true end
   for c in pairs(MODULES) do if not seen[c] then rest[#rest + 1] = c end end

@@ -2,10 +2,9 @@
 --
 -- Exit 0 when Redis answers PING and, for each QUEUE named, at least one live worker serves it;
 -- exit 1 otherwise, with one line on stderr saying what is wrong; exit 2 for a usage error.
--- A worker is live while its registry hash jobrt:worker:<id> exists (jobrt.worker register_self:
--- refreshed with each heartbeat, every 2 s, and set to expire 7 s after the last one), so the
--- answer rests on Redis' own expiry, not on comparing clocks; the ids come from the set
--- jobrt:workers, which may still hold ids of workers that died (their hash is gone).
+-- A worker is live while its registry entry has not expired (jobrt.worker register_self renews
+-- it with each heartbeat, every 2 s, for 7 s; the registry, jobrt.ops workers(), lists only
+-- those), so the answer rests on the expiry Redis keeps, not on this machine's clock.
 -- Everything happens within --timeout seconds (default 5): a probe never hangs.
 --   main(argv, cmd) -> exit status
 local jobrt = require 'jobrt'
@@ -23,8 +22,8 @@ usage: jobrt health [QUEUE...] [--timeout SECONDS]
 Exits 0 when Redis answers and, for each QUEUE named, a live worker serves it; otherwise exits
 1 with one line on stderr saying what is wrong. For container and orchestrator probes, e.g.
     HEALTHCHECK CMD jobrt health MAIL          (Docker)
-A worker is live while its registry entry jobrt:worker:<id> exists: it renews the entry every
-2 seconds and the entry expires 7 seconds after the last renewal.
+A worker is live while its registry entry (jobrt:{workers}) has not expired: it renews the
+entry every 2 seconds and the entry expires 7 seconds after the last renewal.
 
 Options:
   --timeout SECONDS  answer within this time, failing if Redis has not (default 5)
@@ -47,26 +46,17 @@ local function say(line)
 end
 
 -- The queues each live worker serves: { [queue] = count }, number of live workers; or nil, err.
+-- The registry (jobrt.ops register/workers) lists only workers whose entry has not expired.
 local function live_queues(r)
-  local ids, err = r:call('SMEMBERS', client.WORKERS_KEY)
-  if ids == nil then return nil, err end
-  local served, live = {}, 0
-  local wg = jobrt.waitgroup()
-  local first_err
-  for _, id in ipairs(ids) do
-    wg:spawn(function()
-      local qs, qerr = r:call('HGET', client.WORKER_PREFIX .. id, 'queues')
-      if qs == nil then
-        first_err = first_err or qerr
-      elseif qs ~= redis.null then
-        live = live + 1
-        for q in qs:gmatch('[^,]+') do served[q] = (served[q] or 0) + 1 end
-      end
-    end)
+  local q, err = client.new(r)
+  if not q then return nil, err end
+  local ok, workers = pcall(q.workers, q)
+  if not ok then return nil, workers end
+  local served = {}
+  for _, w in ipairs(workers) do
+    for name in tostring(w.queues or ''):gmatch('[^,]+') do served[name] = (served[name] or 0) + 1 end
   end
-  wg:wait()
-  if first_err then return nil, first_err end
-  return served, live
+  return served, #workers
 end
 
 local function check(url, queues)

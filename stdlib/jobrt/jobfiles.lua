@@ -16,14 +16,14 @@
 --   jobfiles.find(paths) -> files | nil, message
 --       paths: list of directories and files as given; files: the job files, sorted per path.
 --   jobfiles.load(paths) -> desc, nil, info | nil, message
---       desc: the merged, checked description (jobrt.worker.load_description form);
+--       desc: the merged, checked description (jobrt.jobdefs.load_description form);
 --       info = { files = {...}, types = { [queue] = { type =, source = } } } (declared `_type`s,
 --       see jobrt.queuetypes). Each file runs once, in order; a file that fails to load, or
 --       returns something that is not a jobDescription, is the message (file:line first).
 --   jobfiles.helper_modules() -> { [module name] = file }  modules loaded from the served
 --       directories so far (what a reload has to forget).
 local proc = require 'jobrt.core.proc'
-local worker = require 'jobrt.worker'
+local jobdefs = require 'jobrt.jobdefs'
 local queuetypes = require 'jobrt.queuetypes'
 
 local type, ipairs, pairs, tostring, xpcall, loadfile = type, ipairs, pairs, tostring, xpcall, loadfile
@@ -159,7 +159,7 @@ function _M.load(paths)
     if not ok then return nil, fmt('%s: error while loading: %s', file, hint(ret, file)) end
     local plain, serr = queuetypes.extract(ret, file, types)
     if not plain then return nil, serr end
-    local _, lerr = worker.load_description(plain, file, desc)
+    local _, lerr = jobdefs.load_description(plain, file, desc)
     if lerr then return nil, lerr end
   end
   return desc, nil, { files = files, types = types }

@@ -48,9 +48,10 @@ describe('jobrt health', function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  it('an id left in jobrt:workers by a dead worker does not count as live', function()
+  it('a registry entry that expired (its worker died) does not count as live', function()
     local r = h.redis()
-    r:call('SADD', 'jobrt:workers', 'ghost:1:abc')
+    r:call('ZADD', 'jobrt:{workers}', 1000, 'ghost:1:abc')           -- expired long ago
+    r:call('HSET', 'jobrt:{workers}:ghost:1:abc', 'id', 'ghost:1:abc', 'queues', 'Q')
     r:close()
     local code, _, err = health({ 'Q' })
     assert.equal(1, code)
