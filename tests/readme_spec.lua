@@ -156,13 +156,11 @@ describe('README.md', function()
     os.execute('rm -rf ' .. q(home))
   end)
 
+  -- the workers alive in the registry (their entries have not expired)
   local function live_workers()
-    local r = h.redis(server.url)
-    local n = 0
-    for _, id in ipairs(r:call('SMEMBERS', 'jobrt:workers')) do
-      if r:call('EXISTS', 'jobrt:worker:' .. id) == 1 then n = n + 1 end
-    end
-    r:close()
+    local q = jobrt.connect(server.url)
+    local n = #q:workers()
+    q:close()
     return n
   end
 
