@@ -78,6 +78,14 @@ describe('log lines', function()
     assert.matches("warn: JOBRT_LOG_FORMAT: unknown log format 'xml': use text or json %(using text%)\n", err)
   end)
 
+  it('--log-format is a common option: every command takes it', function()
+    for _, c in ipairs(require('jobrt.cli').commands()) do
+      local code, out, err = h.run_jobrt({ c, '--log-format', 'json', '--help' })
+      assert.equal(0, code, ('jobrt %s --log-format json --help: %s'):format(c, err))
+      assert.matches('usage:', out)
+    end
+  end)
+
   it('are buffered: a thousand info lines of one loop turn take a handful of writes', function()
     -- /proc/self/io counts the write system calls of the process (syscw)
     local code, out, err = h.run_jobrt({ '-e', [[
