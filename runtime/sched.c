@@ -354,11 +354,23 @@ static int l_spawn(lua_State *L) {
   return jr_sched_spawn(L, lua_gettop(L) - 1);
 }
 
+/* Raises a clear error unless L may be parked: it must be a coroutine that jobrt started
+ * (jobrt.spawn, a handler, a timer callback...). A coroutine made with coroutine.create or
+ * coroutine.wrap (inside a handler, say) cannot wait on the loop: jobrt resumes the coroutine
+ * that parked, which would return to whoever resumed it last instead of to its caller, and the
+ * generator would yield nothing. Call it before arming anything. fname names the call. */
+void jr_check_park(lua_State *L, const char *fname) {
+  if (lua_pushthread(L)) luaL_error(L, "%s: called outside a coroutine (run it inside jobrt.spawn)", fname);
+  lua_pop(L, 1);
+  if (anchor_get(L) == 0)
+    luaL_error(L, "%s: cannot wait inside a coroutine made with coroutine.create or coroutine.wrap (jobrt resumes "
+               "only coroutines it started): start it with jobrt.spawn instead, and hand results back with a "
+               "jobrt.cond or jobrt.waitgroup", fname);
+}
+
 /* jobrt.suspend() -> values passed to jobrt.wake */
 static int l_suspend(lua_State *L) {
-  if (lua_pushthread(L)) return luaL_error(L, "jobrt.suspend: called outside a coroutine");
-  lua_pop(L, 1);
-  if (anchor_get(L) == 0) return luaL_error(L, "jobrt.suspend: coroutine was not started by jobrt.spawn");
+  jr_check_park(L, "jobrt.suspend");
   anchor_set(L, 2);
   return jr_park(L);
 }

@@ -55,6 +55,11 @@ function _M.report_error(msg)
   jobrt.log('error', '%s', msg)
 end
 
+-- Where warnings about a call go (stderr through the log; the REPL may redirect them).
+function _M.report_warning(msg)
+  jobrt.log('warn', '%s', msg)
+end
+
 local function tname(v)
   if v ~= v then return 'nan' end
   return type(v)
@@ -517,6 +522,16 @@ local function wait_result(self, fname, queue, id, wait)
   list[w] = true
   -- a result published before we listened: read the record once
   jobrt.spawn(check_waiters, self, queue, id)
+  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+  jobrt.spawn(function()
+    local ws = self.ops:workers()
+    if not ws then return end
+    for _, wk in ipairs(ws) do
+      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then return end end
+    end
+    _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
+      fname, queue, id, queue))
+  end)
   local ok, rec, err = w.cond:wait(wait)
   if self.waiters[key] then
     self.waiters[key][w] = nil
