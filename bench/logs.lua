@@ -52,13 +52,15 @@ local function one_run(server, o, n, log_args)
   local proc = require 'jobrt.core.proc'
   local p = assert(proc.spawn{ file = '/bin/sh', args = { '/bin/sh', '-c', table.concat(cmd, ' ') } })
   h.spawned[p] = 'bench worker'
-  local base
-  h.wait_for(function() return #r:call('SMEMBERS', 'jobrt:workers') > 0 end, 10, 'the bench worker')
-  base = cpu_seconds(p:pid())      -- start-up (loading, connecting) is not the jobs' cost
-  h.wait_for(function() return o:stats('BENCH').completed >= n end, 300, 'the bench jobs')
-  local used = cpu_seconds(p:pid()) - base
-  p:kill('SIGTERM')
+  local ok, used = pcall(function()
+    h.wait_for(function() return r:call('ZCARD', 'jobrt:{workers}') > 0 end, 10, 'the bench worker')
+    local base = cpu_seconds(p:pid())      -- start-up (loading, connecting) is not the jobs' cost
+    h.wait_for(function() return o:stats('BENCH').completed >= n end, 300, 'the bench jobs')
+    return cpu_seconds(p:pid()) - base
+  end)
+  p:kill('SIGTERM')                        -- stopped whatever happened
   p:wait()
+  if not ok then error(used, 0) end
   local f = io.open(log)
   local bytes = f and #f:read('*a') or 0
   if f then f:close() end
