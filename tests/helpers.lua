@@ -6,7 +6,8 @@
 --   h.redis([url])        a new connection (raises if it cannot connect)
 --   h.flush()             FLUSHALL on the suite's server
 --   h.wait_for(fn, timeout, what)  fn() until truthy; raises "timed out ... waiting for <what>"
---   h.start_redis{aof=}   another private server: s.url, s.port, s:stop(), s:kill(), s:restart()
+--   h.start_redis{aof=, fsync=}  another private server: s.url, s.port, s:stop(), s:kill(), s:restart()
+--                         (fsync: its appendfsync policy, "always" unless given)
 --   h.jobrt_bin           the jobrt binary under test (env JOBRT_BIN, else ./jobrt)
 --   h.run_jobrt(args, {stdin=, env=, timeout=}) -> code, stdout, stderr, signal
 --   h.spawn_jobrt(args, {env=, capture=}) -> process (p:kill(), p:wait(), p:output(), p:pid())
@@ -96,7 +97,7 @@ local function start_on(self, port)
   local args = { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
                  "--save", "", "--dir", self.dir, "--logfile", self.dir .. "/redis.log",
                  "--appendonly", self.aof and "yes" or "no", "--daemonize", "no",
-                 "--appendfsync", "always" }
+                 "--appendfsync", self.fsync or "always" }
   local p, err = proc.spawn{ file = "redis-server", args = args, capture = true }
   if not p then error("tests: cannot start redis-server: " .. tostring(err)) end
   h.spawned[p] = table.concat(args, " ")
@@ -118,7 +119,7 @@ end
 
 function h.start_redis(opts)
   opts = opts or {}
-  local self = setmetatable({ aof = opts.aof, dir = h.tmpdir() }, Server)
+  local self = setmetatable({ aof = opts.aof, fsync = opts.fsync, dir = h.tmpdir() }, Server)
   for _ = 1, 50 do
     local port = opts.port or math.random(20000, 59999)
     if port ~= 6379 and start_on(self, port) then return self end
