@@ -1,5 +1,5 @@
-// bench/peers/run.js: BullMQ and bee-queue on the workloads of `make bench` (bench/compare.lua
-// runs jobrt's side of each workload in bench/compare_jobrt.lua, the same way).
+// bench/peers/run.js: BullMQ and bee-queue on the workloads of `make bench` (bench/versus.lua
+// runs jobrt's side of each workload in bench/versus_jobrt.lua, the same way).
 //
 //   node run.js bench  bullmq|bee REDIS-URL 'CONFIG-JSON'   -> one line of JSON: the figures
 //   node run.js worker bullmq|bee REDIS-URL QUEUE remove    -> a worker process (concurrency

@@ -1,4 +1,4 @@
--- The jobs of `make bench`'s side-by-side comparison (bench/compare.lua), the same as the peers'
+-- The jobs of `make bench`'s side-by-side comparison (bench/versus.lua), the same as the peers'
 -- (bench/peers/run.js): noop does nothing, stamp returns when it started, late how late it
 -- started (ms after args.due, Unix ms).
 local jobrt = require 'jobrt'

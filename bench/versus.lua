@@ -1,14 +1,14 @@
--- bench/compare.lua: the `compare` section of `make bench`: jobrt, BullMQ 6.7.0 and bee-queue
+-- bench/versus.lua: the `versus` section of `make bench`: jobrt, BullMQ 6.7.0 and bee-queue
 -- 2.0.0 side by side on the same workloads, against the one private redis-server of the run.
---   ./jobrt run bench/run.lua compare        (BENCH_REPS=N repetitions, default 3;
+--   ./jobrt run bench/run.lua versus        (BENCH_REPS=N repetitions, default 3;
 --                                            BENCH_SCALE=0.2 shrinks every workload)
 -- Each repetition runs the three systems one after the other, in a rotating order (so that no
 -- system always runs first or last while the machine's load drifts); each run is a process of
--- its own (bench/compare_jobrt.lua for jobrt, bench/peers/run.js for the peers) that starts
+-- its own (bench/versus_jobrt.lua for jobrt, bench/peers/run.js for the peers) that starts
 -- from FLUSHALL and prints its figures as JSON. The table gives the median and min-max of the
 -- repetitions, then a block of ratios jobrt/peer with the direction of each figure (↑ higher is
 -- better, ↓ lower is better) and whether the goal of issue 16 holds; everything, raw runs
--- included, is written to bench/results/compare-<time>.json.
+-- included, is written to bench/results/versus-<time>.json.
 -- The peers are installed on first use with `npm ci` in bench/peers (the lock file pins them);
 -- without node/npm, or when the registry cannot be reached, they are skipped with a line that
 -- says so, and jobrt runs alone.
@@ -81,7 +81,7 @@ local function install_peers()
   if not lock then return nil, 'bench/peers/package-lock.json is missing' end
   local stamp = PEERS_DIR .. '/node_modules/.jobrt-lock'
   if read(stamp) == lock then return true end
-  io.stdout:write('compare: installing BullMQ and bee-queue (npm ci in bench/peers)...\n')
+  io.stdout:write('versus: installing BullMQ and bee-queue (npm ci in bench/peers)...\n')
   io.stdout:flush()
   local ok, out = sh("cd '" .. PEERS_DIR .. "' && timeout 300 npm ci --no-audit --no-fund --loglevel=error")
   if not ok then
@@ -99,7 +99,7 @@ local function run_one(system, url, conf_json)
   local argv, file, cwd
   if system == 'jobrt' then
     file = h.jobrt_bin
-    argv = { h.jobrt_bin, 'run', 'bench/compare_jobrt.lua', url, conf_json }
+    argv = { h.jobrt_bin, 'run', 'bench/versus_jobrt.lua', url, conf_json }
   else
     file = 'node'
     argv = { 'node', PEERS_DIR .. '/run.js', 'bench', system, url, conf_json }
@@ -156,9 +156,9 @@ function M.run(server)
   if ok then
     systems = SYSTEMS
   else
-    io.stdout:write('compare: BullMQ and bee-queue skipped: ', why, '\n')
+    io.stdout:write('versus: BullMQ and bee-queue skipped: ', why, '\n')
   end
-  io.stdout:write(('compare: %d repetitions, %s, one redis-server (%s)\n'):format(reps, conf_json, server.url))
+  io.stdout:write(('versus: %d repetitions, %s, one redis-server (%s)\n'):format(reps, conf_json, server.url))
   io.stdout:flush()
 
   local runs = {}            -- runs[system] = { figures... }
@@ -234,7 +234,7 @@ function M.run(server)
   end
 
   os.execute("mkdir -p '" .. ROOT .. "/bench/results'")
-  local path = ('%s/bench/results/compare-%s.json'):format(ROOT, os.date('!%Y%m%dT%H%M%SZ'))
+  local path = ('%s/bench/results/versus-%s.json'):format(ROOT, os.date('!%Y%m%dT%H%M%SZ'))
   local f = io.open(path, 'wb')
   if f then
     f:write(cjson.encode({ conf = conf, reps = reps, systems = systems, runs = runs, summary = summary,

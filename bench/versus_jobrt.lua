@@ -1,7 +1,7 @@
--- bench/compare_jobrt.lua: jobrt on the workloads of `make bench`, exactly as bench/peers/run.js
+-- bench/versus_jobrt.lua: jobrt on the workloads of `make bench`, exactly as bench/peers/run.js
 -- runs BullMQ and bee-queue (read that file's header for the workloads and what is measured).
---   ./jobrt run bench/compare_jobrt.lua REDIS-URL 'CONFIG-JSON'   -> one line of JSON: the figures
--- The worker is `jobrt work bench/compare_jobs` with the default log level (its per-job lines go
+--   ./jobrt run bench/versus_jobrt.lua REDIS-URL 'CONFIG-JSON'   -> one line of JSON: the figures
+-- The worker is `jobrt work bench/versus_jobs` with the default log level (its per-job lines go
 -- to /dev/null), concurrency from CONFIG, and --keep-ok 0 for the drain (finished records
 -- removed, as BullMQ removeOnComplete and bee-queue removeOnSuccess).
 local jobrt = require 'jobrt'
@@ -54,7 +54,7 @@ for _, k in ipairs({ 'wait', 'ready', 'active', 'stats' }) do KEYS[k] = 'jobrt:{
 
 -- A worker process; its output goes to /dev/null (the default log level writes a line per job).
 local function start_worker(keep_ok)
-  local args = { 'sh', '-c', 'exec "$0" "$@" >/dev/null 2>&1', BIN, 'work', 'bench/compare_jobs',
+  local args = { 'sh', '-c', 'exec "$0" "$@" >/dev/null 2>&1', BIN, 'work', 'bench/versus_jobs',
                  '--redis', url, '--concurrency', tostring(conf.concurrency) }
   if keep_ok then args[#args + 1] = '--keep-ok'; args[#args + 1] = tostring(keep_ok) end
   local p = assert(proc.spawn{ file = 'sh', args = args })
