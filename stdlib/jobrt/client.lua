@@ -384,37 +384,60 @@ function Client:enqueueJob(...)
   return both_ways('enqueueJob', cb, enqueue_id, self, 'enqueueJob', queue, job, text, o)
 end
 
+-- Many jobs: each checked against the queue's type here, the rest sent in bulk calls
+-- (enqueue_bulk.lua: up to ops.BULK_MAX jobs and ops.BULK_BYTES of args each, all in flight at
+-- once on the connection). A job the server refuses fails the call it travels in (nothing of
+-- that call is written); the error names the job. Returns the ids in order (raises, saying how
+-- many were not enqueued, when some were not).
 local function enqueue_many(self, queue, items)
+  local qtype, terr = self.ops:queue_type(queue)
+  if not qtype then error('enqueueJobs: ' .. tostring(terr), 0) end
   local ids, errors, nerr = {}, {}, 0
-  local wg = jobrt.waitgroup()
-  local window = 500
-  local next_i, total = 1, #items
-  local function worker()
-    while next_i <= total do
-      local i = next_i
-      next_i = i + 1
-      local it = items[i]
-      local ok, id = pcall(enqueue_one, self, 'enqueueJobs', queue, it.job, it.args, it.opts,
-        str_format('jobs[%d]: ', i))
-      if ok then ids[i] = id else
-        nerr = nerr + 1
-        errors[i] = id
+  local chunks, cur, bytes = {}, nil, 0
+  for i = 1, #items do
+    local it = items[i]
+    local msg = type_rules('enqueueJobs', queue, qtype, it.opts, str_format('jobs[%d]: ', i))
+    if msg then
+      errors[i] = msg
+      nerr = nerr + 1
+    else
+      if not cur or #cur.jobs >= ops.BULK_MAX or bytes + #it.args > ops.BULK_BYTES then
+        cur = { jobs = {}, index = {} }
+        chunks[#chunks + 1] = cur
+        bytes = 0
       end
+      cur.jobs[#cur.jobs + 1] = { it.job, it.args, it.opts }
+      cur.index[#cur.index + 1] = i
+      bytes = bytes + #it.args
     end
   end
-  for _ = 1, math.min(window, total) do wg:spawn(worker) end
+  local wg = jobrt.waitgroup()
+  for _, c in ipairs(chunks) do
+    wg:spawn(function()
+      local got, err, at = self.ops:enqueue_bulk(queue, c.jobs)
+      if got then
+        for k = 1, #got do ids[c.index[k]] = got[k] end
+      else
+        local where = c.index[at or 1]
+        for k = 1, #c.index do
+          errors[c.index[k]] = str_format('enqueueJobs: jobs[%d]: %s', where, tostring(err))
+        end
+        nerr = nerr + #c.index
+      end
+    end)
+  end
   wg:wait()
   if nerr > 0 then
     local first
-    for i = 1, total do if errors[i] then first = errors[i]; break end end
-    error(str_format('enqueueJobs: %d of %d jobs were not enqueued; the first error: %s', nerr, total,
+    for i = 1, #items do if errors[i] then first = errors[i]; break end end
+    error(str_format('enqueueJobs: %d of %d jobs were not enqueued; the first error: %s', nerr, #items,
       first:gsub('^enqueueJobs: ', '', 1)), 0)
   end
   return ids
 end
 
 -- jobs: an array of { job=, args=, opts= } (or { job, args, opts }). Returns the ids in order.
--- Every job is checked before anything is sent; then the calls go out pipelined.
+-- Every job is checked before anything is sent; then the calls go out in bulk (enqueue_many).
 function Client:enqueueJobs(...)
   check_self(self, 'enqueueJobs')
   local cb, n = split_callback(...)
