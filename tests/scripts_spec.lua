@@ -790,7 +790,8 @@ describe('server scripts', function()
       local conns = {}
       for c = 1, 10 do
         conns[c] = assert(ops.new(h.redis()))
-        wg:spawn(function() total = total + assert(conns[c]:requeue_expired('q')) end)
+        -- read total after the call: `total + call()` would read it before the call yields
+        wg:spawn(function() local n = assert(conns[c]:requeue_expired('q')); total = total + n end)
       end
       assert.is_true(wg:wait(10))
       for c = 1, 10 do conns[c].r:close() end
@@ -1378,6 +1379,32 @@ describe('server scripts', function()
       assert.same({ pending = 2, delayed = 1, parked = 0, executing = 1, failed = 0, completed = 1,
                     total_failed = 0, retried = 0, expired = 0, cancelled = 0, dropped = 0,
                     postponed = 0, paused = 0, rate_max = 0, rate_per = '0', max_active = 0, crons = 0 }, st)
+    end)
+  end)
+
+  describe('EVALSHA first', function()
+    local function script_cmds()
+      local info = r:call('INFO', 'commandstats')
+      return tonumber(info:match('cmdstat_script|load:calls=(%d+)') or info:match('cmdstat_script:calls=(%d+)')) or 0
+    end
+    it('knows every script\'s SHA-1 without asking Redis (the name SCRIPT LOAD answers)', function()
+      for _, n in ipairs(scripts.NAMES) do
+        local text = scripts.source(n)
+        assert.is_string(text, n)
+        assert.equal(r:call('SCRIPT', 'LOAD', text), scripts.sha(n), n)
+      end
+    end)
+    it('sends no SCRIPT LOAD on connect, and none for scripts Redis has already', function()
+      r:call('SCRIPT', 'FLUSH')
+      enq('q')                                       -- enqueue is loaded now (NOSCRIPT, then SCRIPT LOAD)
+      local before = script_cmds()
+      local r2 = h.redis()
+      local o2 = assert(ops.new(r2))
+      assert(o2:enqueue('q', 'f', '{}'))
+      assert(o2:stats('q'))                          -- stats: loaded by this call, once
+      assert(o2:stats('q'))
+      r2:close()
+      assert.equal(1, script_cmds() - before)
     end)
   end)
 
