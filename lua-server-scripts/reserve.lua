@@ -44,7 +44,7 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
+Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
@@ -57,6 +57,9 @@ Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
               resume publishes one), 'max-active' (on a wake-up: the next lease to end
               publishes one), 'rate' (at retry_at)
   retry_at    with held 'rate': the Unix ms from which the rate limit allows the next start
+  more        1 when this call took as many candidates as it asked for (the queue may hold more
+              ready jobs: reserve again when there are free slots), else 0: the queue had no
+              more ready jobs, and a later enqueue that makes one ready publishes a wake-up
 ]]
 -- Built by tools/scripts.lua from src/reserve.lua and includes/: edit those, then run make.
 local SCRIPT = 'reserve'
@@ -337,16 +340,16 @@ local function flow_started(n, now_ms, fl)
   fl.held = 'rate'
   fl.retry_at = math.ceil(tat)
 end
--- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }; next_due: the
--- earliest due time (Unix ms) or false, nil when the caller did not read it
-local function reserve_reply(now_ms, jobs, blocked, fl, next_due)
+-- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }; next_due:
+-- the earliest due time (Unix ms) or false, nil when the caller did not read it
+local function reserve_reply(now_ms, jobs, blocked, fl, next_due, more)
   if next_due == nil then
     local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     next_due = nd[2] and tonumber(nd[2]) or false
   end
   local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
   return { now_ms, next_due, nl[2] and tonumber(nl[2]) or false, jobs, blocked,
-           fl.held or false, fl.retry_at or false }
+           fl.held or false, fl.retry_at or false, more or 0 }
 end
 -- ---- end of includes/flow.lua ----
 
@@ -507,4 +510,6 @@ end
 if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
 if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
-return reserve_reply(now_ms, jobs, blocked, flow, next_due)
+-- more: the candidates filled the count, so the queue may hold more ready jobs (a worker that
+-- got fewer jobs than it asked for because some ids were dropped asks again)
+return reserve_reply(now_ms, jobs, blocked, flow, next_due, #cands >= count and 1 or 0)

@@ -57,16 +57,16 @@ end
 local function flow_freed()
   return redis.call('HDEL', KEYS[11], 'held') == 1
 end
--- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }; next_due: the
--- earliest due time (Unix ms) or false, nil when the caller did not read it
-local function reserve_reply(now_ms, jobs, blocked, fl, next_due)
+-- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }; next_due:
+-- the earliest due time (Unix ms) or false, nil when the caller did not read it
+local function reserve_reply(now_ms, jobs, blocked, fl, next_due, more)
   if next_due == nil then
     local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     next_due = nd[2] and tonumber(nd[2]) or false
   end
   local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
   return { now_ms, next_due, nl[2] and tonumber(nl[2]) or false, jobs, blocked,
-           fl.held or false, fl.retry_at or false }
+           fl.held or false, fl.retry_at or false, more or 0 }
 end
 -- After pause or limit changed a setting: the field flow is 1 while any of paused, rate-max,
 -- max-active is set, so that reserve reads one field for queues without any (README "Flow

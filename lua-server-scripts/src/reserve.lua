@@ -44,7 +44,7 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
+Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
@@ -57,6 +57,9 @@ Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
               resume publishes one), 'max-active' (on a wake-up: the next lease to end
               publishes one), 'rate' (at retry_at)
   retry_at    with held 'rate': the Unix ms from which the rate limit allows the next start
+  more        1 when this call took as many candidates as it asked for (the queue may hold more
+              ready jobs: reserve again when there are free slots), else 0: the queue had no
+              more ready jobs, and a later enqueue that makes one ready publishes a wake-up
 ]]
 local SCRIPT = 'reserve'
 --- @include "args"
@@ -224,4 +227,6 @@ end
 if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
 if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
-return reserve_reply(now_ms, jobs, blocked, flow, next_due)
+-- more: the candidates filled the count, so the queue may hold more ready jobs (a worker that
+-- got fewer jobs than it asked for because some ids were dropped asks again)
+return reserve_reply(now_ms, jobs, blocked, flow, next_due, #cands >= count and 1 or 0)

@@ -26,7 +26,9 @@
 --       -- new until idle, then reserve with alone. fence: the fencing token of the lease
 --       -- (grows with every lease of the queue). held: nil, or why fewer jobs came than asked
 --       -- for (flow control): 'paused' and 'max-active' (reserve again on a wake-up), 'rate'
---       -- (reserve again at retry_at, server Unix ms)
+--       -- (reserve again at retry_at, server Unix ms). more: the call filled its count from the
+--       -- queue, which may hold more ready jobs (false: it had no more; an enqueue that makes one
+--       -- ready publishes a wake-up)
 --   o:renew(queue, worker_id, leases, lease_s) -> lost leases ({ {id=, attempt=}... })
 --       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
 --       -- while executing (stop them; complete or release still frees their claims at once)
@@ -361,7 +363,7 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
                 fence = tonumber(j[8]), alone = j[9] == 1 }
   end
   return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]),
-           blocked = res[5] == 1, held = nonnull(res[6]), retry_at = tonumber(nonnull(res[7])) }
+           blocked = res[5] == 1, held = nonnull(res[6]), retry_at = tonumber(nonnull(res[7])), more = res[8] == 1 }
 end
 
 function _M:renew(queue, worker_id, leases, lease_s)

@@ -220,6 +220,8 @@ function W:start()
       end
       if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
       if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
+      -- work that is ready later (a delayed job became the earliest due): a timer, not a reserve
+      if msg and self:wake_later(q, tonumber(msg)) then return end
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end
@@ -262,6 +264,20 @@ function W:poke(q, why)
   if q.held == "rate" and why ~= "limit" then return end
   q.held = nil
   q.wake:signal(why)
+end
+
+-- A wake-up says new work is ready at server time `at` (Unix ms). When that is later than now
+-- (on the server's clock, as the last reserve reply showed it against ours), the due timer is
+-- armed for it (unless it is armed earlier already) and true is returned: no reserve is sent
+-- that could only find nothing. Otherwise false: the caller pokes the pump.
+function W:wake_later(q, at)
+  if not at or not self.clock_offset or self.stopping then return false end
+  local server_now = now() * 1000 + self.clock_offset
+  if at <= server_now + 2 then return false end
+  if q.due_at and q.due_at <= at then return true end
+  q.due_at = at
+  q.due_timer:start((at - server_now) / 1000, function() q.due_at = nil; self:poke(q, "due") end)
+  return true
 end
 
 -- reserve said the queue is held (flow control): reserve nothing more from it until a wake-up,
@@ -342,7 +358,8 @@ function W:pump(q)
           q.dirty = true
         else
           for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
-          if #jobs >= want then q.dirty = true end   -- there may be more
+          -- there may be more; otherwise the next enqueue that makes a job ready wakes us
+          if #jobs >= want or res.more then q.dirty = true end
         end
         if res.held then self:hold(q, res) end
         if res.blocked and not self.isolate then
@@ -373,13 +390,24 @@ end
 function W:arm_timers(q, res)
   if self.stopping then return end      -- stop() closes the timers
   local server_now = tonumber(res.now) or 0
+  -- the server's clock against ours (for wake_later). A reply read late makes the offset too
+  -- small by its delay, so the largest of the last 10 s is kept (a clock step of the server is
+  -- followed within 10 s)
+  if res.now then
+    local off, t = server_now - now() * 1000, monotime()
+    if not self.clock_offset or off > self.clock_offset or t - self.clock_offset_at > 10 then
+      self.clock_offset, self.clock_offset_at = off, t
+    end
+  end
   local due = tonumber(res.next_due)
   if res.held then due = nil end        -- held: the wake-up or the rate's timer comes first
   if due then
     local delay = (due - server_now) / 1000
     if delay < 0 then delay = 0 end
-    q.due_timer:start(delay, function() self:poke(q, "due") end)
+    q.due_at = due
+    q.due_timer:start(delay, function() q.due_at = nil; self:poke(q, "due") end)
   else
+    q.due_at = nil
     q.due_timer:stop()
   end
   local lease = tonumber(res.next_lease)
@@ -602,7 +630,8 @@ function W:flush(q)
           self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
-        if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        -- no reserve follows by itself: what a completion makes ready (a parked LBQUEUE job, a
+        -- retry, room under max-active) comes with a wake-up from the script
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}
         for _, id in ipairs(res.ignored) do skip[id] = true end
