@@ -10,6 +10,7 @@
 --   reserve50      reserve in batches of 50 until the queue is empty
 --   complete50     complete those in batches of 50 (records kept 1 h)
 --   drain50        reserve 50 + complete 50 with records removed (keep-ok 0), as the bench worker
+--   due50          the same for delayed jobs once they are due (the due set)
 --   one            enqueue, reserve 1, complete 1: one job at a time (JOBS / 10 jobs)
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
@@ -123,6 +124,30 @@ else
 end
 
 phase('drain50', N, function()
+  while true do
+    local res = assert(o0:reserve('C', 'w', 50, 600))
+    if #res.jobs == 0 then break end
+    local outs = {}
+    for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, attempt = j.attempt, ok = true, value = 'null' } end
+    assert(o0:complete('C', 'w', outs))
+  end
+end)
+
+-- delayed jobs (due set), reserved and completed in batches of 50 once due
+do
+  local t = r:call('TIME')
+  local at = tonumber(t[1]) + tonumber(t[2]) / 1e6 + 1
+  for first = 1, N, 100 do
+    local jobs = {}
+    for i = 1, math.min(100, N - first + 1) do jobs[i] = { 'noop', '{}', { timestamp = at } } end
+    assert(o:enqueue_bulk('C', jobs))
+  end
+  repeat
+    jobrt.sleep(0.05)
+    t = r:call('TIME')
+  until tonumber(t[1]) + tonumber(t[2]) / 1e6 > at + 0.01
+end
+phase('due50', N, function()
   while true do
     local res = assert(o0:reserve('C', 'w', 50, 600))
     if #res.jobs == 0 then break end

@@ -149,7 +149,7 @@ function M.run(server)
   local scale = tonumber(os.getenv('BENCH_SCALE')) or 1
   local conf = { memory = math.floor(100000 * scale), bulk = math.floor(50000 * scale), chunk = 1000,
                  one = math.floor(1000 * scale), delayed = math.floor(2000 * scale), delay_ms = 200,
-                 late_chunk = 100, concurrency = 50 }
+                 concurrency = 50 }
   local conf_json = cjson.encode(conf)
   local systems = { 'jobrt' }
   local ok, why = install_peers()

@@ -11,7 +11,7 @@ local cjson = require 'cjson'
 
 local url = arg[1]
 local conf = { memory = 100000, bulk = 50000, chunk = 1000, one = 1000, delayed = 2000, delay_ms = 200,
-               late_chunk = 100, concurrency = 50 }
+               concurrency = 50 }
 for k, v in pairs(cjson.decode(arg[2] or '{}')) do conf[k] = v end
 local BIN = os.getenv('JOBRT_BIN') or ((os.getenv('PWD') or '.') .. '/jobrt')
 local debug_on = os.getenv('BENCH_DEBUG')
@@ -144,13 +144,9 @@ do
   note('delayed')
   local done0 = tonumber(probe:call('HGET', KEYS.stats, 'total-completed')) or 0
   local ids = {}
-  for i = 1, conf.delayed, conf.late_chunk do
-    local jobs = {}
-    for j = 1, math.min(conf.late_chunk, conf.delayed - i + 1) do
-      local due = now_ms() + conf.delay_ms
-      jobs[j] = { job = 'late', args = { due = due }, opts = { timestamp = due / 1000 } }
-    end
-    for _, id in ipairs(q:enqueueJobs('Q', jobs)) do ids[#ids + 1] = id end
+  for i = 1, conf.delayed do                  -- one at a time, each due delay_ms after its enqueue
+    local due = now_ms() + conf.delay_ms
+    ids[i] = q:enqueueJob('Q', 'late', { due = due }, { timestamp = due / 1000 })
   end
   local deadline = jobrt.monotime() + 60
   while (tonumber(probe:call('HGET', KEYS.stats, 'total-completed')) or 0) < done0 + conf.delayed do

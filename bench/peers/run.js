@@ -15,8 +15,8 @@
 //   one      `one` jobs one at a time (enqueue, wait for the result; idle worker): enqueue ->
 //            handler start and enqueue -> result seen, and Redis commands per job (INFO
 //            commandstats, every command, those run inside scripts included)
-//   delayed  `delayed` jobs due `delay_ms` after their enqueue, enqueued in chunks of `late_chunk`
-//            (so each is stored long before it is due): lateness = handler start - due
+//   delayed  `delayed` jobs enqueued one at a time, each due `delay_ms` after its enqueue (so they
+//            come due spread out, as fast as they were enqueued): lateness = handler start - due
 // Times are wall-clock milliseconds with fractions (performance.timeOrigin + performance.now()),
 // so the worker process and this one compare them directly.
 'use strict';
@@ -63,6 +63,7 @@ const PEERS = {
           }
           return events;
         },
+        async delayed(name, ms) { await queue.add(name, {}, { delay: ms }); },
         async run(name) {           // enqueue one job and wait for its result
           const ev = await this.events();
           const job = await queue.add(name, {});
@@ -107,6 +108,10 @@ const PEERS = {
           });
           const errors = await queue.saveAll(made);
           if (errors.size) throw errors.values().next().value;
+        },
+        async delayed(name, ms) {
+          const due = Date.now() + ms;
+          await queue.createJob({ name, due }).delayUntil(due).save();
         },
         // by the queue's events, keyed by id: a job may finish before save() has resolved (the
         // worker is idle and fast), and bee-queue's job.on('succeeded') would miss that
@@ -295,11 +300,7 @@ async function bench(sys, url, conf) {
 
     note('delayed');
     const results = p.collect(conf.delayed);
-    for (let i = 0; i < conf.delayed; i += conf.late_chunk) {   // chunks: all stored well before due
-      const jobs = noops(Math.min(conf.late_chunk, conf.delayed - i), 'late');
-      for (const j of jobs) j.delay_ms = conf.delay_ms;
-      await p.bulk(jobs, false);
-    }
+    for (let i = 0; i < conf.delayed; i++) await p.delayed('late', conf.delay_ms);   // one at a time
     const late = await results;
     out.late_p50 = pct(late, 0.5); out.late_p99 = pct(late, 0.99); out.late_max = Math.max(...late);
     await stopWorker(child);
@@ -323,7 +324,7 @@ async function main() {
     return;
   }
   const conf = Object.assign({ memory: 100000, bulk: 50000, chunk: 1000, one: 1000, delayed: 2000, delay_ms: 200,
-    late_chunk: 100, concurrency: 50 }, JSON.parse(process.argv[5] || '{}'));
+    concurrency: 50 }, JSON.parse(process.argv[5] || '{}'));
   const out = await bench(sys, url, conf);
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);

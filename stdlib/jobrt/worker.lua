@@ -402,7 +402,9 @@ function W:arm_timers(q, res)
   local due = tonumber(res.next_due)
   if res.held then due = nil end        -- held: the wake-up or the rate's timer comes first
   if due then
-    local delay = (due - server_now) / 1000
+    -- from the server's time now as our clock sees it: the reply's time is whole ms (up to 1 ms
+    -- behind) and was taken before the reply travelled, both of which would make the timer late
+    local delay = (due - (now() * 1000 + self.clock_offset)) / 1000
     if delay < 0 then delay = 0 end
     q.due_at = due
     q.due_timer:start(delay, function() q.due_at = nil; self:poke(q, "due") end)
