@@ -32,6 +32,9 @@ local function commands()
   end
   return total
 end
+local function commands_of(name)
+  return tonumber(info('commandstats'):match('cmdstat_' .. name .. ':calls=(%d+)')) or 0
+end
 local function used_memory() return tonumber(info('memory'):match('used_memory:(%d+)')) end
 local function cpu_of_pid(pid)        -- utime + stime, µs (clock ticks of 10 ms)
   local f = assert(io.open('/proc/' .. pid .. '/stat'))
@@ -111,6 +114,7 @@ do
     local r = remaining()
     if r < conf.bulk then
       r0, s0, w0, c2 = r, now_ms(), cpu_of_pid(p:pid()), redis_cpu()
+      out.calls0 = commands_of('evalsha')
       break
     end
     jobrt.sleep(0.002)
@@ -120,6 +124,8 @@ do
   out.process_rate = r0 / ((s1 - s0) / 1000)
   out.worker_us_per_job = (cpu_of_pid(p:pid()) - w0) / r0
   out.redis_us_per_process = (redis_cpu() - c2) / r0
+  out.calls_per_job = (commands_of('evalsha') - out.calls0) / r0
+  out.calls0 = nil
   stop_worker(p)
 end
 

@@ -207,6 +207,12 @@ function W:start()
     }
   end
   self.queue_names = names
+  for _, qname in ipairs(names) do
+    local q = self.queues[qname]
+    -- the timers' callbacks, made once (not per reserve)
+    q.on_due = function() q.due_at = nil; self:poke(q, "due") end
+    q.on_lease = function() self:requeue(q) end
+  end
   self.cron = cron_runner.new(self)
   -- Wake-ups: subscribe before the first reserve, so no enqueue falls between.
   for _, qname in ipairs(names) do
@@ -276,7 +282,7 @@ function W:wake_later(q, at)
   if at <= server_now + 2 then return false end
   if q.due_at and q.due_at <= at then return true end
   q.due_at = at
-  q.due_timer:start((at - server_now) / 1000, function() q.due_at = nil; self:poke(q, "due") end)
+  q.due_timer:start((at - server_now) / 1000, q.on_due)
   return true
 end
 
@@ -407,7 +413,7 @@ function W:arm_timers(q, res)
     local delay = (due - (now() * 1000 + self.clock_offset)) / 1000
     if delay < 0 then delay = 0 end
     q.due_at = due
-    q.due_timer:start(delay, function() q.due_at = nil; self:poke(q, "due") end)
+    q.due_timer:start(delay, q.on_due)
   else
     q.due_at = nil
     q.due_timer:stop()
@@ -416,7 +422,7 @@ function W:arm_timers(q, res)
   if lease then
     local delay = (lease - server_now) / 1000 + 0.005
     if delay < 0 then delay = 0 end
-    q.lease_timer:start(delay, function() self:requeue(q) end)
+    q.lease_timer:start(delay, q.on_lease)
   else
     q.lease_timer:stop()
   end
@@ -437,8 +443,26 @@ end
 
 -- ---- running jobs ----------------------------------------------------------
 
+-- The attempt state of each running job's scope, for on_scope_expired (end_attempt removes it:
+-- the state holds its scope, so weak keys alone would never let either go).
+local scope_state = setmetatable({}, { __mode = "k" })
+
+-- A job scope's deadline passed (jobrt.scope calls it with the scope).
+local function on_scope_expired(scope)
+  local state = scope_state[scope]
+  if state then state.worker:expired(state) end
+end
+
+-- The body of a handler's coroutine (jobrt.scope spawns it with these arguments).
+local function handler_main(self, q, job, spec, state)
+  state.co = running()
+  if self.watch_handlers then self.watch_handlers(state.co) end
+  self:run_job(q, job, spec, state)
+end
+
 -- Starts one attempt. `sent`: monotonic time the reserve was sent (its lease is confirmed until
--- sent + lease).
+-- sent + lease). No closure is made for a job without a timeout: LuaJIT 2.1 compiles no closure
+-- creation, and this runs for every job.
 function W:start_job(q, job, sent)
   local prev = q.running[job.id]
   if prev then
@@ -456,17 +480,14 @@ function W:start_job(q, job, sent)
   q.running[job.id] = state
   if job.alone then self.alone_job = state end
   -- the scope: the handler and everything it spawns; never resumed past the deadline
-  state.scope = jobrt.scope(function() self:expired(state) end)
+  state.scope = jobrt.scope(on_scope_expired)
+  scope_state[state.scope] = state
   self:set_deadline(state)
   if timeout then
     state.timer = jobrt.timer()
     state.timer:start(timeout, function() self:timed_out(state) end)
   end
-  state.scope:spawn(function()
-    state.co = running()
-    if self.watch_handlers then self.watch_handlers(state.co) end
-    self:run_job(q, job, spec, state)
-  end)
+  state.scope:spawn(handler_main, self, q, job, spec, state)
 end
 
 -- The scope deadline: the end of the confirmed lease, or the timeout when earlier.
@@ -536,6 +557,7 @@ end
 function W:end_attempt(state)
   state.done = true
   state.scope:cancel()                   -- everything the job started ends with it
+  scope_state[state.scope] = nil         -- its value reaches its key: weak keys alone keep both
   if state.timer then state.timer:close(); state.timer = nil end
   jobctx.release(state)
   local q = state.queue

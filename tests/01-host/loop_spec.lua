@@ -190,3 +190,39 @@ describe("jobrt.on_signal", function()
       "jobrt.on_signal: unknown signal 'SIGFOO' (use SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGCHLD or SIGWINCH)")
   end)
 end)
+
+describe("jobrt.scope", function()
+  -- the scheduler's tables are weak-keyed by coroutine, but a scope's on_expire may reach the
+  -- coroutine (a worker's job state holds both): Lua 5.1 weak tables are no ephemerons, so such
+  -- an entry would keep the coroutine, its scope and all they reach forever
+  it("lets a finished coroutine go even when its scope's on_expire reaches it", function()
+    local alive = setmetatable({}, { __mode = "k" })
+    local done = 0
+    for _ = 1, 200 do
+      local state = {}
+      local scope = jobrt.scope(function() return state end)
+      state.scope = scope
+      state.co = scope:spawn(function() jobrt.sleep(0); done = done + 1 end)
+      alive[state.co] = true
+    end
+    local deadline = jobrt.monotime() + 5
+    while done < 200 and jobrt.monotime() < deadline do jobrt.sleep(0.01) end
+    assert.equal(200, done)
+    jobrt.sleep(0)
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local n = 0
+    for _ in pairs(alive) do n = n + 1 end
+    assert.equal(0, n)
+  end)
+
+  it("keeps a coroutine cancelled while parked from running when its event comes", function()
+    local ran = false
+    local scope = jobrt.scope()
+    scope:spawn(function() jobrt.sleep(0.05); ran = true end)
+    scope:cancel()
+    collectgarbage("collect")
+    jobrt.sleep(0.15)
+    assert.is_false(ran)
+  end)
+end)
