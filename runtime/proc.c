@@ -294,8 +294,9 @@ static int p_kill(lua_State *L) {
     else if (strcmp(s, "SIGINT") == 0 || strcmp(s, "INT") == 0) sig = SIGINT;
     else if (strcmp(s, "SIGSTOP") == 0 || strcmp(s, "STOP") == 0) sig = SIGSTOP;
     else if (strcmp(s, "SIGCONT") == 0 || strcmp(s, "CONT") == 0) sig = SIGCONT;
+    else if (strcmp(s, "SIGHUP") == 0 || strcmp(s, "HUP") == 0) sig = SIGHUP;
     else if (strcmp(s, "SIGTERM") != 0 && strcmp(s, "TERM") != 0)
-      return luaL_argerror(L, 2, "signal name expected (SIGTERM, SIGINT, SIGKILL, SIGSTOP, SIGCONT)");
+      return luaL_argerror(L, 2, "signal name expected (SIGTERM, SIGINT, SIGKILL, SIGSTOP, SIGCONT, SIGHUP)");
   }
   if (p->exited) {
     lua_pushnil(L);

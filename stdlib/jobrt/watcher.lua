@@ -21,9 +21,11 @@
 --       opts.settle (seconds, default 0.2), opts.max_wait (seconds, default 2), opts.seen
 --       (sources as the caller loaded them: when the files differ once the watches are in
 --       place, on_change runs at once, since that change had no event).
---       Errors: a path that cannot be watched ("ENOENT: cannot watch ...", the inotify limit
+--       Errors: a path that is not there ("cannot watch PATH: no such file or directory"),
+--       one the system refuses to watch ("EACCES: cannot watch ...", the inotify limit
 --       "ENOSPC: ..."). A subdirectory that cannot be watched later is logged (warn).
 --   w:dirs() -> sorted list of the directories watched now
+--   w.settled           how many bursts have settled so far (on_change called or not)
 --   w:close()           stops watching (every handle and the timer are closed)
 --   watcher.sources(paths) -> { [file] = text }  every *.lua under the paths (helpers in lib/
 --       included) as it is now: what a change is judged against.
@@ -63,20 +65,24 @@ local function tree(dir, out)
   end
 end
 
--- The directories to watch for `paths`: { [dir] = true }.
+-- The directories to watch for `paths`: { [dir] = true }, and the message about the first
+-- path that is not there (its watches are left out).
 local function wanted(paths)
-  local out = {}
+  local out, missing = {}, nil
   for _, given in ipairs(paths) do
     local p = strip(given)
-    if proc.stat(p) == 'dir' then
+    local kind, err = proc.stat(p)
+    if kind == 'dir' then
       tree(p, out)
-    else
+    elseif kind then
       local d = dirname(p)
       out[d] = true
       if proc.stat(join(d, 'lib')) == 'dir' then tree(join(d, 'lib'), out) end
+    else
+      missing = missing or ('cannot watch ' .. tostring(err))
     end
   end
-  return out
+  return out, missing
 end
 
 function _M.sources(paths)
@@ -132,8 +138,14 @@ function _M.new(paths, on_change, opts)
     first = nil,             -- monotime of the first event since the last call
     timer = jobrt.timer(),
     closed = false,
+    settled = 0,             -- bursts settled so far (whether or not on_change ran)
   }, Watcher)
-  for dir in pairs(wanted(paths)) do
+  local want, missing = wanted(paths)
+  if missing then
+    self:close()
+    return nil, missing
+  end
+  for dir in pairs(want) do
     local ok, err = self:watch(dir)
     if not ok then
       self:close()
@@ -187,6 +199,7 @@ end
 function Watcher:fire()
   if self.closed then return end
   self.first = nil
+  self.settled = self.settled + 1
   local names = {}
   for path in pairs(self.pending) do names[#names + 1] = path end
   sort(names)
@@ -203,7 +216,11 @@ end
 
 -- Adds watches for new directories and closes those of removed ones.
 function Watcher:sync()
-  local want = wanted(self.paths)
+  local want, missing = wanted(self.paths)
+  if missing and missing ~= self.missing then
+    jobrt.log('warn', 'watch: %s (it was removed? changes there are not seen until it is back and the worker reloads)', missing)
+  end
+  self.missing = missing
   for dir, w in pairs(self.watches) do
     if not want[dir] then
       w:close()
