@@ -306,6 +306,25 @@ describe('hot reload', function()
     assert.matches('reloading job files (SIGHUP)', err, 1, true)
   end)
 
+  it('cron entries declared in the files follow a reload', function()
+    put(dir, 'lib/ver.lua', helper(1))
+    put(dir, 'a.lua', jobfile(1))
+    local p = start(dir, { '--watch' }, q, 'RL')
+    assert.same({}, q:listCron())
+    -- a job with a schedule: registered, and ticking
+    put(dir, 'a.lua', jobfile(2, "CR = { _type = 'QUEUE', tick = { cron = '@every 1s', handler = function() return 't' end } },"))
+    h.wait_for(function() return #q:listCron() == 1 end, 10, 'the cron entry')
+    local e = q:listCron()[1]
+    assert.same({ 'CR.tick', 'CR', 'tick', 'file' }, { e.name, e.queue, e.job, e.source })
+    h.wait_for(function() return (q:stats('CR').completed or 0) >= 1 end, 10, 'a tick to run')
+    -- the schedule taken out of the file: the entry goes
+    put(dir, 'a.lua', jobfile(2, "CR = { _type = 'QUEUE', tick = function() return 't' end },"))
+    h.wait_for(function() return #q:listCron() == 0 end, 10, 'the cron entry to go')
+    local code, _, err = stop(p)
+    assert.equal(0, code, err)
+    assert.matches('cron entry CR.tick removed: no job file declares it any more', err, 1, true)
+  end)
+
   it('new files and folders under the served folder are watched and served', function()
     put(dir, 'lib/ver.lua', helper(1))
     put(dir, 'a.lua', jobfile(1))
