@@ -15,7 +15,9 @@
 --           between that and the watches being in place triggers a reload at once.
 --       Logs "reloading job files (WHY)" and then "reloaded job files: SUMMARY" (info) or
 --       "reload failed, still serving the previous job definitions: MESSAGE" (error; the
---       message starts with file:line when a file is at fault).
+--       message starts with file:line when a file is at fault). A reload that failed because
+--       Redis did not answer (a message "ECONN: ...", "ETIMEDOUT: ...", "LOADING ...") is tried
+--       again every RETRY seconds (2) until it gets an answer.
 --       Errors: the watcher's (a path that cannot be watched).
 --   h:trigger(why[, on_change])   a reload, as if SIGHUP came (on_change: as if the watcher
 --                    saw a change: skipped when the files are back as the serving
@@ -32,7 +34,7 @@ local jobfiles = require 'jobrt.jobfiles'
 local setmetatable, tostring = setmetatable, tostring
 local fmt, concat = string.format, table.concat
 
-local _M = {}
+local _M = { RETRY = 2 }
 local H = {}
 H.__index = H
 
@@ -58,11 +60,14 @@ end
 
 function _M.start(o)
   local self = setmetatable({ reload = o.reload, paths = o.paths, running = false, again = nil,
-                              closed = false, served = o.seen }, H)
+                              closed = false, served = o.seen, retry = jobrt.timer() }, H)
   if o.watch then
     local w, err = watcher.new(o.paths, function(names) self:trigger(changed(names), true) end,
       { settle = o.settle, seen = o.seen })
-    if not w then return nil, err end
+    if not w then
+      self.retry:close()
+      return nil, err
+    end
     self.watcher = w
   end
   self.sighup = jobrt.on_signal('SIGHUP', function(name) self:trigger(name) end)
@@ -79,6 +84,7 @@ function H:trigger(why, on_change)
     return
   end
   self.running = true
+  self.retry:stop()                   -- this run sees the files as they are now
   local t = { why = why, on_change = on_change }
   while t and not self.closed do
     local sources = self.watcher and watcher.sources(self.paths)
@@ -91,7 +97,16 @@ function H:trigger(why, on_change)
         self.served = sources
         jobrt.log('info', 'reloaded job files: %s', tostring(res))
       else
-        jobrt.log('error', 'reload failed, still serving the previous job definitions: %s', tostring(res))
+        local msg = tostring(res)
+        if msg:match('^E%u+: ') or msg:match('^LOADING') then
+          -- Redis did not answer (the checks need it): the same reload again in a while
+          jobrt.log('error', 'reload failed, still serving the previous job definitions: %s (trying again in %gs)',
+            msg, _M.RETRY)
+          local again = 'trying again: ' .. t.why:gsub('^trying again: ', '')
+          self.retry:start(_M.RETRY, function() self:trigger(again) end)
+        else
+          jobrt.log('error', 'reload failed, still serving the previous job definitions: %s', msg)
+        end
       end
     end
     t, self.again = self.again, nil
@@ -104,6 +119,7 @@ function H:close()
   self.closed = true
   if self.watcher then self.watcher:close() end
   self.sighup:close()
+  self.retry:close()
 end
 
 return _M
