@@ -4,7 +4,9 @@
 -- one directory's own entries (inotify is not recursive): this module watches every directory
 -- under a served directory (lib/ folders included, hidden ones such as .git left out), adds a
 -- watch for each new subdirectory and drops the watches of removed ones. For a served file it
--- watches the file's folder and that folder's lib/ tree (where its helpers are).
+-- watches the file's folder and that folder's lib/ tree (where its helpers are). The parent of
+-- a served folder is watched for that folder's name only: a folder removed and made again (a
+-- deploy that replaces it) is watched again and served.
 --
 -- Bursts are coalesced: an editor saves with several writes and renames, a checkout touches
 -- many files. on_change runs once things settle: `settle` seconds after the last event that
@@ -65,13 +67,21 @@ local function tree(dir, out)
   end
 end
 
--- The directories to watch for `paths`: { [dir] = true }, and the message about the first
--- path that is not there (its watches are left out).
+-- The directories to watch for `paths`: { [dir] = true (every entry matters) | { [name] =
+-- true } (the parent of a served folder: only that folder's name matters, so that a folder
+-- removed and made again, as some deploys do, is seen) }, and the message about the first
+-- path that is not there.
 local function wanted(paths)
   local out, missing = {}, nil
+  local parents = {}
   for _, given in ipairs(paths) do
     local p = strip(given)
     local kind, err = proc.stat(p)
+    local parent = dirname(p)
+    if kind ~= 'file' and p ~= '/' and parent ~= p and proc.stat(parent) == 'dir' then
+      parents[parent] = parents[parent] or {}
+      parents[parent][p:match('([^/]*)$')] = true
+    end
     if kind == 'dir' then
       tree(p, out)
     elseif kind then
@@ -81,6 +91,9 @@ local function wanted(paths)
     else
       missing = missing or ('cannot watch ' .. tostring(err))
     end
+  end
+  for dir, names in pairs(parents) do
+    if not out[dir] then out[dir] = names end
   end
   return out, missing
 end
@@ -145,6 +158,7 @@ function _M.new(paths, on_change, opts)
     self:close()
     return nil, missing
   end
+  self.want = want
   for dir in pairs(want) do
     local ok, err = self:watch(dir)
     if not ok then
@@ -173,6 +187,8 @@ end
 
 -- Does an event about `name` in `dir` matter?
 function Watcher:matters(dir, name)
+  local only = self.want[dir]
+  if type(only) == 'table' then return name ~= nil and only[name] == true end
   if name == nil then return true end
   if name:sub(1, 1) == '.' then return false end
   if name:match('%.lua$') then return true end
@@ -218,8 +234,9 @@ end
 function Watcher:sync()
   local want, missing = wanted(self.paths)
   if missing and missing ~= self.missing then
-    jobrt.log('warn', 'watch: %s (it was removed? changes there are not seen until it is back and the worker reloads)', missing)
+    jobrt.log('warn', 'watch: %s (removed? it is served again once it is back)', missing)
   end
+  self.want = want
   self.missing = missing
   for dir, w in pairs(self.watches) do
     if not want[dir] then

@@ -71,15 +71,17 @@ describe('jobrt.watcher', function()
     rm(dir)
   end)
 
+  local function parent() return dir:match('^(.*)/[^/]*$') end
+
   local function start(opts)
     local calls = {}
     w = assert(watcher.new({ dir }, function(names) calls[#calls + 1] = names end, opts or { settle = 0.05 }))
     return calls
   end
 
-  it('watches every folder under the path (lib/ too, hidden ones not)', function()
+  it('watches every folder under the path (lib/ too, hidden ones not), and its parent', function()
     start()
-    assert.same({ dir, dir .. '/lib', dir .. '/lib/deep' }, w:dirs())
+    assert.same({ parent(), dir, dir .. '/lib', dir .. '/lib/deep' }, w:dirs())
   end)
 
   it('a burst of edits is one call, naming the Lua files; editor leftovers are not named', function()
@@ -109,13 +111,28 @@ describe('jobrt.watcher', function()
     os.execute("mkdir -p '" .. dir .. "/new/sub'")
     write(dir .. '/new/sub/b.lua', 'return 1')
     h.wait_for(function() return #calls == 1 end, 5, 'the call for the new folder')
-    assert.same({ dir, dir .. '/lib', dir .. '/lib/deep', dir .. '/new', dir .. '/new/sub' }, w:dirs())
+    assert.same({ parent(), dir, dir .. '/lib', dir .. '/lib/deep', dir .. '/new', dir .. '/new/sub' }, w:dirs())
     write(dir .. '/new/sub/b.lua', 'return 2')      -- seen through the new watch
     h.wait_for(function() return #calls == 2 end, 5, 'the call for the edit in it')
     assert.same({ dir .. '/new/sub/b.lua' }, calls[2])
     rm(dir .. '/new')
     h.wait_for(function() return #calls == 3 end, 5, 'the call for the removal')
-    assert.same({ dir, dir .. '/lib', dir .. '/lib/deep' }, w:dirs())
+    assert.same({ parent(), dir, dir .. '/lib', dir .. '/lib/deep' }, w:dirs())
+  end)
+
+  it('the served folder removed and made again (a deploy that replaces it) is watched again', function()
+    local calls = start()
+    local copy = dir .. '.new'
+    assert(os.execute("cp -r '" .. dir .. "' '" .. copy .. "'") == 0)
+    write(copy .. '/a.lua', 'return 7')
+    rm(dir)
+    h.wait_for(function() return #calls == 1 end, 5, 'the call for the removal')
+    assert.same({ parent() }, w:dirs())
+    assert(os.rename(copy, dir))
+    h.wait_for(function() return #calls == 2 end, 5, 'the call for the new folder')
+    assert.same({ parent(), dir, dir .. '/lib', dir .. '/lib/deep' }, w:dirs())
+    write(dir .. '/lib/u.lua', 'return 8')         -- and its files are watched again
+    h.wait_for(function() return #calls == 3 end, 5, 'the call for an edit in it')
   end)
 
   it('a file served by name: its folder and its lib/ are watched', function()
