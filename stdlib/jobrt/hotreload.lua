@@ -49,6 +49,20 @@ function _M.summary(res)
   return concat(parts, '; ')
 end
 
+-- A load error's message for the log: the message, and of its traceback only the frames in
+-- the user's files (those of jobrt's own modules and of C say nothing about the fix).
+local function readable(msg)
+  local head, tb = msg:match('^(.-)\nstack traceback:\n(.*)$')
+  if not head then return msg end
+  local frames = {}
+  for line in tb:gmatch('[^\n]+') do
+    local l = line:gsub('^%s+', '')
+    if not l:match('^%[C%]') and not l:match('^stdlib/') then frames[#frames + 1] = '\t' .. l end
+  end
+  if #frames == 0 then return head end
+  return head .. '\n' .. concat(frames, '\n')
+end
+
 -- "a.lua changed", "a.lua, b.lua changed", "a.lua, b.lua, c.lua and 4 more changed"
 local function changed(names)
   if #names == 0 then return 'a file changed' end
@@ -97,7 +111,7 @@ function H:trigger(why, on_change)
         self.served = sources
         jobrt.log('info', 'reloaded job files: %s', tostring(res))
       else
-        local msg = tostring(res)
+        local msg = readable(tostring(res))
         if msg:match('^E%u+: ') or msg:match('^LOADING') then
           -- Redis did not answer (the checks need it): the same reload again in a while
           jobrt.log('error', 'reload failed, still serving the previous job definitions: %s (trying again in %gs)',
