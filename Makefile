@@ -7,9 +7,10 @@
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
 
-PKGS      := luajit libuv hiredis
+PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
-             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev
+             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev \
+             libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -47,7 +48,7 @@ build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
 
-build/%.o: runtime/%.c runtime/private.h | build/deps.ok
+build/%.o: runtime/%.c runtime/private.h runtime/redis_private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -61,7 +62,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/redis_private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
