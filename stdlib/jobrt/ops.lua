@@ -275,8 +275,8 @@ function _M:complete(queue, worker_id, outcomes)
       argv[n + 5] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
-      local res, err = run(self, 'complete', queue, argv)
-      if not res then return nil, err end
+      local res, err, code = run(self, 'complete', queue, argv)
+      if not res then return nil, err, code end
       sum.completed = sum.completed + res[1]
       sum.retried = sum.retried + res[2]
       sum.failed = sum.failed + res[3]

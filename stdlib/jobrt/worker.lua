@@ -483,7 +483,7 @@ function W:flush(q)
       for i = #batch, 1001, -1 do batch[i] = nil end
     end
     q.outcomes = rest
-    local res, err = self.ops:complete(q.name, self.id, batch)
+    local res, err, code = self.ops:complete(q.name, self.id, batch)
     if res then
       backoff = 0.05
       if #res.ignored > 0 then
@@ -491,7 +491,7 @@ function W:flush(q)
           q.name, #res.ignored, concat(res.ignored, ", "))
       end
       if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
-    elseif self.finished or tostring(err):match("^ECLOSED") then
+    elseif self.finished or code == "ECLOSED" then
       local ids = {}
       for i = 1, #batch do ids[#ids + 1] = batch[i].id end
       for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
