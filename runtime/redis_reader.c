@@ -23,6 +23,7 @@
  */
 #include "redis_private.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* The element of task t is complete on top of stage: stores it in its
@@ -140,17 +141,42 @@ int jr_reader_feed(jr_reader *rd, const char *buf, size_t len) {
   return redisReaderFeed(rd->r, buf, len) == REDIS_OK ? 0 : -1;
 }
 
+/* Redis refuses bulk strings over proto-max-bulk-len, 512 MB by default. */
+#define MAX_BULK (512LL * 1024 * 1024)
+
+/* hiredis 0.14 waits for a bulk string of any announced length (1.0 checks
+ * the range): a broken server announcing terabytes would make us buffer
+ * until memory runs out. While the reader waits for a bulk string, its
+ * position is just after the '$' (the type byte is consumed, the length line
+ * is read again each time), so the length can be read there. Returns 1 when
+ * it is over MAX_BULK (the reader is then failed). */
+static int bulk_too_long(jr_reader *rd) {
+  redisReader *r = rd->r;
+  if (r->ridx < 0 || r->rstack[r->ridx].type != REDIS_REPLY_STRING) return 0;
+  long long n = 0;
+  for (size_t i = r->pos; i < r->len && r->buf[i] >= '0' && r->buf[i] <= '9'; i++) {
+    n = n * 10 + (r->buf[i] - '0');
+    if (n > MAX_BULK) {
+      r->err = REDIS_ERR_PROTOCOL;
+      snprintf(r->errstr, sizeof r->errstr, "a bulk string longer than Redis' 512 MB limit");
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* Reads the next reply from the input fed so far. Returns 1 when a reply
  * is complete (alone on stage; type and root fields set), 0 when more input
  * is needed, -1 on a protocol error (the reader stays failed: reset it
  * before reading from another socket). */
 int jr_reader_next(jr_reader *rd) {
   void *reply = NULL;
-  if (rd->r == NULL) return -1;
+  if (rd->r == NULL || rd->r->err) return -1;
   rd->feeding++;
   int rc = redisReaderGetReply(rd->r, &reply);
   rd->feeding--;
   if (rc != REDIS_OK) return -1;
+  if (reply == NULL && bulk_too_long(rd)) return -1;
   return reply != NULL;
 }
 

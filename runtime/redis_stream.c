@@ -188,6 +188,29 @@ static const char *uv_why(int err) {
   return err < 0 && err > -4096 ? strerror(-err) : uv_strerror(err);
 }
 
+/* The socket failed with err (a libuv error; UV_EOF: the server closed it)
+ * while doing what ("cannot write to the socket", NULL for reading). Says
+ * what it most likely means: before any answer under TLS, a server that
+ * refuses our client certificate (TLS 1.3 ends the handshake on our side
+ * before the server has checked us, and its alert may be lost in the
+ * reset); before any answer without TLS, a TLS port. */
+static void stream_fail_io(jr_stream *s, int err, const char *what) {
+  const char *why = err == UV_EOF ? "closed by the server" : uv_why(err);
+  if (s->ssl && s->state == S_OPEN && !s->got_data && !s->ready) {
+    stream_fail(s, JR_ETLS, "the server closed the TLS connection right after the handshake "
+                "(%s): it may want a client certificate it trusts: pass --tls-cert FILE and "
+                "--tls-key FILE (env JOBRT_TLS_CERT, JOBRT_TLS_KEY)", why);
+  } else if (s->state == S_HANDSHAKE) {
+    stream_fail(s, JR_ETLS, "the server closed the connection during the TLS handshake (%s): "
+                "is that port plain TCP? use redis:// for it", why);
+  } else if (!s->got_data && !s->ready && s->ssl == NULL) {
+    stream_fail(s, JR_ECONN, "%s%s%s before it answered (if that port speaks TLS, use rediss://)",
+                what ? what : "", what ? ": " : "", why);
+  } else {
+    stream_fail(s, JR_ECONN, "%s%s%s", what ? what : "", what ? ": " : "", why);
+  }
+}
+
 /* ---- connecting ----------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t) {
@@ -310,18 +333,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread == 0 || nread == UV_ENOBUFS) return;
-  if (nread == UV_EOF) {
-    if (s->state == S_HANDSHAKE)
-      stream_fail(s, JR_ETLS, "the server closed the connection during the TLS handshake "
-                  "(is that port plain TCP? use redis:// for it)");
-    else if (!s->got_data && !s->ready && s->ssl == NULL)
-      stream_fail(s, JR_ECONN, "closed by the server before it answered (if that port speaks "
-                  "TLS, use rediss://)");
-    else
-      stream_fail(s, JR_ECONN, "closed by the server");
-    return;
-  }
-  stream_fail(s, JR_ECONN, "%s", uv_why((int)nread));
+  stream_fail_io(s, (int)nread, NULL);
 }
 
 /* Returns 1 when name is an IPv4 or IPv6 address literal. */
@@ -522,7 +534,7 @@ static void on_written(uv_write_t *req, int status) {
     return;
   }
   if (status < 0) {
-    stream_fail(s, JR_ECONN, "cannot write to the socket: %s", uv_why(status));
+    stream_fail_io(s, status, "cannot write to the socket");
     return;
   }
   stream_send(s, 1);
@@ -534,7 +546,7 @@ static void on_written(uv_write_t *req, int status) {
 static void stream_send(jr_stream *s, int report) {
   if (s->state != S_OPEN && s->state != S_HANDSHAKE) return;
   if (s->write_err) {
-    if (report) stream_fail(s, JR_ECONN, "cannot write to the socket: %s", uv_why(s->write_err));
+    if (report) stream_fail_io(s, s->write_err, "cannot write to the socket");
     return;
   }
   jr_buf *src = &s->out;
@@ -565,7 +577,7 @@ static void stream_send(jr_stream *s, int report) {
   if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
   if (n < 0) {
     s->write_err = n;
-    if (report) stream_fail(s, JR_ECONN, "cannot write to the socket: %s", uv_why(n));
+    if (report) stream_fail_io(s, n, "cannot write to the socket");
     return;
   }
   if ((size_t)n == src->len) {
@@ -583,7 +595,7 @@ static void stream_send(jr_stream *s, int report) {
   int rc = uv_write(&s->wreq, &s->io.stream, &b, 1, on_written);
   if (rc < 0) {
     s->write_err = rc;
-    if (report) stream_fail(s, JR_ECONN, "cannot write to the socket: %s", uv_why(rc));
+    if (report) stream_fail_io(s, rc, "cannot write to the socket");
     return;
   }
   s->writing = 1;

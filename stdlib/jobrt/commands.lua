@@ -24,11 +24,12 @@ local _M = {}
 
 local COMMON_HELP = [[
 Common options:
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379; see the README's "Addresses")
   --log-level LEVEL  debug, info, warn or error
   -h, --help         this text
-]]
+]] .. redis.CLI_HELP
 
 -- ---- output helpers ---------------------------------------------------------
 
@@ -122,6 +123,7 @@ end
 -- ---- common parts -------------------------------------------------------------
 
 local COMMON = { redis = 'string', ['log-level'] = 'string' }
+for k, v in pairs(redis.CLI_OPTIONS) do COMMON[k] = v end
 
 -- Parses argv for cmd with the command's own spec plus the common options.
 -- Returns opts, pos, or nil, status after printing what to print.
@@ -153,6 +155,11 @@ local function connect(cmd, opts)
   local url, perr = redis.address(opts.redis)
   if url == false then
     errline(cmd, perr)
+    return nil, 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    errline(cmd, terr)
     return nil, 2
   end
   local q, err, refused = client.open(url)

@@ -201,6 +201,8 @@ function _M.parse_url(url)
     local host, port = parse_hostport(hp, 6379)
     if not host then return bad(url, port) end
     t.host, t.port = host, port
+    -- "localhost" is dialled as 127.0.0.1, but a certificate names it as "localhost"
+    if tls and hp:lower():match("^localhost") then t.tls_server_name = "localhost" end
     for k in pairs(q) do
       return bad(url, ("unknown query parameter '%s'"):format(k))
     end
