@@ -118,9 +118,9 @@ local function start_on(self, port)
   local deadline = jobrt.monotime() + 10
   while jobrt.monotime() < deadline do
     if p:exited() then return nil end          -- port taken, most likely
-    local r = redis.connect(url)
-    if r then
-      r:close()
+    local r, _, code = redis.connect(url)
+    if r or code == "EAUTH" then                -- answering (a password may be required)
+      if r then r:close() end
       self.proc, self.port, self.url = p, port, url
       if self.tls then self.tls_url = ("rediss://127.0.0.1:%d"):format(self.tls_port) end
       return true

@@ -36,9 +36,10 @@ Options:
   --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
                      redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
                      default redis://127.0.0.1:6379; see the README's "Addresses")
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
   -h, --help         this text
-]] .. redis.CLI_HELP
+]]
 
 local PROMPT, PROMPT2 = 'jobrt> ', '>> '
 
