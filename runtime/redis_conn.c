@@ -285,6 +285,7 @@ typedef struct down_link {
   struct down_link *next;
   jr_link *l;
   outage *o;
+  int first;                     /* the link had never been up: it is ready, not back */
 } down_link;
 
 static down_link *down_links;
@@ -316,6 +317,7 @@ static outage *link_mark_down(jr_link *l, int level, const char *why) {
   if (d == NULL) return o;
   d->l = l;
   d->o = o;
+  d->first = !l->ever_up;
   d->next = down_links;
   down_links = d;
   o->links++;
@@ -333,10 +335,11 @@ static void link_mark_up(jr_link *l, int log) {
   down_link *d = *pp;
   *pp = d->next;
   outage *o = d->o;
+  int first = d->first;
   free(d);
   if (log && !o->back) {
     double secs = ((double)uv_now(jr_H.loop) - o->since) / 1000.0;
-    if (!l->ever_up)
+    if (first)
       jr_log(1, "redis at %s is ready after %.1f s", l->c->addr, secs);
     else if (strcmp(o->addr, l->c->addr) == 0)
       jr_log(1, "reconnected to redis at %s after %.1f s", o->addr, secs);
@@ -452,14 +455,22 @@ static void on_retry(uv_timer_t *t) {
   }
 }
 
-/* Arms l's retry: 50 ms after the first failure, doubling up to 5 s, each
- * delay drawn within +-20% so that many workers do not retry in step. */
+/* Arms l's retry: 50 ms after the first failure, doubling up to 5 s (1 s
+ * when the node answers but cannot serve us: READONLY, LOADING, a replica
+ * where a primary is wanted; reconnecting to it is cheap, and the new
+ * primary should be found soon), each delay drawn within +-20% so that many
+ * workers do not retry in step. */
 static void link_schedule(jr_link *l) {
   if (l->c->closed) return;
+  double cap = l->lost_failover ? 1000 : 5000;
   l->backoff = l->backoff > 0 ? l->backoff * 2 : 50;
-  if (l->backoff > 5000) l->backoff = 5000;
+  if (l->backoff > cap) l->backoff = cap;
   double delay = l->backoff * (0.8 + 0.4 * ((double)rand() / RAND_MAX));
   uv_timer_start(&l->retry_t, on_retry, (uint64_t)delay, 0);
+  /* A coroutine waiting in conn:_connect() (through LOADING) is woken by this
+   * timer: it keeps the loop alive then, and only then. */
+  if (!l->is_sub && l->c->connect_ref != LUA_NOREF) uv_ref((uv_handle_t *)&l->retry_t);
+  else uv_unref((uv_handle_t *)&l->retry_t);
 }
 
 /* Resumes every request of list (already out of the link) with an error:
@@ -598,6 +609,7 @@ static void setup_refused(jr_link *l, int step, const char *msg, size_t len) {
     l->head = l->tail = NULL;
     fail_requests(c, list, JR_ECONN, "loading");
     l->state = L_DOWN;
+    l->lost_failover = 1;
     snprintf(l->lasterr, sizeof l->lasterr, "the server is loading its dataset");
     l->lastcode = JR_ECONN;
     link_loading(l);

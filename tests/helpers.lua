@@ -233,8 +233,10 @@ function h.start_sentinel_set(opts)
   opts = opts or {}
   local name = opts.name or "mymaster"
   local set = setmetatable({ name = name, sentinels = {}, procs = {}, dir = h.tmpdir() }, Set)
-  set.primary = h.start_redis{ args = opts.args }
-  local rargs = { "--replicaof", "127.0.0.1", tostring(set.primary.port) }
+  local pargs = { "--repl-diskless-sync-delay", "0" }
+  for _, a in ipairs(opts.args or {}) do pargs[#pargs + 1] = a end
+  set.primary = h.start_redis{ args = pargs }
+  local rargs = { "--replicaof", "127.0.0.1", tostring(set.primary.port), "--repl-diskless-sync-delay", "0" }
   for _, a in ipairs(opts.args or {}) do rargs[#rargs + 1] = a end
   set.replica = h.start_redis{ args = rargs }
   local rr = h.redis(set.replica.url)
