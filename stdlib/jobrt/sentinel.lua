@@ -3,6 +3,7 @@
 --
 --   local conn, err, code = sentinel.connect(t, connect_core)   -- used by jobrt.redis.connect
 --   local host, port, err, code = sentinel.resolve(t)
+--   sentinel.unwatch(conn)   -- conn no longer moves on +switch-master (READONLY still moves it)
 -- t: the parsed address ({sentinels = {{host=, port=}, ...}, master_name=, sentinel_user=,
 -- sentinel_password=, tls=, tls_*=, user=, password=, db=, ...}).
 --
@@ -81,8 +82,8 @@ end
 local function resolver(t)
   return function(conn)
     local ok, err = pcall(function()
-      local host, port, rerr, code = _M.resolve(t)
-      if host then conn:_target(host, port) else conn:_target(nil, rerr, code) end
+      local host, port_or_err, code = _M.resolve(t)
+      if host then conn:_target(host, port_or_err) else conn:_target(nil, port_or_err, code) end
     end)
     if not ok then conn:_target(nil, 'sentinel lookup failed: ' .. tostring(err), 'EPROTO') end
   end
@@ -184,6 +185,18 @@ local function watch(t, c)
   w.conns[c] = true
 end
 
+-- Stops moving conn when the sentinels announce a new primary; it still follows READONLY
+-- replies and asks the sentinels on every reconnect. Returns true when it was watched.
+function _M.unwatch(conn)
+  for _, w in pairs(watchers) do
+    if w.conns[conn] then
+      w.conns[conn] = nil
+      return true
+    end
+  end
+  return false
+end
+
 -- ---- connecting ---------------------------------------------------------------------------
 
 -- Connects to t's primary: asks the sentinels, connects (ROLE must say master), and retries
@@ -194,7 +207,8 @@ function _M.connect(t, connect_core)
   local deadline = jobrt.monotime() + (t.connect_timeout or 10)
   local backoff = 0.05
   while true do
-    local host, port, err, code = _M.resolve(t)
+    local host, port, code = _M.resolve(t)
+    local err = not host and port or nil
     if host then
       local o = {}
       for k, v in pairs(t) do o[k] = v end

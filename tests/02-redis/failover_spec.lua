@@ -60,6 +60,30 @@ describe("a connection to a node that cannot serve it", function()
     p:stop()
   end)
 
+  it("READONLY with a resolver (Sentinel's hook): the connection asks it for the address again", function()
+    local p = h.start_redis{ args = { "--repl-diskless-sync-delay", "0" } }
+    local rep = h.start_redis{ args = { "--replicaof", "127.0.0.1", tostring(p.port) } }
+    local core = require 'jobrt.core.redis'
+    local asked = 0
+    local function resolver(conn)              -- what jobrt.sentinel does, minus the sentinels
+      asked = asked + 1
+      jobrt.sleep(0.01)
+      conn:_target("127.0.0.1", p.port)
+    end
+    local r = assert(core.new{ host = "127.0.0.1", port = rep.port, resolver = resolver })
+    assert.is_true(r:_connect())              -- a stale address: the replica
+    local v, err, code, kind = r:call("SET", "rs:k", "v")
+    assert.is_nil(v)
+    assert.same({ "EREDIS", "READONLY" }, { code, kind })
+    assert.matches("^READONLY ", err)
+    h.wait_for(function() return r:call("SET", "rs:k", "v") == "OK" end, 10, "a write on the primary")
+    assert.equal(("127.0.0.1:%d"):format(p.port), r:info().addr)
+    assert.equal(1, asked)
+    r:close()
+    rep:stop()
+    p:stop()
+  end)
+
   it("LOADING after a restart: waits it out (said once, at info level), old and new connections", function()
     local s = h.start_redis{ aof = true, args = { "--key-load-delay", "150", "--aof-use-rdb-preamble", "no",
                                                  "--appendfsync", "no",
