@@ -6,11 +6,13 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
+#   make fuzz-http  libFuzzer on the HTTP request parser (FUZZ_SECONDS, default 60)
 
 PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
-             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev \
-             libssl-dev openssl
+             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
+             python3 python3-prometheus-client wrk libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -18,13 +20,18 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      := -Wall -Wextra -Werror -Wno-unused-function
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild
-LIBS       = $(CJSON_A) $(PKG_LIBS) -lreadline -lm -ldl -lpthread
+LIBS       = $(CJSON_A) $(PKG_LIBS) -lhttp_parser -lreadline -lm -ldl -lpthread
 
 SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
-SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
+ASSETS    := $(shell find stdlib -path '*/static/*' -type f | sort)
+# Server scripts: lua-server-scripts/src/<op>.lua with `--- @include "x"` of includes/x.lua are
+# built into the committed standalone lua-server-scripts/<op>.lua (tools/scripts.lua).
+SCRIPT_SRC := $(sort $(wildcard lua-server-scripts/src/*.lua))
+SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
+SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http
 
 all: jobrt
 
@@ -40,15 +47,22 @@ deps:
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
 
 # Every build first makes sure the Debian packages are there (once; `make deps` re-checks).
-build/deps.ok:
+build/deps.ok: Makefile
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p build && touch $@
 
-build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
+build/scripts.stamp: tools/scripts.lua $(SCRIPT_SRC) $(SCRIPT_INC) | build/deps.ok
 	@mkdir -p build
-	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
+	luajit tools/scripts.lua build lua-server-scripts
+	@touch $@
 
-build/%.o: runtime/%.c runtime/private.h runtime/redis_private.h | build/deps.ok
+scripts: build/scripts.stamp
+
+build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp $(ASSETS) | build/deps.ok
+	@mkdir -p build
+	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
+
+build/%.o: runtime/%.c runtime/private.h runtime/http_request.h runtime/redis_private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -62,7 +76,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/redis_private.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h runtime/redis_private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
@@ -76,6 +90,28 @@ sanitize: jobrt-asan jobrt
 
 valgrind: jobrt
 	@./jobrt run tests/valgrind.lua
+
+# The browser and its driver are big: only test-browser installs them.
+BROWSER_PKGS := chromium chromium-driver
+browser-deps:
+	@missing=""; for p in $(BROWSER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; echo "installing:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+test-browser: jobrt browser-deps
+	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_PATTERN=_browser ./jobrt run tests/run.lua tests/07-web
+
+# libFuzzer on the request assembly (runtime/http_request.c over http-parser); the seed inputs
+# are in tests/fuzz/corpus/http, new ones found go to build/fuzz-http-corpus.
+FUZZ_SECONDS ?= 60
+build/fuzz-http: tests/fuzz/http_request_fuzz.c runtime/http_request.c runtime/http_request.h | build/deps.ok
+	@mkdir -p build
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime -o $@ tests/fuzz/http_request_fuzz.c runtime/http_request.c -lhttp_parser
+
+fuzz-http: build/fuzz-http
+	@mkdir -p build/fuzz-http-corpus
+	./build/fuzz-http -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz-http-corpus tests/fuzz/corpus/http
 
 bench: jobrt
 	@./jobrt run bench/run.lua

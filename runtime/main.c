@@ -60,6 +60,8 @@ int main(int argc, char **argv) {
   preload(L, "jobrt.core.net", jr_open_net);
   preload(L, "jobrt.core.term", jr_open_term);
   preload(L, "jobrt.core.proc", jr_open_proc);
+  preload(L, "jobrt.core.http", jr_open_http);
+  preload(L, "jobrt.core.tcp", jr_open_tcp);
 
   /* arg: the whole command line, as the cli module sees it. */
   lua_createtable(L, argc, 1);

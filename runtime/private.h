@@ -9,6 +9,8 @@
 #define JR_PRIVATE_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
 #include <uv.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -70,6 +72,9 @@ int jr_ref_thread(lua_State *L);                  /* ref the running thread */
 lua_State *jr_unref_thread(int ref);              /* get thread back, drop the ref */
 void jr_drop_thread(lua_State *L, int ref);       /* drop the ref, thread not resumed */
 void jr_report_error(lua_State *co, const char *what);
+extern _Atomic uint64_t jr_run_deadline_ns;       /* job deadline of the running coroutine */
+extern lua_State *jr_running_co;                  /* the coroutine jr_resume runs now */
+int jr_scope_interrupt(lua_State *L);             /* for the watchdog hook (proc.c) */
 void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jr_open_core(lua_State *L);
 
@@ -95,6 +100,14 @@ void jr_term_shutdown(void);
 /* proc.c */
 int jr_open_proc(lua_State *L);
 void jr_proc_shutdown(void);
+
+/* http.c */
+int jr_open_http(lua_State *L);
+void jr_http_shutdown(void);
+
+/* tcp.c */
+int jr_open_tcp(lua_State *L);
+void jr_tcp_shutdown(void);
 
 /* embed.c (generated in build/) */
 typedef struct jr_embedded {

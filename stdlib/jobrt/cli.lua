@@ -20,6 +20,7 @@ Enqueue and inspect:
   jobrt job QUEUE ID                one job's record as JSON
   jobrt delete QUEUE ID             delete (cancel) one job
   jobrt repl                        interactive Lua prompt with a connected `queue`
+  jobrt web [--listen HOST:PORT]    REST API, dashboard and /metrics over HTTP
 Run Lua on the loop:
   jobrt run FILE.lua [ARGS]         run a script (arguments in the global arg)
   jobrt -e 'CODE' [ARGS]            run a chunk
@@ -94,11 +95,12 @@ local function take_common(argv, first)
 end
 
 local RUN_USAGE = [[
-usage: jobrt run [--redis URL] [--tls-ca FILE ...] [--log-level L] FILE.lua [ARGS]
-       jobrt -e [--redis URL] [--tls-ca FILE ...] [--log-level L] 'CODE' [ARGS]
+usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]
+       jobrt -e [--redis URL] [--log-level L] 'CODE' [ARGS]
 Runs the file (or chunk) inside a coroutine on the jobrt loop: Redis calls, jobrt.sleep and
 friends yield instead of blocking. Its arguments are in the global arg (arg[0] is the file).
---redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there.
+--redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there; the TLS options
+--tls-ca FILE, --tls-cert FILE, --tls-key FILE and --tls-insecure set JOBRT_TLS_* likewise.
 ]]
 
 local function cmd_run(argv)
@@ -157,6 +159,7 @@ local MODULES = {
   failed = "jobrt.commands",
   job = "jobrt.commands",
   delete = "jobrt.commands",
+  web = "jobrt.web",
 }
 
 function _M.main(argv)

@@ -30,6 +30,7 @@
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops = require 'jobrt.ops'
+local naming = require 'jobrt.names'
 local cjson = require 'cjson'
 
 local type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack =
@@ -78,6 +79,8 @@ local function check_queue(fname, queue)
   if type(queue) ~= 'string' or queue == '' then
     argfail(fname, 'queue must be a non-empty string, got ' .. (queue == '' and "''" or tname(queue)))
   end
+  local err = naming.queue(queue)
+  if err then argfail(fname, 'the queue name ' .. err) end
 end
 
 local function check_id(fname, id, what)
@@ -86,6 +89,8 @@ local function check_id(fname, id, what)
   if type(id) ~= 'string' or id == '' then
     argfail(fname, what .. ' must be a non-empty string, got ' .. (id == '' and "''" or tname(id)))
   end
+  local err = naming.ref(id)
+  if err then argfail(fname, what .. ' ' .. err) end
   return id
 end
 
@@ -130,10 +135,8 @@ local function check_options(fname, opts, extra, where)
         fail(str_format("option 'jobHash' must be 1-256 bytes, got %d", #v))
       elseif k == 'id' then
         if v == '' or #v > 256 then fail(str_format("option 'id' must be 1-256 bytes, got %d", #v)) end
-        if v:find('^%d+$') then
-          fail(str_format("option 'id' must not be all digits (generated ids are), got %s: add a prefix, e.g. 'job-%s'",
-            shown(v), v:sub(1, 40)))
-        end
+        local err = naming.id(v)
+        if err then fail("option 'id' " .. err) end
       elseif k == 'priority' and (v < -1e15 or v > 1e15) then
         fail("option 'priority' must be between -1e15 and 1e15, got " .. tostring(v))
       elseif k == 'timestamp' then
@@ -174,6 +177,8 @@ local function check_job(fname, job, where)
     error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
       type(job) == 'string' and (job == '' and "''" or 'a string of ' .. #job .. ' bytes') or tname(job)), 0)
   end
+  local err = naming.job(job)
+  if err then error(str_format('%s: %sthe job name %s', fname, where or '', err), 0) end
 end
 
 -- ---- the two calling forms ----------------------------------------------
@@ -688,29 +693,14 @@ function Client:stats(...)
   return both_ways('stats', cb, stats_perform, self, queue)
 end
 
--- The worker registry (the worker keeps it): set jobrt:workers of ids, hash jobrt:worker:<id>
--- (id, host, pid, queues, started, heartbeat, done, failed) that expires when the worker dies.
-_M.WORKERS_KEY = 'jobrt:workers'
-_M.WORKER_PREFIX = 'jobrt:worker:'
+-- The worker registry (the worker keeps it, lua-server-scripts/register.lua): zset
+-- jobrt:{workers} of ids by expiry, hash jobrt:{workers}:<id> (id, host, pid, queues, started,
+-- heartbeat, done, failed, inflight, concurrency) that expires when the worker stops beating.
+_M.WORKERS_KEY = ops.WORKERS_KEY
+_M.WORKER_PREFIX = ops.WORKER_PREFIX
 
 local function workers_perform(self)
-  local ids = check(self.r:call('SMEMBERS', _M.WORKERS_KEY))
-  local out = {}
-  local wg = jobrt.waitgroup()
-  for _, id in ipairs(ids) do
-    wg:spawn(function()
-      local flat = self.r:call('HGETALL', _M.WORKER_PREFIX .. id)
-      if type(flat) == 'table' and #flat > 0 then
-        local rec = {}
-        for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
-        rec.id = rec.id or id
-        out[#out + 1] = rec
-      end
-    end)
-  end
-  wg:wait()
-  sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
-  return out
+  return check(self.ops:workers())
 end
 
 function Client:workers(...)

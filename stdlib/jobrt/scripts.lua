@@ -19,7 +19,7 @@ local io_open = io.open
 local unpack = unpack or table.unpack
 local str_format = string.format
 
-_M.NAMES = { 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
+_M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none
@@ -64,8 +64,8 @@ function _M.load(r)
   end
   local self = setmetatable({ r = r, sha = {} }, mt)
   for i = 1, #_M.NAMES do
-    local ok, err = load_one(self, _M.NAMES[i])
-    if not ok then return nil, err end
+    local ok, err, code = load_one(self, _M.NAMES[i])
+    if not ok then return nil, err, code end
   end
   return self
 end

@@ -60,7 +60,7 @@ return {
       assert.equal(0, code, err)
     end
     local w = h.spawn_jobrt({ "work", dir, "--log-level", "warn", "--lease", "2" }, { env = { JOBRT_REDIS = url } })
-    h.wait_for(function() return #admin:call("SMEMBERS", "jobrt:workers") == 1 end, 10, "the worker to register")
+    h.wait_for(function() return admin:call("ZCARD", "jobrt:{workers}") == 1 end, 10, "the worker to register")
 
     -- enqueue and wait for results (the results channel), an LBQUEUE job enqueued by a handler
     local code, out, err = run({ "enqueue", "ACLQ", "echo", '{"n":1}', "--wait" })
@@ -115,7 +115,7 @@ return {
     assert.equal(0, (w:wait()))
     local _, werr = w:output()
     assert.is_nil(werr:find("NOPERM", 1, true), werr)
-    assert.equal(0, #admin:call("SMEMBERS", "jobrt:workers"))
+    assert.equal(0, admin:call("ZCARD", "jobrt:{workers}"))
     -- Redis denied nothing to the jobrt user
     local log = admin:call("ACL", "LOG")
     local denied = {}

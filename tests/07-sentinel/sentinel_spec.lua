@@ -100,7 +100,7 @@ describe("SENTINEL FAILOVER while a producer enqueues and a worker serves", func
     assert.equal(0, code, err)
     local w = h.spawn_jobrt({ "work", dir, "--redis", set.url, "--lease", "2", "--log-level", "info" })
     local r = assert(redis.connect(set.url))
-    h.wait_for(function() return #r:call("SMEMBERS", "jobrt:workers") == 1 end, 10, "the worker")
+    h.wait_for(function() return r:call("ZCARD", "jobrt:{workers}") == 1 end, 10, "the worker")
     local o = assert(ops_mod.new(r))
     -- the producer: an enqueue counts once WAIT says a replica has it (replication is
     -- asynchronous: a write the old primary took just before it was demoted is gone)
