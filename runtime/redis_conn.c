@@ -443,6 +443,10 @@ void jr_link_start(jr_link *l) {
   link_connect(l);
 }
 
+/* A resolver that has not answered after this long is asked again (it may
+ * have died on an error after its first yield). */
+enum { RESOLVE_TIMEOUT_MS = 30000 };
+
 static void on_retry(uv_timer_t *t) {
   jr_link *l = t->data;
   jr_conn *c = l->c;
@@ -450,6 +454,8 @@ static void on_retry(uv_timer_t *t) {
   if (c->resolver_ref != LUA_NOREF) {
     l->waiting_target = 1;
     conn_resolve(c);
+    if (!c->closed && l->waiting_target && l->s == NULL)   /* the watchdog on the answer */
+      uv_timer_start(&l->retry_t, on_retry, RESOLVE_TIMEOUT_MS, 0);
   } else {
     link_connect(l);
   }
@@ -847,7 +853,8 @@ static void link_on_data(jr_stream *s, const char *buf, size_t len) {
  * a new coroutine, which answers through conn:_target(). One question at a
  * time; every link waiting gets the answer. */
 static void conn_resolve(jr_conn *c) {
-  if (c->resolving || c->closed || c->resolver_ref == LUA_NOREF || jr_H.shutting_down) return;
+  if (c->closed || c->resolver_ref == LUA_NOREF || jr_H.shutting_down) return;
+  if (c->resolving && (double)uv_now(jr_H.loop) - c->resolve_at < RESOLVE_TIMEOUT_MS) return;
   lua_State *L = jr_H.L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->resolver_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, objs_ref);
@@ -859,6 +866,7 @@ static void conn_resolve(jr_conn *c) {
     return;
   }
   c->resolving = 1;
+  c->resolve_at = (double)uv_now(jr_H.loop);
   jr_sched_spawn(L, 1);
   lua_pop(L, 1);
 }
@@ -1110,55 +1118,57 @@ static int c_connect(lua_State *L) {
  * link into a stream of replies nobody asked for, or undo its setup. */
 static const char *refused(int argc, const char **argv, const size_t *lens) {
   const char *cmd = argv[0];
-  (void)lens;
+  size_t n = lens[0];
+#define IS(lit) (n == sizeof(lit) - 1 && !strcasecmp(cmd, lit))
   switch (toupper((unsigned char)cmd[0])) {
   case 'S':
-    if (!strcasecmp(cmd, "SUBSCRIBE") || !strcasecmp(cmd, "SSUBSCRIBE"))
+    if (IS("SUBSCRIBE") || IS("SSUBSCRIBE"))
       return "cannot go through call: use conn:subscribe(channel, fn) for pub/sub (it makes the "
              "connection a stream of pushed messages, which a call cannot carry)";
-    if (!strcasecmp(cmd, "SUNSUBSCRIBE"))
+    if (IS("SUNSUBSCRIBE"))
       return "cannot go through call: use conn:unsubscribe(channel)";
-    if (!strcasecmp(cmd, "SYNC"))
+    if (IS("SYNC"))
       return "cannot go through call: it turns the connection into a replication stream";
     break;
   case 'P':
-    if (!strcasecmp(cmd, "PSUBSCRIBE"))
+    if (IS("PSUBSCRIBE"))
       return "cannot go through call: use conn:subscribe(channel, fn) for pub/sub (patterns are "
              "not supported)";
-    if (!strcasecmp(cmd, "PUNSUBSCRIBE"))
+    if (IS("PUNSUBSCRIBE"))
       return "cannot go through call: use conn:unsubscribe(channel)";
-    if (!strcasecmp(cmd, "PSYNC"))
+    if (IS("PSYNC"))
       return "cannot go through call: it turns the connection into a replication stream";
     break;
   case 'U':
-    if (!strcasecmp(cmd, "UNSUBSCRIBE"))
+    if (IS("UNSUBSCRIBE"))
       return "cannot go through call: use conn:unsubscribe(channel)";
     break;
   case 'M':
-    if (!strcasecmp(cmd, "MONITOR"))
+    if (IS("MONITOR"))
       return "cannot go through call: use conn:subscribe(channel, fn) for pub/sub; MONITOR wants "
              "a connection of its own (e.g. redis-cli monitor)";
     break;
   case 'C':
-    if (!strcasecmp(cmd, "CLIENT") && argc >= 3 && !strcasecmp(argv[1], "REPLY") &&
+    if (IS("CLIENT") && argc >= 3 && !strcasecmp(argv[1], "REPLY") &&
         (!strcasecmp(argv[2], "OFF") || !strcasecmp(argv[2], "SKIP")))
       return "cannot go through call: every call waits for its reply";
     break;
   case 'H':
-    if (!strcasecmp(cmd, "HELLO") && argc >= 2 && strcmp(argv[1], "2") != 0)
+    if (IS("HELLO") && argc >= 2 && strcmp(argv[1], "2") != 0)
       return "cannot go through call with a protocol other than 2: jobrt speaks RESP2 (HELLO 2 "
              "is fine)";
     break;
   case 'R':
-    if (!strcasecmp(cmd, "RESET"))
+    if (IS("RESET"))
       return "cannot go through call: it would drop the connection's login and database (close "
              "the connection and connect again)";
     break;
   case 'Q':
-    if (!strcasecmp(cmd, "QUIT")) return "cannot go through call: use conn:close()";
+    if (IS("QUIT")) return "cannot go through call: use conn:close()";
     break;
   }
   return NULL;
+#undef IS
 }
 
 /* Collects call arguments from index `first` (at most 64 on the C stack,

@@ -162,6 +162,7 @@ struct jr_conn {
   double connect_timeout;       /* seconds to connect and set up a link */
   int resolver_ref;             /* Lua fn(conn) that calls conn:_target(...); LUA_NOREF: none */
   int resolving;
+  double resolve_at;            /* uv_now() ms when the resolver was last asked */
   int connect_ref;              /* coroutine in conn:_connect(), LUA_NOREF otherwise */
   int subs_ref;                 /* registry table channel -> fn */
   int subwait_ref;              /* registry table channel -> coroutine waiting in subscribe */
