@@ -833,8 +833,9 @@ static void link_on_data(jr_stream *s, const char *buf, size_t len) {
     int r = jr_reader_next(&l->rd);
     if (r == 0) break;
     if (r < 0) {
-      jr_link_lost(l, JR_EPROTO, "redis at %s sent bytes that are not a RESP2 reply (%s): closing "
-                   "the connection", c->addr, jr_reader_error(&l->rd));
+      jr_link_lost(l, JR_EPROTO, "redis at %s sent bytes that are not a RESP2 reply (%s): %s",
+                   c->addr, jr_reader_error(&l->rd),
+                   l->state == L_UP ? "closing the connection" : "is that a Redis server?");
       break;
     }
     jr_req *q = l->head;

@@ -267,7 +267,7 @@ function _M.open(conf)
   if not r then
     err = tostring(err)
     -- "ECONNREFUSED: cannot connect to ..." reads better here without its code
-    if code == 'ECONNREFUSED' then err = err:sub(#code + 3) end
+    if code == 'ECONNREFUSED' and err:sub(1, #code + 2) == code .. ': ' then err = err:sub(#code + 3) end
     return nil, (err:gsub('^redis%.connect: ', '')), code == 'ECONNREFUSED'
   end
   local q, qerr = _M.new(r)

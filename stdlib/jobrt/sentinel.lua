@@ -61,8 +61,15 @@ local function ask(t, s)
   return a[1], tonumber(a[2])
 end
 
+-- A sentinel's failure, shorter: without its code and the address we name already.
+local function short(err, code)
+  err = tostring(err)
+  if code and err:sub(1, #code + 2) == code .. ': ' then err = err:sub(#code + 3) end
+  return (err:gsub('^cannot connect to redis at %S+: ', ''))
+end
+
 -- The primary's address according to the first sentinel that knows it: host, port, or nil,
--- message, code (ECONNREFUSED when none answered, EINVAL when none knows the name).
+-- "CODE: message", code (ECONNREFUSED when none answered, EINVAL when none knows the name).
 function _M.resolve(t)
   local errs, code = {}, nil
   for i, s in ipairs(t.sentinels) do
@@ -71,11 +78,11 @@ function _M.resolve(t)
       if i > 1 then insert(t.sentinels, 1, remove(t.sentinels, i)) end
       return host, port
     end
-    errs[#errs + 1] = str_format('sentinel %s: %s', addr(s), tostring(port))
+    errs[#errs + 1] = str_format('sentinel %s: %s', addr(s), short(port, ecode))
     if ecode == 'EINVAL' or code == nil then code = ecode end
   end
   if code ~= 'EINVAL' and code ~= 'EAUTH' and code ~= 'ETLS' then code = 'ECONNREFUSED' end
-  return nil, str_format("cannot find the primary '%s': %s", t.master_name, concat(errs, '; ')), code
+  return nil, str_format("%s: cannot find the primary '%s': %s", code, t.master_name, concat(errs, '; ')), code
 end
 
 -- The resolver hook of connections to t's primary: asks the sentinels on every reconnect.
