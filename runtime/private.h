@@ -68,6 +68,7 @@ void jr_sched_dump(void);
 int jr_sched_spawn(lua_State *L, int nargs);      /* fn and args on top of L */
 void jr_resume(lua_State *co, int nargs);
 int jr_park(lua_State *L);                        /* return jr_park(L) from a C function */
+void jr_check_park(lua_State *L, const char *fname); /* raises unless L may be parked */
 int jr_ref_thread(lua_State *L);                  /* ref the running thread */
 lua_State *jr_unref_thread(int ref);              /* get thread back, drop the ref */
 void jr_drop_thread(lua_State *L, int ref);       /* drop the ref, thread not resumed */

@@ -312,6 +312,7 @@ static int p_kill(lua_State *L) {
 /* p:wait() -> exit_status, term_signal|nil (yields until exit and EOF) */
 static int p_wait(lua_State *L) {
   jr_proc *p = check_proc(L);
+  jr_check_park(L, "proc wait");
   if (p->waiter_ref != LUA_NOREF) return luaL_error(L, "proc: wait() already in progress");
   int done = p->exited;
   for (int i = 1; i <= 2; i++)

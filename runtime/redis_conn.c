@@ -1107,7 +1107,7 @@ static int c_connect(lua_State *L) {
   jr_conn *c = check_conn(L);
   if (c->closed || c->cmd.s || c->cmd.ever_up || c->connect_ref != LUA_NOREF)
     return jr_push_err(L, JR_ECLOSED, "redis: connect() called twice");
-  if (L == jr_H.L) return luaL_error(L, "redis: connect from outside a coroutine (use jobrt.spawn)");
+  jr_check_park(L, "redis.connect");
   link_connect(&c->cmd);
   if (c->closed) return jr_push_err(L, JR_ECONNREFUSED, "cannot connect to redis at %s: %s", c->addr,
                                     c->cmd.lasterr);
@@ -1201,7 +1201,7 @@ static int do_call(lua_State *L, jr_conn *c, double timeout, int first) {
   if (l->state != L_UP)
     return jr_push_err(L, JR_ECONN, "not connected to redis at %s (reconnecting: %s)", c->addr,
                        l->lasterr[0] ? l->lasterr : "connection lost");
-  if (L == jr_H.L) return luaL_error(L, "redis: call from outside a coroutine (use jobrt.spawn)");
+  jr_check_park(L, "redis call");
   jr_req *q = jr_link_request(l, REQ_CALL, argc, argv, lens);
   if (q == NULL) return jr_push_err(L, JR_ENOMEM, "redis: out of memory");
   if (argc == 2 && lens[0] == 6 && !strcasecmp(argv[0], "SELECT")) {

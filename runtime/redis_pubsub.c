@@ -257,7 +257,7 @@ int jr_pubsub_subscribe(lua_State *L, jr_conn *c) {
   const char *ch = luaL_checklstring(L, 2, &len);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   if (c->closed) return jr_push_err(L, JR_ECLOSED, "redis connection to %s is closed", c->addr);
-  if (L == jr_H.L) return luaL_error(L, "redis: subscribe from outside a coroutine (use jobrt.spawn)");
+  jr_check_park(L, "redis subscribe");
   jr_link *l = &c->sub;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->subs_ref);
   lua_pushvalue(L, 2);

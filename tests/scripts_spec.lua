@@ -283,6 +283,21 @@ describe('server scripts', function()
       assert.equal(2, r:call('LLEN', 'jobrt:{q}:wait'))
       assert.is_nil(rec('q', a).hash)
     end)
+    it('keeps enqueue order among equal due times (twelve jobs at the same timestamp)', function()
+      local at = (server_ms() + 300) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('q', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      h.wait_for(function() return server_ms() >= at * 1000 end, 3, 'the due time')
+      local got = {}
+      for i = 1, 12 do got[i] = o:reserve('q', 'w', 1, 10).jobs[1].id end
+      assert.same(ids, got)       -- 1, 2, ... 12, not 1, 10, 11, 12, 2, ...
+    end)
+    it('DELQUEUE: keeps enqueue order among jobs due at the same time', function()
+      local at = (server_ms() - 1000) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('dq', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      assert.same(ids, ids_of(o:reserve('dq', 'w', 12, 10)))
+    end)
     it('holds a delayed job until it is due', function()
       local id = enq('q', 'f', '{}', { delay = 0.3 })
       local res = o:reserve('q', 'w', 10, 10)

@@ -54,6 +54,11 @@ function _M.report_error(msg)
   jobrt.log('error', '%s', msg)
 end
 
+-- Where warnings about a call go (stderr through the log; the REPL may redirect them).
+function _M.report_warning(msg)
+  jobrt.log('warn', '%s', msg)
+end
+
 local function tname(v)
   if v ~= v then return 'nan' end
   return type(v)
@@ -501,6 +506,18 @@ end
 -- Raises on timeout (wait seconds) or when the client closes.
 local function wait_result(self, fname, queue, id, wait)
   local key = ops.keys(queue)[1] .. id
+  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+  local ws = self.ops:workers()
+  if ws then
+    local served = false
+    for _, wk in ipairs(ws) do
+      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then served = true end end
+    end
+    if not served then
+      _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
+        fname, queue, id, queue))
+    end
+  end
   local w = { cond = jobrt.cond() }
   local list = self.waiters[key]
   if not list then

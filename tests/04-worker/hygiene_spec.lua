@@ -36,6 +36,14 @@ return { TL = {
     jobrt.sleep(60)
   end },
   ok = function() return "ok" end,
+  cmd = { timeout = 0.5, handler = function(args, job)
+    local res = jobrt.exec({ "sh", "-c", "echo $$ > " .. args.pidfile .. "; exec sleep 30" })
+    return res and res.code
+  end },
+  exec_ok = function(args, job)
+    local res, err = jobrt.exec("printf '%s' \"$0\"; echo oops >&2; exit 4", { timeout = 5 })
+    return res and { code = res.code, out = res.stdout, err = res.stderr } or err
+  end,
 } } ]] }
     end)
     teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
@@ -65,6 +73,21 @@ return { TL = {
       end)
     end
 
+    it("jobrt.exec runs a command without blocking, and the command dies with its job", function()
+      local p = ws.start_worker(dir, {})
+      local v = require('cjson').decode(outcome(ws.enqueue(o, "TL", "exec_ok"))["result-value"])
+      assert.same({ code = 4, out = "/bin/sh", err = "oops\n" }, v)
+      local pidfile = h.tmpdir() .. "/pid"
+      local rec = outcome(ws.enqueue(o, "TL", "cmd", { pidfile = pidfile }))
+      assert.equal("timed out after 0.5 s (the job's timeout): make the handler faster or raise its timeout", rec["error-reason"])
+      local f = assert(io.open(pidfile))
+      local pid = tonumber(f:read("*l"))
+      f:close()
+      local proc = require 'jobrt.core.proc'
+      h.wait_for(function() return not proc.kill(pid, 0) end, 5, "the command to be killed")
+      ws.stop_worker(p)
+    end)
+
     it("coroutines a handler spawned end with its job", function()
       local p = ws.start_worker(dir, {})
       local rec = outcome(ws.enqueue(o, "TL", "spawner"))
@@ -76,6 +99,50 @@ return { TL = {
       h.wait_for(function() return jobrt.monotime() > t_end end, 2, "a moment")
       assert.equal(ticks, tonumber(r:call("GET", "test:child-ticks")))
       ws.stop_worker(p)
+    end)
+  end)
+
+  describe("waiting inside a coroutine of the user's own", function()
+    local MSG = "cannot wait inside a coroutine made with coroutine.create or coroutine.wrap (jobrt resumes only coroutines it started): start it with jobrt.spawn instead, and hand results back with a jobrt.cond or jobrt.waitgroup"
+    local cases = {
+      { "jobrt.sleep", function() jobrt.sleep(0.01) end },
+      { "redis call", function() r:call("PING") end },
+      { "jobrt.suspend", function() local c = jobrt.cond(); c:wait(0.01) end },
+    }
+    for _, c in ipairs(cases) do
+      it("is refused with a clear error, and nothing hangs: " .. c[1], function()
+        local gen = coroutine.wrap(function() c[2](); coroutine.yield("never") end)
+        local ok, err = pcall(gen)
+        assert.is_false(ok)
+        assert.matches(c[1] .. ": " .. MSG, err, 1, true)
+        -- the caller goes on: a bare yield comes back on the next loop turn, a Redis call works
+        coroutine.yield()
+        assert.equal("PONG", r:call("PING"))
+      end)
+    end
+  end)
+
+  describe("waiting for a result", function()
+    it("says at once that no live worker serves the queue, then waits (enqueue --wait)", function()
+      assert(o:set_queue_type("NOBODY", "QUEUE"))
+      local t0 = jobrt.monotime()
+      local code, out, err = h.run_jobrt({ "enqueue", "NOBODY", "f", "{}", "--wait", "--wait-timeout", "1.5" })
+      assert.equal(1, code)
+      assert.matches("enqueue: no live worker serves queue 'NOBODY': job 1 waits until one does", err, 1, true)
+      assert.matches("did not finish within 1.5 s", err, 1, true)
+      assert.is_true(jobrt.monotime() - t0 >= 1.5)
+      assert.equal("", out)
+    end)
+
+    it("says nothing of the kind when a worker serves it", function()
+      assert(o:set_queue_type("SERVED", "QUEUE"))
+      local dir = ws.jobs_dir{ ["s.lua"] = "return { SERVED = { f = function() return 1 end } }" }
+      local p = ws.start_worker(dir, {})
+      local code, out, err = h.run_jobrt({ "enqueue", "SERVED", "f", "{}", "--wait" })
+      ws.stop_worker(p)
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+      assert.is_nil(err:find("no live worker", 1, true))
     end)
   end)
 
