@@ -22,10 +22,7 @@ local this = proc.exepath()
 local function run_one(bin)
   local args = { bin, "run", "bench/run.lua" }
   for _, s in ipairs(sections) do args[#args + 1] = s end
-  local env = {}
-  for k, v in pairs({ JOBRT_BIN = bin, PATH = os.getenv("PATH"), HOME = os.getenv("HOME") }) do
-    env[#env + 1] = k .. "=" .. v
-  end
+  local env = require('tests.helpers').environ({ JOBRT_BIN = bin })   -- BENCH_JOBS and all
   local p = assert(proc.spawn{ file = bin, args = args, env = env, capture = true })
   p:wait()
   local out = p:output()

@@ -1082,6 +1082,7 @@ static int l_new(lua_State *L) {
   }
   link_init(c, &c->cmd, 0);
   link_init(c, &c->sub, 1);
+  jr_reader_reuse_root(&c->sub.rd);         /* pushed messages never reach Lua as tables */
   uv_timer_init(jr_H.loop, &c->deadline_t);
   uv_unref((uv_handle_t *)&c->deadline_t);
   c->deadline_t.data = c;

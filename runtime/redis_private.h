@@ -43,10 +43,12 @@ typedef struct jr_reader {
   long long integer;     /* root integer */
   size_t elements;       /* root array length */
   int feeding;           /* inside jr_reader_next: the reader must not be replaced */
+  int root_ref;          /* LUA_NOREF, or a table reused for every root array (see jr_reader_reuse_root) */
   char dummy;            /* what the element functions return to hiredis */
 } jr_reader;
 
 int jr_reader_init(jr_reader *rd);
+void jr_reader_reuse_root(jr_reader *rd);
 int jr_reader_reset(jr_reader *rd);
 void jr_reader_free(jr_reader *rd);
 int jr_reader_feed(jr_reader *rd, const char *buf, size_t len);

@@ -72,7 +72,10 @@ static void *rd_string(const redisReadTask *t, char *str, size_t len) {
 
 static void *rd_array(const redisReadTask *t, int n) {
   jr_reader *rd = stage_begin(t, REDIS_REPLY_ARRAY);
-  lua_createtable(rd->stage, n < 4096 ? n : 4096, 0);   /* grows past that */
+  if (t->parent == NULL && rd->root_ref != LUA_NOREF)
+    lua_rawgeti(rd->stage, LUA_REGISTRYINDEX, rd->root_ref);   /* see jr_reader_reuse_root */
+  else
+    lua_createtable(rd->stage, n < 4096 ? n : 4096, 0);       /* grows past that */
   if (t->parent == NULL) rd->elements = (size_t)n;
   return n > 0 ? &rd->dummy : stage_done(t);   /* an empty array is complete at once */
 }
@@ -99,12 +102,24 @@ static redisReplyObjectFunctions lua_replies = {rd_string, rd_array, rd_integer,
 int jr_reader_init(jr_reader *rd) {
   memset(rd, 0, sizeof *rd);
   rd->stage_ref = LUA_NOREF;
+  rd->root_ref = LUA_NOREF;
   rd->r = redisReaderCreateWithFunctions(&lua_replies);
   if (rd->r == NULL) return -1;
   rd->r->privdata = rd;
   rd->stage = lua_newthread(jr_H.L);
   rd->stage_ref = luaL_ref(jr_H.L, LUA_REGISTRYINDEX);
   return 0;
+}
+
+/* Makes every root array of this reader the same table, overwritten in
+ * place (elements past a shorter array's length are left over: use
+ * rd->elements, not its length). For a consumer that never lets a root
+ * array escape, such as the subscriber link, where each pushed message
+ * would otherwise be a table of garbage. */
+void jr_reader_reuse_root(jr_reader *rd) {
+  if (rd->root_ref != LUA_NOREF) return;
+  lua_createtable(jr_H.L, 4, 0);
+  rd->root_ref = luaL_ref(jr_H.L, LUA_REGISTRYINDEX);
 }
 
 /* Forgets any half-read input (a new socket starts a new stream of
@@ -128,9 +143,11 @@ int jr_reader_reset(jr_reader *rd) {
 void jr_reader_free(jr_reader *rd) {
   if (rd->r) redisReaderFree(rd->r);
   rd->r = NULL;
-  if (rd->stage_ref != LUA_NOREF && !jr_H.lua_closing)
-    luaL_unref(jr_H.L, LUA_REGISTRYINDEX, rd->stage_ref);
-  rd->stage_ref = LUA_NOREF;
+  if (!jr_H.lua_closing) {
+    if (rd->stage_ref != LUA_NOREF) luaL_unref(jr_H.L, LUA_REGISTRYINDEX, rd->stage_ref);
+    if (rd->root_ref != LUA_NOREF) luaL_unref(jr_H.L, LUA_REGISTRYINDEX, rd->root_ref);
+  }
+  rd->stage_ref = rd->root_ref = LUA_NOREF;
   rd->stage = NULL;
 }
 
