@@ -227,6 +227,9 @@ static void dl_unlink(jr_conn *c, jr_req *q) {
 
 static void dl_arm(jr_conn *c);
 
+/* The deadline timer: resumes every caller whose deadline passed with nil,
+ * "ETIMEDOUT: ...", "ETIMEDOUT"; their requests stay in the FIFO, given up,
+ * so the replies (when they come) are matched and dropped. */
 static void on_deadline(uv_timer_t *t) {
   jr_conn *c = t->data;
   double now = (double)uv_now(jr_H.loop);
@@ -290,6 +293,7 @@ typedef struct down_link {
 
 static down_link *down_links;
 
+/* The outage l is counted in, or NULL when it is not down. */
 static outage *outage_for(jr_link *l) {
   for (down_link *d = down_links; d; d = d->next)
     if (d->l == l) return d->o;
@@ -447,6 +451,8 @@ void jr_link_start(jr_link *l) {
  * have died on an error after its first yield). */
 enum { RESOLVE_TIMEOUT_MS = 30000 };
 
+/* l's retry timer: reconnects now, or first asks the resolver for the
+ * address (arming a watchdog on its answer). */
 static void on_retry(uv_timer_t *t) {
   jr_link *l = t->data;
   jr_conn *c = l->c;
@@ -538,6 +544,7 @@ static void link_lost_ex(jr_link *l, jr_errno_t code, int level, const char *why
   jr_conn_maybe_free(c);
 }
 
+/* link_lost_ex with a formatted reason, logged at warn level. */
 void jr_link_lost(jr_link *l, jr_errno_t code, const char *fmt, ...) {
   char why[600];
   va_list ap;
@@ -730,6 +737,7 @@ static int link_on_our_cpu(jr_link *l) {
  * CPU (the kernel notes which CPU delivered it). */
 enum { EARLY_WRITE_CALLS = 10 };
 
+/* A call was queued on l: writes its group early when it is complete. */
 static void count_call(jr_link *l) {
   int n = l->inflight, groups = (n + EARLY_WRITE_CALLS - 1) / EARLY_WRITE_CALLS;
   if (groups < 2 || ++l->unflushed < (n + groups - 1) / groups) return;
@@ -874,6 +882,7 @@ static void conn_resolve(jr_conn *c) {
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
+/* Close callbacks of the deadline timer and of the links' retry timers. */
 static void timer_closed(uv_handle_t *h) {
   jr_conn *c = h->data;
   c->handles_open--;
@@ -987,6 +996,7 @@ static jr_conn *check_conn(lua_State *L) {
   return u->c;
 }
 
+/* A copy of string field k of table t (malloc'd), or NULL when absent. */
 static char *opt_strdup(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   const char *s = lua_tostring(L, -1);
@@ -995,12 +1005,14 @@ static char *opt_strdup(lua_State *L, int t, const char *k) {
   return r;
 }
 
+/* How messages name the current target: "host:port", "[v6]:port", "unix:///path". */
 static void set_addr(jr_conn *c) {
   if (c->path) snprintf(c->addr, sizeof c->addr, "unix://%s", c->path);
   else if (strchr(c->host, ':')) snprintf(c->addr, sizeof c->addr, "[%s]:%d", c->host, c->port);
   else snprintf(c->addr, sizeof c->addr, "%s:%d", c->host, c->port);
 }
 
+/* A link at rest (down, never connected), with its retry timer. */
 static void link_init(jr_conn *c, jr_link *l, int is_sub) {
   l->c = c;
   l->is_sub = is_sub;
@@ -1318,6 +1330,8 @@ static int c_close(lua_State *L) {
   return 0;
 }
 
+/* The object is collected: the connection closes (nothing can wait on it:
+ * a waiting coroutine would hold the object) and is freed once idle. */
 static int c_gc(lua_State *L) {
   jr_conn_ud *u = luaL_checkudata(L, 1, CONN_MT);
   if (u->c == NULL) return 0;
@@ -1362,6 +1376,7 @@ static int c_info(lua_State *L) {
   return 1;
 }
 
+/* The module jobrt.core.redis: { new, null, codes } and the object's metatable. */
 int jr_open_redis(lua_State *L) {
   static const luaL_Reg meths[] = {{"_connect", c_connect},     {"call", c_call},
                                    {"call_timeout", c_call_timeout},

@@ -96,10 +96,8 @@ void *jr_stream_owner(const jr_stream *s);
 char *jr_stream_reserve(jr_stream *s, size_t n);
 void jr_stream_commit(jr_stream *s, size_t n);
 void jr_stream_flush(jr_stream *s);
-int jr_stream_is_open(const jr_stream *s);
 int jr_stream_fd(const jr_stream *s);
 void jr_stream_ready(jr_stream *s);
-int jr_stream_tls(const jr_stream *s);
 void jr_stream_shutdown(void);
 
 /* ---- redis_conn.c -------------------------------------------------------- */
@@ -194,7 +192,6 @@ int jr_push_redis_err(lua_State *L, lua_State *stage, const char *msg, size_t le
 
 void jr_pubsub_up(jr_conn *c);
 void jr_pubsub_reply(jr_link *l);
-void jr_pubsub_start(jr_conn *c);
 int jr_pubsub_subscribe(lua_State *L, jr_conn *c);
 int jr_pubsub_unsubscribe(lua_State *L, jr_conn *c);
 void jr_pubsub_fail_waiters(jr_conn *c, jr_errno_t code, const char *why);

@@ -116,6 +116,7 @@ static void buf_emptied(jr_buf *b) {
 
 /* ---- lifetime ------------------------------------------------------------- */
 
+/* Frees s once it is closed and libuv holds nothing of it (refs == 0). */
 static void stream_free_if_done(jr_stream *s) {
   if (s->state != S_CLOSED || s->refs > 0) return;
   if (s->ssl) SSL_free(s->ssl);
@@ -138,6 +139,8 @@ static void flush_unlist(jr_stream *s) {
   s->flush_listed = 0;
 }
 
+/* The socket handle is closed: try the next address of the name (when a
+ * connect failed), or let the stream go. */
 static void on_io_closed(uv_handle_t *h) {
   jr_stream *s = h->data;
   s->refs--;
@@ -213,6 +216,8 @@ static void stream_fail_io(jr_stream *s, int err, const char *what) {
 
 /* ---- connecting ----------------------------------------------------------- */
 
+/* The stream's timer: delivers a failure found in jr_stream_open, or the
+ * deadline to connect and set up passed (ETIMEDOUT, saying which step). */
 static void on_timer(uv_timer_t *t) {
   jr_stream *s = t->data;
   if (s->late_msg) {
@@ -247,6 +252,7 @@ static void fail_later(jr_stream *s, jr_errno_t code, const char *msg) {
   uv_timer_start(&s->timer, on_timer, 0, 0);
 }
 
+/* Every read goes into rx_buf: on_read consumes it before returning. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
@@ -288,6 +294,7 @@ static void tls_read_app(jr_stream *s) {
   stream_send(s, 1);             /* what SSL_read produced (a key update, say) */
 }
 
+/* The socket (and TLS) is up: tells the owner, then sends what it queued. */
 static void stream_opened(jr_stream *s) {
   s->state = S_OPEN;
   if (s->owner && s->h->connected) s->h->connected(s);
@@ -318,6 +325,8 @@ static void tls_step(jr_stream *s) {
   stream_fail(s, JR_ETLS, "%s", msg);
 }
 
+/* Bytes from the socket: plaintext to the owner, ciphertext through OpenSSL
+ * (the handshake first); the end of the stream or an error fails it. */
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   jr_stream *s = st->data;
   if (s->state == S_CLOSED) return;
@@ -524,6 +533,7 @@ jr_stream *jr_stream_open(const jr_stream_opts *o, const jr_stream_handler *h, v
 
 /* ---- writing -------------------------------------------------------------- */
 
+/* A uv_write finished: the wire buffer is free; send what queued meanwhile. */
 static void on_written(uv_write_t *req, int status) {
   jr_stream *s = req->data;
   s->refs--;
@@ -602,6 +612,7 @@ static void stream_send(jr_stream *s, int report) {
   s->refs++;
 }
 
+/* Once per loop turn, before the loop polls: writes every listed stream. */
 static void on_flush(uv_prepare_t *h) {
   while (flush_head) {
     jr_stream *s = flush_head;
@@ -647,8 +658,6 @@ void jr_stream_flush(jr_stream *s) { stream_send(s, 0); }
 /* ---- accessors ------------------------------------------------------------ */
 
 void *jr_stream_owner(const jr_stream *s) { return s->owner; }
-int jr_stream_is_open(const jr_stream *s) { return s->state == S_OPEN; }
-int jr_stream_tls(const jr_stream *s) { return s->tls != NULL; }
 
 /* The socket's file descriptor, or -1 (not connected). */
 int jr_stream_fd(const jr_stream *s) {
