@@ -6,13 +6,17 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
+#                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
 #   make fuzz-http  libFuzzer on the HTTP request parser (FUZZ_SECONDS, default 60)
+#   make install    the binary, the man page jobrt(1), bash completion and an example systemd
+#                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
 PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3 python3-prometheus-client wrk libssl-dev openssl
+             python3 python3-prometheus-client wrk man-db bsdextrautils libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -31,7 +35,8 @@ SCRIPT_SRC := $(sort $(wildcard lua-server-scripts/src/*.lua))
 SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
 SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http
+.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http \
+        install uninstall docs chaos
 
 all: jobrt
 
@@ -116,8 +121,38 @@ fuzz-http: build/fuzz-http
 bench: jobrt
 	@./jobrt run bench/run.lua
 
+chaos: jobrt
+	@./jobrt run tests/chaos/run.lua
+
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
+
+# The man page and the bash completion are built from the --help texts (tools/help_docs.lua).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR      = $(PREFIX)/bin
+MANDIR      = $(PREFIX)/share/man/man1
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+EXAMPLEDIR  = $(PREFIX)/share/doc/jobrt/examples
+
+build/jobrt.1: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua man > $@.tmp && mv $@.tmp $@
+
+build/jobrt.bash: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua bash > $@.tmp && mv $@.tmp $@
+
+docs: build/jobrt.1 build/jobrt.bash
+
+install: jobrt build/jobrt.1 build/jobrt.bash
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -m 755 jobrt $(DESTDIR)$(BINDIR)/jobrt
+	install -m 644 build/jobrt.1 $(DESTDIR)$(MANDIR)/jobrt.1
+	install -m 644 build/jobrt.bash $(DESTDIR)$(BASHCOMPDIR)/jobrt
+	install -m 644 contrib/jobrt.service $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/jobrt $(DESTDIR)$(MANDIR)/jobrt.1 $(DESTDIR)$(BASHCOMPDIR)/jobrt \
+	      $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
 
 clean:
 	rm -rf build jobrt jobrt-asan

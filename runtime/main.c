@@ -51,6 +51,7 @@ int main(int argc, char **argv) {
   }
   luaL_openlibs(L);
   jr_sched_init(L, loop);
+  jr_log_init(loop);
   jr_stdlib_install(L);
   preload(L, "cjson", open_cjson);
   preload(L, "jobrt.core", jr_open_core);
@@ -85,6 +86,7 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
 
   uv_run(loop, UV_RUN_DEFAULT);
+  jr_log_flush();
   if (jr_H.live > 0 && !jr_H.exiting) {
     /* Nothing left that could wake the coroutines still waiting. */
     fprintf(stderr, "jobrt: %d coroutine(s) still waiting, but nothing is left that could wake them\n",
@@ -96,6 +98,7 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_DEFAULT);
   }
   jr_sched_close();
+  jr_log_close();
   uv_run(loop, UV_RUN_DEFAULT);
 
   int open = 0;
@@ -105,6 +108,7 @@ int main(int argc, char **argv) {
   lua_close(L);
   jr_redis_pool_free();
   jr_sched_free();
+  jr_log_free();
   uv_run(loop, UV_RUN_DEFAULT);      /* close callbacks of handles freed by finalizers */
   if (uv_loop_close(loop) != 0 && getenv("JOBRT_CHECK_HANDLES")) {
     fprintf(stderr, "jobrt: the event loop still had handles after the Lua state closed\n");

@@ -76,8 +76,25 @@ void jr_report_error(lua_State *co, const char *what);
 extern _Atomic uint64_t jr_run_deadline_ns;       /* job deadline of the running coroutine */
 extern lua_State *jr_running_co;                  /* the coroutine jr_resume runs now */
 int jr_scope_interrupt(lua_State *L);             /* for the watchdog hook (proc.c) */
-void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jr_open_core(lua_State *L);
+
+/* log.c: levels 0 debug, 1 info, 2 warn, 3 error (jr_H.log_level filters) */
+typedef struct jr_log_field {
+  const char *key;
+  const char *value;     /* a string, or raw JSON (a number) when raw is set */
+  size_t len;
+  int raw;
+} jr_log_field;
+void jr_log_init(uv_loop_t *loop);
+void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void jr_log_fields(int level, const char *msg, size_t n, const jr_log_field *fields, int nf);
+void jr_log_direct(int level, const char *msg);  /* unbuffered; safe from another thread */
+void jr_log_flush(void);
+int jr_log_set_format(const char *name);         /* "text" | "json": 0, else -1 */
+const char *jr_log_format(void);
+void jr_log_register(lua_State *L);              /* adds log functions to the table on top */
+void jr_log_close(void);                         /* flush, close the handles */
+void jr_log_free(void);                          /* after lua_close */
 
 /* timer.c */
 int jr_open_timer(lua_State *L);

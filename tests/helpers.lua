@@ -6,7 +6,8 @@
 --   h.redis([url])        a new connection (raises if it cannot connect)
 --   h.flush()             FLUSHALL on the suite's server
 --   h.wait_for(fn, timeout, what)  fn() until truthy; raises "timed out ... waiting for <what>"
---   h.start_redis{aof=}   another private server: s.url, s.port, s:stop(), s:kill(), s:restart()
+--   h.start_redis{aof=, fsync=}  another private server: s.url, s.port, s:stop(), s:kill(), s:restart()
+--                         (fsync: its appendfsync policy, "always" unless given)
 --       also {args = {...}} extra redis-server arguments, {tls = "no"|"yes"|"optional"} a TLS
 --       port besides the plain one (s.tls_port, s.tls_url; "yes": clients need a certificate)
 --   h.certs()             a throwaway CA and certificates it signed (made once per run)
@@ -100,7 +101,7 @@ local function start_on(self, port)
   local args = { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
                  "--save", "", "--dir", self.dir, "--logfile", self.dir .. "/redis.log",
                  "--appendonly", self.aof and "yes" or "no", "--daemonize", "no",
-                 "--appendfsync", "always" }
+                 "--appendfsync", self.fsync or "always" }
   if self.tls then
     local c = h.certs()
     self.tls_port = self.tls_port or (port + 1 == 6379 and port + 2 or port + 1)
@@ -133,7 +134,7 @@ end
 
 function h.start_redis(opts)
   opts = opts or {}
-  local self = setmetatable({ aof = opts.aof, dir = h.tmpdir(), args = opts.args,
+  local self = setmetatable({ aof = opts.aof, fsync = opts.fsync, dir = h.tmpdir(), args = opts.args,
                               tls = opts.tls == true and "no" or opts.tls }, Server)
   for _ = 1, 50 do
     self.tls_port = nil

@@ -3,7 +3,7 @@
 --   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ...} | nil [, callback])
 --   q:enqueueJob(queue, job, args, opts)          -> id
 --   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
---   q:run(queue, job, args, opts)                 -> the job's result (opts.wait: seconds to wait)
+--   q:run(queue, job, args, opts)                 -> the job's result, its id (opts.wait: seconds to wait)
 --   q:getJob(queue, id)                           -> record (field -> string) | nil
 --   q:deleteJob(queue, id)                        -> true | false (no such job)
 --   q:retryFailedJobs(queue) -> n ;  q:deleteFailedJobs(queue) -> n
@@ -12,6 +12,7 @@
 --   q:workers()                                   -> live worker records, sorted by id
 --   q:queueType(queue)                            -> type | nil (none set)
 --   q:queueType(queue, type)                      -> type (sets it)
+--   q:queueNames()                                -> every queue in RESERVED:QCONFIG, sorted
 --   q:registerWorker(redisConfig, jobDescription[, opts]) -> worker (see jobrt.worker)
 --   q:close()
 --
@@ -177,6 +178,8 @@ local function encode_args(fname, args, where)
   return text
 end
 
+-- Job names are 1-256 bytes and do not start with '_': in a job file such keys are settings
+-- of the queue (`_type`, see jobrt.queuetypes), so no job could serve them.
 local function check_job(fname, job, where)
   if type(job) ~= 'string' or job == '' or #job > 256 then
     error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
@@ -184,7 +187,12 @@ local function check_job(fname, job, where)
   end
   local err = naming.job(job)
   if err then error(str_format('%s: %sthe job name %s', fname, where or '', err), 0) end
+  if job:sub(1, 1) == '_' then
+    error(str_format("%s: %sjob names must not start with '_' (%s): in job files such keys are settings of the queue, like _type",
+      fname, where or '', shown(job)), 0)
+  end
 end
+_M.check_job = check_job
 
 -- ---- the two calling forms ----------------------------------------------
 
@@ -561,10 +569,12 @@ local RUN_EXTRA = {
 }
 
 -- For the command line: enqueue JSON text and wait for the job. Returns id, record (false when
--- the job vanished); raises on Redis trouble or after `wait` seconds.
-function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait)
+-- the job vanished); raises on Redis trouble or after `wait` seconds. on_enqueued(id, existed),
+-- when given, is called once the job is enqueued, before the wait.
+function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued)
   ensure_results(self, queue)
-  local id = enqueue_one(self, fname, queue, job, text, o)
+  local id, existed = enqueue_one(self, fname, queue, job, text, o)
+  if on_enqueued then on_enqueued(id, existed) end
   return id, wait_result(self, fname, queue, id, wait)
 end
 
@@ -666,6 +676,14 @@ local function all_queues(self, fname)
   end
   sort(names)
   return names, types
+end
+
+-- queueNames() -> the names of every queue in RESERVED:QCONFIG, sorted (the REPL completes them)
+function Client:queueNames(...)
+  check_self(self, 'queueNames')
+  local cb, n = split_callback(...)
+  if n > 0 then argfail('queueNames', 'expected ([callback]), got ' .. n .. ' arguments') end
+  return both_ways('queueNames', cb, function() return (all_queues(self, 'queueNames')) end)
 end
 
 local COUNT_FIELDS = { 'pending', 'delayed', 'parked', 'executing', 'failed', 'completed',

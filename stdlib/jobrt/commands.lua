@@ -30,6 +30,7 @@ Common options:
                      default redis://127.0.0.1:6379; see the README's "Addresses")
 ]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
+  --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
 ]]
 
@@ -124,7 +125,7 @@ end
 
 -- ---- common parts -------------------------------------------------------------
 
-local COMMON = { redis = 'string', ['log-level'] = 'string' }
+local COMMON = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
 for k, v in pairs(redis.CLI_OPTIONS) do COMMON[k] = v end
 
 -- Parses argv for cmd with the command's own spec plus the common options.
@@ -142,12 +143,10 @@ local function parse(cmd, argv, spec, usage)
     io.stdout:write(usage, '\n', COMMON_HELP)
     return nil, 0
   end
-  if opts['log-level'] then
-    local ok, err = jobrt.set_log_level(opts['log-level'])
-    if not ok then
-      errline(cmd, '--log-level: ' .. err)
-      return nil, 2
-    end
+  local ok, err = args.apply_logging(opts, 'jobrt ' .. cmd)
+  if not ok then
+    io.stderr:write(err, '\n')
+    return nil, 2
   end
   return opts, pos
 end
@@ -212,7 +211,8 @@ usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
                                                 "timestamp": ..., "delay": ..., "id": ..., "retries": ...,
                                                 "timeout": ...} (options as in the Lua API)
 
-Enqueues one job and prints its id. JSON-ARGS (default {}) are the job's arguments: quote them
+Enqueues one job and prints its id. An LBQUEUE job identical to a waiting one (same jobHash)
+is merged with it: its id is printed, and stderr says so. JSON-ARGS (default {}) are the job's arguments: quote them
 in single quotes, e.g. jobrt enqueue emails send '{"to":"ann@example.com"}'.
 With -, reads JSON lines from stdin (blank lines skipped), checks them all before enqueueing
 any, sends them pipelined, shows progress on a terminal and prints the count at the end.
@@ -226,7 +226,8 @@ Options:
   --id ID            client id (not all digits); an id already waiting or running is not enqueued twice
   --retries N        extra attempts after a failure (0-1000)
   --timeout S        seconds the handler may run before the job fails
-  --wait             wait for the job and print its result as JSON; exit 1 if it failed
+  --wait             wait for the job and print its result as JSON (the job's id goes to
+                     stderr first); exit 1 if it failed
   --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
 
 Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
@@ -324,7 +325,7 @@ local function enqueue_bulk(q, queue, items)
 end
 
 -- Options that do not fit the queue's type are a usage error (2), found before anything is
--- sent; a queue without a type (or Redis failing) is 1. Returns nil when all fit.
+-- sent; a queue without a type (or Redis failing) is 1. Returns nil, the queue's type when all fit.
 local function check_type(q, cmd, queue, list)
   local qtype, err = q.ops:queue_type(queue)
   if not qtype then
@@ -338,6 +339,17 @@ local function check_type(q, cmd, queue, list)
       return 2
     end
   end
+  return nil, qtype
+end
+
+-- What to say when the job was there already: for an LBQUEUE that is the queue doing its job
+-- (identical jobs are one entry), for an id given with --id it is the id keeping its promise.
+local function existed_line(qtype, queue, id, opts)
+  if qtype == 'LBQUEUE' then
+    return str_format("merged with job %s, which waits with the same jobHash '%s' in queue '%s' (identical LBQUEUE jobs run once)",
+      id, tostring(opts.jobHash), queue)
+  end
+  return str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue)
 end
 
 local function enqueue_stdin(q, cmd, queue, job, base)
@@ -357,6 +369,11 @@ local function enqueue_stdin(q, cmd, queue, job, base)
         errline(cmd, str_format('line %d of stdin must be a JSON object with a "job" name, e.g. {"job":"send","args":{"to":"ann"}}', l.n))
         return 2
       end
+      local okn, nerr = pcall(client.check_job, 'enqueue', v.job)
+      if not okn then
+        errline(cmd, str_format('line %d of stdin: %s', l.n, bare(nerr)))
+        return 2
+      end
       local o = {}
       for k, val in pairs(base) do o[k] = val end
       for k, val in pairs(v) do
@@ -372,15 +389,20 @@ local function enqueue_stdin(q, cmd, queue, job, base)
       items[i] = { n = l.n, job = v.job, text = text, opts = clean }
     end
   end
-  local rc = #items > 0 and check_type(q, cmd, queue, items)
+  local rc, qtype
+  if #items > 0 then rc, qtype = check_type(q, cmd, queue, items) end
   if rc then return rc end
   local made, existed, done = enqueue_bulk(q, queue, items)
   if not made then
     errline(cmd, existed .. str_format(' (%d of %d jobs were enqueued before it)', done, #items))
     return 1
   end
-  io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's',
-    existed > 0 and str_format(' (%d already waiting or running, not enqueued twice)', existed) or ''))
+  local note = ''
+  if existed > 0 then
+    note = qtype == 'LBQUEUE' and str_format(', %d merged with identical waiting jobs', existed)
+      or str_format(' (%d already waiting or running, not enqueued twice)', existed)
+  end
+  io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's', note))
   return 0
 end
 
@@ -411,6 +433,13 @@ local function cmd_enqueue(argv, cmd)
     errline(cmd, '--id names one job: put an "id" in each line of stdin instead (jobrt enqueue QUEUE -)')
     return 2
   end
+  if job ~= '-' then
+    local okn, nerr = pcall(client.check_job, 'enqueue', job)
+    if not okn then
+      errline(cmd, bare(nerr))
+      return 2
+    end
+  end
   local okc, copts = pcall(client.check_options, 'enqueue', cli_opts(o))
   if not okc then
     errline(cmd, cli_words(bare(copts)))
@@ -431,7 +460,7 @@ local function cmd_enqueue(argv, cmd)
     q:close()
     return rc
   end
-  local rc = check_type(q, cmd, queue, { { opts = copts } })
+  local rc, qtype = check_type(q, cmd, queue, { { opts = copts } })
   if rc then
     q:close()
     return rc
@@ -444,12 +473,16 @@ local function cmd_enqueue(argv, cmd)
       return 1
     end
     io.stdout:write(tostring(id), '\n')
-    if existed then
-      errline(cmd, str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue))
-    end
+    if existed then errline(cmd, existed_line(qtype, queue, id, copts)) end
     return 0
   end
-  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'])
+  -- --wait: the result goes to stdout; the id to stderr at once, so a long wait can be
+  -- interrupted and the job looked up later (jobrt job QUEUE ID)
+  local function on_enqueued(jid, existed)
+    errline(cmd, existed and (existed_line(qtype, queue, jid, copts) .. '; waiting for its result')
+      or str_format("job %s enqueued in queue '%s'; waiting for its result", jid, queue))
+  end
+  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'], on_enqueued)
   q:close()
   if not ok then
     errline(cmd, cli_words(bare(id)))

@@ -10,6 +10,7 @@
 --   w:wait()           -- until stopped
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
 --   worker.load_description(tbl, source) -> normalized description | nil, err  (jobrt.jobdefs)
+--   (a queue's `_type` setting is taken out and stored when serving: see jobrt.queuetypes)
 --
 -- How it serves a queue (one "pump" coroutine per queue):
 --   * reserve up to the free slots in one call; each job runs in a job scope of its own
@@ -46,6 +47,7 @@ local metrics = require 'jobrt.metrics'
 local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
+local queuetypes = require 'jobrt.queuetypes'
 local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
@@ -101,7 +103,8 @@ end
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
-               timeout = "number", watch_handlers = "function", max_idle_redis = "number" }
+               timeout = "number", watch_handlers = "function", max_idle_redis = "number",
+               queue_types = "table" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -113,11 +116,16 @@ function _M.new(opts)
     end
   end
   if type(opts.jobs) ~= "table" then error("worker.new: option 'jobs' (a jobDescription) is required", 2) end
-  local jobs, err = jobdefs.load_description(opts.jobs)
+  local types = {}
+  for q, d in pairs(opts.queue_types or {}) do types[q] = d end
+  local plain, terr = queuetypes.extract(opts.jobs, nil, types)
+  if not plain then return nil, terr end
+  local jobs, err = jobdefs.load_description(plain)
   if not jobs then return nil, err end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
+    declared_types = types,    -- _type settings, stored in RESERVED:QCONFIG when missing
     jobs = jobs,
     concurrency = opts.concurrency or 10,
     lease = opts.lease or 10,
@@ -176,6 +184,8 @@ function W:start()
   if not o then return nil, oerr end
   self.ops = o
   self:check_eviction()
+  local tok, terr = queuetypes.apply(r, self.declared_types)
+  if not tok then return nil, terr end
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
@@ -487,13 +497,8 @@ function W:finish(state, outcome)
   outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
-    if outcome.ok then
-      self:log("info", "%s.%s id=%s attempt=%s ok %.1fms", q.name, state.job.fn, state.id, tostring(state.attempt), ms)
-    else
-      self:log("info", "%s.%s id=%s attempt=%s failed %.1fms: %s", q.name, state.job.fn, state.id,
-        tostring(state.attempt), ms, outcome.reason)
-      if outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
-    end
+    jobrt.log_job(q.name, state.job.fn, state.id, state.attempt, ms, self.id, outcome.ok, outcome.reason)
+    if not outcome.ok and outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
   end
   q.outcomes[#q.outcomes + 1] = outcome
   self:schedule_flush(q)
@@ -661,7 +666,10 @@ function W:register_self()
 end
 
 function W:heartbeat()
-  if not self.stopping then self:register_self() end
+  if not self.stopping then
+    self:register_self()
+    queuetypes.restore(self.r, self.declared_types)   -- a Redis that lost its data lost them too
+  end
 end
 
 -- ---- stopping ----------------------------------------------------------------
