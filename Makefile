@@ -16,7 +16,8 @@
 PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3 python3-prometheus-client wrk man-db bsdextrautils libssl-dev openssl
+             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata \
+             libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

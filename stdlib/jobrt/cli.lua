@@ -20,6 +20,14 @@ Enqueue and inspect:
   jobrt job QUEUE ID                one job's record as JSON
   jobrt delete QUEUE ID             delete (cancel) one job
   jobrt health [QUEUE...]           exit 0 when Redis answers and live workers serve the QUEUEs
+Schedule and control (across all workers):
+  jobrt cron add NAME QUEUE JOB 'EXPR' [JSON]   repeat a job (cron expression, @every 30s)
+  jobrt cron list | delete NAME
+  jobrt pause QUEUE | resume QUEUE  stop starting a queue's jobs, and start again
+  jobrt limit QUEUE [--rate N --per S] [--max-active N] [--clear]
+  jobrt queues                      every queue: type, counts, paused, limits, crons
+  jobrt drain QUEUE                 remove its waiting and delayed jobs
+  jobrt obliterate QUEUE [--force]  delete the queue and all its keys
   jobrt repl                        interactive Lua prompt with a connected `queue`
   jobrt web [--listen HOST:PORT]    REST API, dashboard and /metrics over HTTP
 Run Lua on the loop:
@@ -163,6 +171,13 @@ local MODULES = {
   delete = "jobrt.commands",
   health = "jobrt.health",
   web = "jobrt.web",
+  cron = "jobrt.sched_commands",
+  pause = "jobrt.sched_commands",
+  resume = "jobrt.sched_commands",
+  limit = "jobrt.sched_commands",
+  queues = "jobrt.sched_commands",
+  drain = "jobrt.sched_commands",
+  obliterate = "jobrt.sched_commands",
 }
 
 -- Every command, in the order the man page lists them: these first, then any other command of

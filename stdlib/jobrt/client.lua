@@ -15,6 +15,10 @@
 --   q:queueNames()                                -> every queue in RESERVED:QCONFIG, sorted
 --   q:registerWorker(redisConfig, jobDescription[, opts]) -> worker (see jobrt.worker)
 --   q:close()
+--   Scheduling, flow control and maintenance (issue 13; in jobrt.client_sched, same two forms):
+--   q:pause(queue) / q:resume(queue), q:limit(queue[, limits]), q:queues(), q:drain(queue),
+--   q:obliterate(queue[, {force=}]), q:addCron(name, queue, job, expr[, args[, opts]]),
+--   q:listCron(), q:deleteCron(name); q:run(..., { on_progress = fn(value, id) }).
 --
 -- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
 -- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a
@@ -24,7 +28,7 @@
 -- once in both forms, naming the call and the option. What only Redis can tell (a queue without a
 -- type, Redis down, a job that failed) goes to the callback, or is raised in the coroutine form.
 --
--- Enqueue options: jobHash (string), priority (number, LBQUEUE), timestamp (absolute Unix seconds,
+-- Enqueue options: jobHash (string), priority (number; QUEUE and LBQUEUE), timestamp (absolute Unix seconds,
 -- fractions allowed), delay (seconds), id (client id: 1-256 bytes, not all digits), retries (whole
 -- number 0-1000), timeout (seconds a handler may run). q:run also takes wait (seconds to wait for
 -- the result; default: no limit); on timeout it raises and the job stays queued.
@@ -338,9 +342,9 @@ local function type_rules(fname, queue, qtype, o, where)
     return str_format("%s: %squeue '%s' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)",
       fname, where, queue)
   end
-  if o.priority and qtype ~= 'LBQUEUE' then
-    return str_format("%s: %soption 'priority' applies to LBQUEUE queues only; queue '%s' is a %s",
-      fname, where, queue, qtype)
+  if o.priority and qtype == 'DELQUEUE' then
+    return str_format("%s: %soption 'priority' applies to QUEUE and LBQUEUE queues only; queue '%s' is a DELQUEUE (its jobs run at their time)",
+      fname, where, queue)
   end
   if (o.timestamp or o.delay) and qtype == 'LBQUEUE' then
     return str_format("%s: %soption '%s' applies to QUEUE and DELQUEUE queues only; queue '%s' is an LBQUEUE",
@@ -510,6 +514,47 @@ local function ensure_results(self, queue)
   c:broadcast(true)
 end
 
+-- Progress (job:progress): fns[record key] = { [fn] = true }, fed by one subscription per queue
+-- to jobrt:{Q}:progress ("<record key>\n<value JSON>"). Returns a function that stops listening.
+local function listen_progress(self, queue, id, fn)
+  local key = ops.keys(queue)[1] .. id
+  self.progress = self.progress or {}
+  local list = self.progress[key] or {}
+  self.progress[key] = list
+  local last
+  local function deliver_value(text)
+    if text == last then return end
+    last = text
+    local ok, v = pcall(json.decode, text)
+    local okc, err = xpcall(fn, traceback, ok and v or text, id)
+    if not okc then _M.report_error('on_progress failed: ' .. tostring(err)) end
+  end
+  list[deliver_value] = true
+  self.psubs = self.psubs or {}
+  if not self.psubs[queue] then
+    self.psubs[queue] = true
+    local ok, err = self.r:subscribe(ops.channels(queue).progress, function(_, message)
+      if message == nil then return end
+      local k, v = message:match('^([^\n]*)\n(.*)$')
+      local fns = k and self.progress[k]
+      if fns then for f in pairs(fns) do f(v) end end
+    end)
+    if not ok then
+      self.psubs[queue] = nil
+      error('run: cannot subscribe to the progress of queue ' .. shown(queue) .. ': ' .. tostring(err), 0)
+    end
+  end
+  -- a report made before we listened: the record has the latest one
+  jobrt.spawn(function()
+    local rec = self.ops:get(queue, id)
+    if rec and type(rec.progress) == 'string' and list[deliver_value] then deliver_value(rec.progress) end
+  end)
+  return function()
+    list[deliver_value] = nil
+    if next(list) == nil and self.progress[key] == list then self.progress[key] = nil end
+  end
+end
+
 -- Waits until job id of queue is finished; returns its record, false when it vanished.
 -- Raises on timeout (wait seconds) or when the client closes.
 local function wait_result(self, fname, queue, id, wait)
@@ -549,10 +594,13 @@ local function wait_result(self, fname, queue, id, wait)
   return rec
 end
 
-local function run_one(self, queue, job, text, o, wait)
+local function run_one(self, queue, job, text, o, wait, on_progress)
   ensure_results(self, queue)
   local id = enqueue_one(self, 'run', queue, job, text, o)
-  local rec = wait_result(self, 'run', queue, id, wait)
+  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
+  local okw, rec = pcall(wait_result, self, 'run', queue, id, wait)
+  if unlisten then unlisten() end
+  if not okw then error(rec, 0) end
   if rec == false then
     error(str_format("run: job %s on queue '%s' was deleted before it finished", id, queue), 0)
   end
@@ -566,16 +614,24 @@ local RUN_EXTRA = {
     if type(v) ~= 'number' or v ~= v then return 'must be a number of seconds, got ' .. tname(v) end
     if v <= 0 then return 'must be seconds > 0, got ' .. tostring(v) end
   end,
+  on_progress = function(v)
+    if type(v) ~= 'function' then return 'must be a function(value, id) called with each progress report, got ' .. tname(v) end
+  end,
 }
 
 -- For the command line: enqueue JSON text and wait for the job. Returns id, record (false when
 -- the job vanished); raises on Redis trouble or after `wait` seconds. on_enqueued(id, existed),
--- when given, is called once the job is enqueued, before the wait.
-function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued)
+-- when given, is called once the job is enqueued, before the wait; on_progress(value, id), when
+-- given, with each progress report of the job (job:progress) while it is waited for.
+function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued, on_progress)
   ensure_results(self, queue)
   local id, existed = enqueue_one(self, fname, queue, job, text, o)
+  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
   if on_enqueued then on_enqueued(id, existed) end
-  return id, wait_result(self, fname, queue, id, wait)
+  local ok, rec = pcall(wait_result, self, fname, queue, id, wait)
+  if unlisten then unlisten() end
+  if not ok then error(rec, 0) end
+  return id, rec
 end
 
 -- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
@@ -587,10 +643,10 @@ function Client:run(...)
   check_queue('run', queue)
   check_job('run', job)
   local o = check_options('run', opts, RUN_EXTRA)
-  local wait = o.wait
-  o.wait = nil
+  local wait, on_progress = o.wait, o.on_progress
+  o.wait, o.on_progress = nil, nil
   local text = encode_args('run', args)
-  return both_ways('run', cb, run_one, self, queue, job, text, o, wait)
+  return both_ways('run', cb, run_one, self, queue, job, text, o, wait, on_progress)
 end
 
 -- waitJob(queue, id[, wait]) -> value: waits for a job enqueued earlier (raises if it failed).
@@ -799,6 +855,15 @@ function Client:registerWorker(...)
   if opts ~= nil and type(opts) ~= 'table' then argfail('registerWorker', 'opts must be a table, got ' .. tname(opts)) end
   return both_ways('registerWorker', cb, register_perform, self, conf, desc, opts)
 end
+
+-- Scheduling, flow control and maintenance live in jobrt.client_sched; it adds its methods to
+-- Client with the same two calling forms, through these internals.
+require('jobrt.client_sched').install(Client, {
+  both_ways = both_ways, split_callback = split_callback, take = take, argfail = argfail,
+  check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
+  check = check, op = op, all_queues = all_queues, stats_perform = stats_perform, tname = tname,
+  shown = shown, QCONFIG = QCONFIG, module = _M,
+})
 
 function mt.__tostring(self)
   local info = (not self.closed) and self.r:info() or nil

@@ -220,14 +220,16 @@ The queue needs a type: jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE.
 
 Options:
   --hash H           the jobHash (required by LBQUEUE; identity for DELQUEUE; ignored by QUEUE)
-  --priority P       LBQUEUE priority (highest first; default: the number of identical jobs)
+  --priority P       highest first: LBQUEUE (default: the number of identical jobs) and QUEUE
+                     (default 0; first in, first out among equal priorities); not DELQUEUE
   --at UNIX-SECONDS  run at this time (fractions allowed; QUEUE and DELQUEUE)
   --in SECONDS       run after this delay (QUEUE and DELQUEUE)
   --id ID            client id (not all digits); an id already waiting or running is not enqueued twice
   --retries N        extra attempts after a failure (0-1000)
   --timeout S        seconds the handler may run before the job fails
   --wait             wait for the job and print its result as JSON (the job's id goes to
-                     stderr first); exit 1 if it failed
+                     stderr first); exit 1 if it failed. On a terminal, its job:progress
+                     reports show on stderr as they come
   --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
 
 Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
@@ -482,7 +484,18 @@ local function cmd_enqueue(argv, cmd)
     errline(cmd, existed and (existed_line(qtype, queue, jid, copts) .. '; waiting for its result')
       or str_format("job %s enqueued in queue '%s'; waiting for its result", jid, queue))
   end
-  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'], on_enqueued)
+  -- on a terminal, show the job's progress reports as they come (job:progress)
+  local shown_progress = false
+  local on_progress = term.isatty(2) and function(v, pid)
+    shown_progress = true
+    local txt = type(v) == 'number' and str_format('%g%%', v) or to_json(v)
+    if #txt > 200 then txt = txt:sub(1, 197) .. '...' end
+    io.stderr:write('\r\27[K', str_format('jobrt enqueue: job %s: %s', pid, txt))
+    io.stderr:flush()
+  end or nil
+  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'],
+    on_enqueued, on_progress)
+  if shown_progress then io.stderr:write('\n') end
   q:close()
   if not ok then
     errline(cmd, cli_words(bare(id)))
@@ -639,6 +652,11 @@ local function cmd_stats(argv, cmd)
     end
     io.stdout:write(table_text(header, rows, right))
     for _, n in ipairs(notes) do io.stdout:write('note: ', n, '\n') end
+    local paused = {}
+    for _, name in ipairs(names) do if queues[name].paused == 1 then paused[#paused + 1] = name end end
+    if #paused > 0 then
+      io.stdout:write('paused: ', concat(paused, ', '), ' (workers start nothing from them; jobrt resume QUEUE)\n')
+    end
   end
   io.stdout:write(str_format('workers alive: %d\n', #workers))
   if #workers > 0 then
@@ -794,6 +812,11 @@ local function cmd_delete(argv, cmd)
   io.stdout:write(str_format("deleted job %s of queue '%s'\n", pos[2], pos[1]))
   return 0
 end
+
+-- For the other command modules (jobrt.sched_commands): the shared parts.
+_M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many, bad_name = bad_name,
+            bare = bare, table_text = table_text, to_json = to_json, ARRAY = ARRAY, when = when,
+            json_error = json_error, QUOTE_HINT = QUOTE_HINT }
 
 local COMMANDS = {
   enqueue = cmd_enqueue,

@@ -20,7 +20,9 @@ local unpack = unpack or table.unpack
 local str_format = string.format
 
 _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
-             'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats' }
+             'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats',
+             -- scheduling and flow control (issue 13)
+             'pause', 'limit', 'progress', 'postpone', 'drain', 'cron_set', 'cron_delete' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none
 

@@ -19,13 +19,18 @@ Loads every *.lua job file under the PATHs (directories are searched recursively
 returns a jobDescription table:
     return { QUEUENAME = { _type = "QUEUE",
                            myJob = function(args, job) return args end,
-                           slow  = { handler = function(args, job) return 1 end, timeout = 30, retries = 3 } } }
+                           slow  = { handler = function(args, job) return 1 end, timeout = 30, retries = 3 },
+                           daily = { handler = function(args, job) return 1 end, cron = '0 3 * * *' } } }
 and serves those queues until SIGINT or SIGTERM (a second signal exits at once).
 Files in a folder named lib are helper modules, never served: a job file loads
 jobs/lib/util.lua with require 'util' (each served folder is on package.path).
 _type (QUEUE, LBQUEUE or DELQUEUE) is stored in RESERVED:QCONFIG when the queue has no type
 yet; a queue whose stored type differs is refused. Without _type, set it once with
 jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE.
+A job with cron = 'EXPR' (or { 'EXPR', tz = ZONE, args = {...}, missed = 'once'|'skip',
+hash = H }) is also enqueued on that schedule, once per tick across all workers (see
+jobrt cron --help); the workers serving a queue keep its file entries to what their files
+declare.
 
 Options:
   --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or

@@ -110,6 +110,15 @@ return {
     ]] })
     assert.equal(0, code, err)
     assert.matches("^3\ttable\t%a+\n$", out)
+    -- the scheduling and maintenance commands
+    for _, a in ipairs({ { "pause", "ACLQ" }, { "resume", "ACLQ" }, { "limit", "ACLQ", "--max-active", "5" },
+                         { "limit", "ACLQ" }, { "limit", "ACLQ", "--clear" }, { "queues" },
+                         { "cron", "add", "acl-tick", "ACLQ", "echo", "0 0 1 1 *" }, { "cron", "list" },
+                         { "cron", "delete", "acl-tick" }, { "drain", "ACLDEL" },
+                         { "obliterate", "ACLDEL", "--force" }, { "health" } }) do
+      code, out, err = run(a)
+      assert.equal(0, code, table.concat(a, " ") .. ": " .. err)
+    end
     -- a graceful stop deregisters the worker
     w:kill("SIGTERM")
     assert.equal(0, (w:wait()))

@@ -175,8 +175,9 @@ describe('jobrt.client', function()
       q:queueType('lb', 'LBQUEUE')
       assert.equal("enqueueJob: queue 'lb' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)",
         err_of(q.enqueueJob, q, 'lb', 'send', {}))
-      assert.equal("enqueueJob: option 'priority' applies to LBQUEUE queues only; queue 'cq' is a QUEUE",
-        err_of(q.enqueueJob, q, Q, 'send', {}, { priority = 2 }))
+      q:queueType('dq', 'DELQUEUE')
+      assert.equal("enqueueJob: option 'priority' applies to QUEUE and LBQUEUE queues only; queue 'dq' is a DELQUEUE (its jobs run at their time)",
+        err_of(q.enqueueJob, q, 'dq', 'send', {}, { priority = 2 }))
       assert.equal("enqueueJob: option 'delay' applies to QUEUE and DELQUEUE queues only; queue 'lb' is an LBQUEUE",
         err_of(q.enqueueJob, q, 'lb', 'send', {}, { jobHash = 'h', delay = 1 }))
       local err = via_callback(q, 'enqueueJob', 'lb', 'send', {}, {})
@@ -335,7 +336,7 @@ describe('jobrt.client', function()
     it('checks the wait option', function()
       assert.equal("run: option 'wait' must be seconds > 0, got 0", err_of(q.run, q, Q, 'echo', {}, { wait = 0 }))
       assert.equal("run: option 'wait' must be a number of seconds, got string", err_of(q.run, q, Q, 'echo', {}, { wait = '1' }))
-      assert.equal("run: unknown option 'wiat' (known: jobHash, priority, timestamp, delay, id, retries, timeout, wait)",
+      assert.equal("run: unknown option 'wiat' (known: jobHash, priority, timestamp, delay, id, retries, timeout, on_progress, wait)",
         err_of(q.run, q, Q, 'echo', {}, { wiat = 1 }))
     end)
 

@@ -18,6 +18,8 @@
 --   3. for CHAOS_SECONDS: one producer per queue type (chaos_q QUEUE, chaos_lb LBQUEUE,
 --      chaos_del DELQUEUE) enqueues a seeded mix (ok, flaky, doom and slow jobs; client ids,
 --      due times, repeated jobHashes, repeated enqueues), counting only what Redis acknowledged;
+--      a cron entry adds a job to chaos_q every second, chaos_lb has a max-active and chaos_del
+--      a rate limit (tests/chaos/sched.lua: their checks join the report);
 --      meanwhile the faults of tests/chaos/faults.lua hit on their schedule;
 --   4. waits (on the condition, up to CHAOS_DRAIN s) until every acknowledged job has completed
 --      or failed and every queue is empty;
@@ -45,6 +47,7 @@ local h = require 'tests.helpers'
 if not os.getenv('JOBRT_BIN') then h.jobrt_bin = ROOT .. '/jobrt' end
 local faults = require 'tests.chaos.faults'
 local ledger = require 'tests.chaos.ledger'
+local schedmix = require 'tests.chaos.sched'
 
 local fmt, concat, floor = string.format, table.concat, math.floor
 
@@ -527,6 +530,7 @@ local function main()
   client = jobrt.connect(qserver.url)
   local qr = h.redis(qserver.url)           -- for reading records and keys
   for _, q in ipairs(QUEUES) do client:queueType(q.name, q.type) end
+  local sched = schedmix.start(client, qserver.url, say)     -- cron and limits in the mix
 
   for i = 1, WORKERS do
     workers[i] = Worker.new(i)
@@ -590,6 +594,9 @@ local function main()
   for _, w in ipairs(workers) do
     if w.gone then w:start() end
   end
+  sched:stop_cron()
+  L:tail(lr)
+  sched:add_ticks(qr, L, jobs, by_queue)
 
   say('draining: %d jobs acknowledged', (function() local n = 0; for _ in pairs(jobs) do n = n + 1 end; return n end)())
   local drained, not_drained = drain(qr, L, lr)
@@ -597,6 +604,7 @@ local function main()
   local keys = {}
   for key in pairs(jobs) do keys[#keys + 1] = key end
   local outcomes = read_outcomes(qr, keys)
+  sched:clear_limits()
 
   say('probing every worker child')
   local stuck = probe(lr)
@@ -637,6 +645,11 @@ local function main()
   local lb = {}
   for _, q in ipairs(QUEUES) do if q.type == 'LBQUEUE' then lb[q.name] = true end end
   if not_drained then trouble[#trouble + 1] = not_drained end
+  local sched_trouble, sched_info = sched:check(L, injected, LEASE)
+  for _, t in ipairs(sched_trouble) do trouble[#trouble + 1] = t end
+  say('scheduling: %d cron tick jobs, at most %d of %s running at once (max-active %d), at most %d starts of %s in %gs (rate %d)',
+    sched_info.cron_ticks, sched_info.max_active_seen, schedmix.MAX_ACTIVE_QUEUE, schedmix.MAX_ACTIVE,
+    sched_info.rate_max_window, schedmix.RATE_QUEUE, schedmix.RATE_PER, schedmix.RATE_N)
   local rep = L:analyse{
     seed = SEED, fsync = FSYNC, seconds = SECONDS, jobs = jobs, outcomes = outcomes,
     faults = injected, faults_by_kind = by_kind, skipped_faults = skipped, lb_queues = lb,
@@ -658,6 +671,7 @@ local function main()
     dump:close()
   end
   local summary = ledger.summary(rep)
+  for k, v in pairs(sched_info) do summary[k] = v end
   summary.pass = #rep.violations == 0
   io.stdout:write('CHAOS-RESULT ', cjson.encode(summary), '\n')
   lr:close()

@@ -130,6 +130,9 @@ local function arm(s, queue, st, res)
   if s.stopped then return end
   local now = tonumber(res.now) or 0
   local due = tonumber(res.next_due)
+  -- flow control held the queue back: a wake-up (resume, a lease that ends) or, for the rate,
+  -- its retry_at comes first; a due time already passed would only wake us to be held again
+  if res.held then due = res.held == 'rate' and tonumber(res.retry_at) or nil end
   if due then
     st.due:start(math.max(0, (due - now) / 1000), function() poke(st) end)
   else
