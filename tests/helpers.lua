@@ -120,6 +120,18 @@ local function start_on(self, port)
   while jobrt.monotime() < deadline do
     if p:exited() then return nil end          -- port taken, most likely
     local r, _, code = redis.connect(url)
+    -- the server that answers must be this one, not another suite's on the same port
+    local theirs = false
+    if r then
+      local info = r:call("INFO", "server")
+      theirs = type(info) == "string" and tonumber(info:match("process_id:(%d+)")) ~= p:pid()
+    end
+    if theirs then
+      r:close()
+      if not p:exited() then p:kill("SIGKILL") end
+      p:wait()
+      return nil
+    end
     if r or code == "EAUTH" then                -- answering (a password may be required)
       if r then r:close() end
       self.proc, self.port, self.url = p, port, url
