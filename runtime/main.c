@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
   preload(L, "jobrt.core.redis", jr_open_redis);
   preload(L, "jobrt.core.term", jr_open_term);
   preload(L, "jobrt.core.proc", jr_open_proc);
+  preload(L, "jobrt.core.json", jr_open_json);
 
   /* arg: the whole command line, as the cli module sees it. */
   lua_createtable(L, argc, 1);

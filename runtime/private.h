@@ -81,6 +81,9 @@ void jr_redis_pool_free(void);
 int jr_open_term(lua_State *L);
 void jr_term_shutdown(void);
 
+/* json.c */
+int jr_open_json(lua_State *L);
+
 /* proc.c */
 int jr_open_proc(lua_State *L);
 void jr_proc_shutdown(void);
