@@ -191,7 +191,7 @@ static int enc_fail_at(enc_t *e, int depth, const char *code, const char *fmt, .
 
 static int enc_toobig(enc_t *e) {
   e->code = "ETOOBIG";
-  snprintf(e->msg, sizeof e->msg, "%s: the JSON text would be larger than the limit of %zu bytes", e->root, e->max);
+  snprintf(e->msg, sizeof e->msg, "%s is larger than the limit of %zu bytes as JSON text", e->root, e->max);
   return -1;
 }
 
@@ -255,8 +255,8 @@ static int enc_string(enc_t *e, const char *str, size_t n) {
     if (c >= 0x80) {
       size_t k = utf8_seq(s, i, n);
       if (k == 0)
-        return enc_fail(e, "EUTF8", "string is not valid UTF-8 (byte offset %zu in the string is 0x%02x): "
-                        "JSON text must be UTF-8; send binary data as base64", i, c);
+        return enc_fail(e, "EUTF8", "string is not valid UTF-8 (byte offset %zu in the string is 0x%02x; "
+                        "JSON text must be UTF-8: send binary data as base64)", i, c);
       if (enc_put(e, str + i, k)) return -1;
       i += k;
       continue;
@@ -662,8 +662,8 @@ static int dec_fail(dec_t *d, const char *what) {
   size_t bad = utf8_bad(d->start, upto);
   if (bad < upto && bad <= at) {
     d->code = "EUTF8";
-    snprintf(d->msg, sizeof d->msg, "JSON text is not valid UTF-8 (byte offset %zu is 0x%02x): JSON must be UTF-8 "
-             "(RFC 8259); send binary data as base64", bad, (unsigned char)d->start[bad]);
+    snprintf(d->msg, sizeof d->msg, "not valid UTF-8 (byte offset %zu is 0x%02x; JSON must be UTF-8, RFC 8259: "
+             "send binary data as base64)", bad, (unsigned char)d->start[bad]);
     return -1;
   }
   d->code = "EJSON";
@@ -853,7 +853,7 @@ static int dec_value(dec_t *d, lua_State *L) {
     case '{': {
       if (d->depth >= JR_JSON_MAX_DEPTH) {
         d->code = "EDEPTH";
-        snprintf(d->msg, sizeof d->msg, "JSON text is nested deeper than %d levels (byte offset %zu)",
+        snprintf(d->msg, sizeof d->msg, "nested deeper than %d levels (byte offset %zu)",
                  JR_JSON_MAX_DEPTH, (size_t)(d->p - d->start));
         return -1;
       }
@@ -887,7 +887,7 @@ static int dec_value(dec_t *d, lua_State *L) {
     case '[': {
       if (d->depth >= JR_JSON_MAX_DEPTH) {
         d->code = "EDEPTH";
-        snprintf(d->msg, sizeof d->msg, "JSON text is nested deeper than %d levels (byte offset %zu)",
+        snprintf(d->msg, sizeof d->msg, "nested deeper than %d levels (byte offset %zu)",
                  JR_JSON_MAX_DEPTH, (size_t)(d->p - d->start));
         return -1;
       }
@@ -926,7 +926,9 @@ static int dec_value(dec_t *d, lua_State *L) {
 }
 
 /* decode(text[, max_bytes]) -> value | nil, message, code
- * Byte offsets in messages count from 0. */
+ * The message says what the text is ("not valid JSON (byte offset 3: ...)",
+ * "12 bytes, more than the limit of 10 bytes"), for the caller to put its
+ * name in front ("args is ..."). Byte offsets count from 0. */
 static int l_decode(lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);   /* stays at index 1 */
@@ -934,7 +936,7 @@ static int l_decode(lua_State *L) {
   lua_settop(L, 2);
   if (len > max) {
     char msg[160];
-    snprintf(msg, sizeof msg, "JSON text of %zu bytes is larger than the limit of %zu bytes", len, max);
+    snprintf(msg, sizeof msg, "%zu bytes, more than the limit of %zu bytes", len, max);
     return push_fail(L, msg, "ETOOBIG");
   }
   lua_getfield(L, LUA_REGISTRYINDEX, ARRAY_MT);          /* index 3 */
@@ -979,6 +981,37 @@ static int l_utf8(lua_State *L) {
   return 2;
 }
 
+/* sanitize(s) -> s itself when it is valid UTF-8, else a copy in which each
+ * byte that starts no valid sequence is replaced by U+FFFD (for text that
+ * is shown or stored as JSON but may come from anywhere, e.g. an error
+ * message). */
+static int l_sanitize(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  size_t bad = utf8_bad(s, len);
+  if (bad == len) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, s, bad);
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = bad;
+  while (i < len) {
+    size_t k = utf8_seq(u, i, len);
+    if (k == 0) {
+      luaL_addlstring(&b, "\xEF\xBF\xBD", 3);
+      i++;
+    } else {
+      luaL_addlstring(&b, s + i, k);
+      i += k;
+    }
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
 /* is_array(v) -> whether v is a table carrying the array metatable */
 static int l_is_array(lua_State *L) {
   int marked = 0;
@@ -991,7 +1024,8 @@ int jr_open_json(lua_State *L) {
   if (c_locale == (locale_t)0) c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
   if (c_locale == (locale_t)0) return luaL_error(L, "json: cannot make the C locale for numbers");
   static const luaL_Reg fns[] = {{"encode", l_encode}, {"decode", l_decode}, {"check", l_check},
-                                 {"utf8", l_utf8},     {"is_array", l_is_array}, {NULL, NULL}};
+                                 {"utf8", l_utf8},     {"is_array", l_is_array},
+                                 {"sanitize", l_sanitize}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   luaL_newmetatable(L, ARRAY_MT);          /* marks arrays; no methods, so #t and ipairs work */

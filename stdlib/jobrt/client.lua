@@ -1,6 +1,10 @@
 -- jobrt.client: the queue client that jobrt.connect returns (DESIGN "Client API").
 --
---   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ...} | nil [, callback])
+--   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ..., max_payload=} | nil [, callback])
+--       max_payload: the largest args this client sends, as JSON text, in bytes (default
+--       jobrt.json.MAX_PAYLOAD, 16 MiB; at most jobrt.json.CEILING, 512 MiB). The enqueue script
+--       checks the same limit. Args over it raise "...larger than the limit..." before anything is
+--       sent. (Every other key of the table is the connection's: see jobrt.redis.connect.)
 --   q:enqueueJob(queue, job, args, opts)          -> id
 --   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
 --   q:run(queue, job, args, opts)                 -> the job's result (opts.wait: seconds to wait)
@@ -27,10 +31,13 @@
 -- fractions allowed), delay (seconds), id (client id: 1-256 bytes, not all digits), retries (whole
 -- number 0-1000), timeout (seconds a handler may run). q:run also takes wait (seconds to wait for
 -- the result; default: no limit); on timeout it raises and the job stays queued.
+-- Args are encoded by jobrt.json (its rules: exact numbers, [] for json.array tables, UTF-8 only)
+-- with sorted keys, so equal tables give equal text (DELQUEUE's identity of jobs without a
+-- jobHash is the function and the args text).
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops = require 'jobrt.ops'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack =
   type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack
@@ -39,8 +46,7 @@ local str_format, floor, huge = string.format, math.floor, math.huge
 local running, traceback = coroutine.running, debug.traceback
 local sort, concat = table.sort, table.concat
 
-local json = cjson.new()          -- a private instance: nobody else's settings affect us
-local NULL = cjson.null
+local NULL = json.null
 local QCONFIG = 'RESERVED:QCONFIG'
 
 local _M = { null = NULL }
@@ -158,13 +164,16 @@ local function check_options(fname, opts, extra, where)
 end
 _M.check_options = check_options
 
--- args as JSON text; raises when it cannot be encoded.
-local function encode_args(fname, args, where)
+-- args as JSON text (keys sorted, at most the client's max_payload bytes); raises when they
+-- cannot be encoded.
+local function encode_args(self, fname, args, where)
   if args == nil then return '{}' end
-  local ok, text = pcall(json.encode, args)
-  if not ok then
-    error(str_format('%s: %sargs cannot be encoded as JSON (%s): use tables, strings, numbers, booleans and jobrt.null',
-      fname, where or '', tostring(text)), 0)
+  local text, err, code = json.encode(args, self.args_out)
+  if not text then
+    if code == 'ETOOBIG' then
+      error(str_format('%s: %s%s (the connect option max_payload sets the limit)', fname, where or '', err), 0)
+    end
+    error(str_format('%s: %s%s', fname, where or '', err), 0)
   end
   return text
 end
@@ -234,11 +243,27 @@ end
 -- ---- connecting -----------------------------------------------------------
 
 -- A client on an open Redis connection r (from jobrt.redis.connect). Must run in a coroutine
--- (it loads the server scripts). Returns the client, or nil, err.
-function _M.new(r, conf)
-  local o, err = ops.new(r, conf)
+-- (it loads the server scripts). conf: jobrt.ops.new's; max_payload: bytes (default 16 MiB).
+-- Returns the client, or nil, err.
+function _M.new(r, conf, max_payload)
+  max_payload = max_payload or json.MAX_PAYLOAD
+  local oconf = { max_payload = max_payload }
+  for k, v in pairs(conf or {}) do oconf[k] = v end
+  local o, err = ops.new(r, oconf)
   if not o then return nil, err end
-  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false }, mt)
+  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false, max_payload = max_payload,
+                        args_out = { max_bytes = max_payload, sort = true, name = 'args' } }, mt)
+end
+
+-- Splits connect()'s argument into the connection's part and the client's max_payload.
+-- Raises on a malformed max_payload.
+local function split_conf(fname, conf)
+  if type(conf) ~= 'table' or conf.max_payload == nil then return conf, nil end
+  local ok, err = json.check_limit(conf.max_payload, fname .. ": option 'max_payload'")
+  if not ok then error(err, 0) end
+  local c = {}
+  for k, v in pairs(conf) do if k ~= 'max_payload' then c[k] = v end end
+  return c, conf.max_payload
 end
 
 -- The address a connect() argument points at, for messages.
@@ -256,15 +281,18 @@ function _M.describe(conf)
 end
 
 -- Connects and loads the scripts: client, or nil, message (without the "jobrt.connect: " part),
--- refused (true when nothing answered at the address). Must run in a coroutine.
-function _M.open(conf)
+-- refused (true when nothing answered at the address). Must run in a coroutine. max_payload:
+-- the client's limit (also read from conf.max_payload when conf is a table).
+function _M.open(conf, max_payload)
+  local c, limit = split_conf('jobrt.connect', conf)
+  conf, max_payload = c, limit or max_payload
   local r, err = redis.connect(conf)
   if not r then
     err = tostring(err)
     local refused = err:find('^ECONNREFUSED: ') ~= nil
     return nil, (err:gsub('^ECONNREFUSED: ', ''):gsub('^redis%.connect: ', '')), refused
   end
-  local q, qerr = _M.new(r)
+  local q, qerr = _M.new(r, nil, max_payload)
   if not q then
     r:close()
     return nil, tostring(qerr)
@@ -291,6 +319,7 @@ function _M.connect(...)
   if conf ~= nil and type(conf) ~= 'string' and type(conf) ~= 'table' then
     error('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got ' .. tname(conf), 0)
   end
+  split_conf('jobrt.connect', conf)         -- a malformed max_payload raises here, in both forms
   return both_ways('jobrt.connect', cb, do_connect, conf)
 end
 
@@ -358,7 +387,7 @@ function Client:enqueueJob(...)
   check_queue('enqueueJob', queue)
   check_job('enqueueJob', job)
   local o = check_options('enqueueJob', opts)
-  local text = encode_args('enqueueJob', args)
+  local text = encode_args(self, 'enqueueJob', args)
   return both_ways('enqueueJob', cb, enqueue_id, self, 'enqueueJob', queue, job, text, o)
 end
 
@@ -411,7 +440,7 @@ function Client:enqueueJobs(...)
     if job == nil then job, args, opts = it[1], it[2], it[3] end
     check_job('enqueueJobs', job, where)
     items[i] = { job = job, opts = check_options('enqueueJobs', opts, nil, where),
-                 args = encode_args('enqueueJobs', args, where) }
+                 args = encode_args(self, 'enqueueJobs', args, where) }
   end
   return both_ways('enqueueJobs', cb, enqueue_many, self, queue, items)
 end
@@ -420,8 +449,8 @@ end
 
 local function decode_result(text)
   if text == nil or text == NULL or text == '' then return nil end
-  local ok, v = pcall(json.decode, text)
-  if not ok then return text end
+  local v = json.decode(text)
+  if v == nil then return text end           -- not JSON (written by another tool): as it is
   if v == NULL then return nil end
   return v
 end
@@ -556,7 +585,7 @@ function Client:run(...)
   local o = check_options('run', opts, RUN_EXTRA)
   local wait = o.wait
   o.wait = nil
-  local text = encode_args('run', args)
+  local text = encode_args(self, 'run', args)
   return both_ways('run', cb, run_one, self, queue, job, text, o, wait)
 end
 

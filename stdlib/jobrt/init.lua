@@ -11,10 +11,11 @@
 --   jobrt.waitgroup()         wg:spawn(fn, ...), wg:wait([timeout]) -> true | false, "timeout"
 --   jobrt.cond()              c:wait([timeout]) -> values | false, "timeout"; c:signal(...); c:broadcast(...)
 --   jobrt.connect(url_or_table) -> queue client (see jobrt.client)
+--   jobrt.json                the JSON module (see jobrt.json); jobrt.null is its null
 local core = require 'jobrt.core'
 local timer = require 'jobrt.core.timer'
 local signal = require 'jobrt.core.signal'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local setmetatable, select, unpack = setmetatable, select, unpack
 local running, traceback, xpcall = coroutine.running, debug.traceback, xpcall
@@ -38,7 +39,8 @@ local _M = {
   random_bytes = core.random_bytes,
   live = core.live,
   exit = core.exit,
-  null = cjson.null,
+  null = json.null,              -- the same value as cjson.null and redis.null
+  json = json,
 }
 
 -- Logging: level names as --log-level takes them.

@@ -8,18 +8,24 @@
 --       opts.indent     a string (e.g. "  "): one member per line, keys sorted (for people)
 --       opts.name       what the value is called in messages (default "value"), e.g. "args"
 --                       gives "args.user.tags[2]: a function cannot be written as JSON: ..."
---   json.decode(text[, opts])   -> value | nil, message, code      (opts.max_bytes, opts.name)
+--   json.decode(text[, opts])   -> value | nil, message, code      (opts.max_bytes, opts.name:
+--                                  "args" gives "args is not valid JSON (byte offset 3: ...)";
+--                                  default "JSON text")
 --   json.check(text[, opts])    -> true | nil, message, code       (what decode would say)
 --   json.pretty(value)          -> indented text with sorted keys | nil, message, code
 --   json.array([t])             -> t marked as an array, so that an empty one is [] (not {})
 --   json.is_array(t)            -> whether t carries that mark (decoded arrays do)
 --   json.utf8(s)                -> true | nil, byte offset (from 0) of the first invalid byte
+--   json.sanitize(s)            -> s when valid UTF-8, else a copy with each invalid byte
+--                                  replaced by U+FFFD (for text from anywhere, e.g. errors)
 --   json.member(text, key)      -> the text of member `key` of the JSON object `text`, exactly
 --                                  as written there (nil when absent); text must be valid JSON
 --   json.null                   the JSON null: the same value as jobrt.null, redis.null and
 --                               cjson.null
 --   json.MAX_PAYLOAD            16 MiB: the default size limit of job arguments and results
 --   json.MAX_DEPTH              1000: deepest nesting of arrays and objects, both ways
+--   json.CEILING                512 MiB: the largest size limit that may be configured
+--   json.check_limit(v, what)   -> v | nil, message: v is a valid size limit (1..CEILING bytes)
 --
 -- Codes (the third value, luv's convention): EJSON (not JSON; the message gives the byte offset,
 -- counted from 0), EUTF8 (not UTF-8, RFC 8259 requires it; byte offset given), ETOOBIG (over
@@ -46,7 +52,7 @@
 --   nil          encodes as null (a handler returning nothing has the result null).
 local core = require 'jobrt.core.json'
 
-local type, setmetatable, error = type, setmetatable, error
+local type, setmetatable, error, tostring = type, setmetatable, error, tostring
 local find, sub, byte = string.find, string.sub, string.byte
 local c_encode, c_decode, c_check = core.encode, core.decode, core.check
 
@@ -57,9 +63,20 @@ local _M = {
   ARRAY = core.array_mt,          -- the array mark (a metatable without methods)
   is_array = core.is_array,
   utf8 = core.utf8,
+  sanitize = core.sanitize,
+  CEILING = 512 * 1024 * 1024,    -- the largest limit that may be configured (Redis' own
+                                  -- default limit on one value, proto-max-bulk-len)
 }
 
 local ARRAY = core.array_mt
+
+function _M.check_limit(v, what)
+  if type(v) ~= 'number' or v ~= v or v < 1 or v > _M.CEILING or v ~= math.floor(v) then
+    return nil, ('%s must be a whole number of bytes from 1 to %d (512 MiB), got %s'):format(
+      what, _M.CEILING, tostring(v))
+  end
+  return v
+end
 
 function _M.array(t)
   if t == nil then t = {} end
@@ -79,24 +96,25 @@ function _M.encode(v, opts)
   return c_encode(v, opts.max_bytes, opts.sort, opts.indent, opts.name)
 end
 
--- "args: " in front of a decoder message
-local function named(opts, text, msg, code)
-  if text == nil and opts and opts.name then return nil, opts.name .. ': ' .. msg, code end
-  return text, msg, code
+-- The decoder says what the text is ("not valid JSON (byte offset 3: ...)"); this puts the
+-- text's name in front: "args is not valid JSON (...)".
+local function named(name, v, msg, code)
+  if v == nil then return nil, name .. ' is ' .. tostring(msg), code end
+  return v
 end
 
 function _M.decode(text, opts)
   if type(text) ~= 'string' then error('json.decode: expected a string, got ' .. type(text), 2) end
-  if opts == nil then return c_decode(text) end
+  if opts == nil then return named('JSON text', c_decode(text)) end
   check_opts('decode', opts)
-  return named(opts, c_decode(text, opts.max_bytes))
+  return named(opts.name or 'JSON text', c_decode(text, opts.max_bytes))
 end
 
 function _M.check(text, opts)
   if type(text) ~= 'string' then error('json.check: expected a string, got ' .. type(text), 2) end
-  if opts == nil then return c_check(text) end
+  if opts == nil then return named('JSON text', c_check(text)) end
   check_opts('check', opts)
-  return named(opts, c_check(text, opts.max_bytes))
+  return named(opts.name or 'JSON text', c_check(text, opts.max_bytes))
 end
 
 function _M.pretty(v)

@@ -5,7 +5,8 @@
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
 --       -- retry delay, doubled per attempt, capped at 1 h), max_stalls (3: lease losses a job
---       -- survives regardless of its retries), type_ttl (s, 2: how long queue types are cached)
+--       -- survives regardless of its retries), type_ttl (s, 2: how long queue types are cached),
+--       -- max_payload (bytes, 16 MiB: the largest args the enqueue script accepts from us)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
@@ -40,7 +41,7 @@
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local _M = {}
 local mt = { __index = _M }
@@ -48,7 +49,7 @@ local mt = { __index = _M }
 local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
 local math_floor, math_abs = math.floor, math.abs
 local str_format, str_find = string.format, string.find
-local NULL = cjson.null
+local NULL = json.null
 
 _M.TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
 local QCONFIG = 'RESERVED:QCONFIG'
@@ -104,7 +105,7 @@ end
 function _M.new(r, conf)
   if conf ~= nil and type(conf) ~= 'table' then error('jobrt.ops.new: conf must be a table, got ' .. type(conf), 2) end
   conf = conf or {}
-  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl' }) do
+  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl', 'max_payload' }) do
     if conf[k] ~= nil and type(conf[k]) ~= 'number' then
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
@@ -118,6 +119,7 @@ function _M.new(r, conf)
     backoff = conf.backoff and num(conf.backoff) or '',
     max_stalls = conf.max_stalls and num(conf.max_stalls) or '',
     type_ttl = conf.type_ttl or 2,
+    max_payload = conf.max_payload and num(conf.max_payload) or '',
   }, mt)
 end
 
@@ -190,7 +192,7 @@ function _M:enqueue(queue, fn_name, args_json, opts)
     return v
   end
   local res, err = run(self, 'enqueue', queue, { false, fn_name, args_json, o('id'), o('jobHash'),
-    o('priority'), o('timestamp'), o('delay'), o('retries'), o('timeout') })
+    o('priority'), o('timestamp'), o('delay'), o('retries'), o('timeout'), self.max_payload })
   if not res then return nil, err end
   return res[1], res[2] == 1
 end

@@ -2,7 +2,10 @@
 --
 --   local worker = require 'jobrt.worker'
 --   local w, err = worker.new{ redis = url_or_conn, jobs = description, concurrency = 10,
---                              lease = 10, grace = 30, name = 'optional id prefix' }
+--                              lease = 10, grace = 30, name = 'optional id prefix',
+--                              max_payload = bytes }
+--       max_payload: the largest args a job may bring and result it may return, as JSON text
+--       (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails, saying so
 --   w:start()          -- connects, subscribes, starts serving (returns once serving)
 --   w:stop([grace])    -- graceful: stop reserving, finish or hand back jobs in flight
 --   w:wait()           -- until stopped
@@ -20,7 +23,7 @@
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops_mod = require 'jobrt.ops'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next
@@ -33,8 +36,6 @@ local W = {}
 W.__index = W
 
 local error_text, first_line       -- defined below
-local cjson_safe = cjson.new()
-cjson_safe.encode_sparse_array(true)
 
 -- ---- job descriptions ------------------------------------------------------
 
@@ -135,7 +136,7 @@ end
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
-               timeout = "number", watch_handlers = "function" }
+               timeout = "number", watch_handlers = "function", max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -149,6 +150,9 @@ function _M.new(opts)
   if type(opts.jobs) ~= "table" then error("worker.new: option 'jobs' (a jobDescription) is required", 2) end
   local jobs, err = _M.load_description(opts.jobs)
   if not jobs then return nil, err end
+  local max_payload = opts.max_payload or json.MAX_PAYLOAD
+  local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
+  if not okl then error(lerr, 2) end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
@@ -160,8 +164,12 @@ function _M.new(opts)
     watch_handlers = opts.watch_handlers,   -- tells the watchdog which coroutines are handlers
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
+    max_payload = max_payload,
+    args_in = { max_bytes = max_payload, name = "args" },               -- decoding a job's args
+    args_out = { max_bytes = max_payload, name = "args", sort = true }, -- job:enqueue
+    result_out = { max_bytes = max_payload, name = "result" },
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
-                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed },
+                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed, max_payload = max_payload },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
@@ -352,12 +360,16 @@ end
 
 -- job:enqueue(queue, job, args, opts) -> id (raises on error)
 function JobCtx:enqueue(queue, name, args, opts)
-  local ok, json = pcall(cjson_safe.encode, args == nil and {} or args)
-  if not ok then
+  local w = rawget(self, "_worker")
+  local text, jerr, code = json.encode(args == nil and {} or args, w.args_out)
+  if not text then
+    if code == "ETOOBIG" then
+      error(fmt("job:enqueue: %s (the worker's --max-payload / max_payload)", jerr), 2)
+    end
     error(fmt("job:enqueue: args cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
-      first_line(json)), 2)
+      first_line(jerr)), 2)
   end
-  local ok2, id, err = pcall(rawget(self, "_worker").ops.enqueue, rawget(self, "_worker").ops, queue, name, json, opts)
+  local ok2, id, err = pcall(w.ops.enqueue, w.ops, queue, name, text, opts)
   if not ok2 then error((tostring(id):gsub("^.-jobrt%.ops%.enqueue: ", "job:enqueue: ")), 2) end
   if not id then error("job:enqueue: " .. tostring(err), 2) end
   return id
@@ -370,8 +382,8 @@ error_text = function(e)
   if type(e) == "table" then
     local mt = getmetatable(e)
     if mt and mt.__tostring then return tostring(e) end
-    local ok, json = pcall(cjson_safe.encode, e)
-    if ok then return "error object " .. json end
+    local text = json.encode(e, { sort = true, max_bytes = 65536 })
+    if text then return "error object " .. text end
   end
   return tostring(e)
 end
@@ -416,10 +428,13 @@ function W:run_job(q, job, spec, state)
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
       exception = "" })
   end
-  local ok, args = pcall(cjson.decode, job.args)
-  if not ok then
+  local args, aerr, acode = json.decode(job.args, self.args_in)
+  if args == nil then
     return self:finish(state, { id = id, ok = false, retries = spec.retries,
-      reason = fmt("args of job %s are not valid JSON: %s", id, first_line(args)), exception = "" })
+      reason = acode == "ETOOBIG"
+        and fmt("args of job %s are %d bytes, more than this worker's limit of %d bytes (--max-payload)",
+          id, #job.args, self.max_payload)
+        or fmt("job %s: %s", id, first_line(aerr)), exception = "" })
   end
   local ctx = setmetatable({ id = id, queue = q.name, attempt = job.attempt, name = job.fn,
                              hash = job.hash, worker = self.id, _worker = self }, JobCtx)
@@ -434,19 +449,35 @@ function W:run_job(q, job, spec, state)
     return self:finish(state, { id = id, ok = false, reason = error_text(r2),
       exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
-  local eok, json = pcall(cjson_safe.encode, r1 == nil and cjson.null or r1)
-  if not eok then
+  local text, eerr, ecode = json.encode(r1, self.result_out)
+  if not text then
     return self:finish(state, { id = id, ok = false, retries = spec.retries,
-      reason = fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
-        q.name, job.fn, first_line(json)), exception = "" })
+      reason = ecode == "ETOOBIG"
+        and fmt("the result of %s.%s is larger than the limit of %d bytes (--max-payload): return less, or store it elsewhere and return a reference",
+          q.name, job.fn, self.max_payload)
+        or fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
+          q.name, job.fn, first_line(eerr)), exception = "" })
   end
-  return self:finish(state, { id = id, ok = true, value = json })
+  return self:finish(state, { id = id, ok = true, value = text })
+end
+
+-- A failed job's error-reason and error-exception as stored: valid UTF-8 (records are read as
+-- JSON, by `jobrt job` and by other languages) and at most 64 KiB each.
+local TEXT_MAX = 65536
+local function stored_text(s)
+  if s == nil then return nil end
+  s = tostring(s)
+  if #s > TEXT_MAX then s = s:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #s - TEXT_MAX) end
+  return json.sanitize(s)
 end
 
 -- Records a job's outcome (once), frees its slot and schedules the batch report.
 function W:finish(state, outcome)
   if state.done then return end
   state.done = true
+  if not outcome.ok then
+    outcome.reason, outcome.exception = stored_text(outcome.reason), stored_text(outcome.exception)
+  end
   if state.timer then state.timer:close() end
   self.running[state.id] = nil
   self.inflight = self.inflight - 1
