@@ -32,6 +32,42 @@ static int open_cjson(lua_State *L) {
   return 1;
 }
 
+/* Masks the password in a Redis URL in place: the part between "user:" (or
+ * "//") and the last '@' of the authority, and the value of "password=" in
+ * the query (unix:///path?password=...). Lengths stay the same. */
+static void mask_url(char *u) {
+  char *auth = strstr(u, "://");
+  if (auth == NULL) return;
+  auth += 3;
+  size_t alen = strcspn(auth, "/?#");
+  char *at = NULL;
+  for (char *p = auth; p < auth + alen; p++)
+    if (*p == '@') at = p;
+  if (at) {
+    char *colon = memchr(auth, ':', (size_t)(at - auth));
+    for (char *p = colon ? colon + 1 : auth; p < at; p++) *p = '*';
+  }
+  for (char *q = strchr(u, '?'); q; q = strchr(q + 1, '&')) {
+    char *v = strstr(q, "password=");
+    if (v == NULL) break;
+    for (v += 9; *v && *v != '&' && *v != '#'; v++) *v = '*';
+    q = v;
+    if (*q == '\0') break;
+  }
+}
+
+/* Masks the password of every Redis URL given as --redis URL or --redis=URL
+ * in the process's own argv. Called once Lua has its copy of the command
+ * line: /proc/PID/cmdline, which ps shows to every local user, reads this
+ * memory. (A password is best not typed on a command line at all: set
+ * JOBRT_REDIS instead. Worker children get the address that way.) */
+static void scrub_argv(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strncmp(argv[i], "--redis=", 8) == 0) mask_url(argv[i] + 8);
+    else if (strcmp(argv[i], "--redis") == 0 && i + 1 < argc) mask_url(argv[++i]);
+  }
+}
+
 static void count_walk(uv_handle_t *h, void *arg) {
   int *n = arg;
   if (!uv_is_closing(h)) {
@@ -68,6 +104,7 @@ int main(int argc, char **argv) {
     lua_rawseti(L, -2, i);
   }
   lua_setglobal(L, "arg");
+  scrub_argv(argc, argv);
 
   /* The main coroutine: require('jobrt.cli').main(arg). */
   lua_getglobal(L, "require");

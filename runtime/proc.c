@@ -1,5 +1,7 @@
 /* proc.c - child processes (spawn, wait, kill, captured output, heartbeat)
- * and the two file-system look-ups the worker needs at start-up.
+ * and the few file-system calls jobrt needs at start-up: finding job files,
+ * and making and checking the private directory of the embedded Redis
+ * (lstat, mkdir, chmod, getuid).
  *
  * Used by the --procs supervisor (children are `jobrt` itself) and by the
  * tests (run a jobrt command, read its output and exit status). A child may
@@ -633,6 +635,86 @@ static int l_stat(lua_State *L) {
   return 1;
 }
 
+/* proc.lstat(path) -> { kind = "file"|"dir"|"link"|"socket"|"other",
+ * mode = permission bits (number), uid = owner } | nil, err
+ * (synchronous; a symbolic link is reported as "link", not followed) */
+static int l_lstat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_lstat(NULL, &req, path, NULL);
+  if (rc < 0) {
+    uv_fs_req_cleanup(&req);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    lua_pushstring(L, uv_err_name(rc));
+    return 3;
+  }
+  uint64_t m = req.statbuf.st_mode, uid = req.statbuf.st_uid;
+  uv_fs_req_cleanup(&req);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, S_ISDIR(m) ? "dir" : S_ISREG(m) ? "file" : S_ISLNK(m) ? "link" : S_ISSOCK(m) ? "socket" : "other");
+  lua_setfield(L, -2, "kind");
+  lua_pushnumber(L, (lua_Number)(m & 07777));
+  lua_setfield(L, -2, "mode");
+  lua_pushnumber(L, (lua_Number)uid);
+  lua_setfield(L, -2, "uid");
+  return 1;
+}
+
+/* proc.mkdir(path, mode) -> true | nil, err, code ("EEXIST" when it exists) */
+static int l_mkdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int mode = (int)luaL_checkinteger(L, 2);
+  uv_fs_t req;
+  int rc = uv_fs_mkdir(NULL, &req, path, mode, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    lua_pushstring(L, uv_err_name(rc));
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.rmdir(path) -> true | nil, err */
+static int l_rmdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_rmdir(NULL, &req, path, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.chmod(path, mode) -> true | nil, err */
+static int l_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int mode = (int)luaL_checkinteger(L, 2);
+  uv_fs_t req;
+  int rc = uv_fs_chmod(NULL, &req, path, mode, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.getuid() -> the real user id of this process */
+static int l_getuid(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)getuid());
+  return 1;
+}
+
 /* proc.kill(pid, sig) -> true | nil, err */
 static int l_kill(lua_State *L) {
   int rc = uv_kill((int)luaL_checkinteger(L, 1), (int)luaL_optinteger(L, 2, SIGTERM));
@@ -661,6 +743,8 @@ int jr_open_proc(lua_State *L) {
                                  {"exepath", l_exepath}, {"kill", l_kill},
                                  {"scandir", l_scandir}, {"stat", l_stat},
                                  {"watchdog", l_watchdog}, {"watch_handler", l_watch_handler},
+                                 {"lstat", l_lstat}, {"mkdir", l_mkdir}, {"rmdir", l_rmdir},
+                                 {"chmod", l_chmod}, {"getuid", l_getuid},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);

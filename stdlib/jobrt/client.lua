@@ -1,6 +1,8 @@
 -- jobrt.client: the queue client that jobrt.connect returns (DESIGN "Client API").
 --
 --   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ..., max_payload=} | nil [, callback])
+--       nil: $JOBRT_REDIS, else this directory's private Redis (./.jobrt/redis.sock, see
+--       jobrt.localredis) when there is one, else redis://127.0.0.1:6379
 --       max_payload: the largest args this client sends, as JSON text, in bytes (default
 --       jobrt.json.MAX_PAYLOAD, 16 MiB; at most jobrt.json.CEILING, 512 MiB). The enqueue script
 --       checks the same limit. Args over it raise "...larger than the limit..." before anything is
@@ -286,7 +288,16 @@ end
 function _M.open(conf, max_payload)
   local c, limit = split_conf('jobrt.connect', conf)
   conf, max_payload = c, limit or max_payload
+  if conf == nil and os.getenv('JOBRT_REDIS') == nil then
+    -- no address: this directory's private Redis (./.jobrt/redis.sock) if any, else the default
+    local problem
+    conf, problem = require('jobrt.localredis').default_url()
+    if not conf then return nil, problem end
+  end
   local r, err = redis.connect(conf)
+  if not r and type(conf) == 'string' and require('jobrt.localredis').is_local(conf) then
+    return nil, require('jobrt.localredis').NOT_RUNNING    -- its socket is left from a kill or a reboot
+  end
   if not r then
     err = tostring(err)
     local refused = err:find('^ECONNREFUSED: ') ~= nil

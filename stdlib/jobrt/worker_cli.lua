@@ -6,6 +6,7 @@ local args = require 'jobrt.args'
 local worker = require 'jobrt.worker'
 local redis = require 'jobrt.redis'
 local proc = require 'jobrt.core.proc'
+local json = require 'jobrt.json'
 
 local fmt, concat, sort = string.format, table.concat, table.sort
 
@@ -37,6 +38,8 @@ Options:
   --keep-ok SECONDS    how long a successful job's record is kept (default 3600)
   --keep-failed SECONDS  how long a failed job's record is kept (default 604800, 7 days)
   --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
+  --max-payload BYTES  the largest args a job may bring and result it may return, as JSON text
+                       (default 16777216, 16 MiB; at most 536870912); a job over it fails
   --log-level LEVEL    debug, info, warn or error (default info)
 
 Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE
@@ -45,7 +48,7 @@ Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME Q
 local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
                grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
-               backoff = "seconds", timeout = "seconds" }
+               backoff = "seconds", timeout = "seconds", ["max-payload"] = "count" }
 
 -- Every *.lua file under path (recursively, sorted), or nil, err.
 local function find_files(path, out)
@@ -129,6 +132,7 @@ local function serve(opts, desc)
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
                              backoff = opts.backoff, timeout = opts.timeout,
+                             max_payload = opts["max-payload"],
                              watch_handlers = not opts.child and proc.watch_handler or nil }
   if not w then return fail(err) end
   local ok, serr = w:start()
@@ -294,6 +298,10 @@ function _M.main(argv, cmd)
   if opts.timeout and opts.timeout <= 0 then
     return fail("jobrt work: --timeout wants seconds > 0", 2)
   end
+  if opts["max-payload"] then
+    local ok, lerr = json.check_limit(opts["max-payload"], "--max-payload")
+    if not ok then return fail("jobrt work: " .. lerr, 2) end
+  end
   local url, perr = redis.address(opts.redis)
   if url == false then return fail(perr, 2) end
   local desc, err = _M.load(pos)
@@ -306,22 +314,36 @@ function _M.main(argv, cmd)
   end
   url = url or redis.DEFAULT_URL
   opts.redis = url
+  -- leaving, the program that uses the directory's private Redis says it keeps running
+  local localredis = require 'jobrt.localredis'
+  local function done(code)
+    if not opts.child and localredis.is_local(url) then io.stderr:write(localredis.exit_note()) end
+    return code
+  end
   local r, cerr = redis.connect(url)
   if not r then
-    return fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)")
+    return done(fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)"))
   end
   local ok, terr = check_types(r, desc)
   r:close()
-  if not ok then return fail(terr) end
+  if not ok then return done(fail(terr)) end
+  local code
   if opts.procs and opts.procs > 0 and not opts.child then
+    -- The children find Redis through JOBRT_REDIS in their environment, never in their
+    -- command line: a password there would be visible to every local user in ps.
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+    ffi.C.setenv("JOBRT_REDIS", url, 1)
     local pass = {}
-    for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls",
-                         "keep-ok", "keep-failed", "backoff", "timeout" }) do
+    for _, k in ipairs({ "concurrency", "lease", "grace", "log-level", "max-stalls",
+                         "keep-ok", "keep-failed", "backoff", "timeout", "max-payload" }) do
       if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
-    return supervise(opts, pos, pass)
+    code = supervise(opts, pos, pass)
+  else
+    code = serve(opts, desc)
   end
-  return serve(opts, desc)
+  return done(code)
 end
 
 return _M
