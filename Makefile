@@ -6,6 +6,7 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan+UBSan
 
 PKGS      := luajit libuv hiredis
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
@@ -23,7 +24,7 @@ SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
 SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps fuzz fuzz-deps
 
 all: jobrt
 
@@ -81,6 +82,39 @@ bench: jobrt
 
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
+
+# ---- fuzzing: tests/fuzz/README.md ----------------------------------------------------
+# Targets: json url args jobfile scripts (Lua parsers, tests/fuzz/lua_fuzz.c runs
+# tests/fuzz/targets/NAME.lua) and resp (Redis replies into Lua values, tests/fuzz/resp_fuzz.c).
+# Each runs for FUZZ_SECONDS on its corpus tests/fuzz/corpus/NAME/ (what it finds new goes
+# to build/fuzz/corpus/NAME/, crashes to build/fuzz/crashes/NAME/); tools/fuzz.lua prints
+# executions per second and coverage per target.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= json url args jobfile scripts resp
+FUZZ_DEB_PKGS := clang libfuzzer-14-dev
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-function -Wno-unused-parameter
+FUZZ_RT    := $(filter-out runtime/main.c,$(SRCS))
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
+
+build/fuzz/lua_fuzz: tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
+
+# resp_fuzz includes runtime/redis.c itself (its reader callbacks are static)
+build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c \
+	  $(filter-out runtime/redis.c,$(FUZZ_RT)) build/embedded.c $(LIBS)
+
+fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz
+	@./jobrt run tools/fuzz.lua $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build jobrt jobrt-asan

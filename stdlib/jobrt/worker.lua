@@ -104,16 +104,26 @@ function _M.load_description(desc, source, into)
             return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, want, type(v))
           end
         end
-        if type(def.handler) ~= "function" then
-          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(def.handler))
+        -- read once, through any metatable (a table of defaults may supply fields), and check
+        -- what was read: what pairs saw above is only the table's own fields
+        local handler, timeout, retries, src = def.handler, def.timeout, def.retries, def.source
+        local read = { timeout = timeout, retries = retries, source = src }
+        for _, k in ipairs({ "timeout", "retries", "source" }) do
+          local v = read[k]
+          if v ~= nil and type(v) ~= JOB_FIELDS[k] then
+            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, JOB_FIELDS[k], type(v))
+          end
         end
-        if def.timeout and def.timeout <= 0 then
-          return nil, fmt("%s: %s.%s.timeout must be > 0 seconds, got %s", locate(source, name), queue, name, def.timeout)
+        if type(handler) ~= "function" then
+          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(handler))
         end
-        if def.retries and (def.retries < 0 or def.retries ~= floor(def.retries)) then
-          return nil, fmt("%s: %s.%s.retries must be a whole number >= 0, got %s", locate(source, name), queue, name, def.retries)
+        if timeout and not (timeout > 0 and timeout <= 3.2e7) then
+          return nil, fmt("%s: %s.%s.timeout must be seconds > 0 (at most 3.2e7), got %s", locate(source, name), queue, name, timeout)
         end
-        spec = { handler = def.handler, timeout = def.timeout, retries = def.retries, source = def.source }
+        if retries and not (retries >= 0 and retries <= 1000 and retries == floor(retries)) then
+          return nil, fmt("%s: %s.%s.retries must be a whole number from 0 to 1000, got %s", locate(source, name), queue, name, retries)
+        end
+        spec = { handler = handler, timeout = timeout, retries = retries, source = src }
       else
         return nil, fmt("%s: %s.%s must be a function(args, job) or a table { handler = function(args, job) ... end }, got %s",
           locate(source, name), queue, name, type(def))
