@@ -57,16 +57,19 @@ for _, t in ipairs(targets) do
   for c, fe, co in text:gmatch('cov: (%d+) ft: (%d+) corp: (%d+)') do cov, ft, corp = c, fe, co end
   local execs = text:match('stat::number_of_executed_units:%s*(%d+)') or '?'
   local eps = text:match('stat::average_exec_per_sec:%s*(%d+)') or '?'
+  local lines = text:match('Lua lines reached: (%d+)') or '-'
   local crash = code ~= 0
   crashed = crashed or crash
-  rows[#rows + 1] = { t, ('%.0f'):format(jobrt.monotime() - t0), execs, eps, cov or '?', ft or '?', corp or '?',
+  rows[#rows + 1] = { t, ('%.0f'):format(jobrt.monotime() - t0), execs, eps, cov or '?', lines, ft or '?', corp or '?',
                       crash and ('CRASH (exit %d): see build/fuzz/%s.log'):format(code, t) or 'none' }
 end
 
-io.stdout:write(('\n%-8s %7s %12s %9s %6s %8s %7s  %s\n'):format('target', 'seconds', 'executions', 'execs/s',
-  'cov', 'features', 'corpus', 'crashes'))
+io.stdout:write(('\n%-8s %7s %12s %9s %6s %9s %8s %7s  %s\n'):format('target', 'seconds', 'executions', 'execs/s',
+  'C edges', 'Lua lines', 'features', 'corpus', 'crashes'))
 for _, r in ipairs(rows) do
-  io.stdout:write(('%-8s %7s %12s %9s %6s %8s %7s  %s\n'):format(unpack(r)))
+  io.stdout:write(('%-8s %7s %12s %9s %6s %9s %8s %7s  %s\n'):format(unpack(r)))
 end
-io.stdout:write('cov: code edges reached (the Lua targets count Lua lines too); features: libFuzzer\'s finer measure\n')
+io.stdout:write("C edges: instrumented C edges reached (libFuzzer's cov; libraries such as hiredis and LuaJIT are not\n" ..
+  "instrumented); Lua lines: distinct Lua lines any input reached; features: libFuzzer's finer measure,\n" ..
+  "Lua lines included\n")
 return crashed and 1 or 0
