@@ -7,10 +7,13 @@
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan+UBSan
+#   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
+#   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
 
 PKGS      := luajit libuv hiredis
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
-             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev
+             lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
+             python3 python3-prometheus-client wrk
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -18,13 +21,18 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN      := -Wall -Wextra -Werror -Wno-unused-function
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild
-LIBS       = $(CJSON_A) $(PKG_LIBS) -lreadline -lm -ldl -lpthread
+LIBS       = $(CJSON_A) $(PKG_LIBS) -lhttp_parser -lreadline -lm -ldl -lpthread
 
 SRCS      := $(wildcard runtime/*.c)
 STDLIB    := $(shell find stdlib -name '*.lua' | sort)
-SCRIPTS   := $(sort $(wildcard lua-server-scripts/*.lua))
+ASSETS    := $(shell find stdlib -path '*/static/*' -type f | sort)
+# Server scripts: lua-server-scripts/src/<op>.lua with `--- @include "x"` of includes/x.lua are
+# built into the committed standalone lua-server-scripts/<op>.lua (tools/scripts.lua).
+SCRIPT_SRC := $(sort $(wildcard lua-server-scripts/src/*.lua))
+SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
+SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps fuzz fuzz-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http fuzz fuzz-deps
 
 all: jobrt
 
@@ -40,15 +48,22 @@ deps:
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
 
 # Every build first makes sure the Debian packages are there (once; `make deps` re-checks).
-build/deps.ok:
+build/deps.ok: Makefile
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p build && touch $@
 
-build/embedded.c: tools/embed.lua $(STDLIB) $(SCRIPTS) | build/deps.ok
+build/scripts.stamp: tools/scripts.lua $(SCRIPT_SRC) $(SCRIPT_INC) | build/deps.ok
 	@mkdir -p build
-	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS)
+	luajit tools/scripts.lua build lua-server-scripts
+	@touch $@
 
-build/%.o: runtime/%.c runtime/private.h | build/deps.ok
+scripts: build/scripts.stamp
+
+build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp $(ASSETS) | build/deps.ok
+	@mkdir -p build
+	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
+
+build/%.o: runtime/%.c runtime/private.h runtime/http_request.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -62,7 +77,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
@@ -77,6 +92,28 @@ sanitize: jobrt-asan jobrt
 valgrind: jobrt
 	@./jobrt run tests/valgrind.lua
 
+# The browser and its driver are big: only test-browser installs them.
+BROWSER_PKGS := chromium chromium-driver
+browser-deps:
+	@missing=""; for p in $(BROWSER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; echo "installing:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+test-browser: jobrt browser-deps
+	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_PATTERN=_browser ./jobrt run tests/run.lua tests/07-web
+
+# libFuzzer on the request assembly (runtime/http_request.c over http-parser); the seed inputs
+# are in tests/fuzz/corpus/http, new ones found go to build/fuzz-http-corpus.
+FUZZ_SECONDS ?= 60
+build/fuzz-http: tests/fuzz/http_request_fuzz.c runtime/http_request.c runtime/http_request.h | build/deps.ok
+	@mkdir -p build
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime -o $@ tests/fuzz/http_request_fuzz.c runtime/http_request.c -lhttp_parser
+
+fuzz-http: build/fuzz-http
+	@mkdir -p build/fuzz-http-corpus
+	./build/fuzz-http -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz-http-corpus tests/fuzz/corpus/http
+
 bench: jobrt
 	@./jobrt run bench/run.lua
 
@@ -85,12 +122,12 @@ run: jobrt
 
 # ---- fuzzing: tests/fuzz/README.md ----------------------------------------------------
 # Targets: json url args jobfile scripts (Lua parsers, tests/fuzz/lua_fuzz.c runs
-# tests/fuzz/targets/NAME.lua) and resp (Redis replies into Lua values, tests/fuzz/resp_fuzz.c).
+# tests/fuzz/targets/NAME.lua), resp (Redis replies into Lua values, tests/fuzz/resp_fuzz.c)
+# and http (requests for jobrt web, tests/fuzz/http_request_fuzz.c, build/fuzz-http above).
 # Each runs for FUZZ_SECONDS on its corpus tests/fuzz/corpus/NAME/ (what it finds new goes
 # to build/fuzz/corpus/NAME/, crashes to build/fuzz/crashes/NAME/); tools/fuzz.lua prints
 # executions per second and coverage per target.
-FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= json url args jobfile scripts resp
+FUZZ_TARGETS ?= json url args jobfile scripts resp http
 FUZZ_DEB_PKGS := clang libfuzzer-14-dev
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -113,7 +150,7 @@ build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c \
 	  $(filter-out runtime/redis.c,$(FUZZ_RT)) build/embedded.c $(LIBS)
 
-fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz
+fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz build/fuzz-http
 	@./jobrt run tools/fuzz.lua $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:

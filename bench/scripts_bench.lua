@@ -77,7 +77,7 @@ end)
 total = total + phase('complete', function()
   for _, jobs in ipairs(held) do
     local outs = {}
-    for i, j in ipairs(jobs) do outs[i] = { id = j.id, ok = true, value = '{"ok":true}' } end
+    for i, j in ipairs(jobs) do outs[i] = { id = j.id, attempt = j.attempt, ok = true, value = '{"ok":true}' } end
     assert(o:complete(queue, 'bench-worker', outs))
   end
 end)

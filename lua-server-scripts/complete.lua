@@ -4,65 +4,88 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] worker      worker id that holds the jobs
-  [3] ttl_ok      seconds a successful record is kept (1..315360000); '' = 3600
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
-  [5] backoff     seconds before the first retry (0..86400), doubled per attempt, at most 1 hour
+  [3] ttl_ok      seconds a successful record is kept (0..315360000; 0: removed at once); '' = 3600
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once, not listed
+                  in the failed set); '' = 604800 (7 days)
+  [5] backoff     seconds before the first retry (0..86400), doubled per failure, at most 1 hour
                   (or backoff itself if larger); '' = 1
-  then one group of 5 per job (1..1000 groups):
-  [6+5k] id
-  [7+5k] outcome      'ok' | 'failed'
-  [8+5k] value        ok: the result as JSON text ('' = null; valid UTF-8, at most 512 MiB:
+  then one group of 6 per job (1..1000 groups):
+  [6+6k] id
+  [7+6k] attempt      the attempt the outcome belongs to (whole number >= 1)
+  [8+6k] outcome      'ok' | 'failed'
+  [9+6k] value        ok: the result as JSON text ('' = null; valid UTF-8, at most 512 MiB:
                       workers check their own, smaller limit first); failed: the error reason (text)
-  [9+5k] exception    failed: traceback text ('' = none); ok: must be ''
-  [10+5k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
-A job counts only if "<worker>|<id>" is still in jobrt:{Q}:active (the lease was not lost);
-  others are ignored and returned.
+  [10+6k] exception   failed: traceback text ('' = none); ok: must be ''
+  [11+6k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
+A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:active: the lease
+  belongs to that attempt, so a late outcome of an earlier attempt (whose lease was lost and
+  whose job runs again, maybe on the same worker) is refused. Refused ones are returned.
 ok: state=finished, result=successful, result-value, finished-created; EXPIRE ttl_ok (an
-  earlier attempt's error-reason, error-exception and due were removed by reserve).
-failed, attempts <= retries: state=pending, error-reason, error-exception, due; into
-  jobrt:{Q}:due at now + backoff * 2^(attempts-1) (LBQUEUE keeps its jobHash running meanwhile).
-failed, no retries left: state=finished, result=failed, error-reason, error-exception,
-  finished-created; into jobrt:{Q}:failed; EXPIRE ttl_failed.
+  earlier attempt's error-reason, error-exception and due were removed by reserve); ttl_ok 0:
+  the record is deleted instead (its key is still published).
+failed: failures+1 (failures count handler errors only: a lost lease is not the job's fault
+  and uses up no retry). failures <= retries: state=pending, error-reason, error-exception,
+  due; into jobrt:{Q}:due at now + backoff * 2^(failures-1) (LBQUEUE keeps its jobHash running
+  meanwhile). No retries left: state=finished, result=failed, error-reason, error-exception,
+  finished-created; EXPIRE ttl_failed and into jobrt:{Q}:failed with its expiry time as score
+  (ttl_failed 0: the record is deleted instead, and not listed).
+An outcome ends the job's run of lost leases: stalls and suspect are removed (read records only).
 Finished jobs: LBQUEUE releases the jobHash and queues its parked job; DELQUEUE frees the
   identity@timestamp entry.
 Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), whatever the
   outcome: the record is deleted, no result is stored, the same releases as a finished job;
   counted neither completed nor failed (stats counter total-cancelled) and returned in
-  cancelled_ids. A job whose record vanished under its lease is handled the same way.
+  cancelled_ids. A job whose record vanished under its lease is handled the same way: the
+  record is not recreated, and what still points at its id (an LBQUEUE jobHash it holds, a
+  DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
   per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
 Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
 ]]
+-- Built by tools/scripts.lua from src/complete.lua and includes/: edit those, then run make.
 local SCRIPT = 'complete'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -72,10 +95,7 @@ local function queue_type()
   end
   return v
 end
-local function max_argv(n)
-  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -112,13 +132,37 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -127,9 +171,9 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
 -- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
@@ -139,12 +183,69 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
--- ---- end of shared helpers ----
--- ---- JSON text checks (job args and results): the same text in enqueue.lua and complete.lua ----
--- RFC 8259: JSON text is UTF-8. Returns nil when v (ARGV[i], called name) is valid UTF-8 of at
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
+-- ---- end of includes/claims.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- Leases. A lease belongs to one attempt of one job of one queue: it is the member
+-- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
+-- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
+-- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
+-- ---- includes/json_text.lua (edit it there, then run make) ----
+-- JSON text (job args and results) is UTF-8 (RFC 8259) and has a size limit.
+-- json_text_error(i, name, v, limit) -> nil when v (ARGV[i], called name) is valid UTF-8 of at
 -- most `limit` bytes, else the error message (with the byte offset, counted from 0, of the first
--- invalid byte). Cost in Redis' Lua: about 17 ns per byte of ASCII, 60-100 ns per byte of other
--- text (one string.find, then a gsub per kind of multi-byte character).
+-- invalid byte).
+-- Cost in Redis' Lua: about 17 ns per byte of ASCII, 60-100 ns per byte of other text (one
+-- string.find, then a gsub per kind of multi-byte character).
 local function json_text_error(i, name, v, limit)
   if #v > limit then
     return argerr(i, name, 'is ' .. #v .. ' bytes, more than the limit of ' .. limit .. ' bytes')
@@ -192,46 +293,48 @@ local function json_text_error(i, name, v, limit)
     p = p + k + 1
   end
 end
--- ---- end of JSON text checks ----
+-- ---- end of includes/json_text.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
-ttl_ok, err = opt_num(3, 'ttl_ok', 1, 315360000, true, 3600); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
-if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, outcome, value, exception, retries)')) end
-if n % 5 ~= 0 then return redis.error_reply(SCRIPT .. ': ARGV after [5] must come in groups of 5 (id, outcome, value, exception, retries), got ' .. n .. ' values') end
-if n > 5000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 5)) end
+if n <= 0 then return redis.error_reply(argerr(6, 'id', 'is missing (give at least one job: id, attempt, outcome, value, exception, retries)')) end
+if n % 6 ~= 0 then return redis.error_reply(SCRIPT .. ': ARGV after [5] must come in groups of 6 (id, attempt, outcome, value, exception, retries), got ' .. n .. ' values') end
+if n > 6000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 6)) end
 local outs = {}
-for b = 6, #ARGV, 5 do
+for b = 6, #ARGV, 6 do
   local o = {}
-  o.id, err = req_str(b, 'id', 256); if err then return redis.error_reply(err) end
-  o.outcome = ARGV[b + 1]
+  o.id, err = name_arg(b, 'id', 256, true); if err then return redis.error_reply(err) end
+  o.attempt, err = req_num(b + 1, 'attempt', 1, 1e15, true); if err then return redis.error_reply(err) end
+  o.outcome = ARGV[b + 2]
   if o.outcome ~= 'ok' and o.outcome ~= 'failed' then
-    return redis.error_reply(argerr(b + 1, 'outcome', "must be 'ok' or 'failed', got " .. shown(o.outcome)))
+    return redis.error_reply(argerr(b + 2, 'outcome', "must be 'ok' or 'failed', got " .. shown(o.outcome)))
   end
-  o.value = ARGV[b + 2]
-  o.exception = ARGV[b + 3]
+  o.value = ARGV[b + 3]
+  o.exception = ARGV[b + 4]
   if o.outcome == 'ok' then
     if o.value == '' then o.value = 'null' end
-    err = json_text_error(b + 2, 'value', o.value, 536870912); if err then return redis.error_reply(err) end
+    err = json_text_error(b + 3, 'value', o.value, 536870912); if err then return redis.error_reply(err) end
     if not pcall(cjson.decode, o.value) then
-      return redis.error_reply(argerr(b + 2, 'value', 'must be JSON text, got ' .. shown(o.value)))
+      return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(o.value)))
     end
-    if o.exception ~= '' then return redis.error_reply(argerr(b + 3, 'exception', "must be '' for outcome 'ok', got " .. shown(o.exception))) end
+    if o.exception ~= '' then return redis.error_reply(argerr(b + 4, 'exception', "must be '' for outcome 'ok', got " .. shown(o.exception))) end
   end
-  o.retries, err = opt_num(b + 4, 'retries', 0, 1000, true, 0); if err then return redis.error_reply(err) end
+  o.retries, err = opt_num(b + 5, 'retries', 0, 1000, true, 0); if err then return redis.error_reply(err) end
+  o.member = lease_member(worker, ARGV[b + 1], o.id)
   outs[#outs + 1] = o
 end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
 local members = {}
-for i = 1, #outs do members[i] = worker .. '|' .. outs[i].id end
+for i = 1, #outs do members[i] = outs[i].member end
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
 local drop, ignored = {}, {}
 for i = 1, #outs do
@@ -246,8 +349,8 @@ local function wake(t) if not wake_at or t < wake_at then wake_at = t end end
 local seen, NONE = {}, {}
 for i = 1, #outs do
   local o = outs[i]
-  if held[i] and not seen[o.id] then
-    seen[o.id] = true
+  if held[i] and not seen[o.member] then
+    seen[o.member] = true
     local rec = prefix .. o.id
     local final = true
     local e = tonumber(held[i])
@@ -255,49 +358,59 @@ for i = 1, #outs do
     -- the record is read only when needed: a plain QUEUE success needs none of its fields
     local f = NONE
     if cancel or qtype ~= 'QUEUE' or o.outcome ~= 'ok' then
-      f = redis.call('HMGET', rec, 'attempts', 'retries', 'hash', 'dedup')
+      f = redis.call('HMGET', rec, 'failures', 'retries', 'hash', 'dedup', 'pending-created', 'stalls', 'suspect')
     end
     -- a record that vanished under its lease (deleted by hand, evicted) is not recreated: for a
     -- success EXPIRE first (it answers 0 for a missing key, and HSET keeps the TTL it sets)
+    local removed = false                      -- ttl_ok 0: the record goes at once
     if not cancel then
-      if o.outcome == 'ok' then
+      if o.outcome == 'ok' and ttl_ok == 0 then
+        cancel = redis.call('DEL', rec) == 0
+        removed = not cancel
+      elseif o.outcome == 'ok' then
         cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
       else
-        cancel = not f[1] and redis.call('EXISTS', rec) == 0
+        cancel = not f[5] and redis.call('EXISTS', rec) == 0
       end
     end
     if cancel then
       -- deleted while it ran (or its record vanished): it has stopped, nothing to record
       final = false
-      redis.call('DEL', rec)
-      if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
+      if redis.call('DEL', rec) == 0 then
+        if free_vanished(qtype, o.id) then wake(now_ms) end
+      elseif free_claims(qtype, o.id, f[3], f[4]) then
+        wake(now_ms)
+      end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
-    elseif o.outcome == 'ok' then
-      -- error-reason, error-exception and due of earlier attempts were removed by reserve
-      redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
-        'finished-created', now_s)
-      done = done + 1
     else
-      local attempts = tonumber(f[1]) or 1
-      local retries = tonumber(f[2]) or o.retries
-      if attempts <= retries then
-        final = false
-        local wait = math.max(math.min(backoff * 2 ^ (attempts - 1), 3600), backoff)
-        local due_ms = now_ms + math.floor(wait * 1000 + 0.5)
-        redis.call('HSET', rec, 'state', 'pending', 'error-reason', o.value, 'error-exception', o.exception,
-          'due', string.format('%.3f', due_ms / 1000))
-        dues[#dues + 1] = due_ms
-        dues[#dues + 1] = o.id
-        wake(due_ms)
-        retried = retried + 1
+      if (f[6] or f[7]) and not removed then redis.call('HDEL', rec, 'stalls', 'suspect') end
+      if o.outcome == 'ok' then
+        -- error-reason, error-exception and due of earlier attempts were removed by reserve
+        if not removed then
+          redis.call('HSET', rec, 'state', 'finished', 'result', 'successful', 'result-value', o.value,
+            'finished-created', now_s)
+        end
+        done = done + 1
       else
-        redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'error-reason', o.value,
-          'error-exception', o.exception, 'finished-created', now_s)
-        redis.call('EXPIRE', rec, ttl_failed)
-        fails[#fails + 1] = now_ms
-        fails[#fails + 1] = o.id
-        failed = failed + 1
+        local failures = (tonumber(f[1]) or 0) + 1
+        local retries = tonumber(f[2]) or o.retries
+        if failures <= retries then
+          final = false
+          local wait = math.max(math.min(backoff * 2 ^ (failures - 1), 3600), backoff)
+          local due_ms = now_ms + math.floor(wait * 1000 + 0.5)
+          redis.call('HSET', rec, 'state', 'pending', 'failures', failures, 'error-reason', o.value,
+            'error-exception', o.exception, 'due', string.format('%.3f', due_ms / 1000))
+          dues[#dues + 1] = due_ms
+          dues[#dues + 1] = order_of(f[5]) .. '|' .. o.id
+          wake(due_ms)
+          retried = retried + 1
+        else
+          redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'failures', failures,
+            'error-reason', o.value, 'error-exception', o.exception, 'finished-created', now_s)
+          keep_failed(rec, o.id, ttl_failed, now_ms, fails)
+          failed = failed + 1
+        end
       end
     end
     if final then
@@ -307,11 +420,7 @@ for i = 1, #outs do
   end
 end
 if #dues > 0 then redis.call('ZADD', KEYS[4], unpack(dues)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  -- failed-set entries whose records have expired
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
-end
+if failed > 0 then flush_failed(fails, now_ms) end
 if done > 0 then redis.call('HINCRBY', KEYS[11], 'total-completed', done) end
 if retried > 0 then redis.call('HINCRBY', KEYS[11], 'total-retried', retried) end
 if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end

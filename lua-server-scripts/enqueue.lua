@@ -25,35 +25,51 @@ Error: an id whose job was deleted while executing and still runs on its worker 
   cancelled job does not count (the new job is made).
 Publishes: the wake channel (message: due time in Unix ms) when the job makes the ready set
   non-empty or becomes the earliest due entry.
+Order: equal due times (and, in LBQUEUE, equal priorities) keep enqueue order: members of the
+  due and ready sets are "<order>|<id>", <order> the 16 digits of the record's pending-created.
 ]]
+-- Built by tools/scripts.lua from src/enqueue.lua and includes/: edit those, then run make.
 local SCRIPT = 'enqueue'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -66,7 +82,7 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -92,24 +108,37 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   end
   return n
 end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
 end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -118,24 +147,46 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
--- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
--- entry dedup (either may be false). Returns true when a parked job was queued.
-local function free_claims(qtype, jid, h, dedup)
-  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
-  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
-  return false
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
 end
--- ---- end of shared helpers ----
--- ---- JSON text checks (job args and results): the same text in enqueue.lua and complete.lua ----
--- RFC 8259: JSON text is UTF-8. Returns nil when v (ARGV[i], called name) is valid UTF-8 of at
+-- ---- end of includes/claims.lua ----
+-- ---- includes/json_text.lua (edit it there, then run make) ----
+-- JSON text (job args and results) is UTF-8 (RFC 8259) and has a size limit.
+-- json_text_error(i, name, v, limit) -> nil when v (ARGV[i], called name) is valid UTF-8 of at
 -- most `limit` bytes, else the error message (with the byte offset, counted from 0, of the first
--- invalid byte). Cost in Redis' Lua: about 17 ns per byte of ASCII, 60-100 ns per byte of other
--- text (one string.find, then a gsub per kind of multi-byte character).
+-- invalid byte).
+-- Cost in Redis' Lua: about 17 ns per byte of ASCII, 60-100 ns per byte of other text (one
+-- string.find, then a gsub per kind of multi-byte character).
 local function json_text_error(i, name, v, limit)
   if #v > limit then
     return argerr(i, name, 'is ' .. #v .. ' bytes, more than the limit of ' .. limit .. ' bytes')
@@ -183,21 +234,22 @@ local function json_text_error(i, name, v, limit)
     p = p + k + 1
   end
 end
--- ---- end of JSON text checks ----
+-- ---- end of includes/json_text.lua ----
+
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 err = max_argv(11); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-fn, err = req_str(2, 'function', 256); if err then return redis.error_reply(err) end
+fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
 local max_payload
 max_payload, err = opt_num(11, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
 err = json_text_error(3, 'args', args, max_payload); if err then return redis.error_reply(err) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
-id, err = opt_str(4, 'id', 256); if err then return redis.error_reply(err) end
+id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
 if id and id:find('^%d+$') then
   return redis.error_reply(argerr(4, 'id', 'must not be all digits (those are generated ids), got ' .. shown(id) ..
     ": add a prefix, e.g. 'user-" .. id:sub(1, 40) .. "'"))
@@ -233,6 +285,7 @@ if id then
   if st[1] == 'pending' or st[1] == 'executing' then return { id, 1 } end
   replace = st[1] ~= false
 end
+local order = string.format('%016.0f', now_us)
 
 -- the fields every new record gets
 local function record(rid)
@@ -277,24 +330,35 @@ if qtype == 'LBQUEUE' then
     redis.call('HSET', rec, unpack(upd))
     return { mid, 1 }
   end
-  local order = string.format('%016.0f', now_us)
   local p = prio or 1
-  if redis.call('HGET', KEYS[8], hash) then
+  -- an entry whose record vanished (deleted by hand, evicted) is gone: it must not wedge the
+  -- jobHash (README "Names and records")
+  local function alive(jid) return jid and redis.call('EXISTS', prefix .. jid) == 1 end
+  local holder = redis.call('HGET', KEYS[8], hash)
+  if holder and not alive(holder) then
+    free_vanished('LBQUEUE', holder)
+    holder = false
+  end
+  if holder then
     -- the same jobHash is running (or waiting for a retry): park, or merge into the parked job
     local parked = redis.call('HGET', KEYS[9], hash)
-    if parked then return merge(parked, nil) end
+    if parked and alive(parked) then return merge(parked, nil) end
     local nid = new_id()
-    create(nid, { 'hash', hash, 'priority', tostring(p), 'order', order })
+    create(nid, { 'hash', hash, 'priority', tostring(p) })
     redis.call('HSET', KEYS[9], hash, nid)
     return { nid, 0 }
   end
   local entry = redis.call('HGET', KEYS[7], hash)
+  if entry and not alive(entry) then
+    -- its ready-set member stays behind; reserve drops it (no record) when it comes up
+    redis.call('HDEL', KEYS[7], hash)
+    entry = false
+  end
   if entry then
-    local o = redis.call('HGET', prefix .. entry, 'order')
-    return merge(entry, o .. '|' .. entry)
+    return merge(entry, order_of(redis.call('HGET', prefix .. entry, 'pending-created')) .. '|' .. entry)
   end
   local nid = new_id()
-  create(nid, { 'hash', hash, 'priority', tostring(p), 'order', order })
+  create(nid, { 'hash', hash, 'priority', tostring(p) })
   redis.call('HSET', KEYS[7], hash, nid)
   redis.call('ZADD', KEYS[3], -p, order .. '|' .. nid)
   if redis.call('ZCARD', KEYS[3]) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
@@ -317,8 +381,8 @@ if qtype == 'DELQUEUE' then
   if hash then extra[5] = 'hash'; extra[6] = hash end
   create(nid, extra)
   redis.call('HSET', KEYS[10], dfield, nid)
-  redis.call('ZADD', KEYS[4], due_ms, nid)
-  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
+  redis.call('ZADD', KEYS[4], due_ms, order .. '|' .. nid)
+  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == order .. '|' .. nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
   return { nid, 0 }
 end
 
@@ -326,8 +390,8 @@ end
 local nid = new_id()
 if due_ms > now_ms then
   create(nid, { 'due', string.format('%.3f', due_ms / 1000) })
-  redis.call('ZADD', KEYS[4], due_ms, nid)
-  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
+  redis.call('ZADD', KEYS[4], due_ms, order .. '|' .. nid)
+  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == order .. '|' .. nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
 else
   create(nid, {})
   if redis.call('LPUSH', KEYS[2], nid) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end

@@ -10,34 +10,48 @@ Returns: the record as a flat array field1, value1, field2, value2, ... (README 
   Equivalent to HGETALL jobrt:{Q}:job:<id> (treating a record with a cancelled field as none),
   which other languages may use directly.
 ]]
+-- Built by tools/scripts.lua from src/get.lua and includes/: edit those, then run make.
 local SCRIPT = 'get'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -50,7 +64,7 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -62,65 +76,22 @@ local function req_str(i, name, maxlen)
   if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
   return opt_str(i, name, maxlen)
 end
--- optional decimal number within [lo, hi] ('' or absent -> dflt)
-local function opt_num(i, name, lo, hi, whole, dflt)
-  local v = ARGV[i]
-  if v == nil or v == '' then return dflt end
-  local n = (not v:find('[^%d%.eE+-]')) and tonumber(v) or nil
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then
-    return nil, argerr(i, name, 'must be a number, got ' .. shown(v))
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
   end
-  if whole and n ~= math.floor(n) then return nil, argerr(i, name, 'must be a whole number, got ' .. shown(v)) end
-  if n < lo or n > hi then
-    return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
-  end
-  return n
+  return v, err
 end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
-local function now()
-  local t = redis.call('TIME')
-  local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
-end
-local function ms(n) return string.format('%.0f', n) end
--- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
--- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
-local function lb_release(h, jid)
-  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
-  redis.call('HDEL', KEYS[8], h)
-  local p = redis.call('HGET', KEYS[9], h)
-  if not p then return false end
-  redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
-  redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-  return true
-end
--- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
--- entry dedup (either may be false). Returns true when a parked job was queued.
-local function free_claims(qtype, jid, h, dedup)
-  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
-  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
-  return false
-end
--- ---- end of shared helpers ----
+-- ---- end of includes/args.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 err = max_argv(2); if err then return redis.error_reply(err) end
 local qtype, jid
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-jid, err = req_str(2, 'id', 256); if err then return redis.error_reply(err) end
+jid, err = name_arg(2, 'id', 256, true); if err then return redis.error_reply(err) end
 if redis.call('HEXISTS', KEYS[1] .. jid, 'cancelled') == 1 then return {} end
 return redis.call('HGETALL', KEYS[1] .. jid)

@@ -1,50 +1,66 @@
---[[ release.lua: give reserved jobs back without counting an attempt (seed 002's RELEASE;
-graceful shutdown uses it).
+--[[ release.lua: give jobs back without an outcome (seed 002's RELEASE): a worker that stops
+hands back what it has not finished, and a worker that stopped a handler because it could not
+vouch for its lease any more gives that attempt back.
 
 KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type    QUEUE | LBQUEUE | DELQUEUE
-  [2] worker  worker id that holds the jobs
-  [3..] ids   job ids (1..1000)
-Each job the worker still holds: attempts - 1, state=pending, back at the front: QUEUE: the
-  consuming end of the wait list; LBQUEUE: the ready set with its priority (its jobHash stays
-  running until it finishes, so identical jobs keep waiting); DELQUEUE: the due set at its due time.
-A job deleted while executing (lease score E + 0.5) is not given back: as in complete, its
-  record is deleted and it frees its LBQUEUE jobHash (queueing the parked job) and its DELQUEUE
-  identity@timestamp entry; stats counter total-cancelled; its record key is published on
-  jobrt:{Q}:results.
-Publishes: the wake channel (now, Unix ms) when a job was given back or a parked job queued.
-Returns: the number of jobs given back (ids not held by this worker, and cancelled jobs, are
-  not counted).
+  [2] worker  worker id
+  [3..] pairs id, attempt of the jobs to give back (1..1000 pairs)
+Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to its place in the
+  order (QUEUE: the consuming end of the wait list, in enqueue order among those given back;
+  LBQUEUE: the ready set by priority and enqueue order, jobHash still held; DELQUEUE and
+  delayed jobs: the due set at their due time). Nothing is counted: no failure, no stall; the
+  attempt number is not given back (it only grows: it is the lease's identity and a fencing
+  token). A job deleted while executing (lease score E + 0.5) is removed instead (record
+  deleted, claims freed, counted in total-cancelled, its record key published on
+  jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
+  whose record vanished is not recreated: what points at its id is freed.
+Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
+Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
+-- Built by tools/scripts.lua from src/release.lua and includes/: edit those, then run make.
 local SCRIPT = 'release'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -54,10 +70,7 @@ local function queue_type()
   end
   return v
 end
-local function max_argv(n)
-  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -94,13 +107,37 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -109,9 +146,9 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
 -- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
@@ -121,56 +158,123 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
--- ---- end of shared helpers ----
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
+-- ---- end of includes/claims.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- Leases. A lease belongs to one attempt of one job of one queue: it is the member
+-- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
+-- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
+-- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
+-- Returns ids, attempts, members, or nil, message.
+local function lease_args(first, worker)
+  local n = #ARGV - first + 1
+  if n < 2 then return nil, argerr(first, 'id', 'is missing (give id, attempt pairs)') end
+  if n % 2 ~= 0 then
+    return nil, SCRIPT .. ': ARGV after [' .. (first - 1) .. '] must come in pairs (id, attempt), got ' .. n .. ' values'
+  end
+  if n > 2000 then return nil, SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 2) end
+  local ids, attempts, members = {}, {}, {}
+  for i = first, #ARGV, 2 do
+    local jid, err = name_arg(i, 'id', 256, true)
+    if err then return nil, err end
+    local a
+    a, err = req_num(i + 1, 'attempt', 1, 1e15, true)
+    if err then return nil, err end
+    ids[#ids + 1] = jid
+    attempts[#attempts + 1] = ARGV[i + 1]
+    members[#members + 1] = lease_member(worker, ARGV[i + 1], jid)
+  end
+  return ids, attempts, members
+end
+-- A job taken back from its worker (lease ran out, or released) goes back to its place in the
+-- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
+-- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
+-- among themselves (collected in `front`; flush_front writes them). f: the record's
+-- pending-created, priority, due, dedup.
+local function put_back(qtype, jid, f, now_ms, front)
+  local order = order_of(f[1])
+  if qtype == 'LBQUEUE' then
+    redis.call('ZADD', KEYS[3], -(tonumber(f[2]) or 1), order .. '|' .. jid)
+  elseif qtype == 'DELQUEUE' then
+    local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
+    redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
+  else
+    front[#front + 1] = { order, jid }
+  end
+end
+-- QUEUE jobs collected by put_back: the oldest ends up at the consuming (right) end.
+local function flush_front(front)
+  if #front == 0 then return end
+  table.sort(front, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] > b[2] end)
+  local ids = {}
+  for i = 1, #front do ids[i] = front[i][2] end
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+end
+-- ---- end of includes/lease.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
 local qtype, worker
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
-if #ARGV < 3 then return redis.error_reply(argerr(3, 'id', 'is missing (give the ids to release)')) end
-if #ARGV > 1002 then return redis.error_reply(SCRIPT .. ': at most 1000 ids per call, got ' .. (#ARGV - 2)) end
-local ids, members = {}, {}
-for i = 3, #ARGV do
-  local jid
-  jid, err = req_str(i, 'id', 256); if err then return redis.error_reply(err) end
-  ids[#ids + 1] = jid
-  members[#members + 1] = worker .. '|' .. jid
-end
+local ids, attempts, members = lease_args(3, worker)
+if not ids then return redis.error_reply(attempts) end
 
 local now_ms = now()
 local prefix = KEYS[1]
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
-local n, seen, wake, gone = 0, {}, false, {}
+local n, seen, wake, gone, front = 0, {}, false, {}, {}
 for i = 1, #ids do
   local jid = ids[i]
-  if held[i] and not seen[jid] then
-    seen[jid] = true
+  if held[i] and not seen[members[i]] then
+    seen[members[i]] = true
     redis.call('ZREM', KEYS[5], members[i])
     local rec = prefix .. jid
     local e = tonumber(held[i])
-    local f = redis.call('HMGET', rec, 'attempts', 'order', 'priority', 'due', 'hash', 'dedup')
-    if e ~= math.floor(e) then
+    local f = redis.call('HMGET', rec, 'pending-created', 'priority', 'due', 'dedup', 'hash', 'function')
+    if not f[6] and redis.call('EXISTS', rec) == 0 then
+      -- its record vanished (deleted by hand, evicted): nothing to give back; free what it held
+      if free_vanished(qtype, jid) then wake = true end
+    elseif e ~= math.floor(e) then
       -- deleted while it ran: it has stopped now, so it goes for good
       redis.call('DEL', rec)
-      if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+      if free_claims(qtype, jid, f[5], f[4]) then wake = true end
       gone[#gone + 1] = rec
     else
-      redis.call('HSET', rec, 'state', 'pending', 'attempts', math.max((tonumber(f[1]) or 1) - 1, 0))
-      if qtype == 'QUEUE' and not f[4] then
-        redis.call('RPUSH', KEYS[2], jid)
-      elseif qtype == 'LBQUEUE' then
-        redis.call('ZADD', KEYS[3], -(tonumber(f[3]) or 1), (f[2] or '0') .. '|' .. jid)
-      else
-        -- DELQUEUE: its due time is the <ms> of its identity entry "...@<ms>" (reserve removed
-        -- the record's due field)
-        local due_ms = f[4] and math.floor(tonumber(f[4]) * 1000 + 0.5) or tonumber(f[6] and f[6]:match('@(%d+)$'))
-        redis.call('ZADD', KEYS[4], due_ms or now_ms, jid)
-      end
+      redis.call('HSET', rec, 'state', 'pending')
+      put_back(qtype, jid, f, now_ms, front)
       n = n + 1
     end
   end
 end
+flush_front(front)
 if #gone > 0 then
   redis.call('HINCRBY', KEYS[11], 'total-cancelled', #gone)
   redis.call('PUBLISH', KEYS[14], table.concat(gone, '\n'))

@@ -5,42 +5,58 @@ ARGV:
   [1] type    QUEUE | LBQUEUE | DELQUEUE
   [2] worker  worker id
   [3] lease   seconds (0.001..86400) from now
-  [4..] ids   the job ids the worker is running (1..1000)
-Returns: the ids the worker no longer holds: the lease expired and was taken back (the worker
-  should stop reporting them; complete would ignore their outcome), or the job was deleted
-  while executing (delete made its lease score E + 0.5): the worker should stop running it;
-  its lease is not extended (the score keeps its mark), and its complete or release, or the
-  lease running out, frees the job's claims.
+  [4..] pairs id, attempt of the jobs the worker is running (1..1000 pairs)
+A lease belongs to one attempt of one job: only the member "<worker>|<attempt>|<id>" is extended.
+Returns: the { id, attempt } pairs the worker no longer holds: the lease expired and was taken
+  back (the job may run elsewhere now: the worker must stop it at once, and complete or release
+  for that attempt finds nothing), or the job was deleted while executing (delete made its
+  lease score E + 0.5): the worker should stop running it; its lease is not extended (the score
+  keeps its mark), and its complete or release, or the lease running out, frees the job's
+  claims.
 Cost: one ZMSCORE for the batch and one ZADD XX for the leases extended.
 ]]
+-- Built by tools/scripts.lua from src/renew.lua and includes/: edit those, then run make.
 local SCRIPT = 'renew'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -50,10 +66,7 @@ local function queue_type()
   end
   return v
 end
-local function max_argv(n)
-  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -90,34 +103,53 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
-local function ms(n) return string.format('%.0f', n) end
--- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
--- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
-local function lb_release(h, jid)
-  if redis.call('HGET', KEYS[8], h) ~= jid then return false end
-  redis.call('HDEL', KEYS[8], h)
-  local p = redis.call('HGET', KEYS[9], h)
-  if not p then return false end
-  redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
-  redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
-  return true
+-- ---- end of includes/time.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- Leases. A lease belongs to one attempt of one job of one queue: it is the member
+-- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
+-- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
+-- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
+-- Returns ids, attempts, members, or nil, message.
+local function lease_args(first, worker)
+  local n = #ARGV - first + 1
+  if n < 2 then return nil, argerr(first, 'id', 'is missing (give id, attempt pairs)') end
+  if n % 2 ~= 0 then
+    return nil, SCRIPT .. ': ARGV after [' .. (first - 1) .. '] must come in pairs (id, attempt), got ' .. n .. ' values'
+  end
+  if n > 2000 then return nil, SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 2) end
+  local ids, attempts, members = {}, {}, {}
+  for i = first, #ARGV, 2 do
+    local jid, err = name_arg(i, 'id', 256, true)
+    if err then return nil, err end
+    local a
+    a, err = req_num(i + 1, 'attempt', 1, 1e15, true)
+    if err then return nil, err end
+    ids[#ids + 1] = jid
+    attempts[#attempts + 1] = ARGV[i + 1]
+    members[#members + 1] = lease_member(worker, ARGV[i + 1], jid)
+  end
+  return ids, attempts, members
 end
--- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
--- entry dedup (either may be false). Returns true when a parked job was queued.
-local function free_claims(qtype, jid, h, dedup)
-  if dedup and redis.call('HGET', KEYS[10], dedup) == jid then redis.call('HDEL', KEYS[10], dedup) end
-  if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
-  return false
-end
--- ---- end of shared helpers ----
+-- ---- end of includes/lease.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -125,14 +157,8 @@ local qtype, worker, lease
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 lease, err = req_num(3, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
-if #ARGV < 4 then return redis.error_reply(argerr(4, 'id', 'is missing (give the ids the worker holds)')) end
-if #ARGV > 1003 then return redis.error_reply(SCRIPT .. ': at most 1000 ids per call, got ' .. (#ARGV - 3)) end
-local members = {}
-for i = 4, #ARGV do
-  local jid
-  jid, err = req_str(i, 'id', 256); if err then return redis.error_reply(err) end
-  members[#members + 1] = worker .. '|' .. jid
-end
+local ids, attempts, members = lease_args(4, worker)
+if not ids then return redis.error_reply(attempts) end
 
 local now_ms = now()
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
@@ -146,7 +172,7 @@ for i = 1, #members do
     upd[#upd + 1] = expiry
     upd[#upd + 1] = members[i]
   else
-    lost[#lost + 1] = ARGV[i + 3]
+    lost[#lost + 1] = { ids[i], attempts[i] }
   end
 end
 if #upd > 0 then redis.call('ZADD', KEYS[5], 'XX', unpack(upd)) end

@@ -5,51 +5,73 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
-  [3] max_stalls  whole number 0..1000: lease losses a job survives regardless of its retries
-                  (a crashed worker is not the job's fault); '' = 3
-  [4] ttl_failed  seconds a failed record is kept (1..315360000); '' = 604800 (7 days)
-Each expired lease "<worker>|<id>" of an executing job: record stalls+1. If stalls <= max_stalls
-  or attempts <= retries (record field, 0 when absent): state=pending, error-reason says whose
-  lease expired, back at the front (QUEUE: consuming end of the wait list; LBQUEUE: ready set,
-  jobHash stays running; DELQUEUE: due set, now). Otherwise: state=finished, result=failed
-  (no due field: reserve removed it), into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE
+  [3] max_stalls  whole number 0..1000: lease losses in a row a job survives; '' = 2
+  [4] ttl_failed  seconds a failed record is kept (0..315360000; 0: removed at once); '' = 604800
+A lost lease is not the job's fault (its worker crashed, froze or lost Redis): it uses up no
+  retry. Each expired lease "<worker>|<attempt>|<id>" whose attempt is the job's current one
+  (state executing, attempts = attempt): record stalls+1 (lease losses in a row; an outcome
+  from complete resets them). stalls <= max_stalls: state=pending, suspect=1 (from now on the
+  job runs alone in its worker process, see reserve, so a later loss is its own doing),
+  error-reason says whose lease expired, and the job goes back to its place in the order
+  (QUEUE: the consuming end of the wait list, in enqueue order among those taken back;
+  LBQUEUE: the ready set by priority and enqueue order, jobHash still held; DELQUEUE: the due
+  set at its due time). Otherwise it is a poison job (one that crashed or froze its worker in
+  every one of those attempts, the last ones while running alone): state=finished,
+  result=failed, error-reason says so, into jobrt:{Q}:failed, EXPIRE ttl_failed, LBQUEUE
   releases the jobHash (queues its parked job), DELQUEUE frees its identity@timestamp entry.
 A job deleted while executing (lease score E + 0.5) whose lease ran out: its record is
   deleted and it frees the same claims; neither requeued nor failed, counted in cancelled (and
-  in the stats counter total-cancelled). Every expired lease counts in total-expired.
+  in the stats counter total-cancelled). A lease of an attempt that is not the job's current
+  one is only removed; a job whose record vanished under the lease has what points at its id
+  freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
+  total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
 Returns: { requeued, failed, cancelled }
 ]]
+-- Built by tools/scripts.lua from src/requeue_expired.lua and includes/: edit those, then run make.
 local SCRIPT = 'requeue_expired'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -61,18 +83,6 @@ local function queue_type()
 end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
-end
--- optional string: '' or absent -> nil
-local function opt_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil end
-  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
-  return v
-end
-local function req_str(i, name, maxlen)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_str(i, name, maxlen)
 end
 -- optional decimal number within [lo, hi] ('' or absent -> dflt)
 local function opt_num(i, name, lo, hi, whole, dflt)
@@ -88,24 +98,28 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   end
   return n
 end
-local function req_num(i, name, lo, hi, whole)
-  local v = ARGV[i]
-  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
-  return opt_num(i, name, lo, hi, whole)
-end
--- a worker id: 1..128 bytes without '|'
-local function worker_id(i)
-  local w, err = req_str(i, 'worker', 128)
-  if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
-  return w, err
-end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -114,9 +128,9 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
 -- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
@@ -126,7 +140,84 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
--- ---- end of shared helpers ----
+-- A job whose record vanished (deleted by hand, or evicted by a Redis that does not run with
+-- maxmemory-policy noeviction) cannot say what it holds: find what points at jid and free it,
+-- so that no jobHash or identity stays wedged. Rare, and linear in what is held. Returns true
+-- when a parked job was queued.
+local function free_vanished(qtype, jid)
+  local woke = false
+  if qtype == 'LBQUEUE' then
+    for _, k in ipairs({ 8, 7, 9 }) do
+      local all = redis.call('HGETALL', KEYS[k])
+      for i = 1, #all, 2 do
+        if all[i + 1] == jid then
+          if k == 8 then
+            if lb_release(all[i], jid) then woke = true end
+          else
+            redis.call('HDEL', KEYS[k], all[i])
+          end
+        end
+      end
+    end
+  elseif qtype == 'DELQUEUE' then
+    local all = redis.call('HGETALL', KEYS[10])
+    for i = 1, #all, 2 do
+      if all[i + 1] == jid then redis.call('HDEL', KEYS[10], all[i]) end
+    end
+  end
+  return woke
+end
+-- ---- end of includes/claims.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- worker, attempt (string), id of a lease member, or nil
+local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
+-- A job taken back from its worker (lease ran out, or released) goes back to its place in the
+-- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
+-- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
+-- among themselves (collected in `front`; flush_front writes them). f: the record's
+-- pending-created, priority, due, dedup.
+local function put_back(qtype, jid, f, now_ms, front)
+  local order = order_of(f[1])
+  if qtype == 'LBQUEUE' then
+    redis.call('ZADD', KEYS[3], -(tonumber(f[2]) or 1), order .. '|' .. jid)
+  elseif qtype == 'DELQUEUE' then
+    local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
+    redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
+  else
+    front[#front + 1] = { order, jid }
+  end
+end
+-- QUEUE jobs collected by put_back: the oldest ends up at the consuming (right) end.
+local function flush_front(front)
+  if #front == 0 then return end
+  table.sort(front, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] > b[2] end)
+  local ids = {}
+  for i = 1, #front do ids[i] = front[i][2] end
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+end
+-- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -134,8 +225,8 @@ err = max_argv(4); if err then return redis.error_reply(err) end
 local qtype, limit, max_stalls, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
-max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 3); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(4, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+max_stalls, err = opt_num(3, 'max_stalls', 0, 1000, true, 2); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
@@ -152,49 +243,45 @@ redis.call('ZREM', KEYS[5], unpack(expired))
 local requeued, failed, cancelled, wake = 0, 0, 0, false
 local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
-  local worker, jid = expired[i]:match('^([^|]*)|(.*)$')
-  local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'state', 'attempts', 'retries', 'stalls', 'hash', 'dedup', 'order', 'priority')
-  if f[1] == 'executing' and marked[i] then
+  local worker, attempt, jid = lease_parts(expired[i])
+  local rec = jid and prefix .. jid
+  local f = rec and redis.call('HMGET', rec, 'state', 'attempts', 'stalls', 'hash', 'dedup', 'pending-created',
+    'priority', 'due') or {}
+  local current = f[1] == 'executing' and tonumber(f[2]) == tonumber(attempt)
+  if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
+    -- its record vanished under the lease (deleted by hand, evicted): free what points at it
+    if free_vanished(qtype, jid) then wake = true end
+  elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
-    if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+    if free_claims(qtype, jid, f[4], f[5]) then wake = true end
     finished[#finished + 1] = rec
     cancelled = cancelled + 1
-  elseif f[1] == 'executing' then
-    local stalls = (tonumber(f[4]) or 0) + 1
-    local reason = 'lease expired: worker ' .. worker .. ' stopped renewing'
-    if stalls <= max_stalls or (tonumber(f[2]) or 1) <= (tonumber(f[3]) or 0) then
-      redis.call('HSET', rec, 'state', 'pending', 'stalls', stalls, 'error-reason', reason)
-      if qtype == 'QUEUE' then
-        front[#front + 1] = jid
-      elseif qtype == 'LBQUEUE' then
-        redis.call('ZADD', KEYS[3], -(tonumber(f[8]) or 1), (f[7] or '0') .. '|' .. jid)
-      else
-        redis.call('ZADD', KEYS[4], now_ms, jid)
-      end
+  elseif current then
+    local stalls = (tonumber(f[3]) or 0) + 1
+    if stalls <= max_stalls then
+      redis.call('HSET', rec, 'state', 'pending', 'stalls', stalls, 'suspect', 1, 'error-reason',
+        'lease expired: worker ' .. worker .. ' stopped renewing (attempt ' .. attempt .. ')')
+      put_back(qtype, jid, { f[6], f[7], f[8], f[5] }, now_ms, front)
       requeued = requeued + 1
     else
-      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
+      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason',
+        'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
+        (stalls > 1 and ', the later ones while it ran alone in its worker process' or '') ..
+        ' (last: worker ' .. worker .. ', attempt ' .. attempt .. '): it likely crashes or freezes ' ..
+        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
         'error-exception', '', 'finished-created', now_s)
-      redis.call('EXPIRE', rec, ttl_failed)
-      fails[#fails + 1] = now_ms
-      fails[#fails + 1] = jid
+      redis.call('HDEL', rec, 'suspect')
+      keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
-      if free_claims(qtype, jid, f[5], f[6]) then wake = true end
+      if free_claims(qtype, jid, f[4], f[5]) then wake = true end
     end
   end
 end
-if #front > 0 then
-  -- the earliest expired job ends up at the consuming (right) end
-  local rev = {}
-  for i = #front, 1, -1 do rev[#rev + 1] = front[i] end
-  redis.call('RPUSH', KEYS[2], unpack(rev))
-end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+flush_front(front)
+if failed > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', failed)
 end
 if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end

@@ -6,15 +6,29 @@ ARGV ('' = default):
   [2] worker      worker id, 1..128 bytes, no '|'
   [3] count       whole number 1..1000: how many jobs at most
   [4] lease       seconds (0.001..86400) the jobs are held without a renew
-  [5] ttl_failed  seconds a record failed here is kept (1..315360000); '' or absent = 604800
+  [5] ttl_failed  seconds a record failed here is kept (0..315360000; 0: removed at once); '' or
+                  absent = 604800
+  [6] alone       '1' when the worker runs nothing at the moment, so it may be given a job that
+                  must run alone in its process; '' or '0' otherwise
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
-  backoff has passed, delayed QUEUE jobs), earliest first; then QUEUE: oldest of the wait list;
-  LBQUEUE: highest priority of the ready set, FIFO among equal priorities.
-Each job: record state=executing, executing-created, worker, attempts+1 (and id, queue when a
-  hand-written record lacks them); due, error-reason and error-exception (of an earlier attempt,
-  or the wait for its due time) removed when present; lease entry "<worker>|<id>" in jobrt:{Q}:active with score =
+  backoff has passed, delayed QUEUE jobs), earliest first and first in, first out among equal
+  due times; then QUEUE: oldest of the wait list; LBQUEUE: highest priority of the ready set,
+  first in, first out among equal priorities.
+Each job: record state=executing, executing-created, worker, attempts+1 (the attempt: it only
+  grows, and the lease belongs to it), and id, queue when a hand-written record lacks them; due,
+  error-reason and error-exception (of an earlier attempt, or the wait for its due time)
+  removed when present; lease member "<worker>|<attempt>|<id>" in jobrt:{Q}:active with score =
   lease expiry (Unix ms); LBQUEUE: its jobHash is marked running (jobrt:{Q}:lb:running), so
-  identical jobs wait in jobrt:{Q}:lb:parked.
+  identical jobs wait in jobrt:{Q}:lb:parked. Each lease also gets a fencing token: the stats
+  counter total-reserved after this lease was counted, so tokens only grow across every job
+  and attempt of the queue (a jobHash's later holder always has a larger token).
+Jobs that must run alone: a job taken back from a worker that stopped renewing its lease (record
+  field suspect) is handed out only as the first job to a worker that runs nothing (ARGV[6]
+  alone), and then as its only job, so that when such a job crashes its worker again, nothing
+  else is hit and the loss is its own (see requeue_expired: poison jobs). A worker that is busy
+  meets it as the end of this call: the job and those after it stay where they were, and the
+  reply says `blocked` (start nothing new once these jobs are running: finish them, then
+  reserve with alone).
 Hand-written entries (an id pushed by hand, seed 004) that cannot run are not handed out:
   no record (or a record already executing): dropped, counted in the stats counter
   total-dropped; a record without a function field: finished as failed right here (result
@@ -23,41 +37,58 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs }
+Returns: { now, next_due, next_lease, jobs, blocked }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
-  jobs        array of { id, function, args, attempt, retries, timeout, jobHash }
-              (attempt counts from 1; retries/timeout/jobHash nil when not set on the job)
+  jobs        array of { id, function, args, attempt, retries, timeout, jobHash, fence, alone }
+              (attempt counts from 1; retries/timeout/jobHash nil when not set on the job;
+              fence the fencing token; alone 1 when the worker must run this job by itself)
+  blocked     1 when a job that must run alone is next and this worker may not take it now (not
+              alone, or it took other jobs first), else 0
 ]]
+-- Built by tools/scripts.lua from src/reserve.lua and includes/: edit those, then run make.
 local SCRIPT = 'reserve'
--- ---- shared helpers: this block is the same text in every script (see lua-server-scripts/README.md, "Conventions") ----
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
 local function shown(v)
   v = tostring(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. v .. "'"
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
 end
+-- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
 end
--- KEYS must be the 14 standard keys of one queue; returns the queue name or nil, message
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
 local function check_keys()
   if #KEYS ~= 14 then
     return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
   end
-  local prefix = KEYS[1]:match('^(jobrt:{.+}:)job:$')
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
     return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
   for i = 2, 14 do
     if KEYS[i] ~= prefix .. SUFFIX[i] then
       return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
     end
   end
-  return prefix:match('^jobrt:{(.+)}:$')
+  return qname
 end
+-- ---- end of includes/keys.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -70,7 +101,7 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
--- optional string: '' or absent -> nil
+-- optional string of at most maxlen bytes ('' or absent -> nil)
 local function opt_str(i, name, maxlen)
   local v = ARGV[i]
   if v == nil or v == '' then return nil end
@@ -107,13 +138,28 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
--- server time: milliseconds (number), decimal seconds with microseconds (string), microseconds
+-- ---- end of includes/args.lua ----
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
+-- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
+-- microseconds, so that entries with equal scores sort first in, first out ('0000000000000000'
+-- for a hand-written record without one).
+local function order_of(created)
+  local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
+  if not s then return '0000000000000000' end
+  return string.format('%010d', tonumber(s)) .. us
+end
+-- ---- end of includes/time.lua ----
+-- ---- includes/claims.lua (edit it there, then run make) ----
+-- Claims a job holds while it is reserved: its LBQUEUE jobHash (KEYS[8]) and its DELQUEUE
+-- identity@timestamp entry (KEYS[10]).
 -- LBQUEUE: job jid stops holding jobHash h (when it holds it) and the job parked behind h is
 -- queued. Returns true when a parked job was queued (the caller publishes a wake-up).
 local function lb_release(h, jid)
@@ -122,9 +168,9 @@ local function lb_release(h, jid)
   local p = redis.call('HGET', KEYS[9], h)
   if not p then return false end
   redis.call('HDEL', KEYS[9], h)
-  local pf = redis.call('HMGET', KEYS[1] .. p, 'order', 'priority')
+  local pf = redis.call('HMGET', KEYS[1] .. p, 'pending-created', 'priority')
   redis.call('HSET', KEYS[7], h, p)
-  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), (pf[1] or '0') .. '|' .. p)
+  redis.call('ZADD', KEYS[3], -(tonumber(pf[2]) or 1), order_of(pf[1]) .. '|' .. p)
   return true
 end
 -- job jid stopped for good: it frees its LBQUEUE jobHash h and its DELQUEUE identity@timestamp
@@ -134,47 +180,93 @@ local function free_claims(qtype, jid, h, dedup)
   if qtype == 'LBQUEUE' and h then return lb_release(h, jid) end
   return false
 end
--- ---- end of shared helpers ----
+-- ---- end of includes/claims.lua ----
+-- ---- includes/lease.lua (edit it there, then run make) ----
+-- Leases. A lease belongs to one attempt of one job of one queue: it is the member
+-- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
+-- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
+-- ---- end of includes/lease.lua ----
+-- ---- includes/failed.lua (edit it there, then run make) ----
+-- Jobs that ended for good. A finished record is kept for a number of seconds (0: removed at
+-- once, BullMQ's removeOnComplete / removeOnFail). The failed set KEYS[6] scores each id with
+-- the time its record expires (Unix ms), so entries whose record is gone are exactly those
+-- below now: readers count and list only the others, writers drop them.
+-- keep_failed(rec, jid, ttl, now_ms, fails): expire (or remove) a failed record; collects its
+-- failed-set entry in fails.
+local function keep_failed(rec, jid, ttl, now_ms, fails)
+  if ttl == 0 then
+    redis.call('DEL', rec)
+    return
+  end
+  redis.call('EXPIRE', rec, ttl)
+  fails[#fails + 1] = now_ms + ttl * 1000
+  fails[#fails + 1] = jid
+end
+-- Writes the collected failed-set entries and drops those whose record has expired.
+local function flush_failed(fails, now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+  if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
+end
+-- ---- end of includes/failed.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(5); if err then return redis.error_reply(err) end
+err = max_argv(6); if err then return redis.error_reply(err) end
 local qtype, worker, count, lease, ttl_failed
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
 lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
-ttl_failed, err = opt_num(5, 'ttl_failed', 1, 315360000, true, 604800); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(5, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
+local alone = ARGV[6]
+if alone ~= nil and alone ~= '' and alone ~= '0' and alone ~= '1' then
+  return redis.error_reply(argerr(6, 'alone', "must be '1', '0' or '', got " .. shown(alone)))
+end
+alone = alone == '1'
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
-local ids = {}
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, count)
+-- candidates, in the order they are handed out: { id, source, member, score }
+-- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
+local cands = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
 if #due > 0 then
-  redis.call('ZREM', KEYS[4], unpack(due))
-  for i = 1, #due do ids[i] = due[i] end
+  local members = {}
+  for i = 1, #due, 2 do
+    members[#members + 1] = due[i]
+    cands[#cands + 1] = { due[i]:match('^%d+|(.*)$') or due[i], 'due', due[i], due[i + 1] }
+  end
+  redis.call('ZREM', KEYS[4], unpack(members))
 end
-local from_ready = #ids      -- ids after this index came from the LBQUEUE ready set
-local rest = count - #ids
+local rest = count - #cands
 if rest > 0 then
   if qtype == 'QUEUE' then
     local got = redis.call('RPOP', KEYS[2], rest)
-    if got then for i = 1, #got do ids[#ids + 1] = got[i] end end
+    if got then for i = 1, #got do cands[#cands + 1] = { got[i], 'wait' } end end
   elseif qtype == 'LBQUEUE' then
     local got = redis.call('ZPOPMIN', KEYS[3], rest)
-    for i = 1, #got, 2 do ids[#ids + 1] = got[i]:match('^%d+|(.*)$') end
+    for i = 1, #got, 2 do cands[#cands + 1] = { got[i]:match('^%d+|(.*)$'), 'ready', got[i], got[i + 1] } end
   end
 end
 
 local jobs, leases, entries, running = {}, {}, {}, {}
 local fails, finished, dropped, wake = {}, {}, 0, false
+local blocked = 0
+local stop_at = nil      -- index of the first candidate not taken (it and those after go back)
 local expiry = now_ms + math.floor(lease * 1000 + 0.5)
-for i = 1, #ids do
-  local jid = ids[i]
+for i = 1, #cands do
+  local jid, source = cands[i][1], cands[i][2]
   local rec = prefix .. jid
   local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'id', 'queue',
-    'state', 'dedup', 'due', 'error-reason', 'error-exception')
+    'state', 'dedup', 'due', 'error-reason', 'error-exception', 'suspect')
+  if f[1] and f[9] ~= 'executing' and f[14] and not (alone and #jobs == 0) then
+    -- it must run alone and this worker is busy (or already took jobs in this call)
+    stop_at = i
+    blocked = 1
+    break
+  end
   if f[1] and f[9] ~= 'executing' then
     local attempt = (tonumber(f[3]) or 0) + 1
     -- a new attempt starts clean: an earlier attempt's error and the due time it waited for go
@@ -185,12 +277,17 @@ for i = 1, #ids do
     if not f[8] then upd[#upd + 1] = 'queue'; upd[#upd + 1] = qname end
     redis.call('HSET', rec, unpack(upd))
     leases[#leases + 1] = expiry
-    leases[#leases + 1] = worker .. '|' .. jid
-    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6] }
+    leases[#leases + 1] = lease_member(worker, attempt, jid)
+    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6], 0, f[14] and 1 or 0 }
     if qtype == 'LBQUEUE' and f[6] then
-      if i > from_ready then entries[#entries + 1] = f[6] end
+      if source == 'ready' then entries[#entries + 1] = f[6] end
       running[#running + 1] = f[6]
       running[#running + 1] = jid
+    end
+    if f[14] then
+      -- it runs alone: nothing more for this worker in this call
+      stop_at = i + 1
+      break
     end
   elseif f[9] == 'executing' or redis.call('EXISTS', rec) == 0 then
     -- an id pushed by hand without a record (or one that runs already): nothing to run
@@ -201,22 +298,38 @@ for i = 1, #ids do
       'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
       'error-exception', '', 'finished-created', now_s)
     redis.call('HDEL', rec, 'due')
-    redis.call('EXPIRE', rec, ttl_failed)
-    if qtype == 'LBQUEUE' and f[6] and i > from_ready and redis.call('HGET', KEYS[7], f[6]) == jid then
+    if qtype == 'LBQUEUE' and f[6] and source == 'ready' and redis.call('HGET', KEYS[7], f[6]) == jid then
       redis.call('HDEL', KEYS[7], f[6])
     end
     if free_claims(qtype, jid, f[6], f[10]) then wake = true end
-    fails[#fails + 1] = now_ms
-    fails[#fails + 1] = jid
+    keep_failed(rec, jid, ttl_failed, now_ms, fails)
     finished[#finished + 1] = rec
   end
 end
-if #leases > 0 then redis.call('ZADD', KEYS[5], unpack(leases)) end
+if stop_at then
+  -- what was not taken goes back exactly where it was
+  local back_wait = {}
+  for i = #cands, stop_at, -1 do
+    local c = cands[i]
+    if c[2] == 'due' then
+      redis.call('ZADD', KEYS[4], c[4], c[3])
+    elseif c[2] == 'ready' then
+      redis.call('ZADD', KEYS[3], c[4], c[3])
+    else
+      back_wait[#back_wait + 1] = c[1]
+    end
+  end
+  if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
+end
+if #leases > 0 then
+  redis.call('ZADD', KEYS[5], unpack(leases))
+  local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
+  for k = 1, #jobs do jobs[k][8] = top - #jobs + k end
+end
 if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
 if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
-if #fails > 0 then
-  redis.call('ZADD', KEYS[6], unpack(fails))
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - ttl_failed * 1000)
+if #finished > 0 then
+  flush_failed(fails, now_ms)
   redis.call('HINCRBY', KEYS[11], 'total-failed', #finished)
   redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n'))
 end
@@ -225,4 +338,4 @@ if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
 local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs }
+return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked }

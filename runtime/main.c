@@ -123,6 +123,8 @@ int main(int argc, char **argv) {
   preload(L, "jobrt.core.term", jr_open_term);
   preload(L, "jobrt.core.proc", jr_open_proc);
   preload(L, "jobrt.core.json", jr_open_json);
+  preload(L, "jobrt.core.http", jr_open_http);
+  preload(L, "jobrt.core.tcp", jr_open_tcp);
 
   /* arg: the whole command line, as the cli module sees it. */
   lua_createtable(L, argc, 1);

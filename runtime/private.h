@@ -88,6 +88,14 @@ int jr_open_json(lua_State *L);
 int jr_open_proc(lua_State *L);
 void jr_proc_shutdown(void);
 
+/* http.c */
+int jr_open_http(lua_State *L);
+void jr_http_shutdown(void);
+
+/* tcp.c */
+int jr_open_tcp(lua_State *L);
+void jr_tcp_shutdown(void);
+
 /* embed.c (generated in build/) */
 typedef struct jr_embedded {
   const char *name;

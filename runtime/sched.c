@@ -26,8 +26,12 @@ jr_host jr_H;
 static const char ANCHORS[] = "jobrt.anchors";     /* co -> 1 (live) | 2 (suspended) */
 static const char CANCELLED[] = "jobrt.cancelled"; /* weak: co -> true */
 static const char READY[] = "jobrt.ready";         /* array of {co, args...} */
+static const char SCOPES[] = "jobrt.scopes";       /* weak: co -> scope userdata */
+static const char SCOPE_MT[] = "jobrt.scope";
 
 static int anchors_ref, cancelled_ref, ready_ref;  /* registry refs of the tables */
+static int scopes_ref;                             /* registry ref of SCOPES */
+static int n_scoped;                               /* coroutines ever put in a scope */
 static uv_idle_t ready_idle;     /* runs the ready queue, then stops itself */
 static uv_idle_t exit_idle;      /* checks, outside any callback, that nothing is left */
 static int ready_len;
@@ -147,8 +151,10 @@ void jr_report_error(lua_State *co, const char *what) {
 /* Resumes co with nargs values already on its stack. On return the
  * coroutine is parked on some event, queued to run again, finished, or
  * failed (reported with its traceback). Never raises. */
+static int scope_check(lua_State *co);
+
 void jr_resume(lua_State *co, int nargs) {
-  if (is_cancelled(co)) {
+  if (is_cancelled(co) || (n_scoped > 0 && scope_check(co))) {
     lua_settop(co, 0);
     return;
   }
@@ -255,8 +261,13 @@ void jr_drop_thread(lua_State *L, int ref) {
   slot_release(ref);
 }
 
+static void scope_join(lua_State *L, int scope_idx, lua_State *co);
+static int scope_push_of(lua_State *L, lua_State *co);
+
 /* Spawns fn(args...) (fn and nargs values on top of L) in a new anchored
- * coroutine and runs it until it first parks. Leaves the coroutine on L. */
+ * coroutine and runs it until it first parks. Leaves the coroutine on L.
+ * The new coroutine joins the job scope of L (the spawning coroutine), if
+ * it has one, so everything a handler starts ends with its job. */
 int jr_sched_spawn(lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L);
   lua_insert(L, -(nargs + 2));             /* co, fn, args */
@@ -264,6 +275,10 @@ int jr_sched_spawn(lua_State *L, int nargs) {
   if (jr_H.main_ref == LUA_NOREF) {        /* the first coroutine is the main one */
     lua_pushvalue(L, -1);
     jr_H.main_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (n_scoped > 0 && scope_push_of(L, L)) {
+    scope_join(L, lua_gettop(L), co);
+    lua_pop(L, 1);
   }
   anchor_set(co, 1);
   jr_H.live++;
@@ -317,6 +332,8 @@ static void begin_shutdown(void) {
   jr_redis_shutdown();
   jr_proc_shutdown();
   jr_term_shutdown();
+  jr_http_shutdown();
+  jr_tcp_shutdown();
   /* Handles owned by other modules close themselves in their close paths;
    * whatever is still open now (timers, signals) is closed here. Their
    * memory is released by lua_close (userdata) or was static. */
@@ -366,25 +383,244 @@ static int l_wake(lua_State *L) {
   return 1;
 }
 
+/* Marks co cancelled: it never runs again (a running co ends at its next
+ * yield), its pending events are dropped when they arrive, and it stops
+ * counting as live. Returns 1, or 0 when co had already ended or was
+ * cancelled before. */
+static int cancel_co(lua_State *co) {
+  if (is_cancelled(co)) return 0;
+  if (anchor_get(co) == 0 && lua_status(co) != LUA_YIELD) return 0;   /* ended */
+  lua_State *L = jr_H.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cancelled_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  n_cancelled++;
+  finished(co);
+  return 1;
+}
+
 /* jobrt.cancel(co): the coroutine never runs again; its pending events are
  * dropped when they arrive. Cancelling the running coroutine is an error. */
 static int l_cancel(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argcheck(L, co != NULL, 1, "coroutine expected");
   luaL_argcheck(L, co != L, 1, "cannot cancel the running coroutine");
-  if (lua_status(co) != LUA_YIELD || is_cancelled(co)) {
-    lua_pushboolean(L, 0);
-    return 1;
+  lua_pushboolean(L, lua_status(co) == LUA_YIELD && cancel_co(co));
+  return 1;
+}
+
+/* ---- job scopes -------------------------------------------------------
+ *
+ * A scope groups the coroutines of one job: the handler's coroutine and
+ * every coroutine spawned from inside the scope (they join it). A scope has
+ * a deadline on the monotonic clock; a member is never resumed once the
+ * deadline has passed: at that resume the scope expires, every member is
+ * cancelled (a running one ends at its next yield) and the scope's
+ * on_expire(scope) runs in a new coroutine outside the scope. This is how
+ * a worker stops a handler whose lease it can no longer vouch for (after
+ * its process was frozen, say) before the handler does anything more, and
+ * how everything a job started ends with it (OpenResty's one cancellation
+ * path). The userdata's environment table holds `members` (weak-keyed set
+ * of coroutines) and `cb` (on_expire). */
+typedef struct {
+  double deadline;   /* monotonic seconds (jobrt.monotime's clock); 0: none */
+  int expired;       /* deadline passed or cancel() called: members never run */
+} jr_scope;
+
+static double mono_now(void) { return (double)uv_hrtime() / 1e9; }
+
+/* Pushes the scope of co and returns 1, or pushes nothing and returns 0. */
+static int scope_push_of(lua_State *L, lua_State *co) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, scopes_ref);
+  lua_pushthread(co);
+  if (co != L) lua_xmove(co, L, 1);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 2);
+    return 0;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, cancelled_ref);
-  lua_pushvalue(L, 1);
-  lua_pushboolean(L, 1);
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* Puts co into the scope at scope_idx (a valid index of L). */
+static void scope_join(lua_State *L, int scope_idx, lua_State *co) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, scopes_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushvalue(L, scope_idx);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  n_cancelled++;
-  finished(co);
+  lua_getfenv(L, scope_idx);
+  lua_getfield(L, -1, "members");
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
   lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 2);
+  n_scoped++;
+}
+
+/* Cancels every member of the scope at idx; returns how many were live. */
+static int scope_cancel_members(lua_State *L, int idx) {
+  jr_scope *s = lua_touserdata(L, idx);
+  int n = 0;
+  s->expired = 1;
+  lua_getfenv(L, idx);
+  lua_getfield(L, -1, "members");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_State *co = lua_tothread(L, -1);
+    if (co != NULL) n += cancel_co(co);
+  }
+  lua_pop(L, 2);
+  return n;
+}
+
+/* The deadline of the scope at idx passed: cancel its members, then run
+ * its on_expire(scope) in a new coroutine (outside any scope). */
+static void scope_expire(lua_State *L, int idx) {
+  scope_cancel_members(L, idx);
+  lua_getfenv(L, idx);
+  lua_getfield(L, -1, "cb");
+  lua_remove(L, -2);
+  if (lua_isfunction(L, -1) && !jr_H.shutting_down) {
+    lua_pushvalue(L, idx);
+    jr_sched_spawn(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Called before resuming co (when scopes are in use): returns 1 when co
+ * must not run because its scope expired (now or before). */
+static int scope_check(lua_State *co) {
+  lua_State *L = jr_H.L;
+  if (!scope_push_of(L, co)) return 0;
+  jr_scope *s = lua_touserdata(L, -1);
+  int stop = 0;
+  if (s->expired) {
+    stop = 1;
+  } else if (s->deadline > 0 && mono_now() >= s->deadline) {
+    stop = 1;
+    scope_expire(L, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  return stop;
+}
+
+static jr_scope *check_scope(lua_State *L) { return luaL_checkudata(L, 1, SCOPE_MT); }
+
+/* jobrt.scope([on_expire]) -> scope. on_expire(scope) runs (in its own
+ * coroutine) when a member is about to be resumed after the deadline. */
+static int l_scope(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  jr_scope *s = lua_newuserdata(L, sizeof *s);
+  s->deadline = 0;
+  s->expired = 0;
+  luaL_getmetatable(L, SCOPE_MT);
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 2);             /* members: weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "members");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "cb");
+  lua_setfenv(L, -2);
   return 1;
+}
+
+/* scope:spawn(fn, ...) -> co: fn runs in a new coroutine that belongs to
+ * the scope (and so does every coroutine it spawns). Raises when the scope
+ * has expired or the loop is shutting down. */
+static int l_scope_spawn(lua_State *L) {
+  jr_scope *s = check_scope(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->expired) return luaL_error(L, "scope:spawn: the scope has ended");
+  if (jr_H.shutting_down) return luaL_error(L, "scope:spawn: the loop is shutting down");
+  int nargs = lua_gettop(L) - 2;
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, 2);                       /* scope, co, fn, args */
+  lua_xmove(L, co, nargs + 1);
+  scope_join(L, 1, co);
+  anchor_set(co, 1);
+  jr_H.live++;
+  jr_resume(co, nargs);
+  return 1;                               /* co */
+}
+
+/* scope:set_deadline(t): t in monotonic seconds (jobrt.monotime()); nil or
+ * 0 removes the deadline. */
+static int l_scope_set_deadline(lua_State *L) {
+  jr_scope *s = check_scope(L);
+  s->deadline = luaL_optnumber(L, 2, 0);
+  return 0;
+}
+
+/* scope:deadline() -> t | nil */
+static int l_scope_deadline(lua_State *L) {
+  jr_scope *s = check_scope(L);
+  if (s->deadline > 0) lua_pushnumber(L, s->deadline); else lua_pushnil(L);
+  return 1;
+}
+
+/* scope:cancel() -> n: ends the scope without calling on_expire; every live
+ * member is cancelled (the running one, if any, at its next yield). */
+static int l_scope_cancel(lua_State *L) {
+  check_scope(L);
+  lua_pushinteger(L, scope_cancel_members(L, 1));
+  return 1;
+}
+
+/* scope:ended() -> true once the deadline passed or cancel() was called */
+static int l_scope_ended(lua_State *L) {
+  jr_scope *s = check_scope(L);
+  lua_pushboolean(L, s->expired);
+  return 1;
+}
+
+/* scope:live() -> number of members that can still run */
+static int l_scope_live(lua_State *L) {
+  check_scope(L);
+  int n = 0;
+  lua_getfenv(L, 1);
+  lua_getfield(L, -1, "members");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_State *co = lua_tothread(L, -1);
+    if (co != NULL && !is_cancelled(co) && anchor_get(co) != 0) n++;
+  }
+  lua_pop(L, 2);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* jobrt.scope_of([co]) -> the scope of co (default: the running coroutine) | nil */
+static int l_scope_of(lua_State *L) {
+  lua_State *co = lua_isnoneornil(L, 1) ? L : lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (!scope_push_of(L, co)) lua_pushnil(L);
+  return 1;
+}
+
+static void scope_register(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"spawn", l_scope_spawn},   {"set_deadline", l_scope_set_deadline},
+      {"deadline", l_scope_deadline}, {"cancel", l_scope_cancel},
+      {"ended", l_scope_ended},   {"live", l_scope_live},
+      {NULL, NULL}};
+  luaL_newmetatable(L, SCOPE_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
 }
 
 /* jobrt.status(co) -> "cancelled", or what coroutine.status says. */
@@ -512,6 +748,7 @@ int jr_open_core(lua_State *L) {
       {"log_level", l_log_level}, {"versions", l_versions},
       {"pid", l_pid},           {"hostname", l_hostname},
       {"random_bytes", l_random_bytes},
+      {"scope", l_scope},       {"scope_of", l_scope_of},
       {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
@@ -532,6 +769,9 @@ void jr_sched_init(lua_State *L, uv_loop_t *loop) {
   cancelled_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 64, 0);
   threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_regtable(L, SCOPES, "k");
+  scopes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  scope_register(L);
   (void)ready_ref;
 }
 

@@ -12,6 +12,13 @@ return function(options)
   end)
   busted.subscribe({ 'error', 'file' }, function() failed = failed + 1; return nil, true end)
   busted.subscribe({ 'failure', 'file' }, function() failed = failed + 1; return nil, true end)
+  -- a setup/teardown that fails (its tests never run) counts too: busted publishes those
+  -- under the block's own descriptor
+  for _, d in ipairs({ 'describe', 'setup', 'teardown', 'lazy_setup', 'lazy_teardown', 'strict_setup',
+                       'strict_teardown', 'before_each', 'after_each' }) do
+    busted.subscribe({ 'error', d }, function() failed = failed + 1; return nil, true end)
+    busted.subscribe({ 'failure', d }, function() failed = failed + 1; return nil, true end)
+  end
   busted.subscribe({ 'exit' }, function()
     _G.JOBRT_TEST_SUMMARY = { passed = passed, failed = failed, skipped = skipped }
     return nil, true

@@ -30,7 +30,9 @@ for _, a in ipairs(user) do
 end
 if #roots == 0 then roots = { "tests" } end
 
-_G.arg = { "--output=tests/output.lua", "--pattern=_spec", "--sort-files", "--lpath=./?.lua" }
+-- JOBRT_TEST_PATTERN picks other files (make test-browser: _browser)
+_G.arg = { "--output=tests/output.lua", "--pattern=" .. (os.getenv("JOBRT_TEST_PATTERN") or "_spec"),
+           "--sort-files", "--lpath=./?.lua" }
 for _, o in ipairs(opts) do _G.arg[#_G.arg + 1] = o end
 for _, r in ipairs(roots) do _G.arg[#_G.arg + 1] = r end
 

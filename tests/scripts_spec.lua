@@ -47,6 +47,42 @@ describe('server scripts', function()
     return id, existed
   end
 
+  -- The lease calls take the attempt with each id: these fill in the job's current attempt
+  -- (its record's attempts), which is what a worker holding the lease sends.
+  local function attempt_of(queue, id)
+    return tonumber(r:call('HGET', 'jobrt:{' .. queue .. '}:job:' .. id, 'attempts')) or 1
+  end
+  local function leases(queue, ids)
+    local t = {}
+    for i, id in ipairs(ids) do t[i] = { id = id, attempt = attempt_of(queue, id) } end
+    return t
+  end
+  local function complete(oo, queue, worker, outs)
+    for _, oc in ipairs(outs) do
+      if oc.attempt == nil then oc.attempt = attempt_of(queue, oc.id) end
+    end
+    return oo:complete(queue, worker, outs)
+  end
+  local function renew(oo, queue, worker, ids, lease)
+    local lost = oo:renew(queue, worker, leases(queue, ids), lease)
+    local out = {}
+    for i, l in ipairs(lost) do out[i] = l.id end
+    return out
+  end
+  local function release(oo, queue, worker, ids)
+    return oo:release(queue, worker, leases(queue, ids))
+  end
+
+  -- members of the due set are "<order>|<id>": the member and the score of job id
+  local function due_member(queue, id)
+    local m = r:call('ZRANGE', 'jobrt:{' .. queue .. '}:due', 0, -1, 'WITHSCORES')
+    for i = 1, #m, 2 do
+      if m[i]:match('^%d+|(.*)$') == id then return m[i], m[i + 1] end
+    end
+  end
+  local function due_of(queue, id) local _, sc = due_member(queue, id); return sc end
+  local function make_due(queue, id) r:call('ZADD', 'jobrt:{' .. queue .. '}:due', 0, (due_member(queue, id))) end
+
   before_each(function()
     h.flush()
     r = h.redis()
@@ -70,10 +106,17 @@ describe('server scripts', function()
     it('names the wake and results channels', function()
       assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results' }, ops.channels('q'))
     end)
-    it('gives every key of a queue the same hash tag, so one Cluster slot', function()
-      for _, k in ipairs(ops.keys('some {odd} queue')) do
+    it('gives every key of a queue the same hash tag, the queue name, so one Cluster slot', function()
+      for _, k in ipairs(ops.keys('mail.out:eu-1')) do
         -- Redis hashes the text between the first '{' and the first '}' after it
-        assert.equal('some {odd', k:match('^[^{]*{([^}]*)}'), k)
+        assert.equal('mail.out:eu-1', k:match('^[^{]*{([^}]*)}'), k)
+      end
+    end)
+    it('refuses a queue name outside the alphabet, so no queue key is another queue\'s', function()
+      for _, bad in ipairs({ 'a}:job:x', '}a', '{a}', 'a b', 'a\nb', '', string.rep('q', 129), 'é' }) do
+        local ok, err = pcall(ops.keys, bad)
+        assert.is_false(ok, bad)
+        assert.matches('^jobrt%.ops%.keys: ', err)
       end
     end)
   end)
@@ -153,7 +196,7 @@ describe('server scripts', function()
       it('enqueues a finished id again, replacing its record', function()
         enq('q', 'f', '{"n":1}', { id = 'user-5' })
         o:reserve('q', 'w', 1, 10)
-        o:complete('q', 'w', { { id = 'user-5', ok = true, value = '1' } })
+        complete(o, 'q', 'w', { { id = 'user-5', ok = true, value = '1' } })
         assert.is_true(r:call('TTL', 'jobrt:{q}:job:user-5') > 0)
         local _, existed = enq('q', 'f', '{"n":2}', { id = 'user-5' })
         assert.is_false(existed)
@@ -166,7 +209,7 @@ describe('server scripts', function()
       it('enqueues a failed id again and takes it out of the failed set', function()
         enq('q', 'f', '{}', { id = 'user-5' })
         o:reserve('q', 'w', 1, 10)
-        o:complete('q', 'w', { { id = 'user-5', ok = false, reason = 'no' } })
+        complete(o, 'q', 'w', { { id = 'user-5', ok = false, reason = 'no' } })
         assert.equal(1, r:call('ZCARD', 'jobrt:{q}:failed'))
         enq('q', 'f', '{}', { id = 'user-5' })
         assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
@@ -312,7 +355,7 @@ describe('server scripts', function()
       assert.same({}, o:reserve('lb', 'w2', 10, 10).jobs)
       assert.equal('pending', rec('lb', parked).state)
       assert.equal('2', rec('lb', parked).priority)
-      o:complete('lb', 'w1', { { id = first, ok = true, value = 'null' } })
+      complete(o, 'lb', 'w1', { { id = first, ok = true, value = 'null' } })
       local res = o:reserve('lb', 'w2', 10, 10)
       assert.same({ parked }, ids_of(res))
       assert.equal('{"n":3}', res.jobs[1].args)
@@ -321,18 +364,18 @@ describe('server scripts', function()
       local first = enq('lb', 'f', '{}', { jobHash = 'res' })
       o:reserve('lb', 'w1', 1, 10)
       local parked = enq('lb', 'f', '{}', { jobHash = 'res' })
-      o:complete('lb', 'w1', { { id = first, ok = false, reason = 'x' } })
+      complete(o, 'lb', 'w1', { { id = first, ok = false, reason = 'x' } })
       assert.same({ parked }, ids_of(o:reserve('lb', 'w2', 10, 10)))
     end)
     it('keeps the jobHash held while a retry waits', function()
       local first = enq('lb', 'f', '{}', { jobHash = 'res', retries = 1 })
       o:reserve('lb', 'w1', 1, 10)
-      o:complete('lb', 'w1', { { id = first, ok = false, reason = 'x' } })
+      complete(o, 'lb', 'w1', { { id = first, ok = false, reason = 'x' } })
       local parked = enq('lb', 'f', '{}', { jobHash = 'res' })
       assert.equal(1, r:call('HLEN', 'jobrt:{lb}:lb:parked'))
-      r:call('ZADD', 'jobrt:{lb}:due', 0, first)      -- make the retry due now
+      make_due('lb', first)      -- make the retry due now
       assert.same({ first }, ids_of(o:reserve('lb', 'w1', 10, 10)))
-      o:complete('lb', 'w1', { { id = first, ok = true } })
+      complete(o, 'lb', 'w1', { { id = first, ok = true } })
       assert.same({ parked }, ids_of(o:reserve('lb', 'w1', 10, 10)))
     end)
     it('never runs two jobs of one jobHash at once under concurrent workers', function()
@@ -352,7 +395,7 @@ describe('server scripts', function()
               running[j.hash] = true
               jobrt.sleep(0.003)
               running[j.hash] = nil
-              assert(oc:complete('lb', 'w' .. c, { { id = j.id, ok = true } }))
+              assert(complete(oc, 'lb', 'w' .. c, { { id = j.id, ok = true } }))
               done = done + 1
             else
               jobrt.sleep(0.002)
@@ -396,7 +439,7 @@ describe('server scripts', function()
     it('accepts a delay in seconds', function()
       local before = server_ms()
       local id = enq('dq', 'f', '{}', { delay = 2.5 })
-      local due = r:call('ZSCORE', 'jobrt:{dq}:due', id)
+      local due = due_of('dq', id)
       assert.is_true(tonumber(due) >= before + 2500 and tonumber(due) <= server_ms() + 2500)
     end)
     it('serves due jobs in timestamp order', function()
@@ -434,7 +477,7 @@ describe('server scripts', function()
       o:reserve('dq', 'w', 10, 10)
       local _, existed = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
       assert.is_true(existed)
-      o:complete('dq', 'w', { { id = a, ok = true } })
+      complete(o, 'dq', 'w', { { id = a, ok = true } })
       assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
       local b, existed2 = enq('dq', 'f', '{}', { jobHash = 'x', timestamp = ts })
       assert.is_false(existed2)
@@ -450,7 +493,7 @@ describe('server scripts', function()
       assert.equal(1, #res.jobs)
       local j = res.jobs[1]
       assert.same({ id = id, fn = 'f', args = '{}', attempt = 1 }, { id = j.id, fn = j.fn, args = j.args, attempt = j.attempt })
-      local exp = tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w1|' .. id))
+      local exp = tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w1|1|' .. id))
       assert.is_true(exp >= before + 10000 and exp <= server_ms() + 10000)
       assert.equal(exp, res.next_lease)
       local rc = rec('q', id)
@@ -507,18 +550,18 @@ describe('server scripts', function()
     it('extends the leases of all the ids in one call', function()
       local a, b = enq('q'), enq('q')
       o:reserve('q', 'w', 2, 1)
-      local lost = o:renew('q', 'w', { a, b }, 60)
+      local lost = renew(o, 'q', 'w', { a, b }, 60)
       assert.same({}, lost)
-      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. a)) > server_ms() + 50000)
-      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. b)) > server_ms() + 50000)
+      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|1|' .. a)) > server_ms() + 50000)
+      assert.is_true(tonumber(r:call('ZSCORE', 'jobrt:{q}:active', 'w|1|' .. b)) > server_ms() + 50000)
     end)
     it('returns the ids the worker no longer holds', function()
       local a, b = enq('q'), enq('q')
       o:reserve('q', 'w', 2, 10)
       o:delete('q', b)
-      assert.same({ b, 'never' }, o:renew('q', 'w', { a, b, 'never' }, 10))
-      assert.same({ a }, o:renew('q', 'other', { a }, 10))
-      assert.equal(NULL, r:call('ZSCORE', 'jobrt:{q}:active', 'other|' .. a))
+      assert.same({ b, 'never' }, renew(o, 'q', 'w', { a, b, 'never' }, 10))
+      assert.same({ a }, renew(o, 'q', 'other', { a }, 10))
+      assert.equal(NULL, r:call('ZSCORE', 'jobrt:{q}:active', 'other|1|' .. a))
     end)
   end)
 
@@ -526,7 +569,7 @@ describe('server scripts', function()
     it('records a success and expires the record', function()
       local id = enq('q')
       o:reserve('q', 'w', 1, 10)
-      local sum = o:complete('q', 'w', { { id = id, ok = true, value = '{"sum":3}' } })
+      local sum = complete(o, 'q', 'w', { { id = id, ok = true, value = '{"sum":3}' } })
       assert.same({ completed = 1, retried = 0, failed = 0, ignored = {}, cancelled = {} }, sum)
       local j = rec('q', id)
       assert.same({ 'finished', 'successful', '{"sum":3}' }, { j.state, j.result, j['result-value'] })
@@ -539,14 +582,14 @@ describe('server scripts', function()
       local o2 = assert(ops.new(r, { ttl_ok = 60 }))
       local id = enq('q')
       o2:reserve('q', 'w', 1, 10)
-      o2:complete('q', 'w', { { id = id, ok = true } })
+      complete(o2, 'q', 'w', { { id = id, ok = true } })
       assert.is_true(r:call('TTL', 'jobrt:{q}:job:' .. id) <= 60)
       assert.equal('null', rec('q', id)['result-value'])
     end)
     it('moves a failure without retries to the failed set for 7 days', function()
       local id = enq('q')
       o:reserve('q', 'w', 1, 10)
-      local sum = o:complete('q', 'w', { { id = id, ok = false, reason = 'boom', exception = 'trace\nback' } })
+      local sum = complete(o, 'q', 'w', { { id = id, ok = false, reason = 'boom', exception = 'trace\nback' } })
       assert.equal(1, sum.failed)
       local j = rec('q', id)
       assert.same({ 'finished', 'failed', 'boom', 'trace\nback' }, { j.state, j.result, j['error-reason'], j['error-exception'] })
@@ -561,22 +604,22 @@ describe('server scripts', function()
       for attempt = 1, 2 do
         assert.equal(attempt, o2:reserve('q', 'w', 1, 10).jobs[1].attempt)
         local t0 = server_ms()
-        assert.equal(1, o2:complete('q', 'w', { { id = id, ok = false, reason = 'r' .. attempt } }).retried)
-        delays[attempt] = tonumber(r:call('ZSCORE', 'jobrt:{q}:due', id)) - t0
+        assert.equal(1, complete(o2, 'q', 'w', { { id = id, ok = false, reason = 'r' .. attempt } }).retried)
+        delays[attempt] = tonumber(due_of('q', id)) - t0
         assert.equal('pending', rec('q', id).state)
         assert.equal('r' .. attempt, rec('q', id)['error-reason'])
-        r:call('ZADD', 'jobrt:{q}:due', 0, id)     -- fast-forward the backoff
+        make_due('q', id)     -- fast-forward the backoff
       end
       assert.is_true(delays[1] >= 10000 and delays[1] < 11000)
       assert.is_true(delays[2] >= 20000 and delays[2] < 21000)
       assert.equal(3, o2:reserve('q', 'w', 1, 10).jobs[1].attempt)
-      assert.equal(1, o2:complete('q', 'w', { { id = id, ok = false, reason = 'r3' } }).failed)
+      assert.equal(1, complete(o2, 'q', 'w', { { id = id, ok = false, reason = 'r3' } }).failed)
       assert.equal('failed', rec('q', id).result)
     end)
     it("uses the worker's retries when the job has none", function()
       local id = enq('q')
       o:reserve('q', 'w', 1, 10)
-      assert.equal(1, o:complete('q', 'w', { { id = id, ok = false, reason = 'x', retries = 1 } }).retried)
+      assert.equal(1, complete(o, 'q', 'w', { { id = id, ok = false, reason = 'x', retries = 1 } }).retried)
     end)
     it('takes a batch of successes and failures in one call', function()
       local ids = {}
@@ -584,7 +627,7 @@ describe('server scripts', function()
       o:reserve('q', 'w', 6, 10)
       local outs = {}
       for i = 1, 6 do outs[i] = i % 2 == 0 and { id = ids[i], ok = true, value = tostring(i) } or { id = ids[i], ok = false, reason = 'odd' } end
-      local sum = o:complete('q', 'w', outs)
+      local sum = complete(o, 'q', 'w', outs)
       assert.same({ completed = 3, retried = 0, failed = 3, ignored = {}, cancelled = {} }, sum)
       assert.equal(3, o:stats('q').completed)
       assert.equal(3, o:stats('q').failed)
@@ -592,7 +635,7 @@ describe('server scripts', function()
     it('ignores jobs the worker does not hold', function()
       local id = enq('q')
       o:reserve('q', 'w', 1, 10)
-      local sum = o:complete('q', 'other', { { id = id, ok = true } })
+      local sum = complete(o, 'q', 'other', { { id = id, ok = true } })
       assert.same({ completed = 0, retried = 0, failed = 0, ignored = { id }, cancelled = {} }, sum)
       assert.equal('executing', rec('q', id).state)
     end)
@@ -600,7 +643,7 @@ describe('server scripts', function()
       local a, b = enq('q'), enq('q')
       o:reserve('q', 'w', 2, 10)
       local before = publishes()
-      o:complete('q', 'w', { { id = a, ok = true }, { id = b, ok = false, reason = 'x' } })
+      complete(o, 'q', 'w', { { id = a, ok = true }, { id = b, ok = false, reason = 'x' } })
       assert.equal(before + 1, publishes())
     end)
     it('delivers a results message a subscriber can read', function()
@@ -609,8 +652,8 @@ describe('server scripts', function()
       sub:subscribe('jobrt:{q}:results', function(_, msg) if msg then got[#got + 1] = msg end end)
       local a, b = enq('q'), enq('q')
       o:reserve('q', 'w', 2, 10)
-      o:complete('q', 'w', { { id = a, ok = true } })
-      o:complete('q', 'w', { { id = b, ok = true } })
+      complete(o, 'q', 'w', { { id = a, ok = true } })
+      complete(o, 'q', 'w', { { id = b, ok = true } })
       h.wait_for(function() return #got == 2 end, 3, 'two results messages')
       assert.same({ 'jobrt:{q}:job:' .. a, 'jobrt:{q}:job:' .. b }, got)
       sub:close()
@@ -618,17 +661,35 @@ describe('server scripts', function()
   end)
 
   describe('requeue_expired', function()
-    it('puts a job whose lease ran out back at the front', function()
+    it('puts a job whose lease ran out back at its place, marked to run alone, using no retry', function()
       local a = enq('q'); local b = enq('q')
       o:reserve('q', 'dead', 1, 0.05)
       local n = h.wait_for(function() local k = o:requeue_expired('q'); return k > 0 and k end, 3, 'lease expiry')
       assert.equal(1, n)
       local j = rec('q', a)
-      assert.equal('pending', j.state)
-      assert.equal('lease expired: worker dead stopped renewing', j['error-reason'])
-      assert.same({ a }, ids_of(o:reserve('q', 'live', 1, 10)))
-      assert.same({ b }, ids_of(o:reserve('q', 'live', 1, 10)))
-      assert.equal(2, o:reserve('q', 'live', 1, 10) and tonumber(rec('q', a).attempts))
+      assert.same({ 'pending', '1', '1' }, { j.state, j.stalls, j.suspect })
+      assert.is_nil(j.failures)
+      assert.equal('lease expired: worker dead stopped renewing (attempt 1)', j['error-reason'])
+      -- a busy worker meets it as the end of the queue for now, and nothing moves
+      local busy = o:reserve('q', 'live', 10, 10)
+      assert.same({}, ids_of(busy))
+      assert.is_true(busy.blocked)
+      assert.same({ b, a }, r:call('LRANGE', 'jobrt:{q}:wait', 0, -1))
+      -- an idle worker gets it, as its only job
+      local res = o:reserve('q', 'live', 10, 10, true)
+      assert.same({ a }, ids_of(res))
+      assert.same({ 2, true }, { res.jobs[1].attempt, res.jobs[1].alone })
+      assert.is_false(res.blocked)
+      assert.same({ b }, ids_of(o:reserve('q', 'live', 10, 10)))
+    end)
+    it('puts taken-back jobs back in enqueue order, not in lease order', function()
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('q') end
+      o:reserve('q', 'dead', 12, 0.05)
+      h.wait_for(function() return o:requeue_expired('q') > 0 end, 3, 'lease expiry')
+      local got = {}
+      for i = 1, 12 do got[i] = o:reserve('q', 'live', 1, 10, true).jobs[1].id end
+      assert.same(ids, got)
     end)
     it('takes each expired job back once when every worker calls it at once', function()
       for _ = 1, 20 do enq('q') end
@@ -646,17 +707,40 @@ describe('server scripts', function()
       assert.equal(20, total)
       assert.equal(20, r:call('LLEN', 'jobrt:{q}:wait'))
     end)
-    it('fails a job after its stalls and retries are used up', function()
-      local o0 = assert(ops.new(r, { max_stalls = 0 }))
-      local id = enq('q', 'f', '{}', { retries = 1 })
-      o0:reserve('q', 'dead', 1, 0.02)
-      h.wait_for(function() return o0:requeue_expired('q') > 0 end, 3, 'first expiry')
-      o0:reserve('q', 'dead', 1, 0.02)
-      local nf = h.wait_for(function() local a, b = o0:requeue_expired('q'); return (a + b) > 0 and b end, 3, 'second expiry')
+    it('fails a poison job after max_stalls lost leases in a row, whatever its retries', function()
+      local o1 = assert(ops.new(r, { max_stalls = 1 }))
+      local id = enq('q', 'f', '{}', { retries = 5 })
+      o1:reserve('q', 'dead', 1, 0.02)
+      h.wait_for(function() return o1:requeue_expired('q') > 0 end, 3, 'first expiry')
+      o1:reserve('q', 'dead2', 1, 0.02, true)
+      local nf = h.wait_for(function() local a, b = o1:requeue_expired('q'); return (a + b) > 0 and b end, 3, 'second expiry')
       assert.equal(1, nf)
       local j = rec('q', id)
       assert.same({ 'finished', 'failed', '2' }, { j.state, j.result, j.stalls })
+      assert.is_nil(j.failures)
+      assert.equal('poison job: its worker stopped renewing its lease in 2 attempt(s) in a row, the later ones while it ran alone in its worker process (last: worker dead2, attempt 2): it likely crashes or freezes the workers that run it; fix the handler, then retry it (jobrt failed q retry)',
+        j['error-reason'])
       assert.equal(1, r:call('ZCARD', 'jobrt:{q}:failed'))
+    end)
+    it('counts stalls in a row only: an outcome in between starts them again', function()
+      local id = enq('q', 'f', '{}', { retries = 1 })
+      o:reserve('q', 'dead', 1, 0.02)
+      h.wait_for(function() return o:requeue_expired('q') > 0 end, 3, 'first expiry')
+      o:reserve('q', 'w', 1, 10, true)
+      complete(o, 'q', 'w', { { id = id, ok = false, reason = 'x' } })
+      local j = rec('q', id)
+      assert.same({ '1' }, { j.failures })
+      assert.is_nil(j.stalls)
+      assert.is_nil(j.suspect)
+    end)
+    it('removes the expired lease of an attempt that is not the current one', function()
+      local id = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      -- a stale lease of attempt 7 (as if left behind): only removed, the job is untouched
+      r:call('ZADD', 'jobrt:{q}:active', 1, 'old|7|' .. id)
+      assert.same({ 0, 0, 0 }, { o:requeue_expired('q') })
+      assert.equal('executing', rec('q', id).state)
+      assert.equal(1, r:call('ZCARD', 'jobrt:{q}:active'))
     end)
     it('leaves live leases alone', function()
       enq('q')
@@ -666,23 +750,32 @@ describe('server scripts', function()
   end)
 
   describe('release', function()
-    it('gives jobs back without counting an attempt', function()
+    it('gives jobs back at their place, counting no failure; the next attempt has a new number', function()
       local a = enq('q'); local b = enq('q')
       o:reserve('q', 'w', 1, 10)
-      assert.equal(1, o:release('q', 'w', { a, 'unknown' }))
+      assert.equal(1, release(o, 'q', 'w', { a, 'unknown' }))
       local j = rec('q', a)
-      assert.same({ 'pending', '0' }, { j.state, j.attempts })
-      assert.same({ a }, ids_of(o:reserve('q', 'w', 1, 10)))
+      assert.same({ 'pending', '1' }, { j.state, j.attempts })
+      assert.is_nil(j.failures)
+      assert.is_nil(j.suspect)
+      local res = o:reserve('q', 'w', 1, 10)
+      assert.same({ a }, ids_of(res))
+      assert.equal(2, res.jobs[1].attempt)
       assert.same({ b }, ids_of(o:reserve('q', 'w', 1, 10)))
-      assert.equal(1, o:reserve('q', 'w', 1, 10) and tonumber(rec('q', a).attempts))
+    end)
+    it('ignores a release for another attempt of the job', function()
+      local a = enq('q')
+      o:reserve('q', 'w', 1, 10)
+      assert.equal(0, o:release('q', 'w', { { id = a, attempt = 2 } }))
+      assert.equal('executing', rec('q', a).state)
     end)
     it('keeps an LBQUEUE jobHash held and the job in front of its parked twin', function()
       local a = enq('lb', 'f', '{}', { jobHash = 'h' })
       o:reserve('lb', 'w', 1, 10)
       local p = enq('lb', 'f', '{}', { jobHash = 'h' })
-      assert.equal(1, o:release('lb', 'w', { a }))
+      assert.equal(1, release(o, 'lb', 'w', { a }))
       assert.same({ a }, ids_of(o:reserve('lb', 'w', 10, 10)))
-      o:complete('lb', 'w', { { id = a, ok = true } })
+      complete(o, 'lb', 'w', { { id = a, ok = true } })
       assert.same({ p }, ids_of(o:reserve('lb', 'w', 10, 10)))
     end)
   end)
@@ -717,7 +810,7 @@ describe('server scripts', function()
     it('removes a failed job', function()
       local id = enq('q')
       o:reserve('q', 'w', 1, 10)
-      o:complete('q', 'w', { { id = id, ok = false, reason = 'x' } })
+      complete(o, 'q', 'w', { { id = id, ok = false, reason = 'x' } })
       assert.is_true(o:delete('q', id))
       assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
     end)
@@ -742,7 +835,7 @@ describe('server scripts', function()
       local b, existed = enq('lb', 'f', '{"b":1}', { jobHash = 'H' })
       assert.is_false(existed)
       assert.equal(b, r:call('HGET', 'jobrt:{lb}:lb:parked', 'H'))
-      local lease = r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|' .. a)
+      local lease = r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|1|' .. a)
       local sub, wake = listen('jobrt:{lb}:wake')
       local t0 = server_ms()
 
@@ -756,17 +849,17 @@ describe('server scripts', function()
       assert.is_true(tonumber(cancelled) * 1000 >= t0 - 1 and tonumber(cancelled) * 1000 <= server_ms() + 1)
       assert.equal('executing', r:call('HGET', 'jobrt:{lb}:job:' .. a, 'state'))
       -- the lease stays, marked: its score E (ms) becomes E + 0.5
-      assert.equal(lease .. '.5', r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|' .. a))
+      assert.equal(lease .. '.5', r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|1|' .. a))
       assert.equal(a, r:call('HGET', 'jobrt:{lb}:lb:running', 'H'))
       assert.equal(1, o:stats('lb').executing)
       -- so the parked twin cannot start while it still runs
       assert.same({}, o:reserve('lb', 'w2', 10, 10).jobs)
       assert.equal('pending', o:get('lb', b).state)
       -- its worker learns it from renew, which does not extend its lease
-      assert.same({ a }, o:renew('lb', 'w1', { a }, 60))
-      assert.equal(lease .. '.5', r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|' .. a))
+      assert.same({ a }, renew(o, 'lb', 'w1', { a }, 60))
+      assert.equal(lease .. '.5', r:call('ZSCORE', 'jobrt:{lb}:active', 'w1|1|' .. a))
       -- its worker reports it stopped: gone for good, and the twin runs
-      local sum = o:complete('lb', 'w1', { { id = a, ok = false, reason = 'stopped' } })
+      local sum = complete(o, 'lb', 'w1', { { id = a, ok = false, reason = 'stopped' } })
       assert.same({ completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = { a } }, sum)
       assert.equal(0, exists('lb', a))
       assert.equal(0, r:call('ZCARD', 'jobrt:{lb}:active'))
@@ -783,14 +876,14 @@ describe('server scripts', function()
       local sub, wake = listen('jobrt:{q}:wake')
       assert.is_true(o:delete('q', a))
       local first = r:call('HGET', 'jobrt:{q}:job:' .. a, 'cancelled')
-      local marked = r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. a)
+      local marked = r:call('ZSCORE', 'jobrt:{q}:active', 'w|1|' .. a)
       assert.truthy(marked:match('^%d+%.5$'), marked)
       assert.is_true(o:delete('q', a))
-      assert.equal(marked, r:call('ZSCORE', 'jobrt:{q}:active', 'w|' .. a))   -- + 0.5 only once
+      assert.equal(marked, r:call('ZSCORE', 'jobrt:{q}:active', 'w|1|' .. a))   -- + 0.5 only once
       h.wait_for(function() return #wake == 2 end, 3, 'two cancel messages')
       assert.same({ 'cancel:' .. a, 'cancel:' .. a }, wake)
       assert.equal(first, r:call('HGET', 'jobrt:{q}:job:' .. a, 'cancelled'))
-      o:complete('q', 'w', { { id = a, ok = true } })
+      complete(o, 'q', 'w', { { id = a, ok = true } })
       assert.is_false(o:delete('q', a))
       sub:close()
     end)
@@ -825,7 +918,7 @@ describe('server scripts', function()
       o:reserve('dq', 'w', 1, 10)
       assert.is_true(o:delete('dq', a))
       assert.equal(a, r:call('HGET', 'jobrt:{dq}:dedup', dfield))
-      local sum = o:complete('dq', 'w', { { id = a, ok = true, value = '{"done":1}' } })
+      local sum = complete(o, 'dq', 'w', { { id = a, ok = true, value = '{"done":1}' } })
       assert.same({ completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = { a } }, sum)
       assert.equal(0, exists('dq', a))
       assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
@@ -842,7 +935,7 @@ describe('server scripts', function()
       assert.is_false(existed)
       assert.are_not.equal(a, b)
       assert.equal(b, r:call('HGET', 'jobrt:{dq}:dedup', dfield))
-      o:complete('dq', 'w', { { id = a, ok = true } })
+      complete(o, 'dq', 'w', { { id = a, ok = true } })
       assert.equal(b, r:call('HGET', 'jobrt:{dq}:dedup', dfield))
       assert.same({ b }, ids_of(o:reserve('dq', 'w', 10, 10)))
     end)
@@ -857,7 +950,7 @@ describe('server scripts', function()
       assert.equal("enqueue: job 'job-a' was deleted while running and is still stopping; enqueue it again once it has stopped", err)
       assert.equal('{"n":1}', r:call('HGET', 'jobrt:{q}:job:job-a', 'args'))
       local sub, results = listen('jobrt:{q}:results')
-      assert.equal(0, o:release('q', 'w', { a }))
+      assert.equal(0, release(o, 'q', 'w', { a }))
       assert.equal(0, exists('q', a))
       assert.equal(0, r:call('LLEN', 'jobrt:{q}:wait'))
       assert.equal(0, r:call('ZCARD', 'jobrt:{q}:active'))
@@ -875,7 +968,7 @@ describe('server scripts', function()
       o:reserve('lb', 'w', 1, 10)
       local b = enq('lb', 'f', '{}', { jobHash = 'H' })
       assert.is_true(o:delete('lb', a))
-      assert.equal(0, o:release('lb', 'w', { a }))
+      assert.equal(0, release(o, 'lb', 'w', { a }))
       assert.equal(0, exists('lb', a))
       assert.same({ b }, ids_of(o:reserve('lb', 'w', 10, 10)))
     end)
@@ -884,7 +977,7 @@ describe('server scripts', function()
       local a = enq('q')
       o:reserve('q', 'w', 1, 10)
       r:call('DEL', 'jobrt:{q}:job:' .. a)
-      local sum = o:complete('q', 'w', { { id = a, ok = true, value = '1' } })
+      local sum = complete(o, 'q', 'w', { { id = a, ok = true, value = '1' } })
       assert.same({ completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = { a } }, sum)
       assert.equal(0, exists('q', a))
       assert.equal(0, r:call('ZCARD', 'jobrt:{q}:active'))
@@ -894,7 +987,7 @@ describe('server scripts', function()
       local a = enq('q')
       o:reserve('q', 'w', 1, 10)
       o:delete('q', a)
-      local sum = o:complete('q', 'other', { { id = a, ok = true } })
+      local sum = complete(o, 'q', 'other', { { id = a, ok = true } })
       assert.same({ completed = 0, retried = 0, failed = 0, ignored = { a }, cancelled = {} }, sum)
       assert.equal(1, exists('q', a))
     end)
@@ -904,17 +997,17 @@ describe('server scripts', function()
     it('a success after a failed attempt drops the error and the due time', function()
       local id = enq('q', 'f', '{}', { retries = 1 })
       o:reserve('q', 'w', 1, 10)
-      o:complete('q', 'w', { { id = id, ok = false, reason = 'first', exception = 'tb' } })
+      complete(o, 'q', 'w', { { id = id, ok = false, reason = 'first', exception = 'tb' } })
       local j = rec('q', id)
       assert.same({ 'first', 'tb' }, { j['error-reason'], j['error-exception'] })
       assert.truthy(j.due)
-      r:call('ZADD', 'jobrt:{q}:due', 0, id)
+      make_due('q', id)
       o:reserve('q', 'w', 1, 10)
       -- the new attempt starts clean (reserve removes them), so its success keeps none of them
       j = rec('q', id)
       assert.same({ 'executing', '2' }, { j.state, j.attempts })
       assert.same({}, { j['error-reason'], j['error-exception'], j.due })
-      o:complete('q', 'w', { { id = id, ok = true, value = '2' } })
+      complete(o, 'q', 'w', { { id = id, ok = true, value = '2' } })
       j = rec('q', id)
       assert.same({ 'finished', 'successful', '2' }, { j.state, j.result, j['result-value'] })
       assert.same({}, { j['error-reason'], j['error-exception'], j.due })
@@ -923,10 +1016,10 @@ describe('server scripts', function()
       local id = enq('q')
       o:reserve('q', 'dead', 1, 0.05)
       h.wait_for(function() return o:requeue_expired('q') > 0 end, 3, 'lease expiry')
-      assert.equal('lease expired: worker dead stopped renewing', rec('q', id)['error-reason'])
-      o:reserve('q', 'w', 1, 10)
+      assert.equal('lease expired: worker dead stopped renewing (attempt 1)', rec('q', id)['error-reason'])
+      o:reserve('q', 'w', 1, 10, true)
       assert.is_nil(rec('q', id)['error-reason'])
-      o:complete('q', 'w', { { id = id, ok = true } })
+      complete(o, 'q', 'w', { { id = id, ok = true } })
       local j = rec('q', id)
       assert.equal('successful', j.result)
       assert.same({}, { j['error-reason'], j['error-exception'] })
@@ -937,7 +1030,7 @@ describe('server scripts', function()
       local b = enq('dq', 'f', '{"b":1}', { timestamp = ts })
       assert.truthy(rec('dq', a).due)
       o:reserve('dq', 'w', 2, 10)
-      o:complete('dq', 'w', { { id = a, ok = true }, { id = b, ok = false, reason = 'x' } })
+      complete(o, 'dq', 'w', { { id = a, ok = true }, { id = b, ok = false, reason = 'x' } })
       assert.same({ 'successful', 'failed' }, { rec('dq', a).result, rec('dq', b).result })
       assert.is_nil(rec('dq', a).due)
       assert.is_nil(rec('dq', b).due)
@@ -945,10 +1038,10 @@ describe('server scripts', function()
     it('a final failure after a retry has no due time', function()
       local id = enq('q', 'f', '{}', { retries = 1 })
       o:reserve('q', 'w', 1, 10)
-      o:complete('q', 'w', { { id = id, ok = false, reason = 'one' } })
-      r:call('ZADD', 'jobrt:{q}:due', 0, id)
+      complete(o, 'q', 'w', { { id = id, ok = false, reason = 'one' } })
+      make_due('q', id)
       o:reserve('q', 'w', 1, 10)
-      assert.equal(1, o:complete('q', 'w', { { id = id, ok = false, reason = 'two' } }).failed)
+      assert.equal(1, complete(o, 'q', 'w', { { id = id, ok = false, reason = 'two' } }).failed)
       local j = rec('q', id)
       assert.same({ 'finished', 'failed', 'two' }, { j.state, j.result, j['error-reason'] })
       assert.is_nil(j.due)
@@ -958,8 +1051,8 @@ describe('server scripts', function()
       local id = enq('dq', 'f', '{}', { timestamp = ts / 1000 })
       o:reserve('dq', 'w', 1, 10)
       assert.is_nil(rec('dq', id).due)
-      assert.equal(1, o:release('dq', 'w', { id }))
-      assert.equal(tostring(ts), r:call('ZSCORE', 'jobrt:{dq}:due', id))
+      assert.equal(1, release(o, 'dq', 'w', { id }))
+      assert.equal(tostring(ts), due_of('dq', id))
       assert.same({ id }, ids_of(o:reserve('dq', 'w', 10, 10)))
     end)
     it('a job failed by requeue_expired has no due time', function()
@@ -970,6 +1063,63 @@ describe('server scripts', function()
       local j = rec('dq', id)
       assert.same({ 'finished', 'failed' }, { j.state, j.result })
       assert.is_nil(j.due)
+    end)
+  end)
+
+  describe('records that vanished (deleted by hand, evicted)', function()
+    local function gone(queue, id) r:call('DEL', 'jobrt:{' .. queue .. '}:job:' .. id) end
+
+    it('LBQUEUE: a waiting entry whose record vanished does not wedge its jobHash', function()
+      local a = enq('lb', 'f', '{"n":1}', { jobHash = 'h' })
+      gone('lb', a)
+      local b, existed = enq('lb', 'f', '{"n":2}', { jobHash = 'h' })
+      assert.is_false(existed)
+      assert.are_not.equal(a, b)
+      assert.same({ b }, ids_of(o:reserve('lb', 'w', 10, 10)))
+      assert.equal(1, tonumber(o:stats('lb').dropped))      -- the entry left behind, dropped
+    end)
+    it('LBQUEUE: a running job whose record vanished frees its jobHash when it ends; the parked job runs', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      local p = enq('lb', 'f', '{"parked":1}', { jobHash = 'h' })
+      gone('lb', a)
+      local sum = complete(o, 'lb', 'w', { { id = a, attempt = 1, ok = true } })
+      assert.same({ a }, sum.cancelled)
+      assert.equal(0, r:call('EXISTS', 'jobrt:{lb}:job:' .. a))          -- not recreated
+      assert.same({ p }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('LBQUEUE: the same when its lease runs out instead', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'dead', 1, 0.05)
+      local p = enq('lb', 'f', '{"parked":1}', { jobHash = 'h' })
+      gone('lb', a)
+      h.wait_for(function() o:requeue_expired('lb'); return r:call('ZCARD', 'jobrt:{lb}:active') == 0 end, 3, 'the lease to run out')
+      assert.equal(0, r:call('EXISTS', 'jobrt:{lb}:job:' .. a))
+      assert.same({ p }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('LBQUEUE: an enqueue frees a jobHash still held by a job whose record vanished', function()
+      local a = enq('lb', 'f', '{}', { jobHash = 'h' })
+      o:reserve('lb', 'w', 1, 10)
+      gone('lb', a)
+      local b = enq('lb', 'f', '{"n":2}', { jobHash = 'h' })
+      assert.same({ b }, ids_of(o:reserve('lb', 'w2', 10, 10)))
+    end)
+    it('release does not recreate a vanished record, and frees its claims', function()
+      local a = enq('dq', 'f', '{}', { jobHash = 'h' })
+      o:reserve('dq', 'w', 1, 10)
+      gone('dq', a)
+      assert.equal(0, release(o, 'dq', 'w', { a }))
+      assert.equal(0, r:call('EXISTS', 'jobrt:{dq}:job:' .. a))
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{dq}:active'))
+    end)
+    it('DELQUEUE: a vanished running job leaves no identity entry behind', function()
+      local a = enq('dq', 'f', '{}', { jobHash = 'h' })
+      o:reserve('dq', 'w', 1, 10)
+      gone('dq', a)
+      complete(o, 'dq', 'w', { { id = a, attempt = 1, ok = false, reason = 'x' } })
+      assert.equal(0, r:call('HLEN', 'jobrt:{dq}:dedup'))
+      assert.equal(0, r:call('EXISTS', 'jobrt:{dq}:job:' .. a))
     end)
   end)
 
@@ -1025,7 +1175,7 @@ describe('server scripts', function()
       assert.same({ 'hand-3', 'mail', '{"to":"x"}', 1 }, { j.id, j.fn, j.args, j.attempt })
       local rc = rec('q', 'hand-3')
       assert.same({ 'hand-3', 'q', 'executing', '1', 'w' }, { rc.id, rc.queue, rc.state, rc.attempts, rc.worker })
-      o:complete('q', 'w', { { id = 'hand-3', ok = true } })
+      complete(o, 'q', 'w', { { id = 'hand-3', ok = true } })
       assert.equal('successful', rec('q', 'hand-3').result)
     end)
     it('does not hand out an id pushed again while it executes', function()
@@ -1055,10 +1205,35 @@ describe('server scripts', function()
       local res = o:reserve(queue, 'w', n, 10)
       local outs = {}
       for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, ok = false, reason = 'bad ' .. j.id } end
-      o:complete(queue, 'w', outs)
+      complete(o, queue, 'w', outs)
       return ids
     end
 
+    it('does not count or list failed jobs whose record has expired', function()
+      local o1 = assert(ops.new(r, { ttl_failed = 1 }))
+      for i = 1, 3 do enq('q', 'f', '{"i":' .. i .. '}', { retries = 0 }) end
+      local res = o1:reserve('q', 'w', 3, 10)
+      local outs = {}
+      for i, j in ipairs(res.jobs) do outs[i] = { id = j.id, attempt = j.attempt, ok = false, reason = 'x' } end
+      o1:complete('q', 'w', outs)
+      assert.equal(3, o:stats('q').failed)
+      h.wait_for(function() return r:call('EXISTS', 'jobrt:{q}:job:' .. res.jobs[1].id) == 0 end, 5, 'the records to expire')
+      assert.equal(0, o:stats('q').failed)
+      local recs, total = o:list_failed('q')
+      assert.same({ 0, 0 }, { #recs, total })
+    end)
+    it('keep 0: a finished record is removed at once (ttl_ok 0, ttl_failed 0: not listed)', function()
+      local o0 = assert(ops.new(r, { ttl_ok = 0, ttl_failed = 0 }))
+      local a = enq('q', 'f', '{}')
+      local b = enq('q', 'f', '{}', { retries = 0 })
+      o0:reserve('q', 'w', 2, 10)
+      local sum = o0:complete('q', 'w', { { id = a, attempt = 1, ok = true, value = '1' },
+                                          { id = b, attempt = 1, ok = false, reason = 'x' } })
+      assert.same({ 1, 1 }, { sum.completed, sum.failed })
+      assert.equal(0, r:call('EXISTS', 'jobrt:{q}:job:' .. a, 'jobrt:{q}:job:' .. b))
+      assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
+      assert.same({ 1, 1 }, { o:stats('q').completed, o:stats('q').total_failed })
+    end)
     it('list_failed pages newest first', function()
       local ids = fail_jobs('q', 5)
       local page, total = o:list_failed('q', 0, 2)
@@ -1070,12 +1245,13 @@ describe('server scripts', function()
       local rest = o:list_failed('q', 4, 10)
       assert.equal(1, #rest)
     end)
-    it('retry_failed queues every failed job again with fresh attempts', function()
+    it('retry_failed queues every failed job again with fresh retries (attempts only grow)', function()
       local ids = fail_jobs('q', 3)
       assert.equal(3, o:retry_failed('q'))
       assert.equal(0, r:call('ZCARD', 'jobrt:{q}:failed'))
       local j = rec('q', ids[2])
-      assert.same({ 'pending', '0' }, { j.state, j.attempts })
+      assert.same({ 'pending', '1' }, { j.state, j.attempts })
+      assert.is_nil(j.failures)
       assert.is_nil(j.result)
       assert.equal(-1, r:call('TTL', 'jobrt:{q}:job:' .. ids[2]))
       assert.equal(3, #o:reserve('q', 'w', 10, 10).jobs)
@@ -1107,7 +1283,7 @@ describe('server scripts', function()
       enq('q'); enq('q'); enq('q'); enq('q')
       enq('q', 'f', '{}', { timestamp = (now + 60000) / 1000 })
       local res = o:reserve('q', 'w', 2, 10)
-      o:complete('q', 'w', { { id = res.jobs[1].id, ok = true } })
+      complete(o, 'q', 'w', { { id = res.jobs[1].id, ok = true } })
       local st = o:stats('q')
       assert.same({ pending = 2, delayed = 1, parked = 0, executing = 1, failed = 0, completed = 1,
                     total_failed = 0, retried = 0, expired = 0, cancelled = 0, dropped = 0 }, st)
@@ -1138,6 +1314,27 @@ describe('server scripts', function()
       assert.is_nil(res)
       assert.equal('stats: expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got 3', err)
     end)
+    it('refuses a queue name that would break key isolation, whatever the caller sends', function()
+      -- job id "x}:wait" of queue "a" would be the wait list of queue "a}:job:x"
+      local k = {}
+      for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+        k[i] = 'jobrt:{a}:job:x}:' .. suffix
+      end
+      local before = snapshot()
+      local _, err = s:call('enqueue', k, { 'QUEUE', 'f', '{}' })
+      assert.equal("enqueue: KEYS[1] must be 'jobrt:{QUEUE}:job:', got 'jobrt:{a}:job:x}:job:'", err)
+      for _, q in ipairs({ 'a b', 'x\ny' }) do
+        local kk = {}
+        for i, suffix in ipairs({ 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }) do
+          kk[i] = 'jobrt:{' .. q .. '}:' .. suffix
+        end
+        local _, e2 = s:call('stats', kk, { 'QUEUE' })
+        assert.matches('^stats: the queue name must be 1%-128 characters of A%-Z a%-z 0%-9 _ %. : %-, got', e2)
+      end
+      assert.same(before, snapshot())
+    end)
     it('refuses keys of two queues', function()
       local k = {}
       for i, v in ipairs(ops.keys('a')) do k[i] = v end
@@ -1159,6 +1356,11 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{bad' }, "enqueue: ARGV[3] args must be JSON text, got '{bad'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '42' }, "enqueue: ARGV[4] id must not be all digits (those are generated ids), got '42': add a prefix, e.g. 'user-42'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', long }, 'enqueue: ARGV[4] id must be at most 256 bytes, got 300' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'a\nb' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'x}:wait' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'x}:wait'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f\t', '{}' }, "enqueue: ARGV[2] function must not contain control characters (newline, tab...) or '{' '}', got 'f\\9'" },
+      { 'get', 'q', { 'QUEUE', 'a{b' }, "get: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a{b'" },
+      { 'delete', 'q', { 'QUEUE', 'a\rb' }, "delete: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\13b'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', '' }, 'enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)' },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', 'abc' }, "enqueue: ARGV[6] priority must be a number, got 'abc'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e999' }, "enqueue: ARGV[6] priority must be a number, got '1e999'" },
@@ -1194,27 +1396,35 @@ describe('server scripts', function()
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '-1' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '-1'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '1e9' }, "reserve: ARGV[4] lease must be between 0.001 and 86400, got '1e9'" },
       { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', 'x' }, "reserve: ARGV[5] ttl_failed must be a number, got 'x'" },
-      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '0' }, "reserve: ARGV[5] ttl_failed must be between 1 and 315360000, got '0'" },
-      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', 'x' }, 'reserve: expected at most 5 ARGV, got 6' },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '-1' }, "reserve: ARGV[5] ttl_failed must be between 0 and 315360000, got '-1'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', 'yes' }, "reserve: ARGV[6] alone must be '1', '0' or '', got 'yes'" },
+      { 'reserve', 'q', { 'QUEUE', 'w', '1', '10', '', '', 'x' }, 'reserve: expected at most 6 ARGV, got 7' },
       { 'renew', 'q', { 'QUEUE', '' }, 'renew: ARGV[2] worker is missing' },
       { 'renew', 'q', { 'QUEUE', 'w', 'long' }, "renew: ARGV[3] lease must be a number, got 'long'" },
-      { 'renew', 'q', { 'QUEUE', 'w', '10' }, 'renew: ARGV[4] id is missing (give the ids the worker holds)' },
-      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '' }, 'renew: ARGV[5] id is missing' },
-      { 'complete', 'q', { 'QUEUE', 'w' }, 'complete: ARGV[6] id is missing (give at least one job: id, outcome, value, exception, retries)' },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', '' }, 'complete: ARGV after [5] must come in groups of 5 (id, outcome, value, exception, retries), got 4 values' },
-      { 'complete', 'q', { 'QUEUE', 'w', '0', '', '', 'a', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 1 and 315360000, got '0'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', 'week', '', 'a', 'ok', '1', '', '' }, "complete: ARGV[4] ttl_failed must be a number, got 'week'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '-2', 'a', 'ok', '1', '', '' }, "complete: ARGV[5] backoff must be between 0 and 86400, got '-2'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', '', 'ok', '1', '', '' }, 'complete: ARGV[6] id is missing' },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'maybe', '1', '', '' }, "complete: ARGV[7] outcome must be 'ok' or 'failed', got 'maybe'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '{x', '', '' }, "complete: ARGV[8] value must be JSON text, got '{x'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '"\255"', '', '' }, 'complete: ARGV[8] value must be UTF-8 (RFC 8259): byte offset 1 is 0xff (send binary data as base64)' },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', 'tb', '' }, "complete: ARGV[9] exception must be '' for outcome 'ok', got 'tb'" },
-      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', 'ok', '1', '', '', 'b', 'failed', 'x', '', 'many' }, "complete: ARGV[15] retries must be a number, got 'many'" },
+      { 'renew', 'q', { 'QUEUE', 'w', '10' }, 'renew: ARGV[4] id is missing (give id, attempt pairs)' },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a' }, 'renew: ARGV[4] id is missing (give id, attempt pairs)' },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '1', 'b' }, 'renew: ARGV after [3] must come in pairs (id, attempt), got 3 values' },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '1', '', '1' }, 'renew: ARGV[6] id is missing' },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', 'first' }, "renew: ARGV[5] attempt must be a number, got 'first'" },
+      { 'renew', 'q', { 'QUEUE', 'w', '10', 'a', '0' }, "renew: ARGV[5] attempt must be between 1 and 1e+15, got '0'" },
+      { 'complete', 'q', { 'QUEUE', 'w' }, 'complete: ARGV[6] id is missing (give at least one job: id, attempt, outcome, value, exception, retries)' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '' }, 'complete: ARGV after [5] must come in groups of 6 (id, attempt, outcome, value, exception, retries), got 5 values' },
+      { 'complete', 'q', { 'QUEUE', 'w', '-1', '', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[3] ttl_ok must be between 0 and 315360000, got '-1'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', 'week', '', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[4] ttl_failed must be a number, got 'week'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '-2', 'a', '1', 'ok', '1', '', '' }, "complete: ARGV[5] backoff must be between 0 and 86400, got '-2'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', '', '1', 'ok', '1', '', '' }, 'complete: ARGV[6] id is missing' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '', 'ok', '1', '', '' }, 'complete: ARGV[7] attempt is missing' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1.5', 'ok', '1', '', '' }, "complete: ARGV[7] attempt must be a whole number, got '1.5'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'maybe', '1', '', '' }, "complete: ARGV[8] outcome must be 'ok' or 'failed', got 'maybe'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '{x', '', '' }, "complete: ARGV[9] value must be JSON text, got '{x'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '"\255"', '', '' }, 'complete: ARGV[9] value must be UTF-8 (RFC 8259): byte offset 1 is 0xff (send binary data as base64)' },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', 'tb', '' }, "complete: ARGV[10] exception must be '' for outcome 'ok', got 'tb'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '', '', 'b', '1', 'failed', 'x', '', 'many' }, "complete: ARGV[17] retries must be a number, got 'many'" },
       { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },
       { 'requeue_expired', 'q', { 'QUEUE', '', '-1' }, "requeue_expired: ARGV[3] max_stalls must be between 0 and 1000, got '-1'" },
-      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 1 and 315360000, got '1e12'" },
-      { 'release', 'q', { 'QUEUE', 'w' }, 'release: ARGV[3] id is missing (give the ids to release)' },
+      { 'requeue_expired', 'q', { 'QUEUE', '', '', '1e12' }, "requeue_expired: ARGV[4] ttl_failed must be between 0 and 315360000, got '1e12'" },
+      { 'release', 'q', { 'QUEUE', 'w' }, 'release: ARGV[3] id is missing (give id, attempt pairs)' },
+      { 'release', 'q', { 'QUEUE', 'w', 'a', '1', 'b' }, 'release: ARGV after [2] must come in pairs (id, attempt), got 3 values' },
       { 'release', 'q', { 'DELQUEUE' }, 'release: ARGV[2] worker is missing' },
       { 'delete', 'q', { 'QUEUE' }, 'delete: ARGV[2] id is missing' },
       { 'delete', 'q', { 'QUEUE', 'a', 'b' }, 'delete: expected at most 2 ARGV, got 3' },
@@ -1232,7 +1442,7 @@ describe('server scripts', function()
     local function populate()
       for i = 1, 3 do enq('q', 'f', '{"i":' .. i .. '}') end
       local res = o:reserve('q', 'w', 2, 60)
-      o:complete('q', 'w', { { id = res.jobs[1].id, ok = false, reason = 'x' } })
+      complete(o, 'q', 'w', { { id = res.jobs[1].id, ok = false, reason = 'x' } })
       enq('q', 'f', '{}', { delay = 60 })
       enq('lb', 'f', '{}', { jobHash = 'h' })
       o:reserve('lb', 'w', 1, 60)
@@ -1270,14 +1480,36 @@ describe('server scripts', function()
         assert.truthy(text:find('\nReturns:', 1, true), n)
       end
     end)
-    it('share one copy of the helper block', function()
-      local first
+    it('are built from src/ and includes/, and the committed files are up to date', function()
+      local build = dofile('tools/scripts.lua')
+      local names = build.names('lua-server-scripts')
+      assert.same(scripts.NAMES_SORTED or (function()
+        local t = {}
+        for i, n in ipairs(scripts.NAMES) do t[i] = n end
+        table.sort(t)
+        return t
+      end)(), names)
+      local stale = build.stale('lua-server-scripts')
+      assert.same({}, stale)
+    end)
+    it('carry each helper once, and only the helpers they use', function()
+      local build = dofile('tools/scripts.lua')
       for _, n in ipairs(scripts.NAMES) do
         local text = assert(scripts.source(n))
-        local block = text:match('%-%- %-%-%-%- shared helpers.-%-%- %-%-%-%- end of shared helpers %-%-%-%-')
-        assert.truthy(block, n)
-        first = first or block
-        assert.equal(first, block, n)
+        local seen = {}
+        for inc in text:gmatch('%-%- %-%-%-%- includes/([%w_]+)%.lua %(') do
+          assert.is_nil(seen[inc], n .. ' includes ' .. inc .. ' twice')
+          seen[inc] = true
+        end
+        -- every helper function the script carries is called somewhere besides its definition
+        local carried = 0
+        for fname in text:gmatch('\nlocal function ([%w_]+)%(') do
+          carried = carried + 1
+          local uses = select(2, text:gsub('%f[%w_]' .. fname .. '%f[^%w_]', ''))
+          assert.is_true(uses >= 2, n .. ' carries ' .. fname .. ' but never calls it')
+        end
+        assert.is_true(carried > 0, n)
+        assert.is_nil(build.expand('lua-server-scripts', n):find('@include', 1, true))
       end
     end)
   end)

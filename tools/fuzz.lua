@@ -11,10 +11,11 @@ local jobrt = require 'jobrt'
 local seconds = tonumber(arg[1]) or 60
 local targets = {}
 for i = 2, #arg do targets[#targets + 1] = arg[i] end
-if #targets == 0 then targets = { 'json', 'url', 'args', 'jobfile', 'scripts', 'resp' } end
+if #targets == 0 then targets = { 'json', 'url', 'args', 'jobfile', 'scripts', 'resp', 'http' } end
 
 local root = os.getenv('PWD') or '.'
-local BINARY = { resp = 'build/fuzz/resp_fuzz' }
+local BINARY = { resp = 'build/fuzz/resp_fuzz', http = 'build/fuzz-http' }
+local EXTRA = { http = '-max_len=8192' }     -- as make fuzz-http runs it
 
 local function sh(cmd) assert(os.execute(cmd) == 0, cmd) end
 
@@ -26,6 +27,7 @@ for _, t in ipairs(targets) do
   local args = { bin, '-max_total_time=' .. seconds, '-print_final_stats=1', '-timeout=10',
                  '-rss_limit_mb=4096', '-detect_leaks=0', '-artifact_prefix=' .. crashdir .. '/',
                  newdir, 'tests/fuzz/corpus/' .. t }
+  if EXTRA[t] then table.insert(args, 2, EXTRA[t]) end
   local dict = 'tests/fuzz/dict/' .. t .. '.dict'
   local f = io.open(dict)
   if f then

@@ -1,6 +1,6 @@
 -- tools/make_run.lua: what `make run` does. Makes sure a Redis answers (starting a private
 -- redis-server in ./.jobrt/ when none does), sets the types of the example queues in jobs/,
--- then serves jobs/ until Ctrl-C.
+-- starts jobrt web (dashboard, API, /metrics) on 127.0.0.1:7070, then serves jobs/ until Ctrl-C.
 local localredis = require 'jobrt.localredis'
 local redis = require 'jobrt.redis'
 
@@ -23,6 +23,18 @@ for q, t in pairs(types) do
   end
 end
 r:close()
+-- jobrt web beside the worker, in this process (JOBRT_WEB_LISTEN moves it; "off" leaves it out)
+local listen = os.getenv("JOBRT_WEB_LISTEN") or "127.0.0.1:7070"
+local web_server
+if listen ~= "off" then
+  local err
+  web_server, err = require('jobrt.web').start{ listen = listen, redis = url, token = os.getenv("JOBRT_WEB_TOKEN") }
+  if web_server then
+    io.stderr:write(("make run: dashboard and API at %s (metrics at %smetrics)\n"):format(web_server:url(), web_server:url()))
+  else
+    io.stderr:write(("make run: no dashboard: %s (set JOBRT_WEB_LISTEN=127.0.0.1:PORT)\n"):format(tostring(err)))
+  end
+end
 io.stderr:write([[
 make run: serving jobs/ — in another terminal try:
   ./jobrt enqueue ECHO echo '{"hello":"world"}' --wait
@@ -31,4 +43,6 @@ make run: serving jobs/ — in another terminal try:
   ./jobrt stats
   ./jobrt repl
 ]])
-return require('jobrt.worker_cli').main({ arg[1] or "jobs/", "--redis", url }, "work")
+local code = require('jobrt.worker_cli').main({ arg[1] or "jobs/", "--redis", url }, "work")
+if web_server then web_server:stop() end
+return code

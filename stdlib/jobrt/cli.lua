@@ -20,6 +20,7 @@ Enqueue and inspect:
   jobrt job QUEUE ID                one job's record as JSON
   jobrt delete QUEUE ID             delete (cancel) one job
   jobrt repl                        interactive Lua prompt with a connected `queue`
+  jobrt web [--listen HOST:PORT]    REST API, dashboard and /metrics over HTTP
 Run Lua on the loop:
   jobrt run FILE.lua [ARGS]         run a script (arguments in the global arg)
   jobrt -e 'CODE' [ARGS]            run a chunk
@@ -143,6 +144,7 @@ local MODULES = {
   failed = "jobrt.commands",
   job = "jobrt.commands",
   delete = "jobrt.commands",
+  web = "jobrt.web",
 }
 
 function _M.main(argv)

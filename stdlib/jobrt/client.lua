@@ -40,6 +40,7 @@ local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops = require 'jobrt.ops'
 local json = require 'jobrt.json'
+local naming = require 'jobrt.names'
 
 local type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack =
   type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack
@@ -86,6 +87,8 @@ local function check_queue(fname, queue)
   if type(queue) ~= 'string' or queue == '' then
     argfail(fname, 'queue must be a non-empty string, got ' .. (queue == '' and "''" or tname(queue)))
   end
+  local err = naming.queue(queue)
+  if err then argfail(fname, 'the queue name ' .. err) end
 end
 
 local function check_id(fname, id, what)
@@ -94,6 +97,8 @@ local function check_id(fname, id, what)
   if type(id) ~= 'string' or id == '' then
     argfail(fname, what .. ' must be a non-empty string, got ' .. (id == '' and "''" or tname(id)))
   end
+  local err = naming.ref(id)
+  if err then argfail(fname, what .. ' ' .. err) end
   return id
 end
 
@@ -138,10 +143,8 @@ local function check_options(fname, opts, extra, where)
         fail(str_format("option 'jobHash' must be 1-256 bytes, got %d", #v))
       elseif k == 'id' then
         if v == '' or #v > 256 then fail(str_format("option 'id' must be 1-256 bytes, got %d", #v)) end
-        if v:find('^%d+$') then
-          fail(str_format("option 'id' must not be all digits (generated ids are), got %s: add a prefix, e.g. 'job-%s'",
-            shown(v), v:sub(1, 40)))
-        end
+        local err = naming.id(v)
+        if err then fail("option 'id' " .. err) end
       elseif k == 'priority' and (v < -1e15 or v > 1e15) then
         fail("option 'priority' must be between -1e15 and 1e15, got " .. tostring(v))
       elseif k == 'timestamp' then
@@ -185,6 +188,8 @@ local function check_job(fname, job, where)
     error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
       type(job) == 'string' and (job == '' and "''" or 'a string of ' .. #job .. ' bytes') or tname(job)), 0)
   end
+  local err = naming.job(job)
+  if err then error(str_format('%s: %sthe job name %s', fname, where or '', err), 0) end
 end
 
 -- ---- the two calling forms ----------------------------------------------

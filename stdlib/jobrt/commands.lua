@@ -6,6 +6,7 @@
 -- that failed under --wait, nothing found), 2 usage error (options that do not fit the queue's
 -- type included). Every problem is one line on stderr that names it and the fix.
 local jobrt = require 'jobrt'
+local naming = require 'jobrt.names'
 local args = require 'jobrt.args'
 local client = require 'jobrt.client'
 local ops = require 'jobrt.ops'
@@ -132,6 +133,21 @@ local function connect(cmd, opts, max_payload)
     return nil, 1
   end
   return q
+end
+
+-- A QUEUE (and ID) argument outside the documented alphabet (jobrt.names) is a usage error:
+-- prints it and returns 2; returns nil when the names are fine.
+local function bad_name(cmd, queue, id)
+  local err = queue and naming.queue(queue)
+  if err then
+    errline(cmd, 'the queue name ' .. err)
+    return 2
+  end
+  err = id and naming.ref(id)
+  if err then
+    errline(cmd, 'the job id ' .. err)
+    return 2
+  end
 end
 
 local function missing(cmd, what, synopsis)
@@ -351,6 +367,7 @@ local function cmd_enqueue(argv, cmd)
   local queue, job, text = pos[1], pos[2], pos[3]
   if not queue then return missing(cmd, 'QUEUE', synopsis) end
   if not job then return missing(cmd, 'JOB', synopsis) end
+  if bad_name(cmd, queue) then return 2 end
   local from_stdin = job == '-' and 'objects' or (text == '-' and 'args') or nil
   if job == '-' and text then return too_many(cmd, text, ' after -') end
   if pos[4] then return too_many(cmd, pos[4], ': quote JSON-ARGS in single quotes so the shell keeps it one word') end
@@ -454,6 +471,7 @@ local function cmd_queue_type(argv, cmd)
   local queue, qtype = pos[1], pos[2]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE [QUEUE|LBQUEUE|DELQUEUE]') end
   if pos[3] then return too_many(cmd, pos[3]) end
+  if bad_name(cmd, queue) then return 2 end
   if qtype then
     local up = qtype:upper()
     if not ops.TYPES[up] then
@@ -529,6 +547,7 @@ local function cmd_stats(argv, cmd)
   if not o then return pos end
   local queue = pos[1]
   if pos[2] then return too_many(cmd, pos[2]) end
+  if bad_name(cmd, queue) then return 2 end
   local q, qcode = connect(cmd, o)
   if not q then return qcode end
   local ok, s = pcall(q.stats, q, queue)
@@ -619,6 +638,7 @@ local function cmd_failed(argv, cmd)
   local queue, action = pos[1], pos[2] or 'list'
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE [list|retry|delete]') end
   if pos[3] then return too_many(cmd, pos[3]) end
+  if bad_name(cmd, queue) then return 2 end
   if action ~= 'list' and action ~= 'retry' and action ~= 'delete' then
     errline(cmd, str_format("unknown action '%s': use list, retry or delete", action))
     return 2
@@ -683,6 +703,7 @@ local function queue_id_command(cmd, argv, usage)
   if not pos[1] then return nil, missing(cmd, 'QUEUE', 'QUEUE ID') end
   if not pos[2] then return nil, missing(cmd, 'ID', 'QUEUE ID') end
   if pos[3] then return nil, too_many(cmd, pos[3]) end
+  if bad_name(cmd, pos[1], pos[2]) then return nil, 2 end
   local q, qcode = connect(cmd, o)
   if not q then return nil, qcode end
   return q, pos[1], pos[2]

@@ -8,6 +8,13 @@
 --   jobrt.timer()             re-armable timer: t:start(s, fn[, repeat]), t:stop(), t:close()
 --   jobrt.suspend()/wake(co, ...)  park / resume from the loop
 --   jobrt.cancel(co)          the coroutine never runs again
+--   jobrt.scope([on_expire])  a job scope: s:spawn(fn, ...) runs fn in a coroutine of the scope
+--                             (coroutines it spawns join it too); s:set_deadline(t) (monotonic
+--                             seconds, jobrt.monotime's clock; nil: none): a member is never
+--                             resumed after t, the scope ends and on_expire(s) runs in a new
+--                             coroutine; s:cancel() -> n ends it at once (members never run
+--                             again, a running one stops at its next yield); s:ended(); s:live()
+--   jobrt.scope_of([co])      the scope of co (default: the running coroutine), or nil
 --   jobrt.waitgroup()         wg:spawn(fn, ...), wg:wait([timeout]) -> true | false, "timeout"
 --   jobrt.cond()              c:wait([timeout]) -> values | false, "timeout"; c:signal(...); c:broadcast(...)
 --   jobrt.connect(url_or_table) -> queue client (see jobrt.client)
@@ -31,6 +38,8 @@ local _M = {
   suspend = suspend,
   wake = wake,
   cancel = core.cancel,
+  scope = core.scope,
+  scope_of = core.scope_of,
   status = core.status,
   on_signal = signal.on_signal,
   versions = core.versions,

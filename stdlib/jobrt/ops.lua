@@ -4,8 +4,8 @@
 --   local ops = require 'jobrt.ops'
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
---       -- retry delay, doubled per attempt, capped at 1 h), max_stalls (3: lease losses a job
---       -- survives regardless of its retries), type_ttl (s, 2: how long queue types are cached),
+--       -- retry delay, doubled per failure, capped at 1 h), max_stalls (2: lease losses in a row
+--       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached),
 --       -- max_payload (bytes, 16 MiB: the largest args the enqueue script accepts from us)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
@@ -13,20 +13,32 @@
 --       -- opts: jobHash, priority, timestamp (absolute Unix s), delay (s), id, retries, timeout (s)
 --       -- existed: true when no new job was made (id already pending/executing, LBQUEUE merge,
 --       -- DELQUEUE identical job at the same timestamp); id is then the existing job's id
---   o:reserve(queue, worker_id, n, lease_s) -> { jobs = { {id=, fn=, args=(JSON text), attempt=,
---       retries=, timeout=, hash=}... }, next_due = ms|nil, next_lease = ms|nil, now = ms }
---   o:renew(queue, worker_id, ids, lease_s) -> lost_ids
---       -- lost: leases taken back, or jobs deleted while executing (stop them; complete or
---       -- release still frees their claims at once)
+--   A lease belongs to one attempt of one job of one queue: the calls that act on leases take
+--   `leases`, an array of { id = string, attempt = number }, and a renewal, outcome or release
+--   for any other attempt of the job finds nothing (lua-server-scripts/README.md, "Leases").
+--   o:reserve(queue, worker_id, n, lease_s[, alone]) -> { jobs = { {id=, fn=, args=(JSON text),
+--       attempt=, retries=, timeout=, hash=, fence=, alone=(boolean)}... }, next_due = ms|nil,
+--       next_lease = ms|nil, now = ms, blocked = boolean }
+--       -- alone: the worker runs nothing now and may take a job that must run by itself (one
+--       -- taken back from a worker that stopped renewing); such a job comes as the only one,
+--       -- with alone=true. blocked: such a job is next and alone was not given: run nothing
+--       -- new until idle, then reserve with alone. fence: the fencing token of the lease
+--       -- (grows with every lease of the queue)
+--   o:renew(queue, worker_id, leases, lease_s) -> lost leases ({ {id=, attempt=}... })
+--       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
+--       -- while executing (stop them; complete or release still frees their claims at once)
 --   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids},
 --       cancelled={ids} } | nil, err
---       -- ignored: ids the worker no longer held (lease lost); cancelled: ids deleted while they
---       -- ran (their records are now gone, counted neither completed nor failed)
---       -- outcomes: { {id=, ok=true, value=json_text}, {id=, ok=false, reason=, exception=,
---       --             retries=(used when the job has none)}... }, any number (sent 1000 per call)
+--       -- ignored: ids whose lease (that attempt's) the worker no longer held; cancelled: ids
+--       -- deleted while they ran (their records are now gone, counted neither completed nor
+--       -- failed)
+--       -- outcomes: { {id=, attempt=, ok=true, value=json_text}, {id=, attempt=, ok=false,
+--       --             reason=, exception=, retries=(used when the job has none)}... }, any
+--       --             number (sent 1000 per call)
 --   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled
+--       -- n_failed: poison jobs (lease lost more than max_stalls times in a row);
 --       -- n_cancelled: expired leases of jobs deleted while executing (records removed)
---   o:release(queue, worker_id, ids) -> n_released
+--   o:release(queue, worker_id, leases) -> n_released
 --   o:get(queue, id) -> record table (field -> string) | nil (not found)
 --   o:delete(queue, id) -> true | false
 --       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
@@ -42,6 +54,7 @@
 
 local scripts = require 'jobrt.scripts'
 local json = require 'jobrt.json'
+local naming = require 'jobrt.names'
 
 local _M = {}
 local mt = { __index = _M }
@@ -62,21 +75,33 @@ local function check_queue(fname, queue)
     error(str_format("jobrt.ops.%s: queue must be a non-empty string, got %s", fname,
       type(queue) == 'string' and "''" or type(queue)), 3)
   end
+  local err = naming.queue(queue)
+  if err then error(str_format("jobrt.ops.%s: the queue name %s", fname, err), 3) end
 end
 
-local keys_cache = {}
+-- The KEYS lists made so far, by queue name. A process that meets many queue names (jobrt web
+-- with names from URLs) must not keep them all: the cache starts again once it holds
+-- KEYS_CACHE_MAX queues.
+local keys_cache, keys_cached = {}, 0
+local KEYS_CACHE_MAX = 256
+_M.KEYS_CACHE_MAX = KEYS_CACHE_MAX
 
 -- The 14 standard KEYS of a queue, in the order every script expects.
 function _M.keys(queue)
-  check_queue('keys', queue)
   local k = keys_cache[queue]
   if k then return k end
+  check_queue('keys', queue)
   k = {}
   local prefix = 'jobrt:{' .. queue .. '}:'
   for i = 1, #SUFFIX do k[i] = prefix .. SUFFIX[i] end
+  if keys_cached >= KEYS_CACHE_MAX then keys_cache, keys_cached = {}, 0 end
   keys_cache[queue] = k
+  keys_cached = keys_cached + 1
   return k
 end
+
+-- How many queues' KEYS lists are cached (for tests).
+function _M.keys_cached() return keys_cached end
 
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
@@ -113,7 +138,7 @@ function _M.new(r, conf)
   local s, err = scripts.load(r)
   if not s then return nil, err end
   return setmetatable({
-    r = r, s = s, types = {},
+    r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
     ttl_failed = conf.ttl_failed and num(conf.ttl_failed) or '',
     backoff = conf.backoff and num(conf.backoff) or '',
@@ -126,6 +151,15 @@ end
 local function type_missing(queue)
   return str_format("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
     queue, queue)
+end
+
+-- Remembers a queue's type for type_ttl seconds; at most KEYS_CACHE_MAX queues are kept.
+local function cache_type(self, queue, qtype, t)
+  if not self.types[queue] then
+    if self.ntypes >= KEYS_CACHE_MAX then self.types, self.ntypes = {}, 0 end
+    self.ntypes = self.ntypes + 1
+  end
+  self.types[queue] = { type = qtype, until_ = t + self.type_ttl }
 end
 
 -- The queue's type from RESERVED:QCONFIG, cached for conf.type_ttl seconds.
@@ -141,7 +175,7 @@ function _M:queue_type(queue)
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
       queue, tostring(v), queue)
   end
-  self.types[queue] = { type = v, until_ = t + self.type_ttl }
+  cache_type(self, queue, v, t)
   return v
 end
 
@@ -154,7 +188,7 @@ function _M:set_queue_type(queue, qtype)
   end
   local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
   if ok == nil then return nil, err end
-  self.types[queue] = { type = qtype, until_ = clock() + self.type_ttl }
+  cache_type(self, queue, qtype, clock())
   return true
 end
 
@@ -200,47 +234,60 @@ end
 local function check_worker(fname, w)
   if type(w) ~= 'string' then error(str_format('jobrt.ops.%s: worker_id must be a string, got %s', fname, type(w)), 3) end
 end
-local function check_ids(fname, ids)
-  if type(ids) ~= 'table' then error(str_format('jobrt.ops.%s: ids must be an array of strings, got %s', fname, type(ids)), 3) end
-  for i = 1, #ids do
-    if type(ids[i]) ~= 'string' then
-      error(str_format('jobrt.ops.%s: ids[%d] must be a string, got %s', fname, i, type(ids[i])), 3)
-    end
-  end
-end
 local function check_num(fname, name, v)
   if type(v) ~= 'number' then error(str_format('jobrt.ops.%s: %s must be a number, got %s', fname, name, type(v)), 3) end
 end
 
-function _M:reserve(queue, worker_id, n, lease_s)
+-- leases[i] -> id, attempt as ARGV text; raises on a malformed entry
+local function lease_pair(fname, leases, i)
+  local l = leases[i]
+  if type(l) ~= 'table' or type(l.id) ~= 'string' or type(l.attempt) ~= 'number' then
+    error(str_format('jobrt.ops.%s: leases[%d] must be a table {id = string, attempt = number}', fname, i), 3)
+  end
+  return l.id, num(l.attempt)
+end
+local function check_leases(fname, leases)
+  if type(leases) ~= 'table' then
+    error(str_format('jobrt.ops.%s: leases must be an array of {id =, attempt =}, got %s', fname, type(leases)), 3)
+  end
+end
+
+function _M:reserve(queue, worker_id, n, lease_s, alone)
   check_queue('reserve', queue)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed })
+  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
+    alone and '1' or '' })
   if not res then return nil, err end
   local jobs = {}
   local list = res[4]
   for i = 1, #list do
     local j = list[i]
     jobs[i] = { id = j[1], fn = j[2], args = j[3], attempt = tonumber(j[4]),
-                retries = tonumber(nonnull(j[5])), timeout = tonumber(nonnull(j[6])), hash = nonnull(j[7]) }
+                retries = tonumber(nonnull(j[5])), timeout = tonumber(nonnull(j[6])), hash = nonnull(j[7]),
+                fence = tonumber(j[8]), alone = j[9] == 1 }
   end
-  return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]) }
+  return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]),
+           blocked = res[5] == 1 }
 end
 
-function _M:renew(queue, worker_id, ids, lease_s)
+function _M:renew(queue, worker_id, leases, lease_s)
   check_queue('renew', queue)
   check_worker('renew', worker_id)
-  check_ids('renew', ids)
+  check_leases('renew', leases)
   check_num('renew', 'lease_s', lease_s)
   local lost = {}
-  for first = 1, #ids, 1000 do
+  for first = 1, #leases, 1000 do
     local argv = { false, worker_id, num(lease_s) }
-    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    for i = first, math.min(first + 999, #leases) do
+      local id, attempt = lease_pair('renew', leases, i)
+      argv[#argv + 1] = id
+      argv[#argv + 1] = attempt
+    end
     local res, err = run(self, 'renew', queue, argv)
     if not res then return nil, err end
-    for i = 1, #res do lost[#lost + 1] = res[i] end
+    for i = 1, #res do lost[#lost + 1] = { id = res[i][1], attempt = tonumber(res[i][2]) } end
   end
   return lost
 end
@@ -257,24 +304,29 @@ function _M:complete(queue, worker_id, outcomes)
       if type(oc) ~= 'table' or type(oc.id) ~= 'string' then
         error(str_format('jobrt.ops.complete: outcomes[%d] must be a table with a string id', i), 2)
       end
+      if type(oc.attempt) ~= 'number' then
+        error(str_format('jobrt.ops.complete: outcomes[%d].attempt must be a number (the attempt the lease belongs to), got %s',
+          i, type(oc.attempt)), 2)
+      end
       local n = #argv
       argv[n + 1] = oc.id
+      argv[n + 2] = num(oc.attempt)
       if oc.ok then
         local v = oc.value
         if v ~= nil and type(v) ~= 'string' then
           error(str_format('jobrt.ops.complete: outcomes[%d].value must be JSON text (a string), got %s', i, type(v)), 2)
         end
-        argv[n + 2], argv[n + 3], argv[n + 4] = 'ok', v or 'null', ''
+        argv[n + 3], argv[n + 4], argv[n + 5] = 'ok', v or 'null', ''
       else
         local reason, exc = oc.reason, oc.exception
         if reason ~= nil and type(reason) ~= 'string' then reason = tostring(reason) end
         if exc ~= nil and type(exc) ~= 'string' then exc = tostring(exc) end
-        argv[n + 2], argv[n + 3], argv[n + 4] = 'failed', reason or 'failed', exc or ''
+        argv[n + 3], argv[n + 4], argv[n + 5] = 'failed', reason or 'failed', exc or ''
       end
       if oc.retries ~= nil and type(oc.retries) ~= 'number' then
         error(str_format('jobrt.ops.complete: outcomes[%d].retries must be a number, got %s', i, type(oc.retries)), 2)
       end
-      argv[n + 5] = oc.retries and num(oc.retries) or ''
+      argv[n + 6] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
       local res, err = run(self, 'complete', queue, argv)
@@ -296,14 +348,18 @@ function _M:requeue_expired(queue)
   return res[1], res[2], res[3]
 end
 
-function _M:release(queue, worker_id, ids)
+function _M:release(queue, worker_id, leases)
   check_queue('release', queue)
   check_worker('release', worker_id)
-  check_ids('release', ids)
+  check_leases('release', leases)
   local total = 0
-  for first = 1, #ids, 1000 do
+  for first = 1, #leases, 1000 do
     local argv = { false, worker_id }
-    for i = first, math.min(first + 999, #ids) do argv[#argv + 1] = ids[i] end
+    for i = first, math.min(first + 999, #leases) do
+      local id, attempt = lease_pair('release', leases, i)
+      argv[#argv + 1] = id
+      argv[#argv + 1] = attempt
+    end
     local res, err = run(self, 'release', queue, argv)
     if not res then return nil, err end
     total = total + res

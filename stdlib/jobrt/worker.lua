@@ -4,30 +4,54 @@
 --   local w, err = worker.new{ redis = url_or_conn, jobs = description, concurrency = 10,
 --                              lease = 10, grace = 30, name = 'optional id prefix',
 --                              max_payload = bytes }
---       max_payload: the largest args a job may bring and result it may return, as JSON text
---       (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails, saying so
---   w:start()          -- connects, subscribes, starts serving (returns once serving)
+--       (more options below, at OPTS)
+--   w:start()          -- connects, subscribes, starts serving (returns true once serving, or
+--                      -- nil, message)
 --   w:stop([grace])    -- graceful: stop reserving, finish or hand back jobs in flight
 --   w:wait()           -- until stopped
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
---   worker.load_description(tbl, source) -> normalized description | nil, err
+--   worker.load_description(tbl, source) -> normalized description | nil, err  (jobrt.jobdefs)
 --
 -- How it serves a queue (one "pump" coroutine per queue):
---   * reserve up to the free slots in one call; each job runs in its own coroutine;
+--   * reserve up to the free slots in one call; each job runs in a job scope of its own
+--     (jobrt.scope): its handler and every coroutine the handler starts;
 --   * idle pumps wait on the queue's wake channel (pub/sub), on a timer armed for the next
 --     due job (DELQUEUE entries, retry backoffs), or on a timer armed for the earliest lease
 --     expiry (then requeue_expired takes back the jobs of dead workers). No polling.
 --   * finished jobs are reported in batches (one complete call per queue per loop turn), sent
---     before the next reserve so both travel in one round trip.
---   * leases are renewed every lease/3 for every job in flight.
+--     before the next reserve so both travel in one round trip; stopped jobs are given back
+--     (release) the same way.
+--
+-- Leases (lua-server-scripts/README.md, "Leases"). A lease belongs to one attempt of one job of
+-- one queue; the worker keys what it runs by (queue, id) and sends the attempt with every
+-- renewal, outcome and release, so nothing of one attempt is ever taken for another's. Every
+-- lease/3 seconds the worker renews all its leases; a renewal confirms a lease until (time the
+-- renewal was SENT) + lease, on the monotonic clock (Redis set the expiry later than that, so
+-- this never overstates it). A job whose lease the worker cannot vouch for any more (renewal
+-- refused, or not confirmed in time: Redis unreachable, or this process was frozen) is stopped:
+-- its scope's deadline is the end of its confirmed lease, so its handler is never resumed after
+-- it (it stops at its next yield, before doing anything more) and the attempt is given back.
+-- A reserve reply that arrives after half the lease has passed is given back unstarted.
+-- "Identical jobs never run at once" therefore holds for every handler that yields; a handler
+-- that never yields cannot be stopped in process (the watchdog, or --procs, deals with those),
+-- and systems written to should check job.fence (jobrt.jobctx).
+--
+-- Crashes: a lost lease is not the job's fault and uses up no retry. A job taken back from a
+-- worker that stopped renewing is marked suspect and then runs alone in its worker process
+-- (reserve hands it out only to an idle worker, as its only job); a job whose lease is lost
+-- more than max_stalls times in a row is failed as a poison job.
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops_mod = require 'jobrt.ops'
+local metrics = require 'jobrt.metrics'
+local jobdefs = require 'jobrt.jobdefs'
+local jobctx = require 'jobrt.jobctx'
+local pool_mod = require 'jobrt.pool'
 local json = require 'jobrt.json'
 
-local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next =
-      type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next
-local traceback, fmt, concat, floor = debug.traceback, string.format, table.concat, math.floor
+local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
+      type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
+local traceback, fmt, concat, floor, min = debug.traceback, string.format, table.concat, math.floor, math.min
 local spawn, sleep, now, monotime = jobrt.spawn, jobrt.sleep, jobrt.now, jobrt.monotime
 local running = coroutine.running
 
@@ -35,118 +59,50 @@ local _M = {}
 local W = {}
 W.__index = W
 
-local error_text, first_line       -- defined below
+_M.load_description = jobdefs.load_description
 
--- ---- job descriptions ------------------------------------------------------
-
-local JOB_FIELDS = { handler = "function", timeout = "number", retries = "number",
-                     source = "string" }   -- source: set when loaded (so loading twice is a no-op)
-
--- "file:line" of the first line of file `source` that assigns `name` (e.g. `welcome =`), so a
--- message about a job definition points at it; just `source` when not found.
-local function locate(source, name)
-  local f = io.open(source, "r")
-  if not f then return source end
-  local n = 0
-  local pat = "%f[%w_]" .. name:gsub("%p", "%%%0") .. "%s*="
-  for line in f:lines() do
-    n = n + 1
-    if line:find(pat) then
-      f:close()
-      return source .. ":" .. n
-    end
+-- Text of an error value: strings as they are (a traceback from xpcall included), tables as
+-- JSON (or their __tostring), nil as a clear phrase.
+local function error_text(e)
+  if e == nil then return "error raised without a message (error() or error(nil))" end
+  if type(e) == "table" then
+    local mt = getmetatable(e)
+    if mt and mt.__tostring then return tostring(e) end
+    local text = json.encode(e, { sort = true, max_bytes = 65536 })
+    if text then return "error object " .. text end
   end
-  f:close()
-  return source
+  return tostring(e)
 end
 
--- Checks one jobDescription table and returns { [queue] = { [job] = {handler=, timeout=,
--- retries=, source=} } } or nil, message. `source` names where it came from (a file).
-function _M.load_description(desc, source, into)
-  source = source or "jobDescription"
-  into = into or {}
-  if type(desc) ~= "table" then
-    return nil, fmt("%s: must return a jobDescription table like { QUEUENAME = { myJob = function(args, job) ... end } }, got %s",
-      source, type(desc))
-  end
-  if next(desc) == nil then
-    return nil, fmt("%s: the jobDescription table is empty: add a queue, e.g. { QUEUENAME = { myJob = function(args, job) ... end } }", source)
-  end
-  for queue, jobs in pairs(desc) do
-    if type(queue) ~= "string" or queue == "" then
-      return nil, fmt("%s: queue names must be non-empty strings, got %s", source, tostring(queue))
-    end
-    if type(jobs) ~= "table" then
-      return nil, fmt("%s: queue %s must be a table of jobs like { myJob = function(args, job) ... end }, got %s",
-        locate(source, queue), queue, type(jobs))
-    end
-    if next(jobs) == nil then
-      return nil, fmt("%s: queue %s has no jobs: add one, e.g. %s = { myJob = function(args, job) ... end }",
-        locate(source, queue), queue, queue)
-    end
-    local q = into[queue] or {}
-    into[queue] = q
-    for name, def in pairs(jobs) do
-      if type(name) ~= "string" then
-        return nil, fmt("%s: job names in queue %s must be strings, got %s", source, queue, type(name))
-      end
-      local spec
-      if type(def) == "function" then
-        spec = { handler = def }
-      elseif type(def) == "table" then
-        for k, v in pairs(def) do
-          local want = JOB_FIELDS[k]
-          if not want then
-            return nil, fmt("%s: %s.%s has unknown field '%s' (known: handler, timeout, retries)",
-              locate(source, name), queue, name, tostring(k))
-          end
-          if type(v) ~= want then
-            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, want, type(v))
-          end
-        end
-        -- read once, through any metatable (a table of defaults may supply fields), and check
-        -- what was read: what pairs saw above is only the table's own fields
-        local handler, timeout, retries, src = def.handler, def.timeout, def.retries, def.source
-        local read = { timeout = timeout, retries = retries, source = src }
-        for _, k in ipairs({ "timeout", "retries", "source" }) do
-          local v = read[k]
-          if v ~= nil and type(v) ~= JOB_FIELDS[k] then
-            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, JOB_FIELDS[k], type(v))
-          end
-        end
-        if type(handler) ~= "function" then
-          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(handler))
-        end
-        if timeout and not (timeout > 0 and timeout <= 3.2e7) then
-          return nil, fmt("%s: %s.%s.timeout must be seconds > 0 (at most 3.2e7), got %s", locate(source, name), queue, name, timeout)
-        end
-        if retries and not (retries >= 0 and retries <= 1000 and retries == floor(retries)) then
-          return nil, fmt("%s: %s.%s.retries must be a whole number from 0 to 1000, got %s", locate(source, name), queue, name, retries)
-        end
-        spec = { handler = handler, timeout = timeout, retries = retries, source = src }
-      else
-        return nil, fmt("%s: %s.%s must be a function(args, job) or a table { handler = function(args, job) ... end }, got %s",
-          locate(source, name), queue, name, type(def))
-      end
-      if not spec.source then
-        local info = debug.getinfo(spec.handler, "S")
-        spec.source = info and info.short_src and (info.short_src .. ":" .. tostring(info.linedefined)) or source
-      end
-      if q[name] then
-        return nil, fmt("%s: %s.%s is defined twice (also at %s): rename one of them", source, queue, name, q[name].source)
-      end
-      q[name] = spec
-    end
-  end
-  return into
+local function first_line(s)
+  s = tostring(s)
+  return s:match("^([^\n]*)") or s
 end
 
 -- ---- the worker object -----------------------------------------------------
 
+-- Options of worker.new (seconds unless said otherwise):
+--   redis        URL string, options table, or an open connection to share
+--   jobs         the jobDescription (required)
+--   concurrency  jobs in flight in this process (default 10)
+--   lease        seconds a reserved job survives without a renewal (default 10)
+--   grace        seconds jobs in flight may run on after stop() (default 30)
+--   name         prefix of the worker id (default: the host name)
+--   log_jobs     one info line per finished job (default true)
+--   heartbeat    seconds between registry heartbeats (default 2)
+--   max_stalls   lease losses in a row a job survives (default 2; then it is a poison job)
+--   backoff      seconds before a failed job's first retry, doubled per failure (default 1)
+--   keep_ok, keep_failed  seconds finished records are kept (defaults 3600, 604800)
+--   timeout      seconds a handler may run when its job sets none (default: no limit)
+--   watch_handlers  function(co) told of every handler coroutine (the in-process watchdog)
+--   max_idle_redis  idle job.redis connections kept (default: concurrency, at most 64)
+--   max_payload  bytes: the largest args a job may bring and result it may return, as JSON text
+--                (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
-               timeout = "number", watch_handlers = "function", max_payload = "number" }
+               timeout = "number", watch_handlers = "function", max_idle_redis = "number",
+               max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -158,7 +114,7 @@ function _M.new(opts)
     end
   end
   if type(opts.jobs) ~= "table" then error("worker.new: option 'jobs' (a jobDescription) is required", 2) end
-  local jobs, err = _M.load_description(opts.jobs)
+  local jobs, err = jobdefs.load_description(opts.jobs)
   if not jobs then return nil, err end
   local max_payload = opts.max_payload or json.MAX_PAYLOAD
   local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
@@ -174,6 +130,7 @@ function _M.new(opts)
     watch_handlers = opts.watch_handlers,   -- tells the watchdog which coroutines are handlers
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
+    max_idle_redis = opts.max_idle_redis,
     max_payload = max_payload,
     args_in = { max_bytes = max_payload, name = "args" },               -- decoding a job's args
     args_out = { max_bytes = max_payload, name = "args", sort = true }, -- job:enqueue
@@ -184,13 +141,15 @@ function _M.new(opts)
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
     claimed = 0,               -- slots those calls may fill
-    running = {},              -- id -> job state
-    queues = {},               -- name -> queue state
+    isolate = nil,             -- queue whose next job must run alone: run nothing new until idle
+    alone_job = nil,           -- the attempt running alone (nothing else runs beside it)
+    queues = {},               -- name -> queue state (q.running: id -> attempt state)
     stopping = false,
     stopped = jobrt.cond(),
     slot_free = jobrt.cond(),
     done = 0, failed = 0,
     started_at = now(),
+    metrics = metrics.new(),   -- run times and per-minute counts for jobrt web
   }, W)
   if self.concurrency < 1 then error("worker.new: concurrency must be >= 1", 2) end
   if self.lease <= 0 then error("worker.new: lease must be > 0 seconds", 2) end
@@ -201,16 +160,18 @@ function W:log(level, ...)
   jobrt.log(level, ...)
 end
 
--- Connects (two connections: one for queue operations and wake-ups, one that handlers may
--- use through job.redis), checks every queue's type, subscribes. Returns true or nil, err.
+-- Connects (one connection for queue operations and wake-ups; handlers borrow connections of
+-- their own from a pool), checks every queue's type, subscribes. Returns true or nil, err.
 function W:start()
   local r, err
+  local conf
   if type(self.url) == "userdata" then
     r = self.url
+    conf = redis.options_of(r)
   else
     -- A deadline on every call: a Redis that hangs (rather than closing the connection) shows
     -- up as errors in the log instead of a silent stall.
-    local conf = type(self.url) == "table" and self.url or { url = self.url or os.getenv("JOBRT_REDIS") or redis.DEFAULT_URL }
+    conf = type(self.url) == "table" and self.url or { url = self.url or os.getenv("JOBRT_REDIS") or redis.DEFAULT_URL }
     local c = {}
     for k, v in pairs(conf) do c[k] = v end
     c.timeout = c.timeout or math.max(5, self.lease)
@@ -218,9 +179,11 @@ function W:start()
   end
   if not r then return nil, err end
   self.r = r
+  self.pool = pool_mod.new(conf, { max_idle = self.max_idle_redis or min(self.concurrency, 64) })
   local o, oerr = ops_mod.new(r, self.ops_conf)
   if not o then return nil, oerr end
   self.ops = o
+  self:check_eviction()
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
@@ -229,7 +192,8 @@ function W:start()
     if not qtype then return nil, terr end
     self.queues[qname] = {
       name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
-      outcomes = {}, flushing = false, flush_cond = jobrt.cond(),
+      running = {},              -- id -> the attempt of that job running here (one at a time)
+      outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
       due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
     }
   end
@@ -239,7 +203,11 @@ function W:start()
     local q = self.queues[qname]
     local ok, serr = r:subscribe(ops_mod.channels(qname).wake, function(_, msg)
       local cancel = msg and msg:match("^cancel:(.+)$")
-      if cancel then return self:cancel_job(cancel, "deleted while running") end
+      if cancel then
+        local st = q.running[cancel]
+        if st then return self:drop(st, "deleted while running") end
+        return
+      end
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end
@@ -248,14 +216,30 @@ function W:start()
   for _, qname in ipairs(names) do
     local q = self.queues[qname]
     q.pump = spawn(function() self:pump(q) end)
+    q.flusher = spawn(function() self:flusher(q) end)
   end
   self.renewer = jobrt.timer()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
   self.beat = jobrt.timer()
   self.beat:start(self.heartbeat_s, function() self:heartbeat() end, self.heartbeat_s)
+  self.metrics_timer = jobrt.timer()
+  self.metrics_timer:start(1, function() self.metrics:flush(self.r) end, 1)
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
+end
+
+-- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
+-- a job lost or a jobHash confused (BullMQ warns the same way). Read from INFO, which managed
+-- services allow where CONFIG is denied; says nothing when it cannot tell.
+function W:check_eviction()
+  local info = self.r:call("INFO", "memory")
+  local policy = type(info) == "string" and info:match("maxmemory_policy:([%w%-]+)")
+  if policy and policy ~= "noeviction" then
+    self:log("warn", "Redis runs with maxmemory-policy %s: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)",
+      policy)
+  end
+  self.eviction_policy = policy
 end
 
 -- Marks q as possibly having ready jobs and wakes its pump.
@@ -264,29 +248,43 @@ function W:poke(q, why)
   q.wake:signal(why)
 end
 
+-- What q's pump may do now: "slot" (wait for a slot or for the worker to be idle), "idle" (no
+-- work known: wait for a wake-up), or "reserve", want, alone.
+function W:may_reserve(q)
+  if self.alone_job then return "slot" end                  -- a job runs alone: nothing beside it
+  if self.isolate then
+    if self.isolate ~= q then return "slot" end             -- another queue drains us for its job
+    if self.inflight > 0 or self.reserving > 0 then return "slot" end
+    return "reserve", self.concurrency < 1000 and self.concurrency or 1000, true
+  end
+  local free = self.concurrency - self.inflight - self.claimed
+  if free <= 0 then return "slot" end
+  if not q.dirty then return "idle" end
+  return "reserve", free < 1000 and free or 1000, self.inflight == 0 and self.reserving == 0
+end
+
 -- The pump: reserve while there are free slots and ready jobs; otherwise wait for an event.
 function W:pump(q)
   local ops = self.ops
   local backoff = 0.05
   local err_logged = false
   while not self.stopping do
-    local free = self.concurrency - self.inflight - self.claimed
-    if free <= 0 then
+    local what, want, alone = self:may_reserve(q)
+    if what == "slot" then
       self.slot_free:wait()
-    elseif not q.dirty then
+    elseif what == "idle" then
       q.wake:wait()
     else
       q.dirty = false
-      local want = free < 1000 and free or 1000
       self.reserving = self.reserving + 1
       self.claimed = self.claimed + want      -- slots promised to this reserve (other pumps see them)
-      local res, err = ops:reserve(q.name, self.id, want, self.lease)
+      local sent = monotime()
+      local res, err = ops:reserve(q.name, self.id, want, self.lease, alone)
       self.claimed = self.claimed - want
       self.reserving = self.reserving - 1
+      if self.isolate == q and alone then self.isolate = nil end
       if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
-        local ids = {}
-        for i = 1, #res.jobs do ids[i] = res.jobs[i].id end
-        if #ids > 0 then ops:release(q.name, self.id, ids) end
+        self:give_back(q, res.jobs, "the worker is stopping")
         self.stopped:broadcast("reserved")
         break
       end
@@ -303,13 +301,39 @@ function W:pump(q)
         if err_logged then self:log("info", "queue %s: serving again", q.name) end
         err_logged, backoff = false, 0.05
         local jobs = res.jobs
-        for i = 1, #jobs do self:start_job(q, jobs[i]) end
-        if #jobs < want then self.slot_free:broadcast() end   -- unused claims are free again
-        if #jobs >= want then q.dirty = true end   -- there may be more
+        local late = monotime() - sent
+        if late > self.lease / 2 then
+          -- the reply was read long after it was sent (Redis or this process stalled): the
+          -- leases may be about to run out, or already have: give the jobs back unstarted
+          self:give_back(q, jobs, fmt("the reserve reply came %.1fs after it was sent (more than half the %gs lease)",
+            late, self.lease))
+          q.dirty = true
+        else
+          for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
+          if #jobs >= want then q.dirty = true end   -- there may be more
+        end
+        if res.blocked and not self.isolate then
+          -- a job that must run alone is next: run nothing new until idle, then take it
+          self.isolate = q
+          q.dirty = true
+        end
+        self.slot_free:broadcast()        -- unused claims are free again
         self:arm_timers(q, res)
       end
     end
   end
+end
+
+-- Hands reserved jobs back without running them.
+function W:give_back(q, jobs, why)
+  if #jobs == 0 then return end
+  local leases, ids = {}, {}
+  for i = 1, #jobs do
+    leases[i] = { id = jobs[i].id, attempt = jobs[i].attempt }
+    ids[i] = jobs[i].id
+  end
+  self:log("warn", "queue %s: handing back %d job(s) unstarted (%s): %s", q.name, #jobs, why, concat(ids, ", "))
+  self:queue_release(q, leases)
 end
 
 -- Arms q's timers from a reserve reply: next due job, earliest lease expiry (server ms).
@@ -341,7 +365,7 @@ function W:requeue(q)
   if n == nil then
     self:log("warn", "queue %s: requeue of expired leases failed: %s", q.name, tostring(nfailed))
   elseif n + nfailed > 0 then
-    self:log("warn", "queue %s: %d job(s) whose worker stopped renewing were put back, %d moved to failed",
+    self:log("warn", "queue %s: %d job(s) whose worker stopped renewing were put back, %d failed as poison jobs",
       q.name, n, nfailed)
   end
   self:poke(q, "lease")
@@ -349,234 +373,298 @@ end
 
 -- ---- running jobs ----------------------------------------------------------
 
-local JobCtx = {}
-JobCtx.__index = function(t, k)
-  if k == "redis" then                 -- the handlers' own connection, made on first use
-    local w = rawget(t, "_worker")
-    while w.handler_redis_connecting do w.handler_redis_connecting:wait() end
-    if not w.handler_redis then
-      local connecting = jobrt.cond()     -- handlers asking meanwhile wait for this one
-      w.handler_redis_connecting = connecting
-      local r, err = redis.connect(type(w.url) == "userdata" and redis.options_of(w.url) or w.url)
-      w.handler_redis_connecting = nil
-      connecting:broadcast()
-      if not r then error("job.redis: " .. tostring(err), 2) end
-      w.handler_redis = r
-    end
-    return w.handler_redis
+-- Starts one attempt. `sent`: monotonic time the reserve was sent (its lease is confirmed until
+-- sent + lease).
+function W:start_job(q, job, sent)
+  local prev = q.running[job.id]
+  if prev then
+    -- an earlier attempt of this job still runs here: its lease was lost (the job was given out
+    -- again, here): it must not run beside the new one
+    self:drop(prev, fmt("attempt %d was given out while attempt %s still ran here: its lease had been lost",
+      job.attempt, tostring(prev.attempt)), true)
   end
-  return JobCtx[k]
-end
-
--- job:enqueue(queue, job, args, opts) -> id (raises on error)
-function JobCtx:enqueue(queue, name, args, opts)
-  local w = rawget(self, "_worker")
-  local text, jerr, code = json.encode(args == nil and {} or args, w.args_out)
-  if not text then
-    if code == "ETOOBIG" then
-      error(fmt("job:enqueue: %s (the worker's --max-payload / max_payload)", jerr), 2)
-    end
-    error(fmt("job:enqueue: args cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
-      first_line(jerr)), 2)
-  end
-  local ok2, id, err = pcall(w.ops.enqueue, w.ops, queue, name, text, opts)
-  if not ok2 then error((tostring(id):gsub("^.-jobrt%.ops%.enqueue: ", "job:enqueue: ")), 2) end
-  if not id then error("job:enqueue: " .. tostring(err), 2) end
-  return id
-end
-
--- Text of an error value: strings as they are (a traceback from xpcall included), tables as
--- JSON (or their __tostring), nil as a clear phrase.
-error_text = function(e)
-  if e == nil then return "error raised without a message (error() or error(nil))" end
-  if type(e) == "table" then
-    local mt = getmetatable(e)
-    if mt and mt.__tostring then return tostring(e) end
-    local text = json.encode(e, { sort = true, max_bytes = 65536 })
-    if text then return "error object " .. text end
-  end
-  return tostring(e)
-end
-
-first_line = function(s)
-  s = tostring(s)
-  return s:match("^([^\n]*)") or s
-end
-
-function W:start_job(q, job)
   self.inflight = self.inflight + 1
-  local state = { id = job.id, queue = q, job = job, started = monotime(), done = false }
-  self.running[job.id] = state
   local spec = self.jobs[q.name][job.fn]
   local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
-  -- spawn runs the handler at once, up to its first yield: everything that must watch it (the
-  -- watchdog, the timeout) is set up inside, before the handler starts
-  spawn(function()
+  local state = { id = job.id, attempt = job.attempt, queue = q, job = job, worker = self,
+                  started = monotime(), confirmed = sent, done = false, alone = job.alone }
+  if timeout then state.timeout_at = state.started + timeout; state.timeout = timeout end
+  q.running[job.id] = state
+  if job.alone then self.alone_job = state end
+  -- the scope: the handler and everything it spawns; never resumed past the deadline
+  state.scope = jobrt.scope(function() self:expired(state) end)
+  self:set_deadline(state)
+  if timeout then
+    state.timer = jobrt.timer()
+    state.timer:start(timeout, function() self:timed_out(state) end)
+  end
+  state.scope:spawn(function()
     state.co = running()
     if self.watch_handlers then self.watch_handlers(state.co) end
-    if timeout then
-      state.timer = jobrt.timer()
-      state.timer:start(timeout, function()
-        if state.done then return end
-        jobrt.cancel(state.co)
-        self:finish(state, { id = job.id, ok = false,
-          reason = fmt("timed out after %gs (the job's timeout): make the handler faster or raise timeout", timeout),
-          exception = "", retries = spec and spec.retries })
-      end)
-    end
     self:run_job(q, job, spec, state)
   end)
 end
 
+-- The scope deadline: the end of the confirmed lease, or the timeout when earlier.
+function W:set_deadline(state)
+  local d = state.confirmed + self.lease
+  if state.timeout_at and state.timeout_at < d then d = state.timeout_at end
+  state.scope:set_deadline(d)
+end
+
+-- The scope's deadline passed when something was about to resume the handler.
+function W:expired(state)
+  if state.done then return end
+  if state.timeout_at and monotime() >= state.timeout_at then return self:timed_out(state) end
+  self:drop(state, fmt("its lease was not confirmed for %.1fs (more than the %gs lease: Redis unreachable, or this process was frozen); stopped before another worker's attempt could overlap it",
+    monotime() - state.confirmed, self.lease))
+end
+
+function W:timed_out(state)
+  if state.done then return end
+  state.scope:cancel()
+  local spec = self.jobs[state.queue.name][state.job.fn]
+  self:finish(state, { id = state.id, attempt = state.attempt, ok = false,
+    reason = fmt("timed out after %g s (the job's timeout): make the handler faster or raise its timeout", state.timeout),
+    exception = "", retries = spec and spec.retries })
+end
+
 function W:run_job(q, job, spec, state)
-  local id = job.id
+  local id, attempt = job.id, job.attempt
   if not spec then
     local known = {}
     for name in pairs(self.jobs[q.name]) do known[#known + 1] = name end
     table.sort(known)
-    return self:finish(state, { id = id, ok = false,
+    return self:finish(state, { id = id, attempt = attempt, ok = false,
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
       exception = "" })
   end
   local args, aerr, acode = json.decode(job.args, self.args_in)
   if args == nil then
-    return self:finish(state, { id = id, ok = false, retries = spec.retries,
+    return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
       reason = acode == "ETOOBIG"
         and fmt("args of job %s are %d bytes, more than this worker's limit of %d bytes (--max-payload)",
           id, #job.args, self.max_payload)
         or fmt("job %s: %s", id, first_line(aerr)), exception = "" })
   end
-  local ctx = setmetatable({ id = id, queue = q.name, attempt = job.attempt, name = job.fn,
-                             hash = job.hash, worker = self.id, _worker = self }, JobCtx)
+  local ctx = jobctx.new(state, job, q.name, self.id)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
-  if state.done then return end          -- timed out meanwhile (cannot happen while running)
+  if state.done then return end          -- stopped meanwhile (cannot happen while running)
   if not ok2 then
     local msg = error_text(r1)
     local reason = msg:match("^(.-)\nstack traceback:") or msg
-    return self:finish(state, { id = id, ok = false, reason = reason, exception = msg, retries = spec.retries })
+    return self:finish(state, { id = id, attempt = attempt, ok = false, reason = reason, exception = msg,
+      retries = spec.retries })
   end
   if (r1 == nil or r1 == false) and r2 ~= nil then   -- return nil, err  /  return false, err
-    return self:finish(state, { id = id, ok = false, reason = error_text(r2),
+    return self:finish(state, { id = id, attempt = attempt, ok = false, reason = error_text(r2),
       exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
   local text, eerr, ecode = json.encode(r1, self.result_out)
   if not text then
-    return self:finish(state, { id = id, ok = false, retries = spec.retries,
+    return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
       reason = ecode == "ETOOBIG"
         and fmt("the result of %s.%s is larger than the limit of %d bytes (--max-payload): return less, or store it elsewhere and return a reference",
           q.name, job.fn, self.max_payload)
         or fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
           q.name, job.fn, first_line(eerr)), exception = "" })
   end
-  return self:finish(state, { id = id, ok = true, value = text })
+  return self:finish(state, { id = id, attempt = attempt, ok = true, value = text })
+end
+
+-- The attempt stops running here (outcome, drop or hand-back): frees its slot and its things.
+function W:end_attempt(state)
+  state.done = true
+  state.scope:cancel()                   -- everything the job started ends with it
+  if state.timer then state.timer:close(); state.timer = nil end
+  jobctx.release(state)
+  local q = state.queue
+  if q.running[state.id] == state then q.running[state.id] = nil end
+  if self.alone_job == state then self.alone_job = nil end
+  self.inflight = self.inflight - 1
+  self.slot_free:broadcast()
+  if self.inflight == 0 then self.stopped:broadcast("idle") end
 end
 
 -- A failed job's error-reason and error-exception as stored: valid UTF-8 (records are read as
 -- JSON, by `jobrt job` and by other languages) and at most 64 KiB each.
 local TEXT_MAX = 65536
-local function stored_text(s)
-  if s == nil then return nil end
-  s = tostring(s)
-  if #s > TEXT_MAX then s = s:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #s - TEXT_MAX) end
-  return json.sanitize(s)
+local function stored_text(t)
+  if t == nil then return nil end
+  t = tostring(t)
+  if #t > TEXT_MAX then t = t:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #t - TEXT_MAX) end
+  return json.sanitize(t)
 end
 
--- Records a job's outcome (once), frees its slot and schedules the batch report.
+-- Records an attempt's outcome (once), frees its slot and schedules the batch report.
 function W:finish(state, outcome)
   if state.done then return end
-  state.done = true
+  self:end_attempt(state)
   if not outcome.ok then
     outcome.reason, outcome.exception = stored_text(outcome.reason), stored_text(outcome.exception)
   end
-  if state.timer then state.timer:close() end
-  self.running[state.id] = nil
-  self.inflight = self.inflight - 1
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
+  outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
     if outcome.ok then
-      self:log("info", "%s.%s id=%s attempt=%s ok %.1fms", q.name, state.job.fn, state.id, tostring(state.job.attempt), ms)
+      self:log("info", "%s.%s id=%s attempt=%s ok %.1fms", q.name, state.job.fn, state.id, tostring(state.attempt), ms)
     else
       self:log("info", "%s.%s id=%s attempt=%s failed %.1fms: %s", q.name, state.job.fn, state.id,
-        tostring(state.job.attempt), ms, outcome.reason)
+        tostring(state.attempt), ms, outcome.reason)
       if outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
     end
   end
   q.outcomes[#q.outcomes + 1] = outcome
-  if not q.flushing then
+  self:schedule_flush(q)
+end
+
+-- Stops an attempt without an outcome and gives it back (release): deleted while it ran, its
+-- lease lost or not confirmed in time, or replaced by a newer attempt. `quiet` leaves the
+-- attempt out of the release (its lease is surely gone).
+function W:drop(state, why, quiet)
+  if state.done then return end
+  state.scope:cancel()
+  self:end_attempt(state)
+  local q = state.queue
+  self:log("warn", "%s.%s id=%s attempt=%s stopped: %s", q.name, state.job.fn, state.id, tostring(state.attempt), why)
+  if not quiet then self:queue_release(q, { { id = state.id, attempt = state.attempt } }) end
+end
+
+function W:queue_release(q, leases)
+  for i = 1, #leases do q.releases[#q.releases + 1] = leases[i] end
+  self:schedule_flush(q)
+end
+
+function W:schedule_flush(q)
+  q.flush_cond:signal()
+end
+
+-- One per queue, started with the worker (never from inside a job, so it is in no job's
+-- scope): sends what schedule_flush announced, one loop turn later so that every job that ends
+-- in this turn goes in the same call.
+function W:flusher(q)
+  while true do
+    while #q.outcomes == 0 and #q.releases == 0 do
+      if self.finished then return end
+      q.flush_cond:wait()
+    end
     q.flushing = true
-    spawn(function() self:flush(q) end)
+    coroutine.yield()                    -- one loop turn: gather every job that ends now
+    self:flush(q)
+    q.flushing = false
+    if self.inflight == 0 then self.stopped:broadcast("flushed") end
   end
-  self.slot_free:broadcast()
-  if self.inflight == 0 then self.stopped:broadcast("idle") end
 end
 
--- Sends q's finished outcomes in one complete call; keeps them (and retries) on Redis errors.
+-- Sends q's finished outcomes in one complete call, and its hand-backs in one release call;
+-- keeps them (and retries) on Redis errors.
 function W:flush(q)
-  coroutine.yield()                      -- one loop turn: gather every job that ends now
   local backoff = 0.05
-  while #q.outcomes > 0 do
-    -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
-    local batch, rest = q.outcomes, {}
-    if #batch > 1000 then
-      for i = 1001, #batch do rest[#rest + 1] = batch[i] end
-      for i = #batch, 1001, -1 do batch[i] = nil end
-    end
-    q.outcomes = rest
-    local res, err = self.ops:complete(q.name, self.id, batch)
-    if res then
-      backoff = 0.05
-      if #res.ignored > 0 then
-        self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another worker): %s",
-          q.name, #res.ignored, concat(res.ignored, ", "))
+  while #q.outcomes > 0 or #q.releases > 0 do
+    local ok, err = true, nil
+    if #q.outcomes > 0 then
+      -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
+      local batch, rest = q.outcomes, {}
+      if #batch > 1000 then
+        for i = 1001, #batch do rest[#rest + 1] = batch[i] end
+        for i = #batch, 1001, -1 do batch[i] = nil end
       end
-      if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
-    elseif self.finished or tostring(err):match("^ECLOSED") then
-      local ids = {}
-      for i = 1, #batch do ids[#ids + 1] = batch[i].id end
-      for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
-      self:log("error", "queue %s: could not store the results of %s before stopping (%s); those jobs run again when their lease expires",
-        q.name, concat(ids, ", "), tostring(err))
-      q.outcomes = {}
+      q.outcomes = rest
+      local res, cerr = self.ops:complete(q.name, self.id, batch)
+      if res then
+        if #res.ignored > 0 then
+          self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
+            q.name, #res.ignored, concat(res.ignored, ", "))
+        end
+        if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
+        local skip = {}
+        for _, id in ipairs(res.ignored) do skip[id] = true end
+        for _, id in ipairs(res.cancelled) do skip[id] = true end
+        self.metrics:add(q.name, batch, skip)
+      else
+        ok, err = false, cerr
+        for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
+      end
+    end
+    if ok and #q.releases > 0 then
+      local batch = q.releases
+      q.releases = {}
+      local n, rerr = self.ops:release(q.name, self.id, batch)
+      if n then
+        if n > 0 then q.dirty = true; q.wake:signal("release") end
+      else
+        ok, err = false, rerr
+        for i = 1, #batch do q.releases[#q.releases + 1] = batch[i] end
+      end
+    end
+    if not ok then
+      if self.finished or tostring(err):match("^ECLOSED") then
+        local ids = {}
+        for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
+        for i = 1, #q.releases do ids[#ids + 1] = q.releases[i].id end
+        self:log("error", "queue %s: could not store the outcomes of %s before stopping (%s); those jobs run again when their lease expires",
+          q.name, concat(ids, ", "), tostring(err))
+        q.outcomes, q.releases = {}, {}
+      else
+        self:log("warn", "queue %s: cannot store %d outcome(s) and %d hand-back(s): %s (retrying)", q.name,
+          #q.outcomes, #q.releases, tostring(err))
+        sleep(backoff)
+        backoff = backoff < 2 and backoff * 2 or 2
+      end
     else
-      for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
-      self:log("warn", "queue %s: cannot store %d result(s): %s (retrying)", q.name, #batch, tostring(err))
-      sleep(backoff)
-      backoff = backoff < 2 and backoff * 2 or 2
+      backoff = 0.05
     end
   end
-  q.flushing = false
-  if self.inflight == 0 then self.stopped:broadcast("flushed") end
 end
 
--- Stops a job this worker runs (deleted meanwhile, or its lease lost): the handler coroutine
--- never runs again and the outcome is reported, so Redis can clean up after it.
-function W:cancel_job(id, why)
-  local st = self.running[id]
-  if not st or st.done then return end
-  jobrt.cancel(st.co)
-  self:log("warn", "%s.%s id=%s stopped: %s", st.queue.name, st.job.fn, id, why)
-  self:finish(st, { id = id, ok = false, reason = "cancelled: " .. why, exception = "" })
-end
-
--- Renews the leases of every job in flight, per queue, in one call each.
+-- Renews the leases of every attempt in flight, per queue, in one call each; stops the
+-- attempts whose lease is lost, and those whose lease could not be confirmed in time.
 function W:renew_all()
-  local per = {}
-  for id, st in pairs(self.running) do
-    local l = per[st.queue.name] or {}
-    per[st.queue.name] = l
-    l[#l + 1] = id
-  end
-  for qname, ids in pairs(per) do
-    local lost, err = self.ops:renew(qname, self.id, ids, self.lease)
-    if not lost then
-      self:log("warn", "queue %s: cannot renew %d lease(s): %s", qname, #ids, tostring(err))
-    elseif #lost > 0 then
-      for _, id in ipairs(lost) do
-        self:cancel_job(id, "its lease was lost (deleted, or taken back after this worker could not renew it)")
-      end
+  for _, qname in ipairs(self.queue_names) do
+    local q = self.queues[qname]
+    if not q.renewing and next(q.running) then
+      q.renewing = true
+      spawn(function()
+        local leases, states = {}, {}
+        for id, st in pairs(q.running) do
+          leases[#leases + 1] = { id = id, attempt = st.attempt }
+          states[#states + 1] = st
+        end
+        local sent = monotime()
+        local lost, err = self.ops:renew(qname, self.id, leases, self.lease)
+        q.renewing = false
+        if not lost then
+          self:log("warn", "queue %s: cannot renew %d lease(s): %s", qname, #leases, tostring(err))
+        else
+          local gone = {}
+          for _, l in ipairs(lost) do gone[l.id .. "\0" .. tostring(l.attempt)] = true end
+          for _, st in ipairs(states) do
+            if not st.done then
+              if gone[st.id .. "\0" .. tostring(st.attempt)] then
+                self:drop(st, "its lease was lost (deleted, or taken back after this worker could not renew it in time)")
+              else
+                st.confirmed = sent
+                self:set_deadline(st)
+              end
+            end
+          end
+        end
+        self:check_leases(q)
+      end)
+    else
+      self:check_leases(q)
     end
+  end
+end
+
+-- Stops the attempts of q whose lease is no longer confirmed (monotonic clock).
+function W:check_leases(q)
+  local t = monotime()
+  for _, st in pairs(q.running) do
+    if not st.done and t >= st.confirmed + self.lease then self:expired(st) end
   end
 end
 
@@ -609,7 +697,7 @@ end
 -- ---- stopping ----------------------------------------------------------------
 
 -- Graceful stop: no more reserving; jobs in flight get `grace` seconds to finish, the rest
--- are handed back (release) without counting an attempt. Returns when everything is stored.
+-- are handed back (release) without counting a failure. Returns when everything is stored.
 function W:stop(grace)
   if self.stopping then return self:wait() end
   self.stopping = true
@@ -631,36 +719,36 @@ function W:stop(grace)
     end
   end
   -- Hand back what is still running.
-  local per = {}
-  for id, st in pairs(self.running) do
-    st.done = true
-    if st.timer then st.timer:close() end
-    jobrt.cancel(st.co)
-    local l = per[st.queue.name] or {}
-    per[st.queue.name] = l
-    l[#l + 1] = id
-  end
-  for qname, ids in pairs(per) do
-    local n, err = self.ops:release(qname, self.id, ids)
-    if n then
-      self:log("warn", "stopping: handed back %d unfinished job(s) of %s: %s", n, qname, concat(ids, ", "))
-    else
-      self:log("error", "stopping: cannot hand back jobs of %s (%s); they return when their lease expires",
-        qname, tostring(err))
+  for _, qname in ipairs(self.queue_names or {}) do
+    local q = self.queues[qname]
+    local ids = {}
+    for id, st in pairs(q.running) do
+      if not st.done then
+        ids[#ids + 1] = id
+        st.scope:cancel()
+        self:end_attempt(st)
+        q.releases[#q.releases + 1] = { id = id, attempt = st.attempt }
+      end
+    end
+    if #ids > 0 then
+      table.sort(ids)
+      self:log("warn", "stopping: handing back %d unfinished job(s) of %s: %s", #ids, qname, concat(ids, ", "))
     end
   end
-  self.running, self.inflight = {}, 0
-  -- Store every outcome still waiting.
+  self.inflight = 0
+  -- Store every outcome and hand-back still waiting.
   local deadline = monotime() + 5
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
-    while (q.flushing or #q.outcomes > 0) and monotime() < deadline do
-      if not q.flushing then q.flushing = true; spawn(function() self:flush(q) end) end
+    while (q.flushing or #q.outcomes > 0 or #q.releases > 0) and monotime() < deadline do
+      self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
     end
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
+  if self.metrics_timer then self.metrics_timer:close() end
+  if self.r then self.metrics:flush(self.r) end
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
     q.due_timer:close()
@@ -671,8 +759,9 @@ function W:stop(grace)
     self.r:call("SREM", "jobrt:workers", self.id)
     if type(self.url) ~= "userdata" then self.r:close() end
   end
-  if self.handler_redis then self.handler_redis:close() end
+  if self.pool then self.pool:close() end
   self.finished = true
+  for _, qname in ipairs(self.queue_names or {}) do self.queues[qname].flush_cond:broadcast("stopped") end
   self.stopped:broadcast("stopped")
   self:log("info", "worker %s stopped: %d done, %d failed", self.id, self.done, self.failed)
   return true

@@ -35,8 +35,12 @@ Options:
                        stopped: with --procs the child is killed and restarted; in a single
                        process the handler is interrupted with an error (default 10)
   --timeout SECONDS    default timeout for handlers that set none (default: none)
-  --keep-ok SECONDS    how long a successful job's record is kept (default 3600)
-  --keep-failed SECONDS  how long a failed job's record is kept (default 604800, 7 days)
+  --keep-ok SECONDS    how long a successful job's record is kept, 0 to 315360000 (default
+                       3600; 0: removed as soon as the job succeeds)
+  --keep-failed SECONDS  how long a failed job's record is kept, 0 to 315360000 (default
+                       604800, 7 days; 0: removed at once, not kept in the failed set)
+  --max-stalls N       leases a job may lose in a row before it is failed as a poison job
+                       (default 2; a lost lease uses up no retry)
   --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
   --max-payload BYTES  the largest args a job may bring and result it may return, as JSON text
                        (default 16777216, 16 MiB; at most 536870912); a job over it fails
@@ -301,6 +305,15 @@ function _M.main(argv, cmd)
   if opts["max-payload"] then
     local ok, lerr = json.check_limit(opts["max-payload"], "--max-payload")
     if not ok then return fail("jobrt work: " .. lerr, 2) end
+  end
+  for _, k in ipairs({ "keep-ok", "keep-failed" }) do
+    local v = opts[k]
+    if v and (v > 315360000 or v ~= math.floor(v)) then
+      return fail(fmt("jobrt work: --%s wants whole seconds from 0 to 315360000 (0: remove the record when the job ends), got %s", k, v), 2)
+    end
+  end
+  if opts["max-stalls"] and (opts["max-stalls"] < 0 or opts["max-stalls"] > 1000 or opts["max-stalls"] ~= math.floor(opts["max-stalls"])) then
+    return fail("jobrt work: --max-stalls wants a whole number from 0 to 1000", 2)
   end
   local url, perr = redis.address(opts.redis)
   if url == false then return fail(perr, 2) end

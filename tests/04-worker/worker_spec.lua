@@ -5,59 +5,9 @@ local cjson = require 'cjson'
 local ops_mod = require 'jobrt.ops'
 local h = require 'tests.helpers'
 
--- Writes job files into a fresh directory; returns its path.
-local function jobs_dir(files)
-  local dir = h.tmpdir()
-  for name, src in pairs(files) do
-    local f = assert(io.open(dir .. "/" .. name, "w"))
-    f:write(src)
-    f:close()
-  end
-  return dir
-end
-
--- Starts `jobrt work DIR` and waits until it is registered (serving).
-local function start_worker(dir, extra, url, nworkers)
-  local r = h.redis(url)
-  local before = #r:call("SMEMBERS", "jobrt:workers")
-  local a = { "work", dir, "--redis", url or h.url }
-  for _, x in ipairs(extra or {}) do a[#a + 1] = x end
-  local p = h.spawn_jobrt(a)
-  h.wait_for(function()
-    if p:exited() then
-      local out, err = p:output()
-      error("worker exited early: " .. out .. err)
-    end
-    return #r:call("SMEMBERS", "jobrt:workers") >= before + (nworkers or 1)
-  end, 10, "the worker to register")
-  r:close()
-  return p
-end
-
-local function stop_worker(p)
-  if not p:exited() then p:kill("SIGTERM") end
-  local code = p:wait()
-  return code, p:output()
-end
-
-local function enqueue(o, q, fn, args, opts)
-  local id, err = o:enqueue(q, fn, cjson.encode(args or {}), opts or {})
-  assert(id, err)
-  return id
-end
-
-local function state_of(o, q, id)
-  local rec = o:get(q, id)
-  return rec and rec.state, rec
-end
-
-local REPORT = [[
-local jobrt = require 'jobrt'
-local cjson = require 'cjson'
-local function note(job, what)
-  job.redis:call("RPUSH", "test:log", cjson.encode({ id = job.id, what = what, t = jobrt.now(), w = job.worker, a = job.attempt }))
-end
-]]
+local ws = require 'tests.worker_support'
+local jobs_dir, start_worker, stop_worker = ws.jobs_dir, ws.start_worker, ws.stop_worker
+local enqueue, state_of, REPORT = ws.enqueue, ws.state_of, ws.REPORT
 
 describe("jobrt work", function()
   local r, o
@@ -140,7 +90,7 @@ return { T = {
     it("fails a job that runs past its timeout and keeps serving", function()
       local id = enqueue(o, "T", "slow")
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the timeout")
-      assert.equal("timed out after 0.2s (the job's timeout): make the handler faster or raise timeout",
+      assert.equal("timed out after 0.2 s (the job's timeout): make the handler faster or raise its timeout",
         o:get("T", id)["error-reason"])
       local id2 = enqueue(o, "T", "ok", { x = 1 })
       h.wait_for(function() return state_of(o, "T", id2) == "finished" end, 5, "the next job")
@@ -315,7 +265,7 @@ return { FIFO = { w = work }, DEL = { w = work }, LB = { w = work } }
       assert.is_true(o:delete("LB", a))
       h.wait_for(function() return state_of(o, "LB", b) == "finished" end, 5, "the parked job")
       local _, _, err = stop_worker(p)
-      assert.matches("id=" .. a .. " stopped: deleted while running", err, 1, true)
+      assert.matches("id=" .. a .. " attempt=1 stopped: deleted while running", err, 1, true)
       local starts = {}
       for _, e in ipairs(log_entries()) do if e.what == "start" then starts[e.id] = e.t end end
       assert.is_true(starts[b] > t_delete)
@@ -463,6 +413,20 @@ return {
       assert.is_true(ttl_bad > 190 and ttl_bad <= 200, "failed record TTL " .. ttl_bad)
     end)
 
+    it("--keep-ok 0 and --keep-failed 0 remove the record when the job ends (every completion goes on)", function()
+      local p = start_worker(dir, { "--keep-ok", "0", "--keep-failed", "0" })
+      local ids = {}
+      for i = 1, 5 do ids[#ids + 1] = enqueue(o, "R", "count", { n = i }) end
+      local bad_id = enqueue(o, "R", "nosuch")
+      h.wait_for(function() return o:stats("R").completed == 5 and o:stats("R").total_failed == 1 end, 5, "the jobs")
+      local code, _, err = stop_worker(p)
+      assert.equal(0, code)
+      for _, id in ipairs(ids) do assert.equal(0, r:call("EXISTS", "jobrt:{R}:job:" .. id)) end
+      assert.equal(0, r:call("EXISTS", "jobrt:{R}:job:" .. bad_id))
+      assert.equal(0, o:stats("R").failed)
+      assert.is_nil(err:find("cannot store", 1, true))
+    end)
+
     it("supervisor killed with -9: its children notice and stop by themselves", function()
       local sup = start_worker(dir, { "--procs", "2" }, nil, 2)
       local pids = {}
@@ -481,13 +445,31 @@ return {
       assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
     end)
 
+    it("warns, naming the fix, when Redis may evict keys (maxmemory-policy is not noeviction)", function()
+      local s = h.start_redis()
+      local rr = h.redis(s.url)
+      assert(ops_mod.new(rr):set_queue_type("R", "QUEUE"))
+      assert(rr:call("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"))
+      local p = start_worker(dir, {}, s.url)
+      local _, _, err = stop_worker(p)
+      assert.matches("Redis runs with maxmemory-policy allkeys-lru: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction", err, 1, true)
+      assert(rr:call("CONFIG", "SET", "maxmemory-policy", "noeviction"))
+      p = start_worker(dir, {}, s.url)
+      _, _, err = stop_worker(p)
+      assert.is_nil(err:find("maxmemory-policy", 1, true))
+      rr:close()
+      s:stop()
+    end)
+
     it("Redis killed and restarted mid-run (AOF on): all jobs still complete", function()
       local s = h.start_redis{ aof = true }
       local rr = h.redis(s.url)
       local oo = assert(ops_mod.new(rr))
       assert(oo:set_queue_type("R", "QUEUE"))
-      for i = 1, 200 do assert(oo:enqueue("R", "long", "{}", {})) end
-      local p = start_worker(dir, { "--concurrency", "50", "--lease", "2" }, s.url)
+      -- the handler writes through job.redis, so a job that runs while Redis is down fails
+      -- (a Redis error fails the job): its retries bring it through
+      for i = 1, 200 do assert(oo:enqueue("R", "long", "{}", { retries = 5 })) end
+      local p = start_worker(dir, { "--concurrency", "50", "--lease", "2", "--backoff", "0.2" }, s.url)
       h.wait_for(function() local st = oo:stats("R"); return st and st.completed and st.completed >= 20 end, 10, "some completions")
       s:kill()
       s:restart()

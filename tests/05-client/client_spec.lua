@@ -67,7 +67,7 @@ describe('jobrt.client', function()
     local res = assert(o:reserve(Q, 'w-test', 10, 30))
     local outs = {}
     for _, j in ipairs(res.jobs) do
-      outs[#outs + 1] = { id = j.id, ok = false, reason = reason or 'kaput', exception = 'trace' }
+      outs[#outs + 1] = { id = j.id, attempt = j.attempt, ok = false, reason = reason or 'kaput', exception = 'trace' }
     end
     assert(o:complete(Q, 'w-test', outs))
     return id
@@ -210,6 +210,13 @@ describe('jobrt.client', function()
       { Q, 'send', {}, { id = 5 }, "enqueueJob: option 'id' must be a string, got number" },
       { Q, 'send', {}, { id = '' }, "enqueueJob: option 'id' must be 1-256 bytes, got 0" },
       { Q, 'send', {}, { id = '42' }, "enqueueJob: option 'id' must not be all digits (generated ids are), got '42': add a prefix, e.g. 'job-42'" },
+      { 'a}:job:x', 'send', {}, nil, "enqueueJob: the queue name may use only A-Z a-z 0-9 _ . : - (got 'a}:job:x', with '}' at byte 2)" },
+      { '}a', 'send', {}, nil, "enqueueJob: the queue name may use only A-Z a-z 0-9 _ . : - (got '}a', with '}' at byte 1)" },
+      { 'my queue', 'send', {}, nil, "enqueueJob: the queue name may use only A-Z a-z 0-9 _ . : - (got 'my queue', with ' ' at byte 3)" },
+      { ('q'):rep(129), 'send', {}, nil, "enqueueJob: the queue name must be at most 128 bytes, got 129" },
+      { Q, 'se\nnd', {}, nil, [[enqueueJob: the job name must not contain control characters (newline, tab...) or '{' '}' (got "se\nnd", with "\n" at byte 3)]] },
+      { Q, 'send', {}, { id = 'x}:wait' }, "enqueueJob: option 'id' must not contain control characters (newline, tab...) or '{' '}' (got 'x}:wait', with '}' at byte 2)" },
+      { Q, 'send', {}, { id = 'line\nbreak' }, [[enqueueJob: option 'id' must not contain control characters (newline, tab...) or '{' '}' (got "line\nbreak", with "\n" at byte 5)]] },
       { Q, 'send', {}, { retries = 1.5 }, "enqueueJob: option 'retries' must be a whole number from 0 to 1000, got 1.5" },
       { Q, 'send', {}, { retries = -1 }, "enqueueJob: option 'retries' must be a whole number from 0 to 1000, got -1" },
       { Q, 'send', {}, { timeout = 0 }, "enqueueJob: option 'timeout' must be seconds > 0 (at least 0.001), got 0" },
@@ -339,7 +346,7 @@ describe('jobrt.client', function()
       local co = jobrt.spawn(function()
         h.wait_for(function() return q:stats(Q).pending == 1 end, 5, 'the job')
         local res = assert(o:reserve(Q, 'w-x', 1, 30))
-        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '[1,2,3]' } }))
+        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '[1,2,3]' } }))
       end)
       assert.same({ 1, 2, 3 }, q:run(Q, 'x', {}, { wait = 5 }))
       assert.is_truthy(co)
@@ -359,7 +366,7 @@ describe('jobrt.client', function()
       -- can wake run
       local killed = assert(r:call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
       assert.is_true(killed >= 1)
-      assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '"seen"' } }))
+      assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '"seen"' } }))
       assert.is_true(done:wait(10), 'run never returned')
       assert.same({ true, 'seen', res.jobs[1].id }, got)
     end)
@@ -410,7 +417,7 @@ describe('jobrt.client', function()
       local id = q:enqueueJob(Q, 'x', {})
       jobrt.spawn(function()
         local res = assert(o:reserve(Q, 'w-x', 1, 30))
-        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, ok = true, value = '"done"' } }))
+        assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '"done"' } }))
       end)
       assert.equal('done', q:waitJob(Q, id, 5))
       -- already finished: answered from the record

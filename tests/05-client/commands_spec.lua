@@ -93,6 +93,8 @@ describe('jobrt commands', function()
       { { Q, 'send', '--at', '1', '--in', '2' }, "jobrt enqueue: --at and --in exclude each other: give one of them" },
       { { Q, 'send', '--at', '1700000000000' }, "jobrt enqueue: --at must be Unix seconds, got 1700000000000 (milliseconds? divide by 1000)" },
       { { Q, 'send', '--id', '123' }, "jobrt enqueue: --id must not be all digits (generated ids are), got '123': add a prefix, e.g. 'job-123'" },
+      { { 'a}:job:x', 'send' }, "jobrt enqueue: the queue name may use only A-Z a-z 0-9 _ . : - (got 'a}:job:x', with '}' at byte 2)" },
+      { { Q, 'send', '--id', 'x{y' }, "jobrt enqueue: --id must not contain control characters (newline, tab...) or '{' '}' (got 'x{y', with '{' at byte 2)" },
       { { Q, 'send', '--retries', '2.5' }, "jobrt enqueue: --retries must be a whole number from 0 to 1000, got 2.5" },
       { { Q, 'send', '--timeout', '0' }, "jobrt enqueue: --timeout must be seconds > 0 (at least 0.001), got 0" },
       { { Q, 'send', '--hash' }, "jobrt enqueue: --hash needs a value" },
@@ -349,7 +351,7 @@ describe('jobrt commands', function()
     local function fail_one(fn, reason)
       local id = q:enqueueJob(Q, fn, {}, { retries = 0 })
       local res = assert(o:reserve(Q, 'w-t', 1, 30))
-      assert(o:complete(Q, 'w-t', { { id = res.jobs[1].id, ok = false, reason = reason, exception = 'tb' } }))
+      assert(o:complete(Q, 'w-t', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = false, reason = reason, exception = 'tb' } }))
       return id
     end
 

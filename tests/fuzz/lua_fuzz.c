@@ -127,6 +127,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   preload(FL, "jobrt.core.term", jr_open_term);
   preload(FL, "jobrt.core.proc", jr_open_proc);
   preload(FL, "jobrt.core.json", jr_open_json);
+  preload(FL, "jobrt.core.http", jr_open_http);
+  preload(FL, "jobrt.core.tcp", jr_open_tcp);
   lua_createtable(FL, 0, 0);
   lua_setglobal(FL, "arg");
   lua_pushcfunction(FL, l_budget);

@@ -312,7 +312,7 @@ local function zrange(self, key, start, stop, rev, ...)
 end
 function C.ZRANGE(self, key, start, stop, ...) return zrange(self, key, start, stop, false, ...) end
 function C.ZREVRANGE(self, key, start, stop, ...) return zrange(self, key, start, stop, true, ...) end
-function C.ZRANGEBYSCORE(self, key, min, max, ...)
+local function zrangebyscore(self, key, min, max, rev, ...)
   local e = get(self, key, 'zset')
   local lo, lox = score_bound(min)
   local hi, hix = score_bound(max)
@@ -327,7 +327,13 @@ function C.ZRANGEBYSCORE(self, key, min, max, ...)
   local out = {}
   if not e then return out end
   local seen = 0
-  for _, x in ipairs(zsorted(e)) do
+  local l = zsorted(e)
+  if rev then
+    local r = {}
+    for i = #l, 1, -1 do r[#r + 1] = l[i] end
+    l = r
+  end
+  for _, x in ipairs(l) do
     if in_range(x.s, lo, lox, hi, hix) then
       seen = seen + 1
       if seen > off and (count < 0 or #out / (withscores and 2 or 1) < count) then
@@ -338,6 +344,10 @@ function C.ZRANGEBYSCORE(self, key, min, max, ...)
   end
   return out
 end
+function C.ZRANGEBYSCORE(self, key, min, max, ...) return zrangebyscore(self, key, min, max, false, ...) end
+-- ZREVRANGEBYSCORE key max min: the bounds come highest first
+function C.ZREVRANGEBYSCORE(self, key, max, min, ...) return zrangebyscore(self, key, min, max, true, ...) end
+
 function C.ZREMRANGEBYSCORE(self, key, min, max)
   local e = get(self, key, 'zset')
   local lo, lox = score_bound(min)
@@ -482,7 +492,11 @@ function _M.run(store, name, source, keys, argv)
     log = function() end,
     LOG_WARNING = 3, LOG_NOTICE = 2,
   }
-  local env = { KEYS = keys, ARGV = argv, redis = redis_t, cjson = cjson }
+  -- Redis hands scripts strings only
+  local k, a = {}, {}
+  for i = 1, #keys do k[i] = tostring(str(keys[i])) end
+  for i = 1, #argv do a[i] = tostring(str(argv[i])) end
+  local env = { KEYS = k, ARGV = a, redis = redis_t, cjson = cjson }
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
   setmetatable(env, {
     __index = function(_, k) error('Script attempted to access nonexistent global variable \'' .. tostring(k) .. '\'', 2) end,

@@ -11,10 +11,7 @@ local worker_cli = require 'jobrt.worker_cli'
 local cli = require 'jobrt.cli'
 local util = require 'tests.fuzz.util'
 local ffi = require 'ffi'
-pcall(ffi.cdef, 'int unsetenv(const char *name);')
-
-client.open = function() return nil, 'no Redis in the fuzzer', false end
-worker_cli.load = function() return nil, 'no job files in the fuzzer' end
+pcall(ffi.cdef, 'int unsetenv(const char *name); int setenv(const char *name, const char *value, int overwrite);')
 
 -- output goes nowhere, but what was written is kept for the checks
 local written = {}
@@ -24,7 +21,23 @@ function sink:write(...)
   return self
 end
 function sink:flush() return self end
-io.stdout, io.stderr = setmetatable({}, { __index = sink }), setmetatable({}, { __index = sink })
+local out_sink, err_sink = setmetatable({}, { __index = sink }), setmetatable({}, { __index = sink })
+
+local stub_open = function() return nil, 'no Redis in the fuzzer', false end
+local stub_load = function() return nil, 'no job files in the fuzzer' end
+
+-- Runs fn(...) with the stubs and the sinks in place, and puts everything back afterwards (the
+-- regression spec runs this target inside the test suite's own process).
+local function sandboxed(fn, ...)
+  local core = require 'jobrt.core'
+  local saved = { client.open, worker_cli.load, io.stdout, io.stderr, os.getenv('JOBRT_REDIS'), core.log_level() }
+  client.open, worker_cli.load, io.stdout, io.stderr = stub_open, stub_load, out_sink, err_sink
+  local r = { pcall(fn, ...) }
+  client.open, worker_cli.load, io.stdout, io.stderr = saved[1], saved[2], saved[3], saved[4]
+  if saved[5] then ffi.C.setenv('JOBRT_REDIS', saved[5], 1) else ffi.C.unsetenv('JOBRT_REDIS') end
+  core.set_log_level(saved[6])
+  return unpack(r)
+end
 
 local COMMANDS = { 'enqueue', 'queue-type', 'stats', 'failed', 'job', 'delete', 'work', 'cli', 'parse' }
 local KINDS = { 'flag', 'string', 'number', 'count', 'seconds' }
@@ -40,19 +53,18 @@ return function(data)
     -- args.parse itself, with a spec made of the first words
     local spec = {}
     for i = 1, math.min(#argv, 4) do spec[argv[i]:gsub('^%-+', '')] = KINDS[(#argv[i] % #KINDS) + 1] end
-    ok, code = pcall(args.parse, argv, spec, 'jobrt fuzz')
+    ok, code = sandboxed(args.parse, argv, spec, 'jobrt fuzz')
     assert(ok, 'args.parse raised: ' .. tostring(code))
     return
   elseif which == 'cli' then
     local first = argv[1]
     if first == 'run' or first == '-e' or first == 'repl' then return end
     for _, a in ipairs(argv) do if a == '-e' or a == 'run' or a == 'repl' then return end end
-    ok, code = pcall(cli.main, argv)
-    ffi.C.unsetenv('JOBRT_REDIS')        -- --redis sets it for the commands it runs
+    ok, code = sandboxed(cli.main, argv)   -- --redis sets JOBRT_REDIS: put back afterwards
   elseif which == 'work' then
-    ok, code = pcall(worker_cli.main, argv, 'work')
+    ok, code = sandboxed(worker_cli.main, argv, 'work')
   else
-    ok, code = pcall(require('jobrt.commands').main, argv, which)
+    ok, code = sandboxed(require('jobrt.commands').main, argv, which)
   end
   assert(ok, which .. ' raised: ' .. tostring(code))
   assert(code == 0 or code == 1 or code == 2, which .. ' returned ' .. tostring(code))

@@ -31,17 +31,17 @@ do
     return call(base, 'enqueue', q, { t, fn, args, id or '', hash or '', '', '', delay or '', '', '', '' })
   end
   for i = 1, 3 do enq('q', 'QUEUE', 'f', '{"i":' .. i .. '}') end
-  local res = call(base, 'reserve', 'q', { 'QUEUE', 'w1', '2', '60', '' })
-  local first = res[4][1][1]
-  call(base, 'complete', 'q', { 'QUEUE', 'w1', '', '', '', first, 'failed', 'x', 'tb', '1' })
+  local res = call(base, 'reserve', 'q', { 'QUEUE', 'w1', '2', '60', '', '' })
+  local first = res[4][1]
+  call(base, 'complete', 'q', { 'QUEUE', 'w1', '', '', '', first[1], first[4], 'failed', 'x', 'tb', '1' })
   enq('q', 'QUEUE', 'f', '{}', 'later-1', '', '60')
   enq('lb', 'LBQUEUE', 'f', '{}', '', 'h')
-  call(base, 'reserve', 'lb', { 'LBQUEUE', 'w1', '1', '60', '' })
+  call(base, 'reserve', 'lb', { 'LBQUEUE', 'w1', '1', '60', '', '' })
   enq('lb', 'LBQUEUE', 'f', '{}', '', 'h')
   enq('lb', 'LBQUEUE', 'f', '{}', '', 'g')
   enq('dq', 'DELQUEUE', 'f', '{}', 'd-1', 'h', '60')
   enq('dq', 'DELQUEUE', 'f', '{"a":[]}', '', '', '0')
-  call(base, 'reserve', 'dq', { 'DELQUEUE', 'w2', '5', '60', '' })
+  call(base, 'reserve', 'dq', { 'DELQUEUE', 'w2', '5', '60', '', '1' })
 end
 
 return function(data)

@@ -1,0 +1,35 @@
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 37) .. '...' end
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
+end
+-- "<script>: ARGV[i] <name> <msg>"
+local function argerr(i, name, msg)
+  return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
+end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
+local function check_keys()
+  if #KEYS ~= 14 then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+  end
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
+  if not prefix then
+    return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
+  end
+  for i = 2, 14 do
+    if KEYS[i] ~= prefix .. SUFFIX[i] then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+    end
+  end
+  return qname
+end

@@ -1,0 +1,185 @@
+--[[ reserve.lua: lease up to N ready jobs to one worker (seed 002's RESERVE), in one call.
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV ('' = default):
+  [1] type        QUEUE | LBQUEUE | DELQUEUE
+  [2] worker      worker id, 1..128 bytes, no '|'
+  [3] count       whole number 1..1000: how many jobs at most
+  [4] lease       seconds (0.001..86400) the jobs are held without a renew
+  [5] ttl_failed  seconds a record failed here is kept (0..315360000; 0: removed at once); '' or
+                  absent = 604800
+  [6] alone       '1' when the worker runs nothing at the moment, so it may be given a job that
+                  must run alone in its process; '' or '0' otherwise
+Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
+  backoff has passed, delayed QUEUE jobs), earliest first and first in, first out among equal
+  due times; then QUEUE: oldest of the wait list; LBQUEUE: highest priority of the ready set,
+  first in, first out among equal priorities.
+Each job: record state=executing, executing-created, worker, attempts+1 (the attempt: it only
+  grows, and the lease belongs to it), and id, queue when a hand-written record lacks them; due,
+  error-reason and error-exception (of an earlier attempt, or the wait for its due time)
+  removed when present; lease member "<worker>|<attempt>|<id>" in jobrt:{Q}:active with score =
+  lease expiry (Unix ms); LBQUEUE: its jobHash is marked running (jobrt:{Q}:lb:running), so
+  identical jobs wait in jobrt:{Q}:lb:parked. Each lease also gets a fencing token: the stats
+  counter total-reserved after this lease was counted, so tokens only grow across every job
+  and attempt of the queue (a jobHash's later holder always has a larger token).
+Jobs that must run alone: a job taken back from a worker that stopped renewing its lease (record
+  field suspect) is handed out only as the first job to a worker that runs nothing (ARGV[6]
+  alone), and then as its only job, so that when such a job crashes its worker again, nothing
+  else is hit and the loss is its own (see requeue_expired: poison jobs). A worker that is busy
+  meets it as the end of this call: the job and those after it stay where they were, and the
+  reply says `blocked` (start nothing new once these jobs are running: finish them, then
+  reserve with alone).
+Hand-written entries (an id pushed by hand, seed 004) that cannot run are not handed out:
+  no record (or a record already executing): dropped, counted in the stats counter
+  total-dropped; a record without a function field: finished as failed right here (result
+  failed, error-reason "record has no 'function' field: set HSET jobrt:{Q}:job:<id> function
+  <job name>", into jobrt:{Q}:failed, EXPIRE ttl_failed, counted in total-failed, its record
+  key published on jobrt:{Q}:results), so it shows in the failed list.
+Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
+  and a parked job was queued.
+Returns: { now, next_due, next_lease, jobs, blocked }
+  now         server time, Unix ms
+  next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
+  next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
+  jobs        array of { id, function, args, attempt, retries, timeout, jobHash, fence, alone }
+              (attempt counts from 1; retries/timeout/jobHash nil when not set on the job;
+              fence the fencing token; alone 1 when the worker must run this job by itself)
+  blocked     1 when a job that must run alone is next and this worker may not take it now (not
+              alone, or it took other jobs first), else 0
+]]
+local SCRIPT = 'reserve'
+--- @include "args"
+--- @include "time"
+--- @include "claims"
+--- @include "lease"
+--- @include "failed"
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+err = max_argv(6); if err then return redis.error_reply(err) end
+local qtype, worker, count, lease, ttl_failed
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+worker, err = worker_id(2); if err then return redis.error_reply(err) end
+count, err = req_num(3, 'count', 1, 1000, true); if err then return redis.error_reply(err) end
+lease, err = req_num(4, 'lease', 0.001, 86400); if err then return redis.error_reply(err) end
+ttl_failed, err = opt_num(5, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
+local alone = ARGV[6]
+if alone ~= nil and alone ~= '' and alone ~= '0' and alone ~= '1' then
+  return redis.error_reply(argerr(6, 'alone', "must be '1', '0' or '', got " .. shown(alone)))
+end
+alone = alone == '1'
+
+local now_ms, now_s = now()
+local prefix = KEYS[1]
+
+-- candidates, in the order they are handed out: { id, source, member, score }
+-- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
+local cands = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+if #due > 0 then
+  local members = {}
+  for i = 1, #due, 2 do
+    members[#members + 1] = due[i]
+    cands[#cands + 1] = { due[i]:match('^%d+|(.*)$') or due[i], 'due', due[i], due[i + 1] }
+  end
+  redis.call('ZREM', KEYS[4], unpack(members))
+end
+local rest = count - #cands
+if rest > 0 then
+  if qtype == 'QUEUE' then
+    local got = redis.call('RPOP', KEYS[2], rest)
+    if got then for i = 1, #got do cands[#cands + 1] = { got[i], 'wait' } end end
+  elseif qtype == 'LBQUEUE' then
+    local got = redis.call('ZPOPMIN', KEYS[3], rest)
+    for i = 1, #got, 2 do cands[#cands + 1] = { got[i]:match('^%d+|(.*)$'), 'ready', got[i], got[i + 1] } end
+  end
+end
+
+local jobs, leases, entries, running = {}, {}, {}, {}
+local fails, finished, dropped, wake = {}, {}, 0, false
+local blocked = 0
+local stop_at = nil      -- index of the first candidate not taken (it and those after go back)
+local expiry = now_ms + math.floor(lease * 1000 + 0.5)
+for i = 1, #cands do
+  local jid, source = cands[i][1], cands[i][2]
+  local rec = prefix .. jid
+  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'id', 'queue',
+    'state', 'dedup', 'due', 'error-reason', 'error-exception', 'suspect')
+  if f[1] and f[9] ~= 'executing' and f[14] and not (alone and #jobs == 0) then
+    -- it must run alone and this worker is busy (or already took jobs in this call)
+    stop_at = i
+    blocked = 1
+    break
+  end
+  if f[1] and f[9] ~= 'executing' then
+    local attempt = (tonumber(f[3]) or 0) + 1
+    -- a new attempt starts clean: an earlier attempt's error and the due time it waited for go
+    -- (so a job that then succeeds keeps neither; complete does not need to remove them)
+    if f[11] or f[12] or f[13] then redis.call('HDEL', rec, 'due', 'error-reason', 'error-exception') end
+    local upd = { 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt }
+    if not f[7] then upd[#upd + 1] = 'id'; upd[#upd + 1] = jid end
+    if not f[8] then upd[#upd + 1] = 'queue'; upd[#upd + 1] = qname end
+    redis.call('HSET', rec, unpack(upd))
+    leases[#leases + 1] = expiry
+    leases[#leases + 1] = lease_member(worker, attempt, jid)
+    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6], 0, f[14] and 1 or 0 }
+    if qtype == 'LBQUEUE' and f[6] then
+      if source == 'ready' then entries[#entries + 1] = f[6] end
+      running[#running + 1] = f[6]
+      running[#running + 1] = jid
+    end
+    if f[14] then
+      -- it runs alone: nothing more for this worker in this call
+      stop_at = i + 1
+      break
+    end
+  elseif f[9] == 'executing' or redis.call('EXISTS', rec) == 0 then
+    -- an id pushed by hand without a record (or one that runs already): nothing to run
+    dropped = dropped + 1
+  else
+    -- a hand-written record without a job name: fail it where `jobrt failed` shows it
+    redis.call('HSET', rec, 'id', jid, 'queue', qname, 'state', 'finished', 'result', 'failed',
+      'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
+      'error-exception', '', 'finished-created', now_s)
+    redis.call('HDEL', rec, 'due')
+    if qtype == 'LBQUEUE' and f[6] and source == 'ready' and redis.call('HGET', KEYS[7], f[6]) == jid then
+      redis.call('HDEL', KEYS[7], f[6])
+    end
+    if free_claims(qtype, jid, f[6], f[10]) then wake = true end
+    keep_failed(rec, jid, ttl_failed, now_ms, fails)
+    finished[#finished + 1] = rec
+  end
+end
+if stop_at then
+  -- what was not taken goes back exactly where it was
+  local back_wait = {}
+  for i = #cands, stop_at, -1 do
+    local c = cands[i]
+    if c[2] == 'due' then
+      redis.call('ZADD', KEYS[4], c[4], c[3])
+    elseif c[2] == 'ready' then
+      redis.call('ZADD', KEYS[3], c[4], c[3])
+    else
+      back_wait[#back_wait + 1] = c[1]
+    end
+  end
+  if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
+end
+if #leases > 0 then
+  redis.call('ZADD', KEYS[5], unpack(leases))
+  local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
+  for k = 1, #jobs do jobs[k][8] = top - #jobs + k end
+end
+if #entries > 0 then redis.call('HDEL', KEYS[7], unpack(entries)) end
+if #running > 0 then redis.call('HSET', KEYS[8], unpack(running)) end
+if #finished > 0 then
+  flush_failed(fails, now_ms)
+  redis.call('HINCRBY', KEYS[11], 'total-failed', #finished)
+  redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n'))
+end
+if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
+if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
+
+local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked }

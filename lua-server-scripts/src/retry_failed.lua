@@ -1,0 +1,73 @@
+--[[ retry_failed.lua: queue the jobs of the failed set again (seed 003's retryFailedJobs).
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV ('' = default):
+  [1] type   QUEUE | LBQUEUE | DELQUEUE
+  [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
+Each failed job whose record still exists: failures, stalls and suspect removed (attempts stays:
+  it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list; DELQUEUE: due now; LBQUEUE: merged
+  into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
+  jobHash runs, else a new entry). Failed-set entries whose record expired are dropped.
+Publishes: the wake channel (now, Unix ms) when jobs were queued.
+Returns: { queued, examined }: jobs queued again, failed-set entries handled (call again while
+  examined equals limit).
+]]
+local SCRIPT = 'retry_failed'
+--- @include "args"
+--- @include "time"
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+err = max_argv(2); if err then return redis.error_reply(err) end
+local qtype, limit
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
+
+local now_ms = now()
+local prefix = KEYS[1]
+local ids = redis.call('ZRANGE', KEYS[6], 0, limit - 1)
+if #ids == 0 then return { 0, 0 } end
+redis.call('ZREM', KEYS[6], unpack(ids))
+local n, wait = 0, {}
+for i = 1, #ids do
+  local jid = ids[i]
+  local rec = prefix .. jid
+  local f = redis.call('HMGET', rec, 'state', 'result', 'hash', 'pending-created', 'priority')
+  if f[1] == 'finished' and f[2] == 'failed' then
+    n = n + 1
+    redis.call('HDEL', rec, 'result', 'result-value', 'error-reason', 'error-exception', 'finished-created',
+      'executing-created', 'worker', 'dedup', 'due', 'failures', 'stalls', 'suspect')
+    -- attempts stays: it only grows (the fencing token of each new attempt)
+    redis.call('HSET', rec, 'state', 'pending')
+    redis.call('PERSIST', rec)
+    if qtype == 'QUEUE' then
+      wait[#wait + 1] = jid
+    elseif qtype == 'DELQUEUE' then
+      redis.call('ZADD', KEYS[4], now_ms, order_of(f[4]) .. '|' .. jid)
+    else
+      local h = f[3] or ''
+      local running = redis.call('HGET', KEYS[8], h)
+      local other
+      if running then other = redis.call('HGET', KEYS[9], h) else other = redis.call('HGET', KEYS[7], h) end
+      if other then
+        -- one entry per jobHash: count this job into the waiting (or parked) one
+        redis.call('DEL', rec)
+        if running then
+          redis.call('HINCRBYFLOAT', prefix .. other, 'priority', 1)
+        else
+          local o = redis.call('HGET', prefix .. other, 'pending-created')
+          local p = -tonumber(redis.call('ZINCRBY', KEYS[3], -1, order_of(o) .. '|' .. other))
+          redis.call('HSET', prefix .. other, 'priority', tostring(p))
+        end
+      elseif running then
+        redis.call('HSET', KEYS[9], h, jid)
+      else
+        redis.call('HSET', KEYS[7], h, jid)
+        redis.call('ZADD', KEYS[3], -(tonumber(f[5]) or 1), order_of(f[4]) .. '|' .. jid)
+      end
+    end
+  end
+end
+if #wait > 0 then redis.call('LPUSH', KEYS[2], unpack(wait)) end
+if n > 0 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
+return { n, #ids }
