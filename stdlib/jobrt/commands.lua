@@ -316,7 +316,11 @@ local function enqueue_stdin(q, cmd, queue, job, base, limit)
   for i, l in ipairs(lines) do
     -- a line of objects holds options beside its args: some room for them
     local v, jerr, jcode = json.decode(l.text, { max_bytes = job and limit or limit + 65536 })
-    if v == nil then
+    if v == nil and jcode == 'ETOOBIG' and not job then
+      errline(cmd, str_format('line %d of stdin is %d bytes; its args may be at most %d bytes (--max-payload BYTES sets the limit)',
+        l.n, #l.text, limit))
+      return 2
+    elseif v == nil then
       errline(cmd, json_problem(str_format('line %d of stdin', l.n), jerr, jcode) ..
         (jcode == 'EJSON' and ': write one JSON value per line' or ''))
       return 2
