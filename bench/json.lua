@@ -32,10 +32,10 @@ local A = core.array_mt
 local candidates = {
   { name = 'lua-cjson 2.1.0 (before)', enc = cjson.encode, dec = cjson.decode, arr = function(t) return t end },
   { name = 'dkjson 2.6, pure Lua', enc = dk_plain and function(v) return dk_plain.encode(v) end,
-    dec = dk_plain and function(s) return dk_plain.decode(s) end,
+    dec = dk_plain and function(s) return dk_plain.decode(s) end, null = dk_plain and dk_plain.null,
     arr = function(t) return setmetatable(t, { __jsontype = 'array' }) end },
   { name = 'dkjson 2.6 + LPeg', enc = dk_lpeg and function(v) return dk_lpeg.encode(v) end,
-    dec = dk_lpeg and function(s) return dk_lpeg.decode(s) end,
+    dec = dk_lpeg and function(s) return dk_lpeg.decode(s) end, null = dk_lpeg and dk_lpeg.null,
     arr = function(t) return setmetatable(t, { __jsontype = 'array' }) end },
   { name = 'own pure-Lua codec', enc = luac.encode, dec = luac.decode,
     arr = function(t) return setmetatable(t, luac.array_mt) end },
@@ -97,6 +97,7 @@ end
 
 -- a value whose tables are marked as arrays the candidate's way (for its encoder)
 local function convert(v, c)
+  if v == core.null and c.null then return c.null end       -- dkjson has a null of its own
   if type(v) ~= 'table' then return v end
   local out = {}
   for k, x in pairs(v) do out[k] = convert(x, c) end
