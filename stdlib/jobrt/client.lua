@@ -273,16 +273,38 @@ local function split_conf(fname, conf)
   return c, conf.max_payload
 end
 
--- The address a connect() argument points at, for messages.
+-- url with its password shown as ***: the part between "user:" (or "//") and the last '@' of
+-- the authority, and the value of password= in the query.
+local function masked(url)
+  local scheme, rest = url:match('^(.-://)(.*)$')
+  if not scheme then return url end
+  local alen = rest:find('[/?#]') or #rest + 1
+  local auth, tail = rest:sub(1, alen - 1), rest:sub(alen)
+  local at = auth:match('^.*()@')
+  if at then
+    local cred = auth:sub(1, at - 1)
+    local user = cred:match('^([^:]*):')
+    auth = (user and user .. ':' or '') .. '***' .. auth:sub(at)
+  end
+  return scheme .. auth .. tail:gsub('([?&]password=)[^&#]*', '%1***')
+end
+_M.masked = masked
+
+-- The address a connect() argument points at, for messages and logs: host:port or the socket
+-- path, never a password.
 function _M.describe(conf)
   if conf == nil then conf = os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL end
   local t = conf
   if type(conf) == 'string' then
     t = redis.parse_url(conf)
-    if not t then return conf end
+    if not t then return masked(conf) end
   end
   if type(t) ~= 'table' then return tostring(conf) end
-  if t.url and not t.host and not t.path then return t.url end
+  if t.url and not t.host and not t.path then
+    local u = redis.parse_url(t.url)
+    if not u then return masked(t.url) end
+    t = u
+  end
   if t.path then return 'unix://' .. t.path end
   return str_format('%s:%s', t.host or '127.0.0.1', t.port or 6379)
 end

@@ -87,6 +87,19 @@ describe('the Redis password', function()
     check({ 'work', dir, '--procs', '2' }, { JOBRT_REDIS = url })
   end)
 
+  it('is masked where jobrt names an address (client.describe, used by jobrt web\'s logs and errors)', function()
+    local client = require 'jobrt.client'
+    local CASES = {
+      { 'redis://user:' .. SECRET .. '@h:1/0', 'h:1' },
+      { { url = 'redis://:' .. SECRET .. '@h:7' }, 'h:7' },
+      { 'redis://:' .. SECRET .. '@h:notaport', 'redis://:***@h:notaport' },
+      { 'rediss://u:' .. SECRET .. '@@h:1', 'rediss://u:***@h:1' },
+      { 'unix:///tmp/s?password=' .. SECRET .. '&db=1', 'unix:///tmp/s?password=***&db=1' },
+      { 'redis+sentinel://a:' .. SECRET .. '@h1:1,h2:2/m', 'redis+sentinel://a:***@h1:1,h2:2/m' },
+    }
+    for _, c in ipairs(CASES) do assert.equal(c[2], client.describe(c[1])) end
+  end)
+
   it('is not echoed when it is wrong', function()
     local wrong = ('redis://:%sx@127.0.0.1:%d'):format(SECRET, server.port)
     local code, out, err = h.run_jobrt({ 'stats' }, { env = { JOBRT_REDIS = wrong } })
