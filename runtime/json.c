@@ -602,10 +602,12 @@ static size_t opt_limit(lua_State *L, int idx) {
   return v >= 9007199254740992.0 ? (size_t)1 << 53 : (size_t)v;
 }
 
-/* The encoder's state. One is enough: encoding runs no Lua code, so it
- * never re-enters, and the host runs Lua on one thread. */
+/* The encoder's state: a static one normally (it is 30 KiB: no malloc per
+ * call). Encoding runs no Lua code, but growing the Lua stack allocates, and
+ * an allocation may run a finalizer (__gc) that encodes JSON itself: such a
+ * nested call gets a malloc'd state of its own. */
 static enc_t the_enc;
-
+static int the_enc_busy;
 /* encode(value[, max_bytes[, sort[, indent[, root]]]]) -> text | nil, message, code
  * max_bytes: longest text allowed (default: no limit); sort: object keys in
  * byte order (stable text for equal values); indent: a string makes the
@@ -621,6 +623,12 @@ static int l_encode(lua_State *L) {
   const char *root = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "value";        /* stays at 5 */
   lua_settop(L, 5);
   enc_t *e = &the_enc;
+  if (the_enc_busy) {
+    e = malloc(sizeof *e);
+    if (e == NULL) return push_fail(L, "out of memory", "ENOMEM");
+  } else {
+    the_enc_busy = 1;
+  }
   e->buf = NULL;
   e->len = e->cap = 0;
   e->max = max;
@@ -632,15 +640,20 @@ static int l_encode(lua_State *L) {
   e->code = NULL;
   int rc = enc_value(e, L, 1);
   char *buf = e->buf;
+  size_t len = e->len;
   e->buf = NULL;
   if (rc) {
     free(buf);
     lua_settop(L, 5);
-    return push_fail(L, e->msg, e->code);
+    lua_pushnil(L);
+    lua_pushstring(L, e->msg);
+    lua_pushstring(L, e->code);
+  } else {
+    lua_pushlstring(L, buf ? buf : "", len);
+    free(buf);
   }
-  lua_pushlstring(L, buf ? buf : "", e->len);
-  free(buf);
-  return 1;
+  if (e == &the_enc) the_enc_busy = 0; else free(e);
+  return rc ? 3 : 1;
 }
 
 /* ---- decoder -------------------------------------------------------------- */

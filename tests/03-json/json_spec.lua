@@ -238,3 +238,38 @@ describe('jobrt.json', function()
     end)
   end)
 end)
+
+describe('jobrt.json inside a finalizer', function()
+  it('an encode run by a __gc during another encode leaves both intact', function()
+    local json = require 'jobrt.json'
+    local deep = {}
+    local t = deep
+    for i = 1, 300 do t.k = { v = 'level ' .. i, w = i }; t = t.k end
+    local want = json.encode(deep, { sort = true })
+    local nested, bad = 0, 0
+    local pause = collectgarbage('setpause', 0)
+    local stepmul = collectgarbage('setstepmul', 1000)
+    collectgarbage()          -- a full cycle, so the next one starts at once (pause 0)
+    local ok, err = pcall(function()
+      for round = 1, 30 do
+        for _ = 1, 200 do
+          local p = newproxy(true)
+          getmetatable(p).__gc = function()
+            nested = nested + 1
+            if json.encode({ a = { 1, 'x' } }) ~= '{"a":[1,"x"]}' then bad = bad + 1 end
+          end
+        end
+        -- sorting keys pushes them on the stack (lua_pushlstring), and every push may run a
+        -- step of the collector, which may run finalizers
+        local co = coroutine.create(function() return json.encode(deep, { sort = true }) end)
+        local _, text = coroutine.resume(co)
+        if text ~= want then error('round ' .. round .. ': the outer encode was disturbed') end
+      end
+    end)
+    collectgarbage('setpause', pause)
+    collectgarbage('setstepmul', stepmul)
+    assert(ok, err)
+    assert.equal(0, bad)
+    assert.is_true(nested > 0)
+  end)
+end)
