@@ -30,7 +30,7 @@ local function start_worker(url, extra)
   for _, x in ipairs(extra or {}) do a[#a + 1] = x end
   local p = h.spawn_jobrt(a, { capture = false })
   local r = h.redis(url)
-  h.wait_for(function() return #r:call("SMEMBERS", "jobrt:workers") > 0 end, 10, "the bench worker")
+  h.wait_for(function() return r:call("ZCARD", "jobrt:{workers}") > 0 end, 10, "the bench worker")
   r:close()
   return p
 end

@@ -9,6 +9,8 @@
 #define JR_PRIVATE_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
 #include <uv.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -59,10 +61,14 @@ void jr_sched_dump(void);
 int jr_sched_spawn(lua_State *L, int nargs);      /* fn and args on top of L */
 void jr_resume(lua_State *co, int nargs);
 int jr_park(lua_State *L);                        /* return jr_park(L) from a C function */
+void jr_check_park(lua_State *L, const char *fname); /* raises unless L may be parked */
 int jr_ref_thread(lua_State *L);                  /* ref the running thread */
 lua_State *jr_unref_thread(int ref);              /* get thread back, drop the ref */
 void jr_drop_thread(lua_State *L, int ref);       /* drop the ref, thread not resumed */
 void jr_report_error(lua_State *co, const char *what);
+extern _Atomic uint64_t jr_run_deadline_ns;       /* job deadline of the running coroutine */
+extern lua_State *jr_running_co;                  /* the coroutine jr_resume runs now */
+int jr_scope_interrupt(lua_State *L);             /* for the watchdog hook (proc.c) */
 void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jr_open_core(lua_State *L);
 

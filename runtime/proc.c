@@ -342,6 +342,7 @@ static int p_kill(lua_State *L) {
 /* p:wait() -> exit_status, term_signal|nil (yields until exit and EOF) */
 static int p_wait(lua_State *L) {
   jr_proc *p = check_proc(L);
+  jr_check_park(L, "proc wait");
   if (p->waiter_ref != LUA_NOREF) return luaL_error(L, "proc: wait() already in progress");
   int done = p->exited;
   for (int i = 1; i <= 2; i++)
@@ -452,12 +453,22 @@ static int l_heartbeat(lua_State *L) {
  * coroutine, so only that job fails. Code running inside a JIT-compiled
  * loop never sees the hook; if the loop is still stuck after another
  * `limit` seconds the process says why and exits (status 70), so that a
- * supervisor restarts it rather than it stalling silently. */
+ * supervisor restarts it rather than it stalling silently.
+ *
+ * The same thread enforces job deadlines (a handler's timeout, the end of
+ * its confirmed lease) from the handler's first instruction: the scheduler
+ * publishes the deadline of the job whose coroutine runs now
+ * (jr_run_deadline_ns); once it has passed and that code is still running,
+ * the hook ends the job's scope (sched.c: jr_scope_interrupt) and raises an
+ * error at every instruction until the coroutine has unwound, so a pcall
+ * of the handler's own cannot swallow it. With limit 0 only deadlines are
+ * watched. */
 #include <pthread.h>
 #include <stdatomic.h>
 
 static _Atomic uint64_t last_tick;
 static _Atomic int hooked;
+static _Atomic int deadline_hooked;      /* a job ran past its deadline without yielding */
 static double wd_limit;
 static pthread_t main_thread;
 static uv_timer_t *wd_timer;
@@ -466,6 +477,15 @@ static const char WD_HANDLERS[] = "jobrt.watchdog.handlers";  /* weak set of han
 
 static void wd_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
+  if (atomic_load(&deadline_hooked)) {
+    if (jr_scope_interrupt(L))
+      luaL_error(L, "interrupted: the job's deadline passed while its handler ran without yielding");
+    if (!atomic_load(&hooked)) {         /* that job's code has unwound: nothing more to do */
+      atomic_store(&deadline_hooked, 0);
+      lua_sethook(L, NULL, 0, 0);
+      return;
+    }
+  }
   /* Only a job handler's coroutine is interrupted; anything else (the
    * worker's own code, stalled in C for a moment) is left alone and the
    * hook stays armed until a handler runs or the loop ticks again. */
@@ -487,14 +507,15 @@ static void wd_hook(lua_State *L, lua_Debug *ar) {
 
 static void wd_signal(int sig) {
   (void)sig;
-  if (jr_H.L && !jr_H.shutting_down && atomic_load(&hooked))
+  if (jr_H.L && !jr_H.shutting_down && (atomic_load(&hooked) || atomic_load(&deadline_hooked)))
     lua_sethook(jr_H.L, wd_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 static void wd_tick(uv_timer_t *t) {
   (void)t;
   atomic_store(&last_tick, uv_hrtime());
-  if (atomic_exchange(&hooked, 0)) lua_sethook(jr_H.L, NULL, 0, 0);  /* unstuck by itself */
+  int was = atomic_exchange(&hooked, 0);
+  if (atomic_exchange(&deadline_hooked, 0) || was) lua_sethook(jr_H.L, NULL, 0, 0);  /* unstuck */
 }
 
 static void *wd_thread(void *arg) {
@@ -502,10 +523,19 @@ static void *wd_thread(void *arg) {
   uint64_t limit_ns = (uint64_t)(wd_limit * 1e9);
   uint64_t hooked_at = 0;
   for (;;) {
-    struct timespec ts = {0, 100 * 1000 * 1000};
+    struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
     if (jr_H.shutting_down) return NULL;
     uint64_t now = uv_hrtime(), last = atomic_load(&last_tick);
+    /* the coroutine running now belongs to a job whose deadline has passed: it was resumed
+     * before the deadline (else the scheduler would not have resumed it) and has not yielded
+     * since, so it is running past it */
+    uint64_t deadline = atomic_load(&jr_run_deadline_ns);
+    if (deadline != 0 && now > deadline + 10 * 1000 * 1000 && !atomic_load(&deadline_hooked)) {
+      atomic_store(&deadline_hooked, 1);
+      pthread_kill(main_thread, SIGALRM);
+    }
+    if (limit_ns == 0) continue;          /* deadlines only */
     if (now - last < limit_ns) {
       hooked_at = 0;
       continue;
@@ -552,10 +582,12 @@ static int l_watch_handler(lua_State *L) {
   return 0;
 }
 
-/* proc.watchdog(seconds): start the in-process watchdog (once). */
+/* proc.watchdog(seconds): start the in-process watchdog (once). seconds: how long the loop
+ * may stop ticking before a handler is interrupted (>= 0.2), or 0 to enforce only job
+ * deadlines (a --procs child, whose supervisor watches its loop). */
 static int l_watchdog(lua_State *L) {
   double s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0.2, 1, "at least 0.2 seconds");
+  luaL_argcheck(L, s == 0 || s >= 0.2, 1, "0, or at least 0.2 seconds");
   if (wd_timer) return 0;
   wd_limit = s;
   main_thread = pthread_self();

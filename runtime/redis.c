@@ -924,6 +924,7 @@ static int l_new(lua_State *L) {
 /* conn:_connect() -> true | nil, "ECONNREFUSED: ..." (yields) */
 static int c_connect(lua_State *L) {
   jr_conn *c = check_conn(L);
+  jr_check_park(L, "redis.connect");
   if (c->ac || c->state == ST_CLOSED) return push_err(L, JR_ECLOSED, "redis: connect() called twice");
   c->ac = new_ctx(c);
   if (c->ac == NULL) {
@@ -1039,7 +1040,7 @@ static int do_call(lua_State *L, jr_conn *c, double timeout, int first) {
   if (c->ac == NULL || c->state == ST_DOWN)
     return push_err(L, JR_ECONN, "not connected to redis at %s (reconnecting: %s)", c->addr,
                     c->lasterr[0] ? c->lasterr : "connection lost");
-  if (L == jr_H.L) return luaL_error(L, "redis: call from outside a coroutine (use jobrt.spawn)");
+  jr_check_park(L, "redis call");
   /* These turn the connection into a stream of pushed messages, which a
    * call (one reply per command) cannot carry. */
   if (!strcasecmp(argv[0], "SUBSCRIBE") || !strcasecmp(argv[0], "PSUBSCRIBE") ||

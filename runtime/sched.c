@@ -14,6 +14,7 @@
 #include "private.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -151,15 +152,28 @@ void jr_report_error(lua_State *co, const char *what) {
 /* Resumes co with nargs values already on its stack. On return the
  * coroutine is parked on some event, queued to run again, finished, or
  * failed (reported with its traceback). Never raises. */
-static int scope_check(lua_State *co);
+static int scope_check(lua_State *co, double *deadline);
+
+/* The coroutine jr_resume is running now (NULL: none) and the deadline of its job scope in
+ * uv_hrtime nanoseconds (0: none). The watchdog thread (proc.c) reads the deadline to
+ * interrupt a handler that runs past it without yielding; its hook reads the coroutine. */
+_Atomic uint64_t jr_run_deadline_ns;
+lua_State *jr_running_co;
 
 void jr_resume(lua_State *co, int nargs) {
-  if (is_cancelled(co) || (n_scoped > 0 && scope_check(co))) {
+  double deadline = 0;
+  if (is_cancelled(co) || (n_scoped > 0 && scope_check(co, &deadline))) {
     lua_settop(co, 0);
     return;
   }
   jr_H.parked = 0;
+  uint64_t prev_deadline = atomic_load(&jr_run_deadline_ns);
+  lua_State *prev_co = jr_running_co;
+  atomic_store(&jr_run_deadline_ns, deadline > 0 ? (uint64_t)(deadline * 1e9) : 0);
+  jr_running_co = co;
   int st = lua_resume(co, nargs);
+  jr_running_co = prev_co;
+  atomic_store(&jr_run_deadline_ns, prev_deadline);
   if (st == LUA_YIELD) {
     if (!jr_H.parked) {                  /* bare yield: run again next turn */
       lua_settop(co, 0);
@@ -186,7 +200,7 @@ void jr_resume(lua_State *co, int nargs) {
   if (st == 0) {
     if (is_main && lua_gettop(co) > 0 && lua_type(co, 1) == LUA_TNUMBER)
       jr_H.exit_code = (int)lua_tointeger(co, 1);
-  } else {
+  } else if (!is_cancelled(co)) {
     jr_report_error(co, is_main ? NULL : "coroutine failed");
     if (is_main) jr_H.exit_code = 1;
   }
@@ -309,6 +323,9 @@ static void on_ready(uv_idle_t *h) {
       for (int a = 2; a <= nargs + 1; a++) lua_rawgeti(L, entry, a);
       lua_xmove(L, co, nargs);
       jr_resume(co, nargs);
+    } else if (co != NULL && lua_status(co) == 0 && lua_gettop(co) > 0 && anchor_get(co) == 4) {
+      anchor_set(co, 1);                   /* spawned later: fn and its args on its stack */
+      jr_resume(co, lua_gettop(co) - 1);
     }
     lua_settop(L, entry - 1);
   }
@@ -349,11 +366,23 @@ static int l_spawn(lua_State *L) {
   return jr_sched_spawn(L, lua_gettop(L) - 1);
 }
 
+/* Raises a clear error unless L may be parked: it must be a coroutine that jobrt started
+ * (jobrt.spawn, a handler, a timer callback...). A coroutine made with coroutine.create or
+ * coroutine.wrap (inside a handler, say) cannot wait on the loop: jobrt resumes the coroutine
+ * that parked, which would return to whoever resumed it last instead of to its caller, and the
+ * generator would yield nothing. Call it before arming anything. fname names the call. */
+void jr_check_park(lua_State *L, const char *fname) {
+  if (lua_pushthread(L)) luaL_error(L, "%s: called outside a coroutine (run it inside jobrt.spawn)", fname);
+  lua_pop(L, 1);
+  if (anchor_get(L) == 0)
+    luaL_error(L, "%s: cannot wait inside a coroutine made with coroutine.create or coroutine.wrap (jobrt resumes "
+               "only coroutines it started): start it with jobrt.spawn instead, and hand results back with a "
+               "jobrt.cond or jobrt.waitgroup", fname);
+}
+
 /* jobrt.suspend() -> values passed to jobrt.wake */
 static int l_suspend(lua_State *L) {
-  if (lua_pushthread(L)) return luaL_error(L, "jobrt.suspend: called outside a coroutine");
-  lua_pop(L, 1);
-  if (anchor_get(L) == 0) return luaL_error(L, "jobrt.suspend: coroutine was not started by jobrt.spawn");
+  jr_check_park(L, "jobrt.suspend");
   anchor_set(L, 2);
   return jr_park(L);
 }
@@ -481,23 +510,72 @@ static int scope_cancel_members(lua_State *L, int idx) {
   return n;
 }
 
-/* The deadline of the scope at idx passed: cancel its members, then run
- * its on_expire(scope) in a new coroutine (outside any scope). */
-static void scope_expire(lua_State *L, int idx) {
-  scope_cancel_members(L, idx);
-  lua_getfenv(L, idx);
-  lua_getfield(L, -1, "cb");
-  lua_remove(L, -2);
-  if (lua_isfunction(L, -1) && !jr_H.shutting_down) {
-    lua_pushvalue(L, idx);
-    jr_sched_spawn(L, 1);
+/* The end of a scope, run in a coroutine of its own (outside the scope): every function given
+ * to scope:on_end, in order (an error in one is reported; the others still run), then
+ * on_expire(scope) when the deadline ended the scope. Arguments: scope, expired (boolean). */
+static int l_scope_finish(lua_State *L) {
+  int expired = lua_toboolean(L, 2);
+  lua_getfenv(L, 1);
+  lua_getfield(L, -1, "ends");
+  int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+      jr_log(3, "scope:on_end function failed: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(no message)");
+      lua_pop(L, 1);
+    }
   }
   lua_pop(L, 1);
+  if (expired) {
+    lua_getfield(L, -1, "cb");
+    if (lua_isfunction(L, -1)) {
+      lua_pushvalue(L, 1);
+      lua_call(L, 1, 0);
+    }
+  }
+  return 0;
+}
+
+/* Ends the scope at idx (of L) once: cancels its members, then runs its end (l_scope_finish)
+ * in a new coroutine: now, or on the next loop turn when `later` (from the watchdog hook,
+ * where no other coroutine may run). expired: the deadline ended it (on_expire runs). Returns
+ * the number of members that were live. */
+static int scope_end(lua_State *L, int idx, int expired, int later) {
+  jr_scope *s = lua_touserdata(L, idx);
+  if (s->expired) return 0;
+  int n = scope_cancel_members(L, idx);
+  if (jr_H.shutting_down) return n;
+  lua_State *M = jr_H.L;
+  if (!later) {
+    lua_pushcfunction(M, l_scope_finish);
+    lua_pushvalue(L, idx);
+    lua_xmove(L, M, 1);
+    lua_pushboolean(M, expired);
+    jr_sched_spawn(M, 2);                    /* M is in no scope: neither is the new one */
+    lua_pop(M, 1);
+    return n;
+  }
+  lua_State *co = lua_newthread(M);          /* M: ..., thread */
+  lua_pushcfunction(co, l_scope_finish);
+  lua_pushvalue(L, idx);
+  lua_xmove(L, co, 1);
+  lua_pushboolean(co, expired);
+  anchor_set(co, 4);                         /* on_ready starts it */
+  jr_H.live++;
+  push_regtable(M, READY, NULL);             /* M: ..., thread, READY */
+  lua_createtable(M, 1, 0);
+  lua_pushvalue(M, -3);
+  lua_rawseti(M, -2, 1);
+  lua_rawseti(M, -2, ++ready_len);
+  lua_pop(M, 2);
+  uv_idle_start(&ready_idle, on_ready);
+  return n;
 }
 
 /* Called before resuming co (when scopes are in use): returns 1 when co
  * must not run because its scope expired (now or before). */
-static int scope_check(lua_State *co) {
+static int scope_check(lua_State *co, double *deadline) {
   lua_State *L = jr_H.L;
   if (!scope_push_of(L, co)) return 0;
   jr_scope *s = lua_touserdata(L, -1);
@@ -506,9 +584,35 @@ static int scope_check(lua_State *co) {
     stop = 1;
   } else if (s->deadline > 0 && mono_now() >= s->deadline) {
     stop = 1;
-    scope_expire(L, lua_gettop(L));
+    scope_end(L, lua_gettop(L), 1, 0);
   }
+  *deadline = s->deadline;
   lua_pop(L, 1);
+  return stop;
+}
+
+/* Called by the watchdog's hook (proc.c) inside the running coroutine L, on the main thread.
+ * Returns 1 when the code running now must be interrupted: the coroutine jr_resume runs (L
+ * itself, or the one that resumed L with coroutine.resume) belongs to a job scope whose
+ * deadline has passed, or that has ended already. The first time, the scope ends: its members
+ * are cancelled (they never run again once they yield or fail) and its on_expire runs on the
+ * next loop turn. The caller then raises an error, and keeps raising at every instruction
+ * while this returns 1, so no pcall of the handler's can swallow the interruption. */
+int jr_scope_interrupt(lua_State *L) {
+  lua_State *co = jr_running_co;
+  if (co == NULL || n_scoped == 0) return 0;
+  int top = lua_gettop(L);
+  int stop = 0;
+  if (scope_push_of(L, co)) {
+    jr_scope *s = lua_touserdata(L, -1);
+    if (s->expired) {
+      stop = 1;
+    } else if (s->deadline > 0 && mono_now() >= s->deadline) {
+      stop = 1;
+      scope_end(L, lua_gettop(L), 1, 1);       /* on_expire must not run inside the hook */
+    }
+  }
+  lua_settop(L, top);
   return stop;
 }
 
@@ -574,8 +678,33 @@ static int l_scope_deadline(lua_State *L) {
  * member is cancelled (the running one, if any, at its next yield). */
 static int l_scope_cancel(lua_State *L) {
   check_scope(L);
-  lua_pushinteger(L, scope_cancel_members(L, 1));
+  lua_pushinteger(L, scope_end(L, 1, 0, 0));
   return 1;
+}
+
+/* scope:on_end(fn): fn(scope) runs (in a coroutine of its own) when the scope ends, by its
+ * deadline or by cancel(); at once when it has ended already. For what a job started outside
+ * Lua (a child process, say) that must stop with it. */
+static int l_scope_on_end(lua_State *L) {
+  jr_scope *s = check_scope(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->expired) {
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  lua_getfenv(L, 1);
+  lua_getfield(L, -1, "ends");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "ends");
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  return 0;
 }
 
 /* scope:ended() -> true once the deadline passed or cancel() was called */
@@ -615,6 +744,7 @@ static void scope_register(lua_State *L) {
       {"spawn", l_scope_spawn},   {"set_deadline", l_scope_set_deadline},
       {"deadline", l_scope_deadline}, {"cancel", l_scope_cancel},
       {"ended", l_scope_ended},   {"live", l_scope_live},
+      {"on_end", l_scope_on_end},
       {NULL, NULL}};
   luaL_newmetatable(L, SCOPE_MT);
   lua_newtable(L);

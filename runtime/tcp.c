@@ -172,8 +172,7 @@ static int l_connect(lua_State *L) {
     lua_pushfstring(L, "EINVAL: '%s' is not an IP address", host);
     return 2;
   }
-  if (lua_pushthread(L)) return luaL_error(L, "tcp.connect: called outside a coroutine");
-  lua_pop(L, 1);
+  jr_check_park(L, "tcp.connect");
   jr_tcp *t = calloc(1, sizeof *t);
   if (t == NULL) return luaL_error(L, "tcp.connect: out of memory");
   uv_tcp_init(jr_H.loop, &t->tcp);
@@ -220,6 +219,7 @@ static void on_write(uv_write_t *w, int status) {
 /* c:write(bytes) -> true | nil, err. Yields until written. */
 static int c_write(lua_State *L) {
   jr_tcp *t = check(L);
+  jr_check_park(L, "tcp write");
   size_t n;
   const char *s = luaL_checklstring(L, 2, &n);
   if (t->err) return push_status(t, L);
@@ -241,6 +241,7 @@ static int c_write(lua_State *L) {
 /* c:read([timeout]) -> bytes | nil (closed by the peer) | nil, err. Yields. */
 static int c_read(lua_State *L) {
   jr_tcp *t = check(L);
+  jr_check_park(L, "tcp read");
   double timeout = luaL_optnumber(L, 2, 0);
   if (t->len > 0 || t->eof || t->err) return push_read(t, L);
   t->waiter = jr_ref_thread(L);

@@ -57,6 +57,7 @@ static void poll_closed(uv_handle_t *h) { free(h->data); }
 
 /* term.readline(prompt) -> line | nil at end of input (yields) */
 static int l_readline(lua_State *L) {
+  jr_check_park(L, "term.readline");
   const char *prompt = luaL_optstring(L, 1, "> ");
   if (line_ref != LUA_NOREF) return luaL_error(L, "term.readline: another coroutine is already reading");
   if (tty_poll == NULL) {
@@ -278,6 +279,7 @@ static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* term.read_line() -> line | nil at end of input (yields on a pipe) */
 static int l_read_line(lua_State *L) {
+  jr_check_park(L, "term.read_line");
   if (take_line(L)) return 1;
   if (line_ref != LUA_NOREF) return luaL_error(L, "term.read_line: another coroutine is already reading");
   /* Only pipes and sockets can be watched by the loop; a file, /dev/null or

@@ -43,8 +43,7 @@ static uint64_t to_ms(lua_State *L, int idx, const char *fname) {
 /* jobrt.sleep(seconds): parks the coroutine for at least that long. */
 static int l_sleep(lua_State *L) {
   uint64_t ms = to_ms(L, 1, "jobrt.sleep");
-  if (lua_pushthread(L)) return luaL_error(L, "jobrt.sleep: called outside a coroutine");
-  lua_pop(L, 1);
+  jr_check_park(L, "jobrt.sleep");
   jr_sleep *s = malloc(sizeof *s);
   if (s == NULL) return luaL_error(L, "jobrt.sleep: out of memory");
   uv_timer_init(jr_H.loop, &s->t);

@@ -283,6 +283,21 @@ describe('server scripts', function()
       assert.equal(2, r:call('LLEN', 'jobrt:{q}:wait'))
       assert.is_nil(rec('q', a).hash)
     end)
+    it('keeps enqueue order among equal due times (twelve jobs at the same timestamp)', function()
+      local at = (server_ms() + 300) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('q', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      h.wait_for(function() return server_ms() >= at * 1000 end, 3, 'the due time')
+      local got = {}
+      for i = 1, 12 do got[i] = o:reserve('q', 'w', 1, 10).jobs[1].id end
+      assert.same(ids, got)       -- 1, 2, ... 12, not 1, 10, 11, 12, 2, ...
+    end)
+    it('DELQUEUE: keeps enqueue order among jobs due at the same time', function()
+      local at = (server_ms() - 1000) / 1000
+      local ids = {}
+      for i = 1, 12 do ids[i] = enq('dq', 'f', '{"i":' .. i .. '}', { timestamp = at }) end
+      assert.same(ids, ids_of(o:reserve('dq', 'w', 12, 10)))
+    end)
     it('holds a delayed job until it is due', function()
       local id = enq('q', 'f', '{}', { delay = 0.3 })
       local res = o:reserve('q', 'w', 10, 10)
@@ -1463,8 +1478,28 @@ describe('server scripts', function()
       end)
     end
 
+    -- register.lua takes the registry keys, not a queue's
+    local REG = { 'jobrt:{workers}', 'jobrt:{workers}:w1' }
+    local reg_cases = {
+      { { 'jobrt:workers', 'jobrt:{workers}:w1' }, { 'beat', '6', 'id', 'w1' }, "register: expected KEYS 'jobrt:{workers}' and 'jobrt:{workers}:<id>' (or the prefix 'jobrt:{workers}:' to list)" },
+      { REG, { 'dance' }, "register: ARGV[1] op must be 'beat', 'stop' or 'list', got 'dance'" },
+      { REG, { 'beat', '0', 'id', 'w1' }, "register: ARGV[2] ttl must be seconds from 1 to 86400, got '0'" },
+      { REG, { 'beat', '6', 'id' }, 'register: ARGV after [2] must be 1 to 64 field, value pairs, got 1 values' },
+      { { 'jobrt:{workers}', 'jobrt:{workers}:a|b' }, { 'beat', '6', 'id', 'x' }, "register: the worker id (after jobrt:{workers}:) must be 1-128 bytes without control characters, braces or |, got 'a|b'" },
+    }
+    for _, c in ipairs(reg_cases) do
+      it('register ' .. table.concat(c[2], ' '), function()
+        populate()
+        local before = snapshot()
+        local res, err = s:call('register', c[1], c[2])
+        assert.is_nil(res)
+        assert.equal(c[3], err)
+        assert.same(before, snapshot())
+      end)
+    end
+
     it('has a case for every script', function()
-      local covered = {}
+      local covered = { register = #reg_cases > 0 }
       for _, c in ipairs(cases) do covered[c[1]] = true end
       for _, n in ipairs(scripts.NAMES) do assert.is_true(covered[n] == true, n) end
     end)

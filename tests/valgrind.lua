@@ -27,7 +27,7 @@ local log = dir .. "/valgrind.log"
 local p = assert(proc.spawn{ file = "valgrind", args = { "valgrind", "--leak-check=full",
   "--errors-for-leak-kinds=definite", "--error-exitcode=9", "--log-file=" .. log,
   h.jobrt_bin, "work", dir, "--redis", server.url, "--log-level", "warn" } })
-h.wait_for(function() return #r:call("SMEMBERS", "jobrt:workers") > 0 end, 60, "the worker under valgrind")
+h.wait_for(function() return r:call("ZCARD", "jobrt:{workers}") > 0 end, 60, "the worker under valgrind")
 for i = 1, 100 do
   local fn = ({ "ok", "fail", "slow", "enq" })[i % 4 + 1]
   assert(o:enqueue("V", fn, '{"n":' .. i .. '}', {}))

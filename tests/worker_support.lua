@@ -9,6 +9,9 @@
 --   ws.enqueue(o, queue, job, args_table, opts) -> id
 --   ws.state_of(o, queue, id) -> state, record
 --   ws.REPORT: Lua text for job files: note(job, what) appends {id, what, t, w, a} to test:log
+--   ws.injector() -> inject(name, wrap, w), restore(): fault injection into an in-process
+--       worker w: wraps operation `name` of jobrt.ops for w's ops object only (calls still go to
+--       the real Redis): wrap(real, self, ...) decides what the worker sees
 local cjson = require 'cjson'
 local h = require 'tests.helpers'
 
@@ -26,7 +29,7 @@ end
 
 function ws.start_worker(dir, extra, url, nworkers)
   local r = h.redis(url)
-  local before = #r:call("SMEMBERS", "jobrt:workers")
+  local before = r:call("ZCARD", "jobrt:{workers}")
   local a = { "work", dir, "--redis", url or h.url }
   for _, x in ipairs(extra or {}) do a[#a + 1] = x end
   local p = h.spawn_jobrt(a)
@@ -35,7 +38,7 @@ function ws.start_worker(dir, extra, url, nworkers)
       local out, err = p:output()
       error("worker exited early: " .. out .. err)
     end
-    return #r:call("SMEMBERS", "jobrt:workers") >= before + (nworkers or 1)
+    return r:call("ZCARD", "jobrt:{workers}") >= before + (nworkers or 1)
   end, 10, "the worker to register")
   r:close()
   return p
@@ -65,5 +68,23 @@ local function note(job, what)
   job.redis:call("RPUSH", "test:log", cjson.encode({ id = job.id, what = what, t = jobrt.now(), w = job.worker, a = job.attempt }))
 end
 ]]
+
+function ws.injector()
+  local ops_mod = require 'jobrt.ops'
+  local saved = {}
+  local function inject(name, wrap, w)
+    saved[name] = saved[name] or ops_mod[name]
+    local real = saved[name]
+    ops_mod[name] = function(self, ...)
+      if w and self == w.ops then return wrap(real, self, ...) end
+      return real(self, ...)
+    end
+  end
+  local function restore()
+    for name, f in pairs(saved) do ops_mod[name] = f end
+    saved = {}
+  end
+  return inject, restore
+end
 
 return ws

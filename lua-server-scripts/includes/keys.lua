@@ -1,14 +1,8 @@
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
 -- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+--- @include "show"
 local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
                  'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
--- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
--- (an error reply cannot carry a newline)
-local function shown(v)
-  v = tostring(v)
-  if #v > 40 then v = v:sub(1, 37) .. '...' end
-  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
-end
 -- "<script>: ARGV[i] <name> <msg>"
 local function argerr(i, name, msg)
   return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg

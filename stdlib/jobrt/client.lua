@@ -62,6 +62,11 @@ function _M.report_error(msg)
   jobrt.log('error', '%s', msg)
 end
 
+-- Where warnings about a call go (stderr through the log; the REPL may redirect them).
+function _M.report_warning(msg)
+  jobrt.log('warn', '%s', msg)
+end
+
 local function tname(v)
   if v ~= v then return 'nan' end
   return type(v)
@@ -571,6 +576,16 @@ local function wait_result(self, fname, queue, id, wait)
   list[w] = true
   -- a result published before we listened: read the record once
   jobrt.spawn(check_waiters, self, queue, id)
+  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+  jobrt.spawn(function()
+    local ws = self.ops:workers()
+    if not ws then return end
+    for _, wk in ipairs(ws) do
+      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then return end end
+    end
+    _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
+      fname, queue, id, queue))
+  end)
   local ok, rec, err = w.cond:wait(wait)
   if self.waiters[key] then
     self.waiters[key][w] = nil
@@ -754,29 +769,14 @@ function Client:stats(...)
   return both_ways('stats', cb, stats_perform, self, queue)
 end
 
--- The worker registry (the worker keeps it): set jobrt:workers of ids, hash jobrt:worker:<id>
--- (id, host, pid, queues, started, heartbeat, done, failed) that expires when the worker dies.
-_M.WORKERS_KEY = 'jobrt:workers'
-_M.WORKER_PREFIX = 'jobrt:worker:'
+-- The worker registry (the worker keeps it, lua-server-scripts/register.lua): zset
+-- jobrt:{workers} of ids by expiry, hash jobrt:{workers}:<id> (id, host, pid, queues, started,
+-- heartbeat, done, failed, inflight, concurrency) that expires when the worker stops beating.
+_M.WORKERS_KEY = ops.WORKERS_KEY
+_M.WORKER_PREFIX = ops.WORKER_PREFIX
 
 local function workers_perform(self)
-  local ids = check(self.r:call('SMEMBERS', _M.WORKERS_KEY))
-  local out = {}
-  local wg = jobrt.waitgroup()
-  for _, id in ipairs(ids) do
-    wg:spawn(function()
-      local flat = self.r:call('HGETALL', _M.WORKER_PREFIX .. id)
-      if type(flat) == 'table' and #flat > 0 then
-        local rec = {}
-        for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
-        rec.id = rec.id or id
-        out[#out + 1] = rec
-      end
-    end)
-  end
-  wg:wait()
-  sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
-  return out
+  return check(self.ops:workers())
 end
 
 function Client:workers(...)

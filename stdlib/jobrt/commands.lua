@@ -535,7 +535,7 @@ local STATS_USAGE = [[
 usage: jobrt stats [QUEUE] [--json]
 
 Counts of jobs per state for QUEUE, or for every queue in RESERVED:QCONFIG, and the workers
-alive (those whose registry entry jobrt:worker:<id> has not expired).
+alive (those whose registry entry jobrt:{workers}:<id> has not expired).
   pending    ready to run now          delayed    due later (incl. retries in backoff)
   parked     LBQUEUE jobs behind a running one of the same jobHash
   executing  reserved by a worker      failed     in the failed set (jobrt failed QUEUE)

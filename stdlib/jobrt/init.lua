@@ -19,6 +19,9 @@
 --   jobrt.cond()              c:wait([timeout]) -> values | false, "timeout"; c:signal(...); c:broadcast(...)
 --   jobrt.connect(url_or_table) -> queue client (see jobrt.client)
 --   jobrt.json                the JSON module (see jobrt.json); jobrt.null is its null
+--   jobrt.redis               the Redis module (jobrt.redis.connect(url_or_table), see jobrt.redis)
+--   jobrt.exec(cmd[, opts])   run a command without blocking the loop (see jobrt.exec): yields,
+--                             has a timeout, and is killed when the job that started it ends
 local core = require 'jobrt.core'
 local timer = require 'jobrt.core.timer'
 local signal = require 'jobrt.core.signal'
@@ -135,6 +138,12 @@ end
 
 function _M.connect(...)
   return require('jobrt.client').connect(...)
+end
+
+_M.redis = require 'jobrt.redis'
+
+function _M.exec(...)
+  return require('jobrt.exec')(...)
 end
 
 return _M

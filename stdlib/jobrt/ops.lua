@@ -47,6 +47,9 @@
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
 --                       total_failed=, retried=, expired=, cancelled=, dropped= }
+--   o:register(worker_id, ttl_s, info) -> workers alive  (heartbeat: registry hash + expiry)
+--   o:unregister(worker_id) -> true;  o:workers() -> records of the workers alive, by id
+--       -- keys jobrt:{workers} (zset id -> expiry ms) and jobrt:{workers}:<id> (hash)
 --   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results= }
 --   ops.TYPES = { QUEUE=true, LBQUEUE=true, DELQUEUE=true }
 -- Every operation returns nil, err on Redis trouble (never raises for it) and raises on wrong
@@ -422,6 +425,52 @@ function _M:list_failed(queue, offset, count)
   local out = {}
   for i = 1, #res[2] do out[i] = record(res[2][i]) end
   return out, res[1]
+end
+
+-- ---- the worker registry (register.lua) ----------------------------------------------
+
+_M.WORKERS_KEY = 'jobrt:{workers}'
+_M.WORKER_PREFIX = 'jobrt:{workers}:'
+
+local function check_worker_id(fname, w)
+  if type(w) ~= 'string' or w == '' or #w > 128 or w:find('[%c{}|]') then
+    error(str_format('jobrt.ops.%s: worker_id must be 1-128 bytes without control characters, braces or |, got %s',
+      fname, type(w) == 'string' and ("'" .. w:sub(1, 40) .. "'") or type(w)), 3)
+  end
+end
+
+-- Registers (or renews) worker_id for ttl_s seconds with the fields of `info` (a table of
+-- string/number values), in one call. Returns the number of workers alive, or nil, err.
+function _M:register(worker_id, ttl_s, info)
+  check_worker_id('register', worker_id)
+  check_num('register', 'ttl_s', ttl_s)
+  local argv = { 'beat', num(ttl_s) }
+  local fields = {}
+  for k in pairs(info) do fields[#fields + 1] = k end
+  table.sort(fields)
+  for _, k in ipairs(fields) do
+    argv[#argv + 1] = k
+    argv[#argv + 1] = tostring(info[k])
+  end
+  return self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, argv)
+end
+
+-- Removes worker_id from the registry. Returns true or nil, err.
+function _M:unregister(worker_id)
+  check_worker_id('unregister', worker_id)
+  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
+  if res == nil then return nil, err end
+  return true
+end
+
+-- The records of the workers alive (field -> string), sorted by id; expired ids are dropped.
+function _M:workers()
+  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
+  if not res then return nil, err end
+  local out = {}
+  for i = 1, #res do out[i] = record(res[i]) end
+  table.sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
+  return out
 end
 
 function _M:stats(queue)

@@ -18,7 +18,7 @@ local io_open = io.open
 local unpack = unpack or table.unpack
 local str_sub, str_format = string.sub, string.format
 
-_M.NAMES = { 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
+_M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none

@@ -295,8 +295,14 @@ function W:pump(q)
           self:log("warn", "queue %s: cannot reserve jobs: %s (retrying)", q.name, tostring(err))
           err_logged = true
         end
-        sleep(backoff)
-        backoff = backoff < 2 and backoff * 2 or 2
+        -- wait before the next try, but not past a wake-up: the subscription being restored
+        -- after an outage (or any other wake-up) means Redis is back, so try again at once
+        -- (and soon again after that, should the other connection not be back yet)
+        if q.wake:wait(backoff) then
+          backoff = 0.05
+        else
+          backoff = backoff < 2 and backoff * 2 or 2
+        end
       else
         if err_logged then self:log("info", "queue %s: serving again", q.name) end
         err_logged, backoff = false, 0.05
@@ -670,24 +676,15 @@ end
 
 -- ---- worker registry (seed 004) ----------------------------------------------
 
-function W:registry_key() return "jobrt:worker:" .. self.id end
-
--- Writes this worker's registry hash (all fields, so it is whole again after a Redis restart
--- lost it) and refreshes its expiry; called at start and on every heartbeat.
+-- Writes this worker's registry entry (every field, so it is whole again after a Redis restart
+-- lost it) with an expiry of three heartbeats, in one call (register.lua); at start and on
+-- every heartbeat. A worker that dies drops out of the registry by itself.
 function W:register_self()
-  local r = self.r
-  local key = self:registry_key()
-  local ok, err = r:call("HSET", key, "id", self.id, "host", jobrt.hostname(), "pid", jobrt.pid(),
-    "queues", concat(self.queue_names, ","), "started", fmt("%.6f", self.started_at),
-    "heartbeat", fmt("%.6f", now()), "done", self.done, "failed", self.failed,
-    "inflight", self.inflight, "concurrency", self.concurrency)
-  if not ok then return nil, err end
-  r:call("EXPIRE", key, floor(self.heartbeat_s * 3 + 1))
-  -- stop() removes us with DEL + SREM on this same connection; checked right before sending,
-  -- so an SADD can never arrive after that SREM
   if self.stopping then return true end
-  r:call("SADD", "jobrt:workers", self.id)
-  return true
+  return self.ops:register(self.id, floor(self.heartbeat_s * 3 + 1), {
+    id = self.id, host = jobrt.hostname(), pid = jobrt.pid(), queues = concat(self.queue_names or {}, ","),
+    started = fmt("%.6f", self.started_at), heartbeat = fmt("%.6f", now()), done = self.done,
+    failed = self.failed, inflight = self.inflight, concurrency = self.concurrency })
 end
 
 function W:heartbeat()
@@ -755,8 +752,7 @@ function W:stop(grace)
     q.lease_timer:close()
   end
   if self.r then
-    self.r:call("DEL", self:registry_key())
-    self.r:call("SREM", "jobrt:workers", self.id)
+    self.ops:unregister(self.id)
     if type(self.url) ~= "userdata" then self.r:close() end
   end
   if self.pool then self.pool:close() end

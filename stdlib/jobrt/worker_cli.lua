@@ -143,6 +143,15 @@ local function serve(opts, desc)
   if not ok then return fail(serr) end
   if opts.child then
     proc.heartbeat(3, 0.5)          -- the supervisor watches this process
+    -- Handlers keep the JIT here (the supervisor restarts a stuck child), except those with a
+    -- timeout: they run interpreted so that the timeout holds from their first instruction
+    -- even in code that never yields (hooks do not reach JIT-compiled code).
+    for _, jobs in pairs(desc) do
+      for _, spec in pairs(jobs) do
+        if spec.timeout or opts.timeout then jit.off(spec.handler, true) end
+      end
+    end
+    proc.watchdog(0)                -- job deadlines only
   else
     -- One process serves everything: a handler that never yields must not stall it. The
     -- watchdog interrupts such a handler with an error through a debug hook; hooks do not reach

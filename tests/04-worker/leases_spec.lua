@@ -150,21 +150,12 @@ return {
 
   describe("3. one worker process", function()
     local w
-    -- fault injection into this process's own worker: wraps one operation of jobrt.ops for
-    -- the worker's ops object only (calls still go to the real Redis); undone after each spec
-    local saved = {}
-    local function inject(name, wrap)
-      saved[name] = saved[name] or ops_mod[name]
-      local real = saved[name]
-      ops_mod[name] = function(self, ...)
-        if w and self == w.ops then return wrap(real, self, ...) end
-        return real(self, ...)
-      end
-    end
+    -- fault injection into this process's own worker (calls still go to the real Redis)
+    local inject_for, restore = ws.injector()
+    local function inject(name, wrap) inject_for(name, wrap, w) end
     after_each(function()
       if w then w:stop(0); w = nil end
-      for name, f in pairs(saved) do ops_mod[name] = f end
-      saved = {}
+      restore()
     end)
 
     local function serve(jobs, opts)

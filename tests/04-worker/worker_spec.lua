@@ -160,15 +160,19 @@ return { T = {
     it("keeps a worker registry entry with its heartbeat and counts", function()
       local id = enqueue(o, "T", "ok", { x = 1 })
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")
-      local ids = r:call("SMEMBERS", "jobrt:workers")
+      local ids = r:call("ZRANGE", "jobrt:{workers}", 0, -1)
       assert.equal(1, #ids)
-      local w = r:call("HGETALL", "jobrt:worker:" .. ids[1])
+      local w = r:call("HGETALL", "jobrt:{workers}:" .. ids[1])
       local rec = {}
       for i = 1, #w, 2 do rec[w[i]] = w[i + 1] end
       assert.equal(tostring(p:pid()), rec.pid)
       assert.equal("T", rec.queues)
       assert.is_truthy(tonumber(rec.heartbeat))
-      assert.is_true(r:call("TTL", "jobrt:worker:" .. ids[1]) > 0)
+      assert.is_true(r:call("TTL", "jobrt:{workers}:" .. ids[1]) > 0)
+      -- its entry in jobrt:{workers} expires with its hash
+      local exp = tonumber(r:call("ZSCORE", "jobrt:{workers}", ids[1]))
+      local t = r:call("TIME")
+      assert.is_true(exp > tonumber(t[1]) * 1000)
     end)
   end)
 
@@ -430,8 +434,8 @@ return {
     it("supervisor killed with -9: its children notice and stop by themselves", function()
       local sup = start_worker(dir, { "--procs", "2" }, nil, 2)
       local pids = {}
-      for _, id in ipairs(r:call("SMEMBERS", "jobrt:workers")) do
-        pids[#pids + 1] = tonumber(r:call("HGET", "jobrt:worker:" .. id, "pid"))
+      for _, id in ipairs(r:call("ZRANGE", "jobrt:{workers}", 0, -1)) do
+        pids[#pids + 1] = tonumber(r:call("HGET", "jobrt:{workers}:" .. id, "pid"))
       end
       assert.equal(2, #pids)
       sup:kill("SIGKILL")
@@ -442,7 +446,7 @@ return {
         return true
       end, 10, "the orphaned children to exit")
       -- they stopped gracefully: they took themselves out of the registry
-      assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
+      assert.equal(0, r:call("ZCARD", "jobrt:{workers}"))
     end)
 
     it("warns, naming the fix, when Redis may evict keys (maxmemory-policy is not noeviction)", function()
@@ -516,7 +520,7 @@ return {
         assert.equal(1, code)
         assert.equal("", out)
         assert.matches(case[3], err)
-        assert.equal(0, #r:call("SMEMBERS", "jobrt:workers"))
+        assert.equal(0, r:call("ZCARD", "jobrt:{workers}"))
       end)
     end
 

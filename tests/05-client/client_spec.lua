@@ -527,8 +527,10 @@ describe('jobrt.client', function()
     end)
 
     it('lists the workers whose registry entry is alive', function()
-      r:call('SADD', 'jobrt:workers', 'w-alive', 'w-dead')
-      r:call('HSET', 'jobrt:worker:w-alive', 'id', 'w-alive', 'host', 'h1', 'pid', '12', 'queues', 'cq')
+      local t = r:call('TIME')
+      r:call('ZADD', 'jobrt:{workers}', tonumber(t[1]) * 1000 + 60000, 'w-alive', 1000, 'w-dead')
+      r:call('HSET', 'jobrt:{workers}:w-alive', 'id', 'w-alive', 'host', 'h1', 'pid', '12', 'queues', 'cq')
+      r:call('HSET', 'jobrt:{workers}:w-dead', 'id', 'w-dead')    -- a hash that outlived its entry
       local ws = q:workers()
       assert.equal(1, #ws)
       assert.equal('w-alive', ws[1].id)
@@ -536,6 +538,8 @@ describe('jobrt.client', function()
       local err, ws2 = via_callback(q, 'workers')
       assert.is_nil(err)
       assert.equal(1, #ws2)
+      -- the dead id is gone from the registry: nothing grows with every worker that ever ran
+      assert.same({ 'w-alive' }, r:call('ZRANGE', 'jobrt:{workers}', 0, -1))
     end)
   end)
 

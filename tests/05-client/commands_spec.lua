@@ -308,8 +308,10 @@ describe('jobrt commands', function()
       q:enqueueJob(Q, 'a', {})
       q:enqueueJob(Q, 'a', {})
       q:enqueueJob(Q, 'b', {}, { delay = 50 })
-      r:call('SADD', 'jobrt:workers', 'w1', 'gone')
-      r:call('HSET', 'jobrt:worker:w1', 'id', 'w1', 'host', 'box', 'pid', '77', 'queues', 'mail',
+      -- w1 registered (its expiry ahead), 'gone' expired long ago
+      local t = r:call('TIME')
+      r:call('ZADD', 'jobrt:{workers}', tonumber(t[1]) * 1000 + 60000, 'w1', 1000, 'gone')
+      r:call('HSET', 'jobrt:{workers}:w1', 'id', 'w1', 'host', 'box', 'pid', '77', 'queues', 'mail',
         'heartbeat', ('%.6f'):format(jobrt.now()), 'done', '5', 'failed', '1')
       local code, out, err = run({ 'stats' })
       assert.equal('', err)

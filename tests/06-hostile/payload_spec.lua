@@ -29,7 +29,7 @@ local function start_worker(dir, extra)
   local p = h.spawn_jobrt(a)
   h.wait_for(function()
     if p:exited() then error('worker exited early: ' .. table.concat({ p:output() }, '')) end
-    return #r:call('SMEMBERS', 'jobrt:workers') >= 1
+    return #r:call('ZRANGE', 'jobrt:{workers}', 0, -1) >= 1
   end, 10, 'the worker to register')
   r:close()
   return p

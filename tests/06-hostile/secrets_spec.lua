@@ -44,7 +44,7 @@ describe('the Redis password', function()
   end)
 
   local function workers()
-    return #r:call('SMEMBERS', 'jobrt:workers')
+    return #r:call('ZRANGE', 'jobrt:{workers}', 0, -1)
   end
 
   -- runs a --procs 2 worker given the address by `how`, checks what others can see, stops it
@@ -59,8 +59,8 @@ describe('the Redis password', function()
     local code, out = h.run_jobrt({ 'enqueue', 'SEC', 'ok', '{"n":1}', '--wait' }, { env = { JOBRT_REDIS = url } })
     assert.equal(0, code)
     assert.equal('{"got":1}\n', out)
-    for _, id in ipairs(r:call('SMEMBERS', 'jobrt:workers')) do
-      local flat = r:call('HGETALL', 'jobrt:worker:' .. id)
+    for _, id in ipairs(r:call('ZRANGE', 'jobrt:{workers}', 0, -1)) do
+      local flat = r:call('HGETALL', 'jobrt:{workers}:' .. id)
       assert.is_false(table.concat(flat, ' '):find(SECRET, 1, true) ~= nil)
     end
     for _, a in ipairs({ { 'stats' }, { 'stats', '--json' } }) do
