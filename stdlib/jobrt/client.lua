@@ -567,6 +567,18 @@ end
 -- Raises on timeout (wait seconds) or when the client closes.
 local function wait_result(self, fname, queue, id, wait)
   local key = ops.keys(queue)[1] .. id
+  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+  local ws = self.ops:workers()
+  if ws then
+    local served = false
+    for _, wk in ipairs(ws) do
+      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then served = true end end
+    end
+    if not served then
+      _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
+        fname, queue, id, queue))
+    end
+  end
   local w = { cond = jobrt.cond() }
   local list = self.waiters[key]
   if not list then
@@ -576,16 +588,6 @@ local function wait_result(self, fname, queue, id, wait)
   list[w] = true
   -- a result published before we listened: read the record once
   jobrt.spawn(check_waiters, self, queue, id)
-  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
-  jobrt.spawn(function()
-    local ws = self.ops:workers()
-    if not ws then return end
-    for _, wk in ipairs(ws) do
-      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then return end end
-    end
-    _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
-      fname, queue, id, queue))
-  end)
   local ok, rec, err = w.cond:wait(wait)
   if self.waiters[key] then
     self.waiters[key][w] = nil
