@@ -157,6 +157,13 @@ function C.EXPIRE(self, key, secs)
   e.ttl = secs
   return 1
 end
+function C.PEXPIRE(self, key, ms)
+  int_arg(ms)
+  local e = self.data[key]
+  if not e then return 0 end
+  e.ttl = ms / 1000
+  return 1
+end
 function C.PERSIST(self, key)
   local e = self.data[key]
   if not e or not e.ttl then return 0 end

@@ -13,8 +13,17 @@ local ops = require 'jobrt.ops'
 local mimic = require 'tests.fuzz.redis_mimic'
 local util = require 'tests.fuzz.util'
 
-local SOURCES = {}
+-- the target's own order (the corpus's first byte picks from it), then any script added later
+local ORDER = { 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete', 'get',
+                'retry_failed', 'delete_failed', 'list_failed', 'stats', 'register' }
+local SOURCES, NAMES = {}, {}
 for _, name in ipairs(scripts.NAMES) do SOURCES[name] = assert(scripts.source(name)) end
+for _, name in ipairs(ORDER) do if SOURCES[name] then NAMES[#NAMES + 1] = name end end
+for _, name in ipairs(scripts.NAMES) do
+  local known = false
+  for _, n in ipairs(NAMES) do known = known or n == name end
+  if not known then NAMES[#NAMES + 1] = name end
+end
 local QUEUES = { { 'q', 'QUEUE' }, { 'lb', 'LBQUEUE' }, { 'dq', 'DELQUEUE' } }
 
 local function call(store, name, queue, argv)
@@ -46,11 +55,15 @@ end
 
 return function(data)
   local r = util.reader(data)
-  local name = scripts.NAMES[r:int(#scripts.NAMES) + 1]
+  local name = NAMES[r:int(#NAMES) + 1]
   local qb = r:byte()
   local q = QUEUES[qb % 3 + 1][1]
   local keys = {}
-  for i, k in ipairs(ops.keys(q)) do keys[i] = k end
+  if name == 'register' then                 -- the worker registry has keys of its own
+    keys = { 'jobrt:{workers}', qb % 2 == 0 and 'jobrt:{workers}:w1' or 'jobrt:{workers}:' }
+  else
+    for i, k in ipairs(ops.keys(q)) do keys[i] = k end
+  end
   if qb >= 230 then                                   -- spoilt KEYS
     local how = qb % 4
     if how == 0 then keys[#keys] = nil
