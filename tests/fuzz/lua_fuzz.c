@@ -47,9 +47,19 @@ static void *fuzz_alloc(void *ud, void *p, size_t osize, size_t nsize) {
 }
 
 /* Counts the line about to run: FNV-1a of the chunk's source pointer (one
- * per chunk: the embedded modules are loaded once) and the line. */
+ * per chunk: the embedded modules are loaded once) and the line. Only code
+ * loaded from a file or the stdlib counts (its chunk name starts with '@'):
+ * Lua text that comes from the input itself (the jobfile target compiles
+ * it) would make every new line of the input look like new coverage. */
 static void line_hook(lua_State *L, lua_Debug *ar) {
   if (!lua_getinfo(L, "S", ar)) return;
+  if (ar->source == NULL || ar->source[0] != '@') {
+    if (budget > 0 && --budget == 0) {
+      budget = -1;
+      luaL_error(L, "line budget spent");
+    }
+    return;
+  }
   uint64_t h = 1469598103934665603ULL;
   uintptr_t src = (uintptr_t)ar->source;
   for (int i = 0; i < 8; i++) {
