@@ -2,8 +2,8 @@
 -- with each file's return value, and worker_cli.load's handling of the file text).
 -- Two kinds of input, chosen by the first byte:
 --   * Lua source text, compiled as a job file is (a syntax error is a refusal), then run in an
---     empty environment (no os, io, require: the fuzzer must not run commands) with a budget
---     of instructions, and its return value checked;
+--     empty environment (no os, io, require: the fuzzer must not run commands; no setmetatable)
+--     with a budget of lines, and its return value checked;
 --   * a table built directly from the bytes: queues, jobs and fields of every type, which
 --     reaches load_description's checks faster than random source text does.
 -- Invariants: nothing raises; load_description returns either a description whose every job
@@ -23,6 +23,8 @@ local function with_budget(fn)
     jobrt_fuzz_budget(0)
     return ok, ret
   end
+  -- a count hook does not reach JIT-compiled code: the input's code runs interpreted
+  if jit then jit.off(fn, true) end
   debug.sethook(function() error('instruction budget spent', 0) end, '', BUDGET)
   local ok, ret = pcall(fn)
   debug.sethook()
@@ -43,7 +45,9 @@ local function run_text(text)
   setfenv(chunk, { pairs = pairs, ipairs = ipairs, type = type, tostring = tostring, tonumber = tonumber,
                    string = { rep = function(s, n) return rep(s, min(tonumber(n) or 0, 100)) end, format = string.format },
                    math = copy(math), table = { insert = table.insert, concat = table.concat },
-                   setmetatable = setmetatable, error = error, select = select, unpack = unpack })
+                   error = error, select = select, unpack = unpack })
+  -- no setmetatable: a metamethod written by the input would run inside load_description,
+  -- where a loop in it would hang the target (the generated tables below carry metatables)
   local ok, ret = with_budget(chunk)
   return ret, ok
 end
