@@ -7,13 +7,18 @@
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan+UBSan
+#   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
+#                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
 #   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
+#   make install    the binary, the man page jobrt(1), bash completion and an example systemd
+#                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
-PKGS      := luajit libuv hiredis
+PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3 python3-prometheus-client wrk
+             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata \
+             libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -32,7 +37,8 @@ SCRIPT_SRC := $(sort $(wildcard lua-server-scripts/src/*.lua))
 SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
 SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
-.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http fuzz fuzz-deps
+.PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http \
+        install uninstall docs chaos fuzz fuzz-deps
 
 all: jobrt
 
@@ -63,7 +69,7 @@ build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp $(ASSETS) | buil
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
 
-build/%.o: runtime/%.c runtime/private.h runtime/http_request.h | build/deps.ok
+build/%.o: runtime/%.c runtime/private.h runtime/http_request.h runtime/redis_private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -77,7 +83,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h runtime/redis_private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
@@ -117,6 +123,9 @@ fuzz-http: build/fuzz-http
 bench: jobrt
 	@./jobrt run bench/run.lua
 
+chaos: jobrt
+	@./jobrt run tests/chaos/run.lua
+
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
 
@@ -140,18 +149,43 @@ fuzz-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
 
-build/fuzz/lua_fuzz: tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h | fuzz-deps
+build/fuzz/lua_fuzz: tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
 
-# resp_fuzz includes runtime/redis.c itself (its reader callbacks are static)
-build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h | fuzz-deps
+build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c \
-	  $(filter-out runtime/redis.c,$(FUZZ_RT)) build/embedded.c $(LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
 
 fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz build/fuzz-http
 	@./jobrt run tools/fuzz.lua $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The man page and the bash completion are built from the --help texts (tools/help_docs.lua).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR      = $(PREFIX)/bin
+MANDIR      = $(PREFIX)/share/man/man1
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+EXAMPLEDIR  = $(PREFIX)/share/doc/jobrt/examples
+
+build/jobrt.1: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua man > $@.tmp && mv $@.tmp $@
+
+build/jobrt.bash: jobrt tools/help_docs.lua
+	./jobrt run tools/help_docs.lua bash > $@.tmp && mv $@.tmp $@
+
+docs: build/jobrt.1 build/jobrt.bash
+
+install: jobrt build/jobrt.1 build/jobrt.bash
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -m 755 jobrt $(DESTDIR)$(BINDIR)/jobrt
+	install -m 644 build/jobrt.1 $(DESTDIR)$(MANDIR)/jobrt.1
+	install -m 644 build/jobrt.bash $(DESTDIR)$(BASHCOMPDIR)/jobrt
+	install -m 644 contrib/jobrt.service $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/jobrt $(DESTDIR)$(MANDIR)/jobrt.1 $(DESTDIR)$(BASHCOMPDIR)/jobrt \
+	      $(DESTDIR)$(EXAMPLEDIR)/jobrt.service
 
 clean:
 	rm -rf build jobrt jobrt-asan

@@ -3,6 +3,8 @@
 --   jobrt enqueue ECHO sum '{"numbers":[1,2,3]}' --wait     -> {"sum":6}
 return {
   ECHO = {
+    _type = "QUEUE",         -- stored in RESERVED:QCONFIG when the queue has no type yet
+
     -- returns its arguments unchanged
     echo = function(args, job)
       return args

@@ -6,6 +6,8 @@ local jobrt = require 'jobrt'
 
 return {
   INDEX = {
+    _type = "LBQUEUE",       -- stored in RESERVED:QCONFIG when the queue has no type yet
+
     user = {
       timeout = 30,
       retries = 2,

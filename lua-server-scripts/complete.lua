@@ -40,6 +40,7 @@ Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), w
   DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
+A reserve held back by max-active (stats field held) gets a wake-up when leases were dropped.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
   per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
 Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
@@ -51,7 +52,9 @@ local SCRIPT = 'complete'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -69,9 +72,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -80,9 +86,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -217,6 +224,13 @@ end
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+-- ---- includes/priority.lua (edit it there, then run make) ----
+-- QUEUE priorities (README "Queue types"). A QUEUE job enqueued with a priority other than 0
+-- waits in the ready set KEYS[3] (score -priority, member "<order>|<id>"), the others in the wait
+-- list KEYS[2], which counts as priority 0: highest priority first, first in, first out among
+-- equal priorities.
+
+-- ---- end of includes/priority.lua ----
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
 -- ---- includes/failed.lua (edit it there, then run make) ----
@@ -241,6 +255,21 @@ local function flush_failed(fails, now_ms)
   if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
 end
 -- ---- end of includes/failed.lua ----
+-- ---- includes/flow.lua (edit it there, then run make) ----
+-- Flow control of a queue (README "Flow control"). Its settings are fields of the stats hash
+-- KEYS[11]: paused (server time it was paused, decimal seconds), rate-max and rate-per (at most
+-- rate-max jobs start per rate-per seconds: GCRA without a burst, one start every
+-- rate-per / rate-max seconds, so no window of rate-per seconds ever sees more than rate-max
+-- starts; rate-tat is its state: the Unix ms from which the next start is allowed), max-active
+-- (leases held at once, across all workers) and held ('1' while a reserve that max-active held
+-- back is owed a wake-up: the next lease to end publishes one).
+
+-- A lease ended (outcome, hand-back, lease ran out): true when a reserve held back by
+-- max-active is owed a wake-up (the caller publishes it), once.
+local function flow_freed()
+  return redis.call('HDEL', KEYS[11], 'held') == 1
+end
+-- ---- end of includes/flow.lua ----
 -- ---- includes/json_text.lua (edit it there, then run make) ----
 -- JSON text (job args and results) is UTF-8 (RFC 8259) and has a size limit.
 -- json_text_error(i, name, v, limit) -> nil when v (ARGV[i], called name) is valid UTF-8 of at
@@ -339,14 +368,15 @@ local members = {}
 for i = 1, #outs do members[i] = outs[i].member end
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
 local drop, ignored = {}, {}
+local wake_at = nil
 for i = 1, #outs do
   if held[i] then drop[#drop + 1] = members[i] else ignored[#ignored + 1] = outs[i].id end
 end
 if #drop > 0 then redis.call('ZREM', KEYS[5], unpack(drop)) end
+if #drop > 0 and flow_freed() then wake_at = now_ms end     -- max-active: a held reserve may go
 
 local done, retried, failed = 0, 0, 0
 local finished, dues, fails, cancelled = {}, {}, {}, {}
-local wake_at = nil
 local function wake(t) if not wake_at or t < wake_at then wake_at = t end end
 local seen, NONE = {}, {}
 for i = 1, #outs do

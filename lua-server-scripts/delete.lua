@@ -4,8 +4,8 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type  QUEUE | LBQUEUE | DELQUEUE
   [2] id    job id
-Pending job: removes the record and the job's entry (wait list / ready set / due set / LBQUEUE
-  entry or parked slot); a pending LBQUEUE job that holds its jobHash (waiting for a retry)
+Pending job: removes the record and the job's entry (wait list / ready set (LBQUEUE, and QUEUE
+  jobs with a priority) / due set / LBQUEUE entry or parked slot); a pending LBQUEUE job that holds its jobHash (waiting for a retry)
   releases it and queues the parked job; a DELQUEUE job frees its identity@timestamp entry.
 Finished job: removes the record and its failed-set entry.
 Executing job (a worker holds its lease): cancelled, not removed yet, because it still runs on
@@ -30,7 +30,9 @@ local SCRIPT = 'delete'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -48,9 +50,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -59,9 +64,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -147,6 +153,13 @@ end
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+-- ---- includes/priority.lua (edit it there, then run make) ----
+-- QUEUE priorities (README "Queue types"). A QUEUE job enqueued with a priority other than 0
+-- waits in the ready set KEYS[3] (score -priority, member "<order>|<id>"), the others in the wait
+-- list KEYS[2], which counts as priority 0: highest priority first, first in, first out among
+-- equal priorities.
+
+-- ---- end of includes/priority.lua ----
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
 
@@ -185,7 +198,9 @@ if state == 'finished' then return 1 end
 
 local order = order_of(f[4])
 if qtype == 'QUEUE' then
-  if redis.call('ZREM', KEYS[4], order .. '|' .. jid) == 0 then redis.call('LREM', KEYS[2], 1, jid) end
+  if redis.call('ZREM', KEYS[4], order .. '|' .. jid) + redis.call('ZREM', KEYS[3], order .. '|' .. jid) == 0 then
+    redis.call('LREM', KEYS[2], 1, jid)
+  end
 elseif qtype == 'LBQUEUE' then
   redis.call('ZREM', KEYS[4], order .. '|' .. jid)
   redis.call('ZREM', KEYS[3], order .. '|' .. jid)

@@ -10,16 +10,26 @@ ARGV ('' = not given):
   [3] args       JSON text, stored verbatim
   [4] id         client id, 1..256 bytes, not all digits; '' = generated (INCR jobrt:{Q}:seq)
   [5] jobHash    1..256 bytes; required by LBQUEUE, identity for DELQUEUE, ignored by QUEUE
-  [6] priority   number (LBQUEUE only); '' = count identical enqueues
+  [6] priority   number; LBQUEUE: '' = count identical enqueues; QUEUE: highest first, '' = 0
+                 (the wait list); not for DELQUEUE
   [7] timestamp  absolute Unix seconds, fractions allowed (QUEUE, DELQUEUE); '' = now
   [8] delay      seconds from now, fractions allowed (QUEUE, DELQUEUE); not with [7]
   [9] retries    whole number 0..1000 of extra attempts after a failure; '' = the worker's default
   [10] timeout   seconds a handler may run (> 0); '' = the worker's default
-  [11] max_payload  the largest args, in bytes (1..536870912); '' = 16777216 (16 MiB)
+  [11] cron      name of a cron entry whose tick this job is ('' = none; README "Cron")
+  [12] tick      with [11]: the tick's time, Unix ms
+  [13] skip_late with [11]: a tick more than this many ms old is recorded but makes no job
+                 ('' = always make it)
+  [14] max_payload  the largest args, in bytes (1..536870912); '' = 16777216 (16 MiB)
 args must be valid UTF-8 (RFC 8259) and at most max_payload bytes.
 Returns: { id, existed } where existed is 1 when no new job was made: the id is already pending
   or executing, or (LBQUEUE) the job was merged into the waiting/parked entry of its jobHash, or
   (DELQUEUE) an identical job with the same timestamp is pending or executing.
+  A cron tick ([11]) makes its job only once, however many workers try: the stats field
+  cron-last:<name> holds the latest tick taken; the reply is { '', 2 } when this tick (or a later
+  one) was taken already, { '', 3 } when the entry does not exist (deleted), { '', 4 } when the
+  tick was skipped as missed ([13]); otherwise it is taken (cron-last:<name> = tick) and the job
+  is enqueued as usual.
 Error: an id whose job was deleted while executing and still runs on its worker (record field
   cancelled) cannot be enqueued until it has stopped; a DELQUEUE identical job that is such a
   cancelled job does not count (the new job is made).
@@ -35,7 +45,9 @@ local SCRIPT = 'enqueue'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -53,9 +65,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -64,9 +79,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -109,6 +125,11 @@ local function opt_num(i, name, lo, hi, whole, dflt)
     return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
   end
   return n
+end
+local function req_num(i, name, lo, hi, whole)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_num(i, name, lo, hi, whole)
 end
 -- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
 local function name_arg(i, name, maxlen, required)
@@ -182,6 +203,30 @@ local function free_vanished(qtype, jid)
   return woke
 end
 -- ---- end of includes/claims.lua ----
+-- ---- includes/cron.lua (edit it there, then run make) ----
+-- Cron entries of a queue (README "Cron"): fields of the stats hash KEYS[11]:
+--   cron:<name>       the entry, JSON: { job, args (JSON text), schedule, tz, id_prefix, missed,
+--                     source ('cli' | 'file'), created }
+--   cron-last:<name>  the latest tick (Unix ms) taken: enqueued, or skipped as missed
+-- The workers compute the ticks (time zones are theirs); the scripts make each tick one job.
+
+-- ARGV[i] as a cron entry name: 1..200 bytes, no control characters, '{' or '}' (the rules of
+-- job ids, README "Names": a tick's job id is made from it); '' or absent -> nil.
+local function cron_name(i)
+  return name_arg(i, 'cron name', 200, false)
+end
+-- Takes tick `tick` (Unix ms) of entry `name` for one enqueue: nil when this call makes its
+-- job (cron-last:<name> is now tick), else enqueue's reply: { '', 2 } taken already (this tick
+-- or a later one), { '', 3 } no such entry, { '', 4 } skipped: older than skip_late ms.
+local function cron_tick(name, tick, skip_late, now_ms)
+  local last = redis.call('HGET', KEYS[11], 'cron-last:' .. name)
+  if not last then return { '', 3 } end
+  if tonumber(last) >= tick then return { '', 2 } end
+  redis.call('HSET', KEYS[11], 'cron-last:' .. name, ms(tick))
+  if skip_late and now_ms - tick > skip_late then return { '', 4 } end
+  return nil
+end
+-- ---- end of includes/cron.lua ----
 -- ---- includes/json_text.lua (edit it there, then run make) ----
 -- JSON text (job args and results) is UTF-8 (RFC 8259) and has a size limit.
 -- json_text_error(i, name, v, limit) -> nil when v (ARGV[i], called name) is valid UTF-8 of at
@@ -241,14 +286,14 @@ end
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(11); if err then return redis.error_reply(err) end
+err = max_argv(14); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
 local max_payload
-max_payload, err = opt_num(11, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
+max_payload, err = opt_num(14, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
 err = json_text_error(3, 'args', args, max_payload); if err then return redis.error_reply(err) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
 id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
@@ -265,8 +310,14 @@ timeout, err = opt_num(10, 'timeout', 0.001, 3.2e7); if err then return redis.er
 if qtype == 'LBQUEUE' and not hash then
   return redis.error_reply(argerr(5, 'jobHash', 'is missing (an LBQUEUE job needs one)'))
 end
-if prio and qtype ~= 'LBQUEUE' then
-  return redis.error_reply(argerr(6, 'priority', 'applies to LBQUEUE only, this queue is ' .. qtype))
+if prio and qtype == 'DELQUEUE' then
+  return redis.error_reply(argerr(6, 'priority', 'applies to QUEUE and LBQUEUE only, this queue is DELQUEUE'))
+end
+local tick_name, tick, skip_late
+tick_name, err = cron_name(11); if err then return redis.error_reply(err) end
+if tick_name then
+  tick, err = req_num(12, 'tick', 0, 1e14, true); if err then return redis.error_reply(err) end
+  skip_late, err = opt_num(13, 'skip_late', 0, 1e14, true); if err then return redis.error_reply(err) end
 end
 if ts and delay then return redis.error_reply(argerr(8, 'delay', 'cannot be given with ARGV[7] timestamp')) end
 if (ts or delay) and qtype == 'LBQUEUE' then
@@ -276,6 +327,10 @@ end
 -- all arguments are valid: from here on we write
 local now_ms, now_s, now_us = now()
 local prefix = KEYS[1]
+if tick_name then
+  local taken = cron_tick(tick_name, tick, skip_late, now_ms)   -- once per tick (includes/cron.lua)
+  if taken then return taken end
+end
 local replace = false      -- a finished record with this client id exists and is replaced
 
 if id then
@@ -388,12 +443,17 @@ if qtype == 'DELQUEUE' then
   return { nid, 0 }
 end
 
--- QUEUE: FIFO list, or the due set when it runs later
+-- QUEUE: FIFO list, the ready set when it has a priority, or the due set when it runs later
 local nid = new_id()
+local pf = (prio and prio ~= 0) and { 'priority', tostring(prio) } or {}
 if due_ms > now_ms then
-  create(nid, { 'due', string.format('%.3f', due_ms / 1000) })
+  create(nid, { 'due', string.format('%.3f', due_ms / 1000), pf[1], pf[2] })
   redis.call('ZADD', KEYS[4], due_ms, order .. '|' .. nid)
   if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == order .. '|' .. nid then redis.call('PUBLISH', KEYS[13], ms(due_ms)) end
+elseif pf[1] then
+  create(nid, pf)
+  redis.call('ZADD', KEYS[3], -prio, order .. '|' .. nid)
+  if redis.call('ZCARD', KEYS[3]) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 else
   create(nid, {})
   if redis.call('LPUSH', KEYS[2], nid) == 1 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end

@@ -16,7 +16,8 @@ Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to i
   deleted, claims freed, counted in total-cancelled, its record key published on
   jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
   whose record vanished is not recreated: what points at its id is freed.
-Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
+Publishes: the wake channel (now, Unix ms) when jobs were given back, a parked job was queued,
+  or a reserve held back by max-active is owed a wake-up (stats field held).
 Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
 -- Built by tools/scripts.lua from src/release.lua and includes/: edit those, then run make.
@@ -26,7 +27,9 @@ local SCRIPT = 'release'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -44,9 +47,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -55,9 +61,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -192,6 +199,21 @@ end
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+-- ---- includes/priority.lua (edit it there, then run make) ----
+-- QUEUE priorities (README "Queue types"). A QUEUE job enqueued with a priority other than 0
+-- waits in the ready set KEYS[3] (score -priority, member "<order>|<id>"), the others in the wait
+-- list KEYS[2], which counts as priority 0: highest priority first, first in, first out among
+-- equal priorities.
+
+-- A QUEUE job with a priority goes back to the ready set; true when it did (others go to the
+-- wait list: the caller's business).
+local function queue_put_back(jid, order, priority)
+  local p = tonumber(priority)
+  if not p or p == 0 then return false end
+  redis.call('ZADD', KEYS[3], -p, order .. '|' .. jid)
+  return true
+end
+-- ---- end of includes/priority.lua ----
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- The (id, attempt) pairs in ARGV[first..] (1..1000 of them), as lease members of worker.
 -- Returns ids, attempts, members, or nil, message.
@@ -217,9 +239,9 @@ local function lease_args(first, worker)
 end
 -- A job taken back from its worker (lease ran out, or released) goes back to its place in the
 -- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
--- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
--- among themselves (collected in `front`; flush_front writes them). f: the record's
--- pending-created, priority, due, dedup.
+-- jobs at their due time, QUEUE jobs with a priority to the ready set, the other QUEUE jobs to
+-- the consuming end of the wait list, in enqueue order among themselves (collected in `front`;
+-- flush_front writes them). f: the record's pending-created, priority, due, dedup.
 local function put_back(qtype, jid, f, now_ms, front)
   local order = order_of(f[1])
   if qtype == 'LBQUEUE' then
@@ -227,7 +249,7 @@ local function put_back(qtype, jid, f, now_ms, front)
   elseif qtype == 'DELQUEUE' then
     local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
     redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
-  else
+  elseif not queue_put_back(jid, order, f[2]) then
     front[#front + 1] = { order, jid }
   end
 end
@@ -240,6 +262,21 @@ local function flush_front(front)
   redis.call('RPUSH', KEYS[2], unpack(ids))
 end
 -- ---- end of includes/lease.lua ----
+-- ---- includes/flow.lua (edit it there, then run make) ----
+-- Flow control of a queue (README "Flow control"). Its settings are fields of the stats hash
+-- KEYS[11]: paused (server time it was paused, decimal seconds), rate-max and rate-per (at most
+-- rate-max jobs start per rate-per seconds: GCRA without a burst, one start every
+-- rate-per / rate-max seconds, so no window of rate-per seconds ever sees more than rate-max
+-- starts; rate-tat is its state: the Unix ms from which the next start is allowed), max-active
+-- (leases held at once, across all workers) and held ('1' while a reserve that max-active held
+-- back is owed a wake-up: the next lease to end publishes one).
+
+-- A lease ended (outcome, hand-back, lease ran out): true when a reserve held back by
+-- max-active is owed a wake-up (the caller publishes it), once.
+local function flow_freed()
+  return redis.call('HDEL', KEYS[11], 'held') == 1
+end
+-- ---- end of includes/flow.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -281,5 +318,6 @@ if #gone > 0 then
   redis.call('HINCRBY', KEYS[11], 'total-cancelled', #gone)
   redis.call('PUBLISH', KEYS[14], table.concat(gone, '\n'))
 end
+if (n > 0 or #gone > 0) and flow_freed() then wake = true end   -- max-active: a held reserve may go
 if n > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 return n

@@ -12,8 +12,15 @@ ARGV ('' = default):
                   must run alone in its process; '' or '0' otherwise
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
   backoff has passed, delayed QUEUE jobs), earliest first and first in, first out among equal
-  due times; then QUEUE: oldest of the wait list; LBQUEUE: highest priority of the ready set,
-  first in, first out among equal priorities.
+  due times; then QUEUE: jobs with a priority above 0 from the ready set (highest first), the
+  wait list (priority 0, oldest first), jobs with a priority below 0; LBQUEUE: highest
+  priority of the ready set; first in, first out among equal priorities. A due QUEUE job that
+  has a priority first joins the ready set (its place by priority).
+Flow control (README "Flow control", settings in jobrt:{Q}:stats): a paused queue hands out
+  nothing; max-active caps the leases held at once (jobrt:{Q}:active) across all workers; a
+  rate limit (rate-max per rate-per seconds) hands out one job per call at most and moves the
+  next allowed start (rate-tat) on by rate-per / rate-max seconds per job. The reply's held
+  and retry_at say why fewer jobs came than asked for and when to ask again.
 Each job: record state=executing, executing-created, worker, attempts+1 (the attempt: it only
   grows, and the lease belongs to it), and id, queue when a hand-written record lacks them; due,
   error-reason and error-exception (of an earlier attempt, or the wait for its due time)
@@ -37,7 +44,7 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs, blocked }
+Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
@@ -46,6 +53,10 @@ Returns: { now, next_due, next_lease, jobs, blocked }
               fence the fencing token; alone 1 when the worker must run this job by itself)
   blocked     1 when a job that must run alone is next and this worker may not take it now (not
               alone, or it took other jobs first), else 0
+  held        nil, or why no more jobs may start now: 'paused' (reserve again on a wake-up:
+              resume publishes one), 'max-active' (on a wake-up: the next lease to end
+              publishes one), 'rate' (at retry_at)
+  retry_at    with held 'rate': the Unix ms from which the rate limit allows the next start
 ]]
 -- Built by tools/scripts.lua from src/reserve.lua and includes/: edit those, then run make.
 local SCRIPT = 'reserve'
@@ -54,7 +65,9 @@ local SCRIPT = 'reserve'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -72,9 +85,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -83,9 +99,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -187,6 +204,60 @@ end
 -- Leases. A lease belongs to one attempt of one job of one queue: it is the member
 -- "<worker>|<attempt>|<id>" of KEYS[5] (score: expiry in Unix ms; + 0.5 marks a job deleted
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
+-- ---- includes/priority.lua (edit it there, then run make) ----
+-- QUEUE priorities (README "Queue types"). A QUEUE job enqueued with a priority other than 0
+-- waits in the ready set KEYS[3] (score -priority, member "<order>|<id>"), the others in the wait
+-- list KEYS[2], which counts as priority 0: highest priority first, first in, first out among
+-- equal priorities.
+
+-- Appends up to n ready QUEUE candidates to cands, in the order they are served: priorities
+-- above 0 (ready-set scores below 0), then the wait list (oldest first), then priorities below 0.
+-- Candidates: { id, 'ready', member, score } or { id, 'wait' }; what is taken is removed.
+local function queue_candidates(cands, n)
+  local pri = redis.call('ZRANGE', KEYS[3], 0, n - 1, 'WITHSCORES')
+  local taken = {}
+  local i = 1
+  while i < #pri and #taken < n and tonumber(pri[i + 1]) < 0 do
+    cands[#cands + 1] = { pri[i]:match('^%d+|(.*)$') or pri[i], 'ready', pri[i], pri[i + 1] }
+    taken[#taken + 1] = pri[i]
+    i = i + 2
+  end
+  local left = n - #taken
+  if left > 0 then
+    local got = redis.call('RPOP', KEYS[2], left)
+    if got then
+      for j = 1, #got do cands[#cands + 1] = { got[j], 'wait' } end
+      left = left - #got
+    end
+  end
+  while left > 0 and i < #pri do
+    cands[#cands + 1] = { pri[i]:match('^%d+|(.*)$') or pri[i], 'ready', pri[i], pri[i + 1] }
+    taken[#taken + 1] = pri[i]
+    left = left - 1
+    i = i + 2
+  end
+  if #taken > 0 then redis.call('ZREM', KEYS[3], unpack(taken)) end
+end
+-- Due QUEUE jobs (delayed jobs, retries in backoff) whose time has come and that carry a
+-- priority join the ready set, so that they are served by priority like the waiting jobs (due
+-- jobs without one are served first, as in every type). due: the flat member, score list of
+-- the due entries whose time has come; returns the same list without those that moved.
+local function promote_due(due)
+  local keep = {}
+  for i = 1, #due, 2 do
+    local jid = due[i]:match('^%d+|(.*)$') or due[i]
+    local p = tonumber(redis.call('HGET', KEYS[1] .. jid, 'priority'))
+    if p and p ~= 0 then
+      redis.call('ZREM', KEYS[4], due[i])
+      redis.call('ZADD', KEYS[3], -p, due[i])
+    else
+      keep[#keep + 1] = due[i]
+      keep[#keep + 1] = due[i + 1]
+    end
+  end
+  return keep
+end
+-- ---- end of includes/priority.lua ----
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- ---- end of includes/lease.lua ----
 -- ---- includes/failed.lua (edit it there, then run make) ----
@@ -211,6 +282,65 @@ local function flush_failed(fails, now_ms)
   if #fails > 0 then redis.call('ZADD', KEYS[6], unpack(fails)) end
 end
 -- ---- end of includes/failed.lua ----
+-- ---- includes/flow.lua (edit it there, then run make) ----
+-- Flow control of a queue (README "Flow control"). Its settings are fields of the stats hash
+-- KEYS[11]: paused (server time it was paused, decimal seconds), rate-max and rate-per (at most
+-- rate-max jobs start per rate-per seconds: GCRA without a burst, one start every
+-- rate-per / rate-max seconds, so no window of rate-per seconds ever sees more than rate-max
+-- starts; rate-tat is its state: the Unix ms from which the next start is allowed), max-active
+-- (leases held at once, across all workers) and held ('1' while a reserve that max-active held
+-- back is owed a wake-up: the next lease to end publishes one).
+
+-- How many of `want` jobs may start now. Returns allow, fl where fl.held is nil, 'paused',
+-- 'max-active' or 'rate', fl.retry_at the Unix ms the rate allows the next start, and
+-- fl.emission, fl.tat the rate limit's spacing (ms) and state when a rate is set.
+local function flow_limits(want, now_ms)
+  local s = redis.call('HMGET', KEYS[11], 'paused', 'rate-max', 'rate-per', 'rate-tat', 'max-active')
+  local fl = {}
+  if s[1] then
+    fl.held = 'paused'
+    return 0, fl
+  end
+  local allow = want
+  local m = tonumber(s[5])
+  if m then
+    local room = m - redis.call('ZCARD', KEYS[5])
+    if room < allow then
+      allow = room > 0 and room or 0
+      fl.held = 'max-active'
+      redis.call('HSET', KEYS[11], 'held', '1')
+    end
+  end
+  local rmax, rper = tonumber(s[2]), tonumber(s[3])
+  if rmax and rper and allow > 0 then
+    fl.emission = rper * 1000 / rmax
+    fl.tat = tonumber(s[4]) or 0
+    if fl.tat > now_ms then
+      allow = 0
+      fl.held = 'rate'
+      fl.retry_at = fl.tat
+    elseif allow > 1 then
+      allow = 1
+    end
+  end
+  return allow, fl
+end
+-- n jobs started now (reserve): the rate limit's next start moves on by n spacings.
+local function flow_started(n, now_ms, fl)
+  if not fl.emission or n == 0 then return end
+  local tat = math.max(fl.tat, now_ms) + fl.emission * n
+  redis.call('HSET', KEYS[11], 'rate-tat', string.format('%.3f', tat))
+  fl.held = 'rate'
+  fl.retry_at = math.ceil(tat)
+end
+-- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }
+local function reserve_reply(now_ms, jobs, blocked, fl)
+  local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked,
+           fl.held or false, fl.retry_at or false }
+end
+-- ---- end of includes/flow.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -229,11 +359,15 @@ alone = alone == '1'
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
+local flow
+count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
+if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
 local cands = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+if qtype == 'QUEUE' and #due > 0 then due = promote_due(due) end   -- by priority (includes/priority.lua)
 if #due > 0 then
   local members = {}
   for i = 1, #due, 2 do
@@ -245,8 +379,7 @@ end
 local rest = count - #cands
 if rest > 0 then
   if qtype == 'QUEUE' then
-    local got = redis.call('RPOP', KEYS[2], rest)
-    if got then for i = 1, #got do cands[#cands + 1] = { got[i], 'wait' } end end
+    queue_candidates(cands, rest)                 -- by priority, the wait list as priority 0
   elseif qtype == 'LBQUEUE' then
     local got = redis.call('ZPOPMIN', KEYS[3], rest)
     for i = 1, #got, 2 do cands[#cands + 1] = { got[i]:match('^%d+|(.*)$'), 'ready', got[i], got[i + 1] } end
@@ -323,6 +456,7 @@ if stop_at then
   end
   if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
 end
+flow_started(#jobs, now_ms, flow)
 if #leases > 0 then
   redis.call('ZADD', KEYS[5], unpack(leases))
   local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
@@ -338,6 +472,4 @@ end
 if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
 if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
-local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked }
+return reserve_reply(now_ms, jobs, blocked, flow)

@@ -5,7 +5,7 @@ ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
 Each failed job whose record still exists: failures, stalls and suspect removed (attempts stays:
-  it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list; DELQUEUE: due now; LBQUEUE: merged
+  it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list, or the ready set when it has a priority; DELQUEUE: due now; LBQUEUE: merged
   into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
   jobHash runs, else a new entry). Failed-set entries whose record expired are dropped.
 Publishes: the wake channel (now, Unix ms) when jobs were queued.
@@ -19,7 +19,9 @@ local SCRIPT = 'retry_failed'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -37,9 +39,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -48,9 +53,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -101,6 +107,21 @@ local function order_of(created)
   return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----
+-- ---- includes/priority.lua (edit it there, then run make) ----
+-- QUEUE priorities (README "Queue types"). A QUEUE job enqueued with a priority other than 0
+-- waits in the ready set KEYS[3] (score -priority, member "<order>|<id>"), the others in the wait
+-- list KEYS[2], which counts as priority 0: highest priority first, first in, first out among
+-- equal priorities.
+
+-- A QUEUE job with a priority goes back to the ready set; true when it did (others go to the
+-- wait list: the caller's business).
+local function queue_put_back(jid, order, priority)
+  local p = tonumber(priority)
+  if not p or p == 0 then return false end
+  redis.call('ZADD', KEYS[3], -p, order .. '|' .. jid)
+  return true
+end
+-- ---- end of includes/priority.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -127,7 +148,7 @@ for i = 1, #ids do
     redis.call('HSET', rec, 'state', 'pending')
     redis.call('PERSIST', rec)
     if qtype == 'QUEUE' then
-      wait[#wait + 1] = jid
+      if not queue_put_back(jid, order_of(f[4]), f[5]) then wait[#wait + 1] = jid end
     elseif qtype == 'DELQUEUE' then
       redis.call('ZADD', KEYS[4], now_ms, order_of(f[4]) .. '|' .. jid)
     else

@@ -13,6 +13,11 @@ Returns: a flat field/value array:
              created: successful jobs, jobs moved to the failed set, retries scheduled, leases
              that ran out, jobs deleted while executing that have since stopped, hand-pushed
              ids reserve found no record for (or found already executing) and dropped
+  postponed  counter: jobs put back by job:retry_later (postpone)
+  paused     1 when the queue is paused (jobrt pause), else 0
+  rate-max, rate-per, max-active   the limits (jobrt limit): at most rate-max jobs start per
+             rate-per seconds, at most max-active run at once; 0 when not set
+  crons      the number of cron entries of the queue
 ]]
 -- Built by tools/scripts.lua from src/stats.lua and includes/: edit those, then run make.
 local SCRIPT = 'stats'
@@ -21,7 +26,9 @@ local SCRIPT = 'stats'
 -- '' (or a missing ARGV) stands for an argument not given.
 -- ---- includes/keys.lua (edit it there, then run make) ----
 -- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
--- records, KEYS[13] and KEYS[14] are channel names. check_keys() -> queue name | nil, message.
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
 -- ---- includes/show.lua (edit it there, then run make) ----
 -- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
 -- (an error reply cannot carry a newline)
@@ -39,9 +46,12 @@ local function argerr(i, name, msg)
 end
 -- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
 -- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
-local function check_keys()
-  if #KEYS ~= 14 then
-    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue (see lua-server-scripts/README.md), got ' .. #KEYS
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
   end
   local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
   if not prefix then
@@ -50,9 +60,10 @@ local function check_keys()
   if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
     return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
   end
-  for i = 2, 14 do
-    if KEYS[i] ~= prefix .. SUFFIX[i] then
-      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(prefix .. SUFFIX[i]) .. ', got ' .. shown(KEYS[i])
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
     end
   end
   return qname
@@ -91,7 +102,11 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 local now_ms = now()
 local due_now = redis.call('ZCOUNT', KEYS[4], '-inf', now_ms)
 local c = redis.call('HMGET', KEYS[11], 'total-completed', 'total-failed', 'total-retried', 'total-expired',
-  'total-cancelled', 'total-dropped')
+  'total-cancelled', 'total-dropped', 'total-postponed', 'paused', 'rate-max', 'rate-per', 'max-active')
+local crons = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[11])) do
+  if f:sub(1, 5) == 'cron:' then crons = crons + 1 end
+end
 return {
   'pending', redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + due_now,
   'delayed', redis.call('ZCARD', KEYS[4]) - due_now,
@@ -104,4 +119,10 @@ return {
   'expired', tonumber(c[4]) or 0,
   'cancelled', tonumber(c[5]) or 0,
   'dropped', tonumber(c[6]) or 0,
+  'postponed', tonumber(c[7]) or 0,
+  'paused', c[8] and 1 or 0,
+  'rate-max', tonumber(c[9]) or 0,
+  'rate-per', c[10] or '0',
+  'max-active', tonumber(c[11]) or 0,
+  'crons', crons,
 }

@@ -114,12 +114,14 @@ int main(int argc, char **argv) {
   }
   luaL_openlibs(L);
   jr_sched_init(L, loop);
+  jr_log_init(loop);
   jr_stdlib_install(L);
   preload(L, "cjson", open_cjson);
   preload(L, "jobrt.core", jr_open_core);
   preload(L, "jobrt.core.timer", jr_open_timer);
   preload(L, "jobrt.core.signal", jr_open_signal);
   preload(L, "jobrt.core.redis", jr_open_redis);
+  preload(L, "jobrt.core.net", jr_open_net);
   preload(L, "jobrt.core.term", jr_open_term);
   preload(L, "jobrt.core.proc", jr_open_proc);
   preload(L, "jobrt.core.json", jr_open_json);
@@ -149,6 +151,7 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
 
   uv_run(loop, UV_RUN_DEFAULT);
+  jr_log_flush();
   if (jr_H.live > 0 && !jr_H.exiting) {
     /* Nothing left that could wake the coroutines still waiting. */
     fprintf(stderr, "jobrt: %d coroutine(s) still waiting, but nothing is left that could wake them\n",
@@ -160,6 +163,7 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_DEFAULT);
   }
   jr_sched_close();
+  jr_log_close();
   uv_run(loop, UV_RUN_DEFAULT);
 
   int open = 0;
@@ -169,6 +173,7 @@ int main(int argc, char **argv) {
   lua_close(L);
   jr_redis_pool_free();
   jr_sched_free();
+  jr_log_free();
   uv_run(loop, UV_RUN_DEFAULT);      /* close callbacks of handles freed by finalizers */
   if (uv_loop_close(loop) != 0 && getenv("JOBRT_CHECK_HANDLES")) {
     fprintf(stderr, "jobrt: the event loop still had handles after the Lua state closed\n");

@@ -18,13 +18,20 @@
 
 #define JR_VERSION "0.1.0"
 
-/* Error codes that reach Lua as the prefix of "CODE: message" strings. */
+/* Error codes. They reach Lua as luv does it: nil, "CODE: message", "CODE"
+ * (a Redis error reply is nil, the message as Redis sent it, "EREDIS", and
+ * its first word, e.g. "NOSCRIPT"). */
 #define JR_ERRNO_MAP(X)                                                   \
   X(ECONNREFUSED, "cannot connect")                                       \
   X(ECONN, "connection lost")                                             \
   X(ETIMEDOUT, "deadline passed")                                         \
   X(ECLOSED, "connection closed")                                         \
   X(EAUTH, "authentication or database selection failed")                 \
+  X(ETLS, "TLS failed (certificate, handshake or configuration)")         \
+  X(EREDIS, "Redis answered with an error reply")                         \
+  X(EPROTO, "the server broke the protocol (bad bytes, an unasked reply)") \
+  X(EROLE, "the server is not the primary")                               \
+  X(EINVAL, "bad address or option")                                      \
   X(ENOMEM, "out of memory")
 
 typedef enum {
@@ -69,8 +76,25 @@ void jr_report_error(lua_State *co, const char *what);
 extern _Atomic uint64_t jr_run_deadline_ns;       /* job deadline of the running coroutine */
 extern lua_State *jr_running_co;                  /* the coroutine jr_resume runs now */
 int jr_scope_interrupt(lua_State *L);             /* for the watchdog hook (proc.c) */
-void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jr_open_core(lua_State *L);
+
+/* log.c: levels 0 debug, 1 info, 2 warn, 3 error (jr_H.log_level filters) */
+typedef struct jr_log_field {
+  const char *key;
+  const char *value;     /* a string, or raw JSON (a number) when raw is set */
+  size_t len;
+  int raw;
+} jr_log_field;
+void jr_log_init(uv_loop_t *loop);
+void jr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void jr_log_fields(int level, const char *msg, size_t n, const jr_log_field *fields, int nf);
+void jr_log_direct(int level, const char *msg);  /* unbuffered; safe from another thread */
+void jr_log_flush(void);
+int jr_log_set_format(const char *name);         /* "text" | "json": 0, else -1 */
+const char *jr_log_format(void);
+void jr_log_register(lua_State *L);              /* adds log functions to the table on top */
+void jr_log_close(void);                         /* flush, close the handles */
+void jr_log_free(void);                          /* after lua_close */
 
 /* timer.c */
 int jr_open_timer(lua_State *L);
@@ -78,10 +102,14 @@ int jr_open_timer(lua_State *L);
 /* signal.c */
 int jr_open_signal(lua_State *L);
 
-/* redis.c */
+/* redis_conn.c (the Redis client; its files share redis_private.h) */
 int jr_open_redis(lua_State *L);
-void jr_redis_shutdown(void);
-void jr_redis_pool_free(void);
+void jr_redis_shutdown(void);                     /* closes every connection and stream */
+void jr_redis_pool_free(void);                    /* after lua_close: pools, TLS contexts */
+
+/* net.c: a plain TCP listener (tests use it as a fake server) */
+int jr_open_net(lua_State *L);
+void jr_net_shutdown(void);
 
 /* term.c */
 int jr_open_term(lua_State *L);

@@ -546,15 +546,12 @@ static void *wd_thread(void *arg) {
       pthread_kill(main_thread, SIGALRM);
     } else if (now - hooked_at > limit_ns) {
       char msg[256];
-      int n = snprintf(msg, sizeof msg,
-                       "jobrt[%d] error: the event loop has been blocked for %.0f s by code that never "
-                       "yields and could not be interrupted (a JIT-compiled loop); exiting with status 70 "
-                       "so it can be restarted (run with --procs N to have jobrt do that)\n",
-                       (int)getpid(), (double)(now - last) / 1e9);
-      if (n > 0) {
-        ssize_t w = write(2, msg, (size_t)n);
-        (void)w;
-      }
+      snprintf(msg, sizeof msg,
+               "the event loop has been blocked for %.0f s by code that never "
+               "yields and could not be interrupted (a JIT-compiled loop); exiting with status 70 "
+               "so it can be restarted (run with --procs N to have jobrt do that)",
+               (double)(now - last) / 1e9);
+      jr_log_direct(3, msg);
       _exit(70);
     }
   }

@@ -48,18 +48,6 @@ const char *jr_err_name(jr_errno_t e) {
   return (e >= 0 && e < JR_ERR_MAX) ? err_names[e] : "EUNKNOWN";
 }
 
-/* Writes one log line to stderr when level >= the configured level. */
-void jr_log(int level, const char *fmt, ...) {
-  static const char *const names[] = {"debug", "info", "warn", "error"};
-  if (level < jr_H.log_level) return;
-  char buf[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "jobrt[%d] %s: %s\n", (int)getpid(), names[level & 3], buf);
-}
-
 /* Pushes registry[name], creating it (with the given __mode, if any). */
 static void push_regtable(lua_State *L, const char *name, const char *mode) {
   lua_getfield(L, LUA_REGISTRYINDEX, name);
@@ -803,24 +791,6 @@ static int l_set_exit_code(lua_State *L) {
   return 0;
 }
 
-/* jobrt.log(level, msg) with level 0..3 */
-static int l_log(lua_State *L) {
-  int level = (int)luaL_checkinteger(L, 1);
-  jr_log(level, "%s", luaL_checkstring(L, 2));
-  return 0;
-}
-
-/* jobrt.set_log_level(n) / jobrt.log_level() */
-static int l_set_log_level(lua_State *L) {
-  jr_H.log_level = (int)luaL_checkinteger(L, 1);
-  return 0;
-}
-
-static int l_log_level(lua_State *L) {
-  lua_pushinteger(L, jr_H.log_level);
-  return 1;
-}
-
 /* jobrt.versions() -> { jobrt=, luajit=, libuv=, hiredis= } */
 #include <luajit.h>
 #include <hiredis/hiredis.h>
@@ -874,14 +844,14 @@ int jr_open_core(lua_State *L) {
       {"status", l_status},     {"now", l_now},
       {"monotime", l_monotime}, {"live", l_live},
       {"exit", l_exit},         {"set_exit_code", l_set_exit_code},
-      {"log", l_log},           {"set_log_level", l_set_log_level},
-      {"log_level", l_log_level}, {"versions", l_versions},
+      {"versions", l_versions},
       {"pid", l_pid},           {"hostname", l_hostname},
       {"random_bytes", l_random_bytes},
       {"scope", l_scope},       {"scope_of", l_scope_of},
       {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
+  jr_log_register(L);
   return 1;
 }
 

@@ -7,6 +7,8 @@
  * run, and term.print(s) writes above the prompt without garbling it.
  * Off a tty, term.read_line() reads stdin through a uv_pipe_t (a regular
  * file, which cannot be polled, is read directly).
+ * Tab completion: term.set_completer(fn) has readline ask fn(line, start,
+ * finish) for the candidates of the word under the cursor (see complete()).
  */
 #include "private.h"
 
@@ -122,6 +124,110 @@ static int l_print(lua_State *L) {
   rl_point = point;
   rl_forced_update_display();
   free(saved);
+  return 0;
+}
+
+/* ---- tab completion ------------------------------------------------- */
+
+static int completer_ref = LUA_NOREF;   /* the Lua function asked for candidates */
+
+/* Longest common prefix of the n strings in v. Returns a malloc'd copy
+ * (NULL when out of memory). */
+static char *common_prefix(char **v, int n) {
+  size_t len = strlen(v[0]);
+  for (int i = 1; i < n; i++) {
+    size_t k = 0;
+    while (k < len && v[i][k] == v[0][k]) k++;
+    len = k;
+  }
+  char *p = malloc(len + 1);
+  if (p == NULL) return NULL;
+  memcpy(p, v[0], len);
+  p[len] = 0;
+  return p;
+}
+
+/* readline's attempted-completion hook. Calls the Lua completer with the
+ * whole line and the word's bounds (0-based start, end: the cursor) on the
+ * main state, protected: it may not yield, and an error in it just means no
+ * candidates. The candidates replace the word (text) as a whole; readline
+ * gets them as a malloc'd NULL-terminated array whose first entry is their
+ * common prefix (readline frees all of it). No filename fallback, and no
+ * space appended (Lua names go on with '.', ':' or '('). */
+static char **complete(const char *text, int start, int end) {
+  (void)text;
+  rl_attempted_completion_over = 1;
+  rl_completion_append_character = '\0';
+  if (completer_ref == LUA_NOREF || jr_H.L == NULL) return NULL;
+  lua_State *L = jr_H.L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, completer_ref);
+  lua_pushstring(L, rl_line_buffer);
+  lua_pushinteger(L, start);
+  lua_pushinteger(L, end);
+  if (lua_pcall(L, 3, 1, 0) != 0 || !lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return NULL;
+  }
+  int n = (int)lua_objlen(L, -1);
+  if (n <= 0) {
+    lua_settop(L, top);
+    return NULL;
+  }
+  char **m = calloc((size_t)n + 2, sizeof *m);
+  if (m == NULL) {
+    lua_settop(L, top);
+    return NULL;
+  }
+  int k = 0;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    const char *c = lua_tostring(L, -1);
+    if (c != NULL) {
+      char *copy = strdup(c);
+      if (copy != NULL) m[1 + k++] = copy;
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+  if (k == 0) {
+    free(m);
+    return NULL;
+  }
+  if (k == 1) {          /* one candidate: it is the substitution itself */
+    m[0] = m[1];
+    m[1] = NULL;
+    return m;
+  }
+  m[0] = common_prefix(m + 1, k);
+  if (m[0] == NULL) {
+    for (int i = 1; i <= k; i++) free(m[i]);
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* term.set_completer(fn | nil): fn(line, start, finish) -> { candidate, ... }
+ * is asked on Tab; nil turns completion off. Word breaks suit Lua: a.b.c
+ * and q:method stay one word; quotes and brackets end one. A single
+ * candidate inside a string gets the closing quote. */
+static int l_set_completer(lua_State *L) {
+  if (completer_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, completer_ref);
+    completer_ref = LUA_NOREF;
+  }
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    completer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = " \t\n\"'`=+-*/%^~#<>;,(){}[]|&";
+    rl_completer_word_break_characters = rl_basic_word_break_characters;
+    rl_completer_quote_characters = "\"'";   /* a queue name completed in "..." gets its closing quote */
+  } else {
+    rl_attempted_completion_function = NULL;
+  }
   return 0;
 }
 
@@ -311,6 +417,8 @@ static int l_read_line(lua_State *L) {
 
 /* Stops reading stdin and closes the watchers (host shutdown). */
 void jr_term_shutdown(void) {
+  rl_attempted_completion_function = NULL;
+  completer_ref = LUA_NOREF;        /* the registry goes with the state */
   if (rl_active) {
     rl_callback_handler_remove();
     rl_active = 0;
@@ -334,6 +442,7 @@ int jr_open_term(lua_State *L) {
                                  {"isatty", l_isatty},
                                  {"read_line", l_read_line},
                                  {"set_busy", l_set_busy},
+                                 {"set_completer", l_set_completer},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);

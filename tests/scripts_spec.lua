@@ -104,7 +104,8 @@ describe('server scripts', function()
         'jobrt:{q}:dedup', 'jobrt:{q}:stats', 'jobrt:{q}:seq', 'jobrt:{q}:wake', 'jobrt:{q}:results' }, ops.keys('q'))
     end)
     it('names the wake and results channels', function()
-      assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results' }, ops.channels('q'))
+      assert.same({ wake = 'jobrt:{q}:wake', results = 'jobrt:{q}:results', progress = 'jobrt:{q}:progress' },
+        ops.channels('q'))
     end)
     it('gives every key of a queue the same hash tag, the queue name, so one Cluster slot', function()
       for _, k in ipairs(ops.keys('mail.out:eu-1')) do
@@ -1301,7 +1302,8 @@ describe('server scripts', function()
       complete(o, 'q', 'w', { { id = res.jobs[1].id, ok = true } })
       local st = o:stats('q')
       assert.same({ pending = 2, delayed = 1, parked = 0, executing = 1, failed = 0, completed = 1,
-                    total_failed = 0, retried = 0, expired = 0, cancelled = 0, dropped = 0 }, st)
+                    total_failed = 0, retried = 0, expired = 0, cancelled = 0, dropped = 0,
+                    postponed = 0, paused = 0, rate_max = 0, rate_per = '0', max_active = 0, crons = 0 }, st)
     end)
   end)
 
@@ -1381,7 +1383,7 @@ describe('server scripts', function()
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e999' }, "enqueue: ARGV[6] priority must be a number, got '1e999'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '1e16' }, "enqueue: ARGV[6] priority must be between -1e+15 and 1e+15, got '1e16'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', '0x10' }, "enqueue: ARGV[6] priority must be a number, got '0x10'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '5' }, 'enqueue: ARGV[6] priority applies to LBQUEUE only, this queue is QUEUE' },
+      { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '5' }, 'enqueue: ARGV[6] priority applies to QUEUE and LBQUEUE only, this queue is DELQUEUE' },
       { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', '-5' }, "enqueue: ARGV[7] timestamp must be between 0 and 100000000000, got '-5'" },
       { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', 'soon' }, "enqueue: ARGV[7] timestamp must be a number, got 'soon'" },
       { 'enqueue', 'dq', { 'DELQUEUE', 'f', '{}', '', '', '', '', '-1' }, "enqueue: ARGV[8] delay must be between 0 and 320000000, got '-1'" },
@@ -1390,10 +1392,14 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '-1' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '-1'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '99999999' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '99999999'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '0' }, "enqueue: ARGV[10] timeout must be between 0.001 and 32000000, got '0'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'extra' }, "enqueue: ARGV[11] max_payload must be a number, got 'extra'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '0' }, "enqueue: ARGV[11] max_payload must be between 1 and 536870912, got '0'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', 'x' }, 'enqueue: expected at most 11 ARGV, got 12' },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{"a":"0123456789"}', '', '', '', '', '', '', '', '10' }, 'enqueue: ARGV[3] args is 18 bytes, more than the limit of 10 bytes' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '', '', 'extra' }, 'enqueue: expected at most 14 ARGV, got 15' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c' }, 'enqueue: ARGV[12] tick is missing' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'a\nb', '1' }, "enqueue: ARGV[11] cron name must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1.5' }, "enqueue: ARGV[12] tick must be a whole number, got '1.5'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '-1' }, "enqueue: ARGV[13] skip_late must be between 0 and 1e+14, got '-1'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', 'extra' }, "enqueue: ARGV[14] max_payload must be a number, got 'extra'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', '0' }, "enqueue: ARGV[14] max_payload must be between 1 and 536870912, got '0'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{"a":"0123456789"}', '', '', '', '', '', '', '', '', '', '', '10' }, 'enqueue: ARGV[3] args is 18 bytes, more than the limit of 10 bytes' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{"s":"\255\254"}' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 6 is 0xff (send binary data as base64)' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '["caf\195\169","\192\175"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 10 is 0xc0 (send binary data as base64)' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '["\237\160\128"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xed (send binary data as base64)' },
@@ -1451,6 +1457,35 @@ describe('server scripts', function()
       { 'list_failed', 'q', { 'QUEUE', '0', '5000' }, "list_failed: ARGV[3] count must be between 1 and 1000, got '5000'" },
       { 'stats', 'q', {}, 'stats: ARGV[1] type is missing (read it from RESERVED:QCONFIG)' },
       { 'stats', 'q', { 'QUEUE', 'x' }, 'stats: expected at most 1 ARGV, got 2' },
+      -- scheduling and flow control (tests/06-sched has their behaviour)
+      { 'pause', 'q', { 'QUEUE' }, "pause: ARGV[2] action must be 'pause' or 'resume', got ''" },
+      { 'pause', 'q', { 'QUEUE', 'stop' }, "pause: ARGV[2] action must be 'pause' or 'resume', got 'stop'" },
+      { 'pause', 'q', { 'QUEUE', 'pause', 'x' }, 'pause: expected at most 2 ARGV, got 3' },
+      { 'limit', 'q', { 'QUEUE', 'rate' }, 'limit: ARGV after [1] must come in pairs (name, value), got 1 values' },
+      { 'limit', 'q', { 'QUEUE', 'speed', '1' }, "limit: ARGV[2] name must be 'rate' or 'max-active', got 'speed'" },
+      { 'limit', 'q', { 'QUEUE', 'rate', '5' }, "limit: ARGV[3] rate must be 'N/SECONDS' (e.g. '5/1': 5 jobs per second), got '5'" },
+      { 'limit', 'q', { 'QUEUE', 'rate', '0/1' }, "limit: ARGV[3] rate N must be a whole number from 1 to 1000000, got '0/1'" },
+      { 'limit', 'q', { 'QUEUE', 'rate', '5/0' }, "limit: ARGV[3] rate SECONDS must be from 0.001 to 86400, got '5/0'" },
+      { 'limit', 'q', { 'QUEUE', 'rate', '5/1', 'max-active', '0' }, "limit: ARGV[5] max-active must be between 1 and 1000000, got '0'" },
+      { 'limit', 'q', { 'QUEUE', 'max-active', '2', 'max-active', '3' }, "limit: ARGV[4] name 'max-active' is given twice" },
+      { 'limit', 'q', { 'QUEUE', 'max-active', '2.5' }, "limit: ARGV[3] max-active must be a whole number, got '2.5'" },
+      { 'progress', 'q', { 'QUEUE', 'w', 'a', '1', '' }, 'progress: expected the 14 standard KEYS of one queue and 1 more (jobrt:{QUEUE}:progress) (see lua-server-scripts/README.md), got 14' },
+      { 'postpone', 'q', { 'QUEUE', 'w' }, 'postpone: ARGV[3] id is missing (give at least one job: id, attempt, delay, reason)' },
+      { 'postpone', 'q', { 'QUEUE', 'w', 'a', '1', '5' }, 'postpone: ARGV after [2] must come in groups of 4 (id, attempt, delay, reason), got 3 values' },
+      { 'postpone', 'q', { 'QUEUE', 'w', 'a', '1', '-5', '' }, "postpone: ARGV[5] delay must be between 0 and 31536000, got '-5'" },
+      { 'postpone', 'q', { 'QUEUE', 'w', 'a', 'x', '5', '' }, "postpone: ARGV[4] attempt must be a number, got 'x'" },
+      { 'drain', 'q', { 'QUEUE', '0' }, "drain: ARGV[2] limit must be between 1 and 10000, got '0'" },
+      { 'drain', 'q', { 'QUEUE', '', 'x' }, 'drain: expected at most 2 ARGV, got 3' },
+      { 'cron_set', 'q', { 'QUEUE' }, 'cron_set: ARGV[2] cron name is missing' },
+      { 'cron_set', 'q', { 'QUEUE', 'a{b}', '{}' }, "cron_set: ARGV[2] cron name must not contain control characters (newline, tab...) or '{' '}', got 'a{b}'" },
+      { 'cron_set', 'q', { 'QUEUE', 'n', '[1' }, "cron_set: ARGV[3] entry must be a JSON object, got '[1'" },
+      { 'cron_set', 'q', { 'QUEUE', 'n', '{"job":"f"}' }, 'cron_set: ARGV[3] entry field args must be a non-empty string' },
+      { 'cron_set', 'q', { 'QUEUE', 'n', '{"job":"f","args":"{x","schedule":"* * * * *","tz":"UTC","id_prefix":"p","missed":"once","source":"cli"}' },
+        "cron_set: ARGV[3] entry field args must be JSON text, got '{x'" },
+      { 'cron_set', 'q', { 'QUEUE', 'n', '{"job":"f","args":"{}","schedule":"* * * * *","tz":"UTC","id_prefix":"p","missed":"never","source":"cli"}' },
+        "cron_set: ARGV[3] entry field missed must be 'once' or 'skip'" },
+      { 'cron_delete', 'q', { 'QUEUE' }, 'cron_delete: ARGV[2] cron name is missing' },
+      { 'cron_delete', 'q', { 'QUEUE', 'n', 'user' }, "cron_delete: ARGV[3] source must be '', 'cli' or 'file', got 'user'" },
     }
 
     -- a keyspace with something in every structure, so "unchanged" means something

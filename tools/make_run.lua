@@ -1,8 +1,8 @@
 -- tools/make_run.lua: what `make run` does. Makes sure a Redis answers (starting a private
--- redis-server in ./.jobrt/ when none does), sets the types of the example queues in jobs/,
--- starts jobrt web (dashboard, API, /metrics) on 127.0.0.1:7070, then serves jobs/ until Ctrl-C.
+-- redis-server in ./.jobrt/ when none does), starts jobrt web (dashboard, API, /metrics) on
+-- 127.0.0.1:7070, then serves jobs/ until Ctrl-C. The example job files declare their queue
+-- types (_type), which the worker stores on a clean Redis.
 local localredis = require 'jobrt.localredis'
-local redis = require 'jobrt.redis'
 
 local url = os.getenv("JOBRT_REDIS")
 if not url then
@@ -13,16 +13,6 @@ if not url then
     return 1
   end
 end
-local r = assert(redis.connect(url))
-local types = { ECHO = "QUEUE", INDEX = "LBQUEUE", MAIL = "DELQUEUE" }
-for q, t in pairs(types) do
-  local cur = r:call("HGET", "RESERVED:QCONFIG", q)
-  if cur == redis.null then
-    r:call("HSET", "RESERVED:QCONFIG", q, t)
-    io.stderr:write(("make run: queue %s set to %s (jobrt queue-type %s %s)\n"):format(q, t, q, t))
-  end
-end
-r:close()
 -- jobrt web beside the worker, in this process (JOBRT_WEB_LISTEN moves it; "off" leaves it out)
 local listen = os.getenv("JOBRT_WEB_LISTEN") or "127.0.0.1:7070"
 local web_server

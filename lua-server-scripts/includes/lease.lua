@@ -3,6 +3,7 @@
 -- while it runs), so a renewal, completion or release for any other attempt finds nothing.
 --- @include "args"
 --- @include "time"
+--- @include "priority"
 local function lease_member(worker, attempt, jid) return worker .. '|' .. attempt .. '|' .. jid end
 -- worker, attempt (string), id of a lease member, or nil
 local function lease_parts(m) return m:match('^([^|]*)|(%d+)|(.*)$') end
@@ -30,9 +31,9 @@ local function lease_args(first, worker)
 end
 -- A job taken back from its worker (lease ran out, or released) goes back to its place in the
 -- order: LBQUEUE by priority then enqueue order (its jobHash stays held), DELQUEUE and delayed
--- jobs at their due time, QUEUE jobs to the consuming end of the wait list, in enqueue order
--- among themselves (collected in `front`; flush_front writes them). f: the record's
--- pending-created, priority, due, dedup.
+-- jobs at their due time, QUEUE jobs with a priority to the ready set, the other QUEUE jobs to
+-- the consuming end of the wait list, in enqueue order among themselves (collected in `front`;
+-- flush_front writes them). f: the record's pending-created, priority, due, dedup.
 local function put_back(qtype, jid, f, now_ms, front)
   local order = order_of(f[1])
   if qtype == 'LBQUEUE' then
@@ -40,7 +41,7 @@ local function put_back(qtype, jid, f, now_ms, front)
   elseif qtype == 'DELQUEUE' then
     local due_ms = f[3] and math.floor(tonumber(f[3]) * 1000 + 0.5) or tonumber(f[4] and f[4]:match('@(%d+)$'))
     redis.call('ZADD', KEYS[4], due_ms or now_ms, order .. '|' .. jid)
-  else
+  elseif not queue_put_back(jid, order, f[2]) then
     front[#front + 1] = { order, jid }
   end
 end

@@ -40,6 +40,7 @@ Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), w
   DELQUEUE identity entry) is found and freed.
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
+A reserve held back by max-active (stats field held) gets a wake-up when leases were dropped.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
   per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
 Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
@@ -50,6 +51,7 @@ local SCRIPT = 'complete'
 --- @include "claims"
 --- @include "lease"
 --- @include "failed"
+--- @include "flow"
 --- @include "json_text"
 
 local qname, err = check_keys()
@@ -94,14 +96,15 @@ local members = {}
 for i = 1, #outs do members[i] = outs[i].member end
 local held = redis.call('ZMSCORE', KEYS[5], unpack(members))
 local drop, ignored = {}, {}
+local wake_at = nil
 for i = 1, #outs do
   if held[i] then drop[#drop + 1] = members[i] else ignored[#ignored + 1] = outs[i].id end
 end
 if #drop > 0 then redis.call('ZREM', KEYS[5], unpack(drop)) end
+if #drop > 0 and flow_freed() then wake_at = now_ms end     -- max-active: a held reserve may go
 
 local done, retried, failed = 0, 0, 0
 local finished, dues, fails, cancelled = {}, {}, {}, {}
-local wake_at = nil
 local function wake(t) if not wake_at or t < wake_at then wake_at = t end end
 local seen, NONE = {}, {}
 for i = 1, #outs do

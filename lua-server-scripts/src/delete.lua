@@ -4,8 +4,8 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV:
   [1] type  QUEUE | LBQUEUE | DELQUEUE
   [2] id    job id
-Pending job: removes the record and the job's entry (wait list / ready set / due set / LBQUEUE
-  entry or parked slot); a pending LBQUEUE job that holds its jobHash (waiting for a retry)
+Pending job: removes the record and the job's entry (wait list / ready set (LBQUEUE, and QUEUE
+  jobs with a priority) / due set / LBQUEUE entry or parked slot); a pending LBQUEUE job that holds its jobHash (waiting for a retry)
   releases it and queues the parked job; a DELQUEUE job frees its identity@timestamp entry.
 Finished job: removes the record and its failed-set entry.
 Executing job (a worker holds its lease): cancelled, not removed yet, because it still runs on
@@ -64,7 +64,9 @@ if state == 'finished' then return 1 end
 
 local order = order_of(f[4])
 if qtype == 'QUEUE' then
-  if redis.call('ZREM', KEYS[4], order .. '|' .. jid) == 0 then redis.call('LREM', KEYS[2], 1, jid) end
+  if redis.call('ZREM', KEYS[4], order .. '|' .. jid) + redis.call('ZREM', KEYS[3], order .. '|' .. jid) == 0 then
+    redis.call('LREM', KEYS[2], 1, jid)
+  end
 elseif qtype == 'LBQUEUE' then
   redis.call('ZREM', KEYS[4], order .. '|' .. jid)
   redis.call('ZREM', KEYS[3], order .. '|' .. jid)

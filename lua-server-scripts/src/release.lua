@@ -16,7 +16,8 @@ Each job whose lease "<worker>|<attempt>|<id>" is held: state=pending, back to i
   deleted, claims freed, counted in total-cancelled, its record key published on
   jobrt:{Q}:results). Leases the worker does not hold (another attempt's) are ignored. A job
   whose record vanished is not recreated: what points at its id is freed.
-Publishes: the wake channel (now, Unix ms) when jobs were given back or a parked job was queued.
+Publishes: the wake channel (now, Unix ms) when jobs were given back, a parked job was queued,
+  or a reserve held back by max-active is owed a wake-up (stats field held).
 Returns: the number of jobs given back (a cancelled job removed is not counted)
 ]]
 local SCRIPT = 'release'
@@ -24,6 +25,7 @@ local SCRIPT = 'release'
 --- @include "time"
 --- @include "claims"
 --- @include "lease"
+--- @include "flow"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -65,5 +67,6 @@ if #gone > 0 then
   redis.call('HINCRBY', KEYS[11], 'total-cancelled', #gone)
   redis.call('PUBLISH', KEYS[14], table.concat(gone, '\n'))
 end
+if (n > 0 or #gone > 0) and flow_freed() then wake = true end   -- max-active: a held reserve may go
 if n > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 return n

@@ -27,7 +27,8 @@ A job deleted while executing (lease score E + 0.5) whose lease ran out: its rec
   total-expired.
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
-Publishes: the wake channel (now, Unix ms) when jobs were put back or a parked job was queued.
+Publishes: the wake channel (now, Unix ms) when jobs were put back, a parked job was queued,
+  or a reserve held back by max-active is owed a wake-up (stats field held).
 Returns: { requeued, failed, cancelled }
 ]]
 local SCRIPT = 'requeue_expired'
@@ -36,6 +37,7 @@ local SCRIPT = 'requeue_expired'
 --- @include "claims"
 --- @include "lease"
 --- @include "failed"
+--- @include "flow"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -105,5 +107,6 @@ end
 if cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', cancelled) end
 redis.call('HINCRBY', KEYS[11], 'total-expired', #expired)
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
+if flow_freed() then wake = true end        -- max-active: a held reserve may go
 if requeued > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 return { requeued, failed, cancelled }

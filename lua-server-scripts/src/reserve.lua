@@ -12,8 +12,15 @@ ARGV ('' = default):
                   must run alone in its process; '' or '0' otherwise
 Order: due entries of jobrt:{Q}:due first (DELQUEUE jobs whose time has come, retries whose
   backoff has passed, delayed QUEUE jobs), earliest first and first in, first out among equal
-  due times; then QUEUE: oldest of the wait list; LBQUEUE: highest priority of the ready set,
-  first in, first out among equal priorities.
+  due times; then QUEUE: jobs with a priority above 0 from the ready set (highest first), the
+  wait list (priority 0, oldest first), jobs with a priority below 0; LBQUEUE: highest
+  priority of the ready set; first in, first out among equal priorities. A due QUEUE job that
+  has a priority first joins the ready set (its place by priority).
+Flow control (README "Flow control", settings in jobrt:{Q}:stats): a paused queue hands out
+  nothing; max-active caps the leases held at once (jobrt:{Q}:active) across all workers; a
+  rate limit (rate-max per rate-per seconds) hands out one job per call at most and moves the
+  next allowed start (rate-tat) on by rate-per / rate-max seconds per job. The reply's held
+  and retry_at say why fewer jobs came than asked for and when to ask again.
 Each job: record state=executing, executing-created, worker, attempts+1 (the attempt: it only
   grows, and the lease belongs to it), and id, queue when a hand-written record lacks them; due,
   error-reason and error-exception (of an earlier attempt, or the wait for its due time)
@@ -37,7 +44,7 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs, blocked }
+Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
@@ -46,6 +53,10 @@ Returns: { now, next_due, next_lease, jobs, blocked }
               fence the fencing token; alone 1 when the worker must run this job by itself)
   blocked     1 when a job that must run alone is next and this worker may not take it now (not
               alone, or it took other jobs first), else 0
+  held        nil, or why no more jobs may start now: 'paused' (reserve again on a wake-up:
+              resume publishes one), 'max-active' (on a wake-up: the next lease to end
+              publishes one), 'rate' (at retry_at)
+  retry_at    with held 'rate': the Unix ms from which the rate limit allows the next start
 ]]
 local SCRIPT = 'reserve'
 --- @include "args"
@@ -53,6 +64,8 @@ local SCRIPT = 'reserve'
 --- @include "claims"
 --- @include "lease"
 --- @include "failed"
+--- @include "flow"
+--- @include "priority"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -71,11 +84,15 @@ alone = alone == '1'
 
 local now_ms, now_s = now()
 local prefix = KEYS[1]
+local flow
+count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
+if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
 local cands = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+if qtype == 'QUEUE' and #due > 0 then due = promote_due(due) end   -- by priority (includes/priority.lua)
 if #due > 0 then
   local members = {}
   for i = 1, #due, 2 do
@@ -87,8 +104,7 @@ end
 local rest = count - #cands
 if rest > 0 then
   if qtype == 'QUEUE' then
-    local got = redis.call('RPOP', KEYS[2], rest)
-    if got then for i = 1, #got do cands[#cands + 1] = { got[i], 'wait' } end end
+    queue_candidates(cands, rest)                 -- by priority, the wait list as priority 0
   elseif qtype == 'LBQUEUE' then
     local got = redis.call('ZPOPMIN', KEYS[3], rest)
     for i = 1, #got, 2 do cands[#cands + 1] = { got[i]:match('^%d+|(.*)$'), 'ready', got[i], got[i + 1] } end
@@ -165,6 +181,7 @@ if stop_at then
   end
   if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
 end
+flow_started(#jobs, now_ms, flow)
 if #leases > 0 then
   redis.call('ZADD', KEYS[5], unpack(leases))
   local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
@@ -180,6 +197,4 @@ end
 if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
 if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
-local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked }
+return reserve_reply(now_ms, jobs, blocked, flow)

@@ -5,7 +5,7 @@ ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
 Each failed job whose record still exists: failures, stalls and suspect removed (attempts stays:
-  it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list; DELQUEUE: due now; LBQUEUE: merged
+  it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list, or the ready set when it has a priority; DELQUEUE: due now; LBQUEUE: merged
   into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
   jobHash runs, else a new entry). Failed-set entries whose record expired are dropped.
 Publishes: the wake channel (now, Unix ms) when jobs were queued.
@@ -15,6 +15,7 @@ Returns: { queued, examined }: jobs queued again, failed-set entries handled (ca
 local SCRIPT = 'retry_failed'
 --- @include "args"
 --- @include "time"
+--- @include "priority"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -41,7 +42,7 @@ for i = 1, #ids do
     redis.call('HSET', rec, 'state', 'pending')
     redis.call('PERSIST', rec)
     if qtype == 'QUEUE' then
-      wait[#wait + 1] = jid
+      if not queue_put_back(jid, order_of(f[4]), f[5]) then wait[#wait + 1] = jid end
     elseif qtype == 'DELQUEUE' then
       redis.call('ZADD', KEYS[4], now_ms, order_of(f[4]) .. '|' .. jid)
     else

@@ -13,6 +13,11 @@ Returns: a flat field/value array:
              created: successful jobs, jobs moved to the failed set, retries scheduled, leases
              that ran out, jobs deleted while executing that have since stopped, hand-pushed
              ids reserve found no record for (or found already executing) and dropped
+  postponed  counter: jobs put back by job:retry_later (postpone)
+  paused     1 when the queue is paused (jobrt pause), else 0
+  rate-max, rate-per, max-active   the limits (jobrt limit): at most rate-max jobs start per
+             rate-per seconds, at most max-active run at once; 0 when not set
+  crons      the number of cron entries of the queue
 ]]
 local SCRIPT = 'stats'
 --- @include "args"
@@ -27,7 +32,11 @@ qtype, err = queue_type(); if err then return redis.error_reply(err) end
 local now_ms = now()
 local due_now = redis.call('ZCOUNT', KEYS[4], '-inf', now_ms)
 local c = redis.call('HMGET', KEYS[11], 'total-completed', 'total-failed', 'total-retried', 'total-expired',
-  'total-cancelled', 'total-dropped')
+  'total-cancelled', 'total-dropped', 'total-postponed', 'paused', 'rate-max', 'rate-per', 'max-active')
+local crons = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[11])) do
+  if f:sub(1, 5) == 'cron:' then crons = crons + 1 end
+end
 return {
   'pending', redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + due_now,
   'delayed', redis.call('ZCARD', KEYS[4]) - due_now,
@@ -40,4 +49,10 @@ return {
   'expired', tonumber(c[4]) or 0,
   'cancelled', tonumber(c[5]) or 0,
   'dropped', tonumber(c[6]) or 0,
+  'postponed', tonumber(c[7]) or 0,
+  'paused', c[8] and 1 or 0,
+  'rate-max', tonumber(c[9]) or 0,
+  'rate-per', c[10] or '0',
+  'max-active', tonumber(c[11]) or 0,
+  'crons', crons,
 }

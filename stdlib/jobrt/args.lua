@@ -5,6 +5,11 @@
 -- Types: flag (no value), string, number, count (integer >= 1), seconds (number >= 0).
 -- "--name value" and "--name=value" both work; "--" ends options; "-" is a positional.
 -- Returns nil, message on a usage error (the message names the option and the fix).
+--
+--   args.LOGGING = { ["log-level"] = "string", ["log-format"] = "string" }  (every command takes them)
+--   args.apply_logging(opts, cmd) -> true | nil, message
+-- applies --log-level and --log-format (text | json); --log-format is also exported as
+-- JOBRT_LOG_FORMAT, so the processes a command starts (the --procs children) log alike.
 local tonumber, floor = tonumber, math.floor
 
 local _M = {}
@@ -65,6 +70,24 @@ function _M.parse(argv, spec, cmd)
     i = i + 1
   end
   return opts, pos
+end
+
+_M.LOGGING = { ["log-level"] = "string", ["log-format"] = "string" }
+
+function _M.apply_logging(opts, cmd)
+  local jobrt = require 'jobrt'
+  if opts["log-level"] then
+    local ok, err = jobrt.set_log_level(opts["log-level"])
+    if not ok then return nil, ("%s: --log-level: %s"):format(cmd, err) end
+  end
+  if opts["log-format"] then
+    local ok, err = jobrt.set_log_format(opts["log-format"])
+    if not ok then return nil, ("%s: --log-format: %s"):format(cmd, err) end
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+    ffi.C.setenv("JOBRT_LOG_FORMAT", opts["log-format"], 1)
+  end
+  return true
 end
 
 return _M

@@ -19,6 +19,15 @@ Enqueue and inspect:
   jobrt failed QUEUE [list|retry|delete]
   jobrt job QUEUE ID                one job's record as JSON
   jobrt delete QUEUE ID             delete (cancel) one job
+  jobrt health [QUEUE...]           exit 0 when Redis answers and live workers serve the QUEUEs
+Schedule and control (across all workers):
+  jobrt cron add NAME QUEUE JOB 'EXPR' [JSON]   repeat a job (cron expression, @every 30s)
+  jobrt cron list | delete NAME
+  jobrt pause QUEUE | resume QUEUE  stop starting a queue's jobs, and start again
+  jobrt limit QUEUE [--rate N --per S] [--max-active N] [--clear]
+  jobrt queues                      every queue: type, counts, paused, limits, crons
+  jobrt drain QUEUE                 remove its waiting and delayed jobs
+  jobrt obliterate QUEUE [--force]  delete the queue and all its keys
   jobrt repl                        interactive Lua prompt with a connected `queue`
   jobrt web [--listen HOST:PORT]    REST API, dashboard and /metrics over HTTP
 Run Lua on the loop:
@@ -28,8 +37,11 @@ Other:
   jobrt --version                   versions of jobrt, LuaJIT, libuv and hiredis
   jobrt COMMAND --help              options of one command
 
-Common options: --redis URL (redis://[:password@]host:port[/db] or unix:///path;
-env JOBRT_REDIS; default redis://127.0.0.1:6379), --log-level debug|info|warn|error.
+Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default redis://127.0.0.1:6379),
+--tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure (for rediss://; env JOBRT_TLS_CA,
+JOBRT_TLS_CERT, JOBRT_TLS_KEY, JOBRT_TLS_INSECURE), --log-level debug|info|warn|error,
+--log-format text|json (env JOBRT_LOG_FORMAT; json: one object per line).
 ]]
 
 local function version()
@@ -50,42 +62,55 @@ local function run_chunk(fn, name, args)
   return 0
 end
 
--- Takes the common options (--redis URL, --log-level L) from argv[first...] while they lead;
--- --redis is passed on through JOBRT_REDIS, so jobrt.connect() and every command see it.
--- Returns the index of the first other argument, or nil, message.
+-- Takes the common options (--redis URL, --log-level L, --log-format F, --tls-*) from
+-- argv[first...] while they lead; --redis and the TLS options are passed on through JOBRT_REDIS
+-- and JOBRT_TLS_*, so jobrt.connect() and every command see them. Returns the index of the
+-- first other argument, or nil, message.
 local function take_common(argv, first)
+  local redis = require 'jobrt.redis'
   local i = first
+  local tls, url = {}, nil
   while argv[i] do
     local a = argv[i]
     local name, val = a:match("^%-%-([%w-]+)=(.*)$")
     name = name or a:match("^%-%-([%w-]+)$")
-    if name ~= "redis" and name ~= "log-level" then break end
-    if not val then
+    local kind = redis.CLI_OPTIONS[name]
+    if name ~= "redis" and name ~= "log-level" and name ~= "log-format" and not kind then break end
+    if kind == "flag" then
+      if val then return nil, ("--%s takes no value"):format(name) end
+      val = true
+    elseif not val then
       val = argv[i + 1]
       if val == nil then return nil, ("--%s needs a value"):format(name) end
       i = i + 1
     end
     if name == "redis" then
-      local ok, err = require('jobrt.redis').parse_url(val)
+      local ok, err = redis.parse_url(val)
       if not ok then return nil, "--redis: " .. err end
+      url = val
       local ffi = require 'ffi'
       pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
       ffi.C.setenv("JOBRT_REDIS", val, 1)
+    elseif kind then
+      tls[name] = val
     else
-      local ok, err = jobrt.set_log_level(val)
-      if not ok then return nil, "--log-level: " .. err end
+      local ok, err = require('jobrt.args').apply_logging({ [name] = val }, "jobrt")
+      if not ok then return nil, (err:gsub("^jobrt: ", "")) end
     end
     i = i + 1
   end
+  local ok, err = redis.use_cli_tls(tls, url)
+  if not ok then return nil, err end
   return i
 end
 
 local RUN_USAGE = [[
-usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]
-       jobrt -e [--redis URL] [--log-level L] 'CODE' [ARGS]
+usage: jobrt run [--redis URL] [--log-level L] [--log-format F] FILE.lua [ARGS]
+       jobrt -e [--redis URL] [--log-level L] [--log-format F] 'CODE' [ARGS]
 Runs the file (or chunk) inside a coroutine on the jobrt loop: Redis calls, jobrt.sleep and
 friends yield instead of blocking. Its arguments are in the global arg (arg[0] is the file).
---redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there.
+--redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there; the TLS options
+--tls-ca FILE, --tls-cert FILE, --tls-key FILE and --tls-insecure set JOBRT_TLS_* likewise.
 ]]
 
 local function cmd_run(argv)
@@ -144,8 +169,30 @@ local MODULES = {
   failed = "jobrt.commands",
   job = "jobrt.commands",
   delete = "jobrt.commands",
+  health = "jobrt.health",
   web = "jobrt.web",
+  cron = "jobrt.sched_commands",
+  pause = "jobrt.sched_commands",
+  resume = "jobrt.sched_commands",
+  limit = "jobrt.sched_commands",
+  queues = "jobrt.sched_commands",
+  drain = "jobrt.sched_commands",
+  obliterate = "jobrt.sched_commands",
 }
+
+-- Every command, in the order the man page lists them: these first, then any other command of
+-- MODULES (sorted), so a new command is documented without anyone remembering to add it.
+-- tools/help_docs.lua builds the man page and the bash completion from their --help texts.
+function _M.commands()
+  local order = { "work", "enqueue", "queue-type", "stats", "failed", "job", "delete", "health",
+                  "repl", "web", "run" }
+  local seen, rest = {}, {}
+  for _, c in ipairs(order) do seen[c] = true end
+  for c in pairs(MODULES) do if not seen[c] then rest[#rest + 1] = c end end
+  table.sort(rest)
+  for _, c in ipairs(rest) do order[#order + 1] = c end
+  return order
+end
 
 function _M.main(argv)
   local at, err = take_common(argv, 1)     -- `jobrt --redis URL stats` works too

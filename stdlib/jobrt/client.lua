@@ -9,7 +9,7 @@
 --       sent. (Every other key of the table is the connection's: see jobrt.redis.connect.)
 --   q:enqueueJob(queue, job, args, opts)          -> id
 --   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
---   q:run(queue, job, args, opts)                 -> the job's result (opts.wait: seconds to wait)
+--   q:run(queue, job, args, opts)                 -> the job's result, its id (opts.wait: seconds to wait)
 --   q:getJob(queue, id)                           -> record (field -> string) | nil
 --   q:deleteJob(queue, id)                        -> true | false (no such job)
 --   q:retryFailedJobs(queue) -> n ;  q:deleteFailedJobs(queue) -> n
@@ -18,8 +18,13 @@
 --   q:workers()                                   -> live worker records, sorted by id
 --   q:queueType(queue)                            -> type | nil (none set)
 --   q:queueType(queue, type)                      -> type (sets it)
+--   q:queueNames()                                -> every queue in RESERVED:QCONFIG, sorted
 --   q:registerWorker(redisConfig, jobDescription[, opts]) -> worker (see jobrt.worker)
 --   q:close()
+--   Scheduling, flow control and maintenance (issue 13; in jobrt.client_sched, same two forms):
+--   q:pause(queue) / q:resume(queue), q:limit(queue[, limits]), q:queues(), q:drain(queue),
+--   q:obliterate(queue[, {force=}]), q:addCron(name, queue, job, expr[, args[, opts]]),
+--   q:listCron(), q:deleteCron(name); q:run(..., { on_progress = fn(value, id) }).
 --
 -- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
 -- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a
@@ -29,7 +34,7 @@
 -- once in both forms, naming the call and the option. What only Redis can tell (a queue without a
 -- type, Redis down, a job that failed) goes to the callback, or is raised in the coroutine form.
 --
--- Enqueue options: jobHash (string), priority (number, LBQUEUE), timestamp (absolute Unix seconds,
+-- Enqueue options: jobHash (string), priority (number; QUEUE and LBQUEUE), timestamp (absolute Unix seconds,
 -- fractions allowed), delay (seconds), id (client id: 1-256 bytes, not all digits), retries (whole
 -- number 0-1000), timeout (seconds a handler may run). q:run also takes wait (seconds to wait for
 -- the result; default: no limit); on timeout it raises and the job stays queued.
@@ -188,6 +193,8 @@ local function encode_args(self, fname, args, where)
   return text
 end
 
+-- Job names are 1-256 bytes and do not start with '_': in a job file such keys are settings
+-- of the queue (`_type`, see jobrt.queuetypes), so no job could serve them.
 local function check_job(fname, job, where)
   if type(job) ~= 'string' or job == '' or #job > 256 then
     error(str_format('%s: %sjob must be a job name (a string of 1-256 bytes), got %s', fname, where or '',
@@ -195,7 +202,12 @@ local function check_job(fname, job, where)
   end
   local err = naming.job(job)
   if err then error(str_format('%s: %sthe job name %s', fname, where or '', err), 0) end
+  if job:sub(1, 1) == '_' then
+    error(str_format("%s: %sjob names must not start with '_' (%s): in job files such keys are settings of the queue, like _type",
+      fname, where or '', shown(job)), 0)
+  end
 end
+_M.check_job = check_job
 
 -- ---- the two calling forms ----------------------------------------------
 
@@ -278,41 +290,11 @@ local function split_conf(fname, conf)
   return c, conf.max_payload
 end
 
--- url with its password shown as ***: the part between "user:" (or "//") and the last '@' of
--- the authority, and the value of password= in the query.
-local function masked(url)
-  local scheme, rest = url:match('^(.-://)(.*)$')
-  if not scheme then return url end
-  local alen = rest:find('[/?#]') or #rest + 1
-  local auth, tail = rest:sub(1, alen - 1), rest:sub(alen)
-  local at = auth:match('^.*()@')
-  if at then
-    local cred = auth:sub(1, at - 1)
-    local user = cred:match('^([^:]*):')
-    auth = (user and user .. ':' or '') .. '***' .. auth:sub(at)
-  end
-  return scheme .. auth .. tail:gsub('([?&]password=)[^&#]*', '%1***')
-end
-_M.masked = masked
-
--- The address a connect() argument points at, for messages and logs: host:port or the socket
--- path, never a password.
-function _M.describe(conf)
-  if conf == nil then conf = os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL end
-  local t = conf
-  if type(conf) == 'string' then
-    t = redis.parse_url(conf)
-    if not t then return masked(conf) end
-  end
-  if type(t) ~= 'table' then return tostring(conf) end
-  if t.url and not t.host and not t.path then
-    local u = redis.parse_url(t.url)
-    if not u then return masked(t.url) end
-    t = u
-  end
-  if t.path then return 'unix://' .. t.path end
-  return str_format('%s:%s', t.host or '127.0.0.1', t.port or 6379)
-end
+-- The address a connect() argument points at, for messages and logs: host:port, the socket
+-- path or the sentinels, never a password (jobrt.redis.describe); _M.masked(url) is the URL with
+-- its passwords written *** (jobrt.redis.mask_url).
+_M.describe = redis.describe
+_M.masked = redis.mask_url
 
 -- Connects and loads the scripts: client, or nil, message (without the "jobrt.connect: " part),
 -- refused (true when nothing answered at the address). Must run in a coroutine. max_payload:
@@ -326,14 +308,15 @@ function _M.open(conf, max_payload)
     conf, problem = require('jobrt.localredis').default_url()
     if not conf then return nil, problem end
   end
-  local r, err = redis.connect(conf)
+  local r, err, code = redis.connect(conf)
   if not r and type(conf) == 'string' and require('jobrt.localredis').is_local(conf) then
     return nil, require('jobrt.localredis').NOT_RUNNING    -- its socket is left from a kill or a reboot
   end
   if not r then
     err = tostring(err)
-    local refused = err:find('^ECONNREFUSED: ') ~= nil
-    return nil, (err:gsub('^ECONNREFUSED: ', ''):gsub('^redis%.connect: ', '')), refused
+    -- "ECONNREFUSED: cannot connect to ..." reads better here without its code
+    if code == 'ECONNREFUSED' and err:sub(1, #code + 2) == code .. ': ' then err = err:sub(#code + 3) end
+    return nil, (err:gsub('^redis%.connect: ', '')), code == 'ECONNREFUSED'
   end
   local q, qerr = _M.new(r, nil, max_payload)
   if not q then
@@ -370,7 +353,7 @@ function Client:close()
   if self.closed then return end
   self.closed = true
   for _, list in pairs(self.waiters) do
-    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed') end
+    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed', 'ECLOSED') end
   end
   self.waiters = {}
   self.r:close()
@@ -391,9 +374,9 @@ local function type_rules(fname, queue, qtype, o, where)
     return str_format("%s: %squeue '%s' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)",
       fname, where, queue)
   end
-  if o.priority and qtype ~= 'LBQUEUE' then
-    return str_format("%s: %soption 'priority' applies to LBQUEUE queues only; queue '%s' is a %s",
-      fname, where, queue, qtype)
+  if o.priority and qtype == 'DELQUEUE' then
+    return str_format("%s: %soption 'priority' applies to QUEUE and LBQUEUE queues only; queue '%s' is a DELQUEUE (its jobs run at their time)",
+      fname, where, queue)
   end
   if (o.timestamp or o.delay) and qtype == 'LBQUEUE' then
     return str_format("%s: %soption '%s' applies to QUEUE and DELQUEUE queues only; queue '%s' is an LBQUEUE",
@@ -563,6 +546,47 @@ local function ensure_results(self, queue)
   c:broadcast(true)
 end
 
+-- Progress (job:progress): fns[record key] = { [fn] = true }, fed by one subscription per queue
+-- to jobrt:{Q}:progress ("<record key>\n<value JSON>"). Returns a function that stops listening.
+local function listen_progress(self, queue, id, fn)
+  local key = ops.keys(queue)[1] .. id
+  self.progress = self.progress or {}
+  local list = self.progress[key] or {}
+  self.progress[key] = list
+  local last
+  local function deliver_value(text)
+    if text == last then return end
+    last = text
+    local ok, v = pcall(json.decode, text)
+    local okc, err = xpcall(fn, traceback, ok and v or text, id)
+    if not okc then _M.report_error('on_progress failed: ' .. tostring(err)) end
+  end
+  list[deliver_value] = true
+  self.psubs = self.psubs or {}
+  if not self.psubs[queue] then
+    self.psubs[queue] = true
+    local ok, err = self.r:subscribe(ops.channels(queue).progress, function(_, message)
+      if message == nil then return end
+      local k, v = message:match('^([^\n]*)\n(.*)$')
+      local fns = k and self.progress[k]
+      if fns then for f in pairs(fns) do f(v) end end
+    end)
+    if not ok then
+      self.psubs[queue] = nil
+      error('run: cannot subscribe to the progress of queue ' .. shown(queue) .. ': ' .. tostring(err), 0)
+    end
+  end
+  -- a report made before we listened: the record has the latest one
+  jobrt.spawn(function()
+    local rec = self.ops:get(queue, id)
+    if rec and type(rec.progress) == 'string' and list[deliver_value] then deliver_value(rec.progress) end
+  end)
+  return function()
+    list[deliver_value] = nil
+    if next(list) == nil and self.progress[key] == list then self.progress[key] = nil end
+  end
+end
+
 -- Waits until job id of queue is finished; returns its record, false when it vanished.
 -- Raises on timeout (wait seconds) or when the client closes.
 local function wait_result(self, fname, queue, id, wait)
@@ -602,10 +626,13 @@ local function wait_result(self, fname, queue, id, wait)
   return rec
 end
 
-local function run_one(self, queue, job, text, o, wait)
+local function run_one(self, queue, job, text, o, wait, on_progress)
   ensure_results(self, queue)
   local id = enqueue_one(self, 'run', queue, job, text, o)
-  local rec = wait_result(self, 'run', queue, id, wait)
+  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
+  local okw, rec = pcall(wait_result, self, 'run', queue, id, wait)
+  if unlisten then unlisten() end
+  if not okw then error(rec, 0) end
   if rec == false then
     error(str_format("run: job %s on queue '%s' was deleted before it finished", id, queue), 0)
   end
@@ -619,14 +646,24 @@ local RUN_EXTRA = {
     if type(v) ~= 'number' or v ~= v then return 'must be a number of seconds, got ' .. tname(v) end
     if v <= 0 then return 'must be seconds > 0, got ' .. tostring(v) end
   end,
+  on_progress = function(v)
+    if type(v) ~= 'function' then return 'must be a function(value, id) called with each progress report, got ' .. tname(v) end
+  end,
 }
 
 -- For the command line: enqueue JSON text and wait for the job. Returns id, record (false when
--- the job vanished); raises on Redis trouble or after `wait` seconds.
-function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait)
+-- the job vanished); raises on Redis trouble or after `wait` seconds. on_enqueued(id, existed),
+-- when given, is called once the job is enqueued, before the wait; on_progress(value, id), when
+-- given, with each progress report of the job (job:progress) while it is waited for.
+function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued, on_progress)
   ensure_results(self, queue)
-  local id = enqueue_one(self, fname, queue, job, text, o)
-  return id, wait_result(self, fname, queue, id, wait)
+  local id, existed = enqueue_one(self, fname, queue, job, text, o)
+  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
+  if on_enqueued then on_enqueued(id, existed) end
+  local ok, rec = pcall(wait_result, self, fname, queue, id, wait)
+  if unlisten then unlisten() end
+  if not ok then error(rec, 0) end
+  return id, rec
 end
 
 -- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
@@ -638,10 +675,10 @@ function Client:run(...)
   check_queue('run', queue)
   check_job('run', job)
   local o = check_options('run', opts, RUN_EXTRA)
-  local wait = o.wait
-  o.wait = nil
+  local wait, on_progress = o.wait, o.on_progress
+  o.wait, o.on_progress = nil, nil
   local text = encode_args(self, 'run', args)
-  return both_ways('run', cb, run_one, self, queue, job, text, o, wait)
+  return both_ways('run', cb, run_one, self, queue, job, text, o, wait, on_progress)
 end
 
 -- waitJob(queue, id[, wait]) -> value: waits for a job enqueued earlier (raises if it failed).
@@ -727,6 +764,14 @@ local function all_queues(self, fname)
   end
   sort(names)
   return names, types
+end
+
+-- queueNames() -> the names of every queue in RESERVED:QCONFIG, sorted (the REPL completes them)
+function Client:queueNames(...)
+  check_self(self, 'queueNames')
+  local cb, n = split_callback(...)
+  if n > 0 then argfail('queueNames', 'expected ([callback]), got ' .. n .. ' arguments') end
+  return both_ways('queueNames', cb, function() return (all_queues(self, 'queueNames')) end)
 end
 
 local COUNT_FIELDS = { 'pending', 'delayed', 'parked', 'executing', 'failed', 'completed',
@@ -842,6 +887,15 @@ function Client:registerWorker(...)
   if opts ~= nil and type(opts) ~= 'table' then argfail('registerWorker', 'opts must be a table, got ' .. tname(opts)) end
   return both_ways('registerWorker', cb, register_perform, self, conf, desc, opts)
 end
+
+-- Scheduling, flow control and maintenance live in jobrt.client_sched; it adds its methods to
+-- Client with the same two calling forms, through these internals.
+require('jobrt.client_sched').install(Client, {
+  both_ways = both_ways, split_callback = split_callback, take = take, argfail = argfail,
+  check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
+  check = check, op = op, all_queues = all_queues, stats_perform = stats_perform, tname = tname,
+  shown = shown, QCONFIG = QCONFIG, module = _M,
+})
 
 function mt.__tostring(self)
   local info = (not self.closed) and self.r:info() or nil

@@ -23,9 +23,12 @@ local _M = {}
 
 local COMMON_HELP = [[
 Common options:
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379; see the README's "Addresses")
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
+  --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
 ]]
 
@@ -46,11 +49,13 @@ local function sanitized(v)
   return out
 end
 
--- v as indented JSON with sorted keys: stable output for people and for diff. Text that is not
--- UTF-8 (a record written by another tool) is shown with U+FFFD for the bad bytes, not refused.
-local function to_json(v)
-  local text, err, code = json.pretty(v)
-  if not text and code == 'EUTF8' then text, err = json.pretty(sanitized(v)) end
+-- v as JSON with sorted keys: stable output for people and for diff; indented when indent is
+-- given (every --json output), on one line otherwise. Text that is not UTF-8 (a record written
+-- by another tool) is shown with U+FFFD for the bad bytes, not refused.
+local function to_json(v, indent)
+  local opts = { sort = true, indent = indent }
+  local text, err, code = json.encode(v, opts)
+  if not text and code == 'EUTF8' then text, err = json.encode(sanitized(v), opts) end
   return text or error(err, 0)
 end
 
@@ -92,7 +97,8 @@ end
 
 -- ---- common parts -------------------------------------------------------------
 
-local COMMON = { redis = 'string', ['log-level'] = 'string' }
+local COMMON = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
+for k, v in pairs(redis.CLI_OPTIONS) do COMMON[k] = v end
 
 -- Parses argv for cmd with the command's own spec plus the common options.
 -- Returns opts, pos, or nil, status after printing what to print.
@@ -109,12 +115,10 @@ local function parse(cmd, argv, spec, usage)
     io.stdout:write(usage, '\n', COMMON_HELP)
     return nil, 0
   end
-  if opts['log-level'] then
-    local ok, err = jobrt.set_log_level(opts['log-level'])
-    if not ok then
-      errline(cmd, '--log-level: ' .. err)
-      return nil, 2
-    end
+  local ok, err = args.apply_logging(opts, 'jobrt ' .. cmd)
+  if not ok then
+    io.stderr:write(err, '\n')
+    return nil, 2
   end
   return opts, pos
 end
@@ -125,6 +129,11 @@ local function connect(cmd, opts, max_payload)
   local url, perr = redis.address(opts.redis)
   if url == false then
     errline(cmd, perr)
+    return nil, 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    errline(cmd, terr)
     return nil, 2
   end
   local q, err, refused = client.open(url, max_payload)
@@ -175,7 +184,8 @@ usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
                                                 "timestamp": ..., "delay": ..., "id": ..., "retries": ...,
                                                 "timeout": ...} (options as in the Lua API)
 
-Enqueues one job and prints its id. JSON-ARGS (default {}) are the job's arguments: quote them
+Enqueues one job and prints its id. An LBQUEUE job identical to a waiting one (same jobHash)
+is merged with it: its id is printed, and stderr says so. JSON-ARGS (default {}) are the job's arguments: quote them
 in single quotes, e.g. jobrt enqueue emails send '{"to":"ann@example.com"}'. They must be
 UTF-8 JSON text (RFC 8259) of at most --max-payload bytes, and are stored as given.
 With -, reads JSON lines from stdin (blank lines skipped), checks them all before enqueueing
@@ -184,14 +194,17 @@ The queue needs a type: jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE.
 
 Options:
   --hash H           the jobHash (required by LBQUEUE; identity for DELQUEUE; ignored by QUEUE)
-  --priority P       LBQUEUE priority (highest first; default: the number of identical jobs)
+  --priority P       highest first: LBQUEUE (default: the number of identical jobs) and QUEUE
+                     (default 0; first in, first out among equal priorities); not DELQUEUE
   --at UNIX-SECONDS  run at this time (fractions allowed; QUEUE and DELQUEUE)
   --in SECONDS       run after this delay (QUEUE and DELQUEUE)
   --id ID            client id (not all digits); an id already waiting or running is not enqueued twice
   --max-payload BYTES  the largest JSON-ARGS accepted (default 16777216, 16 MiB; at most 512 MiB)
   --retries N        extra attempts after a failure (0-1000)
   --timeout S        seconds the handler may run before the job fails
-  --wait             wait for the job and print its result as JSON; exit 1 if it failed
+  --wait             wait for the job and print its result as JSON (the job's id goes to
+                     stderr first); exit 1 if it failed. On a terminal, its job:progress
+                     reports show on stderr as they come
   --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
 
 Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
@@ -294,7 +307,7 @@ local function enqueue_bulk(q, queue, items)
 end
 
 -- Options that do not fit the queue's type are a usage error (2), found before anything is
--- sent; a queue without a type (or Redis failing) is 1. Returns nil when all fit.
+-- sent; a queue without a type (or Redis failing) is 1. Returns nil, the queue's type when all fit.
 local function check_type(q, cmd, queue, list)
   local qtype, err = q.ops:queue_type(queue)
   if not qtype then
@@ -308,6 +321,17 @@ local function check_type(q, cmd, queue, list)
       return 2
     end
   end
+  return nil, qtype
+end
+
+-- What to say when the job was there already: for an LBQUEUE that is the queue doing its job
+-- (identical jobs are one entry), for an id given with --id it is the id keeping its promise.
+local function existed_line(qtype, queue, id, opts)
+  if qtype == 'LBQUEUE' then
+    return str_format("merged with job %s, which waits with the same jobHash '%s' in queue '%s' (identical LBQUEUE jobs run once)",
+      id, tostring(opts.jobHash), queue)
+  end
+  return str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue)
 end
 
 local function enqueue_stdin(q, cmd, queue, job, base, limit)
@@ -332,6 +356,11 @@ local function enqueue_stdin(q, cmd, queue, job, base, limit)
         errline(cmd, str_format('line %d of stdin must be a JSON object with a "job" name, e.g. {"job":"send","args":{"to":"ann"}}', l.n))
         return 2
       end
+      local okn, nerr = pcall(client.check_job, 'enqueue', v.job)
+      if not okn then
+        errline(cmd, str_format('line %d of stdin: %s', l.n, bare(nerr)))
+        return 2
+      end
       local o = {}
       for k, val in pairs(base) do o[k] = val end
       for k, val in pairs(v) do
@@ -352,15 +381,20 @@ local function enqueue_stdin(q, cmd, queue, job, base, limit)
       items[i] = { n = l.n, job = v.job, text = text, opts = clean }
     end
   end
-  local rc = #items > 0 and check_type(q, cmd, queue, items)
+  local rc, qtype
+  if #items > 0 then rc, qtype = check_type(q, cmd, queue, items) end
   if rc then return rc end
   local made, existed, done = enqueue_bulk(q, queue, items)
   if not made then
     errline(cmd, existed .. str_format(' (%d of %d jobs were enqueued before it)', done, #items))
     return 1
   end
-  io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's',
-    existed > 0 and str_format(' (%d already waiting or running, not enqueued twice)', existed) or ''))
+  local note = ''
+  if existed > 0 then
+    note = qtype == 'LBQUEUE' and str_format(', %d merged with identical waiting jobs', existed)
+      or str_format(' (%d already waiting or running, not enqueued twice)', existed)
+  end
+  io.stdout:write(str_format('enqueued %d job%s%s\n', made, made == 1 and '' or 's', note))
   return 0
 end
 
@@ -391,6 +425,13 @@ local function cmd_enqueue(argv, cmd)
     errline(cmd, '--id names one job: put an "id" in each line of stdin instead (jobrt enqueue QUEUE -)')
     return 2
   end
+  if job ~= '-' then
+    local okn, nerr = pcall(client.check_job, 'enqueue', job)
+    if not okn then
+      errline(cmd, bare(nerr))
+      return 2
+    end
+  end
   local okc, copts = pcall(client.check_options, 'enqueue', cli_opts(o))
   if not okc then
     errline(cmd, cli_words(bare(copts)))
@@ -417,7 +458,7 @@ local function cmd_enqueue(argv, cmd)
     q:close()
     return rc
   end
-  local rc = check_type(q, cmd, queue, { { opts = copts } })
+  local rc, qtype = check_type(q, cmd, queue, { { opts = copts } })
   if rc then
     q:close()
     return rc
@@ -430,12 +471,27 @@ local function cmd_enqueue(argv, cmd)
       return 1
     end
     io.stdout:write(tostring(id), '\n')
-    if existed then
-      errline(cmd, str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue))
-    end
+    if existed then errline(cmd, existed_line(qtype, queue, id, copts)) end
     return 0
   end
-  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'])
+  -- --wait: the result goes to stdout; the id to stderr at once, so a long wait can be
+  -- interrupted and the job looked up later (jobrt job QUEUE ID)
+  local function on_enqueued(jid, existed)
+    errline(cmd, existed and (existed_line(qtype, queue, jid, copts) .. '; waiting for its result')
+      or str_format("job %s enqueued in queue '%s'; waiting for its result", jid, queue))
+  end
+  -- on a terminal, show the job's progress reports as they come (job:progress)
+  local shown_progress = false
+  local on_progress = term.isatty(2) and function(v, pid)
+    shown_progress = true
+    local txt = type(v) == 'number' and str_format('%g%%', v) or to_json(v)
+    if #txt > 200 then txt = txt:sub(1, 197) .. '...' end
+    io.stderr:write('\r\27[K', str_format('jobrt enqueue: job %s: %s', pid, txt))
+    io.stderr:flush()
+  end or nil
+  local ok, id, rec = pcall(client.enqueue_and_wait, q, 'enqueue', queue, job, text, copts, o['wait-timeout'],
+    on_enqueued, on_progress)
+  if shown_progress then io.stderr:write('\n') end
   q:close()
   if not ok then
     errline(cmd, cli_words(bare(id)))
@@ -568,7 +624,7 @@ local function cmd_stats(argv, cmd)
   end
   local queues = queue and { [queue] = s } or s
   if o.json then
-    io.stdout:write(to_json({ queues = queues, workers = json.array(workers) }), '\n')
+    io.stdout:write(to_json({ queues = queues, workers = json.array(workers) }, '  '), '\n')
     return 0
   end
   local names = {}
@@ -592,6 +648,11 @@ local function cmd_stats(argv, cmd)
     end
     io.stdout:write(table_text(header, rows, right))
     for _, n in ipairs(notes) do io.stdout:write('note: ', n, '\n') end
+    local paused = {}
+    for _, name in ipairs(names) do if queues[name].paused == 1 then paused[#paused + 1] = name end end
+    if #paused > 0 then
+      io.stdout:write('paused: ', concat(paused, ', '), ' (workers start nothing from them; jobrt resume QUEUE)\n')
+    end
   end
   io.stdout:write(str_format('workers alive: %d\n', #workers))
   if #workers > 0 then
@@ -664,7 +725,7 @@ local function cmd_failed(argv, cmd)
     io.stdout:write(str_format("deleted %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))
   elseif o.json then
     for _, rec in ipairs(a) do record_values(rec) end
-    io.stdout:write(to_json(json.array(a)), '\n')
+    io.stdout:write(to_json(json.array(a), '  '), '\n')
   else
     io.stdout:write(str_format("%d failed job%s in queue '%s'%s\n", b, b == 1 and '' or 's', queue,
       b > #a and str_format(' (newest %d shown; --limit N for more)', #a) or ''))
@@ -728,7 +789,7 @@ local function cmd_job(argv, cmd)
       pos[2], pos[1], pos[1]))
     return 1
   end
-  io.stdout:write(to_json(record_values(rec)), '\n')
+  io.stdout:write(to_json(record_values(rec), '  '), '\n')
   return 0
 end
 
@@ -749,6 +810,11 @@ local function cmd_delete(argv, cmd)
   io.stdout:write(str_format("deleted job %s of queue '%s'\n", pos[2], pos[1]))
   return 0
 end
+
+-- For the other command modules (jobrt.sched_commands): the shared parts.
+_M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many, bad_name = bad_name,
+            bare = bare, table_text = table_text, to_json = to_json, ARRAY = json.ARRAY, when = when,
+            json_problem = json_problem, QUOTE_HINT = QUOTE_HINT }
 
 local COMMANDS = {
   enqueue = cmd_enqueue,

@@ -55,14 +55,33 @@ local _M = {
   json = json,
 }
 
--- Logging: level names as --log-level takes them.
+-- Logging (runtime/log.c): each line gets an RFC 3339 UTC timestamp with milliseconds and is
+-- text ("2025-05-01T10:00:00.123Z jobrt[1234] info: msg") or, with --log-format json or
+-- JOBRT_LOG_FORMAT=json, one JSON object per line {"ts","level","pid","msg", fields...}.
+-- Lines below warn are buffered and written once per loop turn; warn and error at once.
+--   jobrt.log(level, fmt, ...)                 level: "debug" | "info" | "warn" | "error"
+--   jobrt.log_fields(level, fields, fmt, ...)  fields: { key1, value1, key2, value2, ... }
+--                                              (strings, numbers, booleans; JSON output only)
+--   jobrt.log_job(queue, job, id, attempt, ms, worker, ok, reason)   the worker's line per job
+--       (info): "Q.job id=7 attempt=1 ok 2.5ms" / "... failed 2.5ms: reason"; in JSON also the
+--       fields queue, job, id, attempt, ms, worker, result ("ok" | "failed") and error
+--   jobrt.set_log_level(name) / jobrt.set_log_format("text" | "json") -> true | nil, message
+--   jobrt.log_format() -> "text" | "json"
 local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
 _M.LOG_LEVELS = LEVELS
+local core_log, log_level = core.log, core.log_level
+local json_logs = core.log_format() == "json"
 function _M.log(level, fmt, ...)
   local n = LEVELS[level] or level
-  if n < core.log_level() then return end
-  core.log(n, select('#', ...) > 0 and fmt:format(...) or fmt)
+  if n < log_level() then return end
+  core_log(n, select('#', ...) > 0 and fmt:format(...) or fmt)
 end
+function _M.log_fields(level, fields, fmt, ...)
+  local n = LEVELS[level] or level
+  if n < log_level() then return end
+  core_log(n, select('#', ...) > 0 and fmt:format(...) or fmt, json_logs and fields or nil)
+end
+_M.log_job = core.log_job
 function _M.set_log_level(name)
   local n = LEVELS[name]
   if not n then
@@ -71,6 +90,13 @@ function _M.set_log_level(name)
   core.set_log_level(n)
   return true
 end
+function _M.set_log_format(name)
+  local ok, err = core.set_log_format(tostring(name))
+  if not ok then return nil, err end
+  json_logs = name == "json"
+  return true
+end
+_M.log_format = core.log_format
 
 -- Parks the running coroutine until woken, or until `timeout` seconds pass
 -- (then returns false, "timeout"). `register(co)` is told who to wake.

@@ -19,11 +19,23 @@
 --                                    error (the job fails, retries apply); job.redis:try(...)
 --                                    returns nil, err instead. Taken on first use.
 --   job:enqueue(queue, job, args, opts) -> id   enqueue another job (raises on error)
+--   job:progress(value) -> true | false   value: a number from 0 to 100, or a table (JSON): kept
+--                                    in the record (field progress) and published on
+--                                    jobrt:{Q}:progress, where q:run's on_progress and enqueue
+--                                    --wait see it (progress.lua). false: this attempt no
+--                                    longer holds its lease (it is being stopped). Raises on a
+--                                    bad value or a Redis error.
+--   job:retry_later(seconds[, reason])  ends the handler here: the job runs again after
+--                                    `seconds` (0 to 31536000) without using up a retry, for an
+--                                    outside service's limit (BullMQ's RateLimitError;
+--                                    postpone.lua). It raises a value the worker recognizes:
+--                                    call it in the handler's own coroutine, and a pcall that
+--                                    catches it must raise it again.
 local json = require 'jobrt.json'
 local jobrt = require 'jobrt'
 
-local type, rawget, rawset, pcall, error, tostring, setmetatable =
-      type, rawget, rawset, pcall, error, tostring, setmetatable
+local type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable =
+      type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable
 local fmt = string.format
 
 local _M = {}
@@ -75,6 +87,52 @@ function Ctx:enqueue(queue, name, args, opts)
   if not ok2 then error((tostring(id):gsub("^.-jobrt%.ops%.enqueue: ", "job:enqueue: ")), 2) end
   if not id then error("job:enqueue: " .. tostring(err), 2) end
   return id
+end
+
+-- job:progress(value) -> true | false (see the header)
+function Ctx:progress(value)
+  local st = rawget(self, "_state")
+  local tv = type(value)
+  if tv == "number" then
+    if value ~= value or value < 0 or value > 100 then
+      error(fmt("job:progress: a number must be from 0 to 100 (a percentage), got %s", tostring(value)), 2)
+    end
+  elseif tv ~= "table" then
+    error(fmt("job:progress: value must be a number from 0 to 100 or a table (stored as JSON), got %s", tv), 2)
+  end
+  local text, jerr = json.encode(value, { name = "value" })
+  if not text then
+    error(fmt("job:progress: the value cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
+      first_line(jerr)), 2)
+  end
+  if st.done then return false end
+  local w = st.worker
+  local res, err = w.ops:progress(st.queue.name, w.id, st.id, st.attempt, text)
+  if res == nil then error("job:progress: " .. tostring(err), 2) end
+  return res
+end
+
+-- The value job:retry_later raises; the worker recognizes it (retry_later_of).
+local Later = {}
+Later.__index = Later
+Later.__tostring = function(l)
+  return fmt("job:retry_later(%g): the job runs again later without using up a retry (raise this value again if you caught it)", l.delay)
+end
+
+function Ctx:retry_later(seconds, reason)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds > 31536000 then
+    error(fmt("job:retry_later: seconds must be a number from 0 to 31536000, got %s", tostring(seconds)), 2)
+  end
+  if reason ~= nil and type(reason) ~= "string" then
+    error(fmt("job:retry_later: reason must be a string, got %s", type(reason)), 2)
+  end
+  error(setmetatable({ delay = seconds, reason = reason }, Later), 0)
+end
+
+-- The { delay=, reason= } of an error value raised by job:retry_later, or nil.
+function _M.retry_later_of(e)
+  if type(e) == "table" and getmetatable(e) == Later then return e end
+  return nil
 end
 
 -- The context for one attempt. state: the worker's record of the running attempt (its

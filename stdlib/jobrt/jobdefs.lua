@@ -9,16 +9,59 @@
 --       into: a normalized table to merge into (several files serve one worker); a job defined
 --             twice is an error naming both places
 --       timeout is in seconds (> 0), retries a whole number >= 0 (extra attempts after a failure)
+--       cron (optional): 'EXPR', or { 'EXPR', tz = 'Europe/Berlin', args = {...}, missed =
+--             'once'|'skip' }: the job is also enqueued on that schedule (jobrt.cron_runner;
+--             normalized to spec.cron = { schedule=, tz=, args= JSON text, missed= })
 -- Messages name the file and line of the offending definition and the fix.
 local naming = require 'jobrt.names'
 
-local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
+local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local fmt, floor = string.format, math.floor
 
 local _M = {}
 
 local JOB_FIELDS = { handler = "function", timeout = "number", retries = "number",
+                     cron = "cron",        -- a string or a table: check_cron
                      source = "string" }   -- source: set when loaded (so loading twice is a no-op)
+
+-- `cron = ...` of a job definition -> { schedule=, tz=, args= JSON text, missed= } or nil, message
+local function check_cron(v, where)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then
+    return nil, fmt("%s.cron must be a cron expression ('*/5 * * * *', '@hourly', '@every 30s') or a table { 'EXPR', tz = ZONE, args = {...}, missed = 'once'|'skip' }, got %s",
+      where, type(v))
+  end
+  if type(v.schedule) == "string" and type(v.tz) == "string" and type(v.args) == "string" and v[1] == nil then
+    return v                             -- already normalized (a description loaded twice)
+  end
+  for k in pairs(v) do
+    if k ~= 1 and k ~= "tz" and k ~= "args" and k ~= "missed" and k ~= "hash" then
+      return nil, fmt("%s.cron has unknown field '%s' (known: [1] the expression, tz, args, missed, hash)", where, tostring(k))
+    end
+  end
+  local cron, tz = require("jobrt.cron"), require("jobrt.tz")
+  local ok, err = cron.parse(v[1])
+  if not ok then return nil, fmt("%s.cron: %s", where, err) end
+  local zone = v.tz or "UTC"
+  if type(zone) ~= "string" then return nil, fmt("%s.cron.tz must be a zone name such as 'Europe/Berlin', got %s", where, type(zone)) end
+  ok, err = tz.load(zone)
+  if not ok then return nil, fmt("%s.cron: %s", where, err) end
+  if v.missed ~= nil and v.missed ~= "once" and v.missed ~= "skip" then
+    return nil, fmt("%s.cron.missed must be 'once' (one run for the ticks missed while no worker ran) or 'skip', got %s", where, tostring(v.missed))
+  end
+  local args = "{}"
+  if v.args ~= nil then
+    local text, jerr = require("jobrt.json").encode(v.args, { sort = true, name = where .. ".cron.args" })
+    if not text or type(v.args) ~= "table" then
+      return nil, fmt("%s.cron.args must be a table that encodes as JSON: %s", where, text and ("got " .. type(v.args)) or jerr)
+    end
+    args = text
+  end
+  if v.hash ~= nil and (type(v.hash) ~= "string" or naming.ref(v.hash)) then
+    return nil, fmt("%s.cron.hash (the jobs' jobHash) %s", where, type(v.hash) == "string" and naming.ref(v.hash) or ("must be a string, got " .. type(v.hash)))
+  end
+  return { schedule = v[1], tz = zone, args = args, missed = v.missed or "once", hash = v.hash }
+end
 
 -- "file:line" of the first line of file `source` that assigns `name` (e.g. `welcome =`), so a
 -- message about a job definition points at it; just `source` when not found.
@@ -79,10 +122,10 @@ function _M.load_description(desc, source, into)
         for k, v in pairs(def) do
           local want = JOB_FIELDS[k]
           if not want then
-            return nil, fmt("%s: %s.%s has unknown field '%s' (known: handler, timeout, retries)",
+            return nil, fmt("%s: %s.%s has unknown field '%s' (known: handler, timeout, retries, cron)",
               locate(source, name), queue, name, tostring(k))
           end
-          if type(v) ~= want then
+          if want ~= "cron" and type(v) ~= want then
             return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, want, type(v))
           end
         end
@@ -105,7 +148,14 @@ function _M.load_description(desc, source, into)
         if retries and not (retries >= 0 and retries <= 1000 and retries == floor(retries)) then
           return nil, fmt("%s: %s.%s.retries must be a whole number from 0 to 1000, got %s", locate(source, name), queue, name, retries)
         end
-        spec = { handler = handler, timeout = timeout, retries = retries, source = src }
+        local cron
+        local cdef = def.cron
+        if cdef ~= nil then
+          local cerr
+          cron, cerr = check_cron(cdef, queue .. "." .. name)
+          if not cron then return nil, fmt("%s: %s", locate(source, name), cerr) end
+        end
+        spec = { handler = handler, timeout = timeout, retries = retries, source = src, cron = cron }
       else
         return nil, fmt("%s: %s.%s must be a function(args, job) or a table { handler = function(args, job) ... end }, got %s",
           locate(source, name), queue, name, type(def))

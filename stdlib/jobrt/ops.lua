@@ -23,7 +23,9 @@
 --       -- taken back from a worker that stopped renewing); such a job comes as the only one,
 --       -- with alone=true. blocked: such a job is next and alone was not given: run nothing
 --       -- new until idle, then reserve with alone. fence: the fencing token of the lease
---       -- (grows with every lease of the queue)
+--       -- (grows with every lease of the queue). held: nil, or why fewer jobs came than asked
+--       -- for (flow control): 'paused' and 'max-active' (reserve again on a wake-up), 'rate'
+--       -- (reserve again at retry_at, server Unix ms)
 --   o:renew(queue, worker_id, leases, lease_s) -> lost leases ({ {id=, attempt=}... })
 --       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
 --       -- while executing (stop them; complete or release still frees their claims at once)
@@ -50,7 +52,23 @@
 --   o:register(worker_id, ttl_s, info) -> workers alive  (heartbeat: registry hash + expiry)
 --   o:unregister(worker_id) -> true;  o:workers() -> records of the workers alive, by id
 --       -- keys jobrt:{workers} (zset id -> expiry ms) and jobrt:{workers}:<id> (hash)
---   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results= }
+--   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results=, progress= }
+--   Scheduling and flow control (lua-server-scripts/README.md "Flow control", "Cron"):
+--   o:pause(queue) -> changed ;  o:resume(queue) -> changed        (boolean: false = already so)
+--   o:limit(queue[, set]) -> { rate_max=, rate_per=, max_active=, paused= } (0: none)
+--       -- set (optional): { rate = { n, per_seconds } | false, max_active = n | false }; false
+--       -- removes that limit, nil leaves it; without set only reads
+--   o:progress(queue, worker_id, id, attempt, value_json) -> true | false (lease not held)
+--   o:postpone(queue, worker_id, items) -> n_postponed
+--       -- items: { {id=, attempt=, delay=seconds, reason=text|nil}... }: back to the due set
+--       -- after delay without using up a retry (job:retry_later)
+--   o:drain(queue) -> n_removed   (waiting, delayed and parked jobs; running and failed stay)
+--   o:cron_set(queue, name, entry) -> 0 unchanged | 1 created | 2 replaced (restarts now) |
+--       3 replaced (same schedule)   entry: a table, sent as JSON (see cron_set.lua)
+--   o:cron_delete(queue, name[, source]) -> true | false
+--   o:cron_entries(queue) -> { [name] = { entry = table, last = ms|nil } }
+--   o:enqueue_tick(queue, name, tick_ms, skip_late_ms|nil, fn_name, args_json, opts)
+--       -> id, 'new' | 'existed' | 'taken' | 'gone' | 'skipped'   (once per tick: see enqueue.lua)
 --   ops.TYPES = { QUEUE=true, LBQUEUE=true, DELQUEUE=true }
 -- Every operation returns nil, err on Redis trouble (never raises for it) and raises on wrong
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
@@ -109,7 +127,8 @@ function _M.keys_cached() return keys_cached end
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
   check_queue('channels', queue)
-  return { wake = 'jobrt:{' .. queue .. '}:wake', results = 'jobrt:{' .. queue .. '}:results' }
+  return { wake = 'jobrt:{' .. queue .. '}:wake', results = 'jobrt:{' .. queue .. '}:results',
+           progress = 'jobrt:{' .. queue .. '}:progress' }
 end
 
 -- a number as ARGV text: whole numbers without exponent, others with full precision
@@ -138,8 +157,8 @@ function _M.new(r, conf)
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
   end
-  local s, err = scripts.load(r)
-  if not s then return nil, err end
+  local s, err, code = scripts.load(r)
+  if not s then return nil, err, code end
   return setmetatable({
     r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
@@ -171,8 +190,8 @@ function _M:queue_type(queue)
   local c = self.types[queue]
   local t = clock()
   if c and t < c.until_ then return c.type end
-  local v, err = self.r:call('HGET', QCONFIG, queue)
-  if v == nil then return nil, err end
+  local v, err, code = self.r:call('HGET', QCONFIG, queue)
+  if v == nil then return nil, err, code end
   if v == NULL then return nil, type_missing(queue) end
   if not _M.TYPES[v] then
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
@@ -189,24 +208,26 @@ function _M:set_queue_type(queue, qtype)
   if not _M.TYPES[qtype] then
     return nil, str_format("unknown queue type '%s': use QUEUE, LBQUEUE or DELQUEUE", qtype)
   end
-  local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
-  if ok == nil then return nil, err end
+  local ok, err, code = self.r:call('HSET', QCONFIG, queue, qtype)
+  if ok == nil then return nil, err, code end
   cache_type(self, queue, qtype, clock())
   return true
 end
 
 -- run script `name` on queue with argv (argv[1], the type, is filled in here)
-local function run(self, name, queue, argv)
-  local qtype, err = self:queue_type(queue)
-  if not qtype then return nil, err end
+local function run(self, name, queue, argv, keys)
+  local qtype, err, code = self:queue_type(queue)
+  if not qtype then return nil, err, code end
   argv[1] = qtype
-  return self.s:call(name, _M.keys(queue), argv)
+  return self.s:call(name, keys or _M.keys(queue), argv)
 end
 
 local OPT_TYPES = { jobHash = 'string', priority = 'number', timestamp = 'number', delay = 'number',
                     id = 'string', retries = 'number', timeout = 'number' }
 
-function _M:enqueue(queue, fn_name, args_json, opts)
+local TICK = { [0] = 'new', [1] = 'existed', [2] = 'taken', [3] = 'gone', [4] = 'skipped' }
+
+function _M:enqueue(queue, fn_name, args_json, opts, tick)
   check_queue('enqueue', queue)
   if type(fn_name) ~= 'string' then error('jobrt.ops.enqueue: job name must be a string, got ' .. type(fn_name), 2) end
   if type(args_json) ~= 'string' then error('jobrt.ops.enqueue: args must be JSON text (a string), got ' .. type(args_json), 2) end
@@ -228,9 +249,14 @@ function _M:enqueue(queue, fn_name, args_json, opts)
     if type(v) == 'number' then return num(v) end
     return v
   end
-  local res, err = run(self, 'enqueue', queue, { false, fn_name, args_json, o('id'), o('jobHash'),
-    o('priority'), o('timestamp'), o('delay'), o('retries'), o('timeout'), self.max_payload })
-  if not res then return nil, err end
+  local argv = { false, fn_name, args_json, o('id'), o('jobHash'), o('priority'), o('timestamp'),
+    o('delay'), o('retries'), o('timeout'), '', '', '', self.max_payload }
+  if tick then
+    argv[11], argv[12], argv[13] = tick[1], num(tick[2]), tick[3] and num(tick[3]) or ''
+  end
+  local res, err, code = run(self, 'enqueue', queue, argv)
+  if not res then return nil, err, code end
+  if tick then return res[1], TICK[res[2]] or 'existed' end
   return res[1], res[2] == 1
 end
 
@@ -260,9 +286,9 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
+  local res, err, code = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
     alone and '1' or '' })
-  if not res then return nil, err end
+  if not res then return nil, err, code end
   local jobs = {}
   local list = res[4]
   for i = 1, #list do
@@ -272,7 +298,7 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
                 fence = tonumber(j[8]), alone = j[9] == 1 }
   end
   return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]),
-           blocked = res[5] == 1 }
+           blocked = res[5] == 1, held = nonnull(res[6]), retry_at = tonumber(nonnull(res[7])) }
 end
 
 function _M:renew(queue, worker_id, leases, lease_s)
@@ -288,8 +314,8 @@ function _M:renew(queue, worker_id, leases, lease_s)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'renew', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'renew', queue, argv)
+    if not res then return nil, err, code end
     for i = 1, #res do lost[#lost + 1] = { id = res[i][1], attempt = tonumber(res[i][2]) } end
   end
   return lost
@@ -332,8 +358,8 @@ function _M:complete(queue, worker_id, outcomes)
       argv[n + 6] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
-      local res, err = run(self, 'complete', queue, argv)
-      if not res then return nil, err end
+      local res, err, code = run(self, 'complete', queue, argv)
+      if not res then return nil, err, code end
       sum.completed = sum.completed + res[1]
       sum.retried = sum.retried + res[2]
       sum.failed = sum.failed + res[3]
@@ -346,8 +372,8 @@ end
 
 function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
-  local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
+  if not res then return nil, err, code end
   return res[1], res[2], res[3]
 end
 
@@ -363,8 +389,8 @@ function _M:release(queue, worker_id, leases)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'release', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'release', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -379,8 +405,8 @@ end
 function _M:get(queue, id)
   check_queue('get', queue)
   if type(id) ~= 'string' then error('jobrt.ops.get: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'get', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'get', queue, { false, id })
+  if not res then return nil, err, code end
   if #res == 0 then return nil end
   return record(res)
 end
@@ -388,8 +414,8 @@ end
 function _M:delete(queue, id)
   check_queue('delete', queue)
   if type(id) ~= 'string' then error('jobrt.ops.delete: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'delete', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'delete', queue, { false, id })
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -397,8 +423,8 @@ end
 local function drain(self, name, queue)
   local total, limit = 0, 1000
   while true do
-    local res, err = run(self, name, queue, { false, num(limit) })
-    if not res then return nil, err end
+    local res, err, code = run(self, name, queue, { false, num(limit) })
+    if not res then return nil, err, code end
     local done, examined = res, res
     if type(res) == 'table' then done, examined = res[1], res[2] end
     total = total + done
@@ -420,8 +446,8 @@ function _M:list_failed(queue, offset, count)
   check_queue('list_failed', queue)
   if offset ~= nil then check_num('list_failed', 'offset', offset) end
   if count ~= nil then check_num('list_failed', 'count', count) end
-  local res, err = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res[2] do out[i] = record(res[2][i]) end
   return out, res[1]
@@ -458,15 +484,15 @@ end
 -- Removes worker_id from the registry. Returns true or nil, err.
 function _M:unregister(worker_id)
   check_worker_id('unregister', worker_id)
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
-  if res == nil then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
+  if res == nil then return nil, err, code end
   return true
 end
 
 -- The records of the workers alive (field -> string), sorted by id; expired ids are dropped.
 function _M:workers()
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
-  if not res then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res do out[i] = record(res[i]) end
   table.sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
@@ -475,11 +501,163 @@ end
 
 function _M:stats(queue)
   check_queue('stats', queue)
-  local res, err = run(self, 'stats', queue, { false })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'stats', queue, { false })
+  if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
   return t
+end
+
+-- ---- scheduling and flow control (lua-server-scripts/README.md "Flow control", "Cron") ----
+
+function _M:pause(queue)
+  check_queue('pause', queue)
+  local res, err, code = run(self, 'pause', queue, { false, 'pause' })
+  if not res then return nil, err, code end
+  return res == 1
+end
+
+function _M:resume(queue)
+  check_queue('resume', queue)
+  local res, err, code = run(self, 'pause', queue, { false, 'resume' })
+  if not res then return nil, err, code end
+  return res == 1
+end
+
+function _M:limit(queue, set)
+  check_queue('limit', queue)
+  if set ~= nil and type(set) ~= 'table' then error('jobrt.ops.limit: set must be a table, got ' .. type(set), 2) end
+  local argv = { false }
+  if set then
+    for k in pairs(set) do
+      if k ~= 'rate' and k ~= 'max_active' then
+        error(str_format("jobrt.ops.limit: unknown limit '%s' (known: rate, max_active)", tostring(k)), 2)
+      end
+    end
+    if set.rate ~= nil then
+      local r = set.rate
+      if r == false then
+        argv[#argv + 1], argv[#argv + 2] = 'rate', ''
+      elseif type(r) == 'table' and type(r[1]) == 'number' and type(r[2]) == 'number' then
+        argv[#argv + 1], argv[#argv + 2] = 'rate', num(r[1]) .. '/' .. num(r[2])
+      else
+        error('jobrt.ops.limit: rate must be { n, per_seconds } or false', 2)
+      end
+    end
+    if set.max_active ~= nil then
+      local m = set.max_active
+      if m ~= false and type(m) ~= 'number' then error('jobrt.ops.limit: max_active must be a number or false', 2) end
+      argv[#argv + 1], argv[#argv + 2] = 'max-active', m and num(m) or ''
+    end
+  end
+  local res, err, code = run(self, 'limit', queue, argv)
+  if not res then return nil, err, code end
+  local t = {}
+  for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = tonumber(res[i + 1]) or 0 end
+  return t
+end
+
+function _M:progress(queue, worker_id, id, attempt, value_json)
+  check_queue('progress', queue)
+  check_worker('progress', worker_id)
+  if type(id) ~= 'string' then error('jobrt.ops.progress: id must be a string, got ' .. type(id), 2) end
+  check_num('progress', 'attempt', attempt)
+  if type(value_json) ~= 'string' then error('jobrt.ops.progress: value must be JSON text, got ' .. type(value_json), 2) end
+  local keys = {}
+  for i, k in ipairs(_M.keys(queue)) do keys[i] = k end
+  keys[15] = _M.channels(queue).progress
+  local res, err, code = run(self, 'progress', queue, { false, worker_id, id, num(attempt), value_json }, keys)
+  if not res then return nil, err, code end
+  return res == 1
+end
+
+function _M:postpone(queue, worker_id, items)
+  check_queue('postpone', queue)
+  check_worker('postpone', worker_id)
+  if type(items) ~= 'table' then error('jobrt.ops.postpone: items must be an array, got ' .. type(items), 2) end
+  local total = 0
+  for first = 1, #items, 1000 do
+    local argv = { false, worker_id }
+    for i = first, math.min(first + 999, #items) do
+      local it = items[i]
+      if type(it) ~= 'table' or type(it.id) ~= 'string' or type(it.attempt) ~= 'number' or type(it.delay) ~= 'number' then
+        error(str_format('jobrt.ops.postpone: items[%d] must be {id = string, attempt = number, delay = seconds}', i), 2)
+      end
+      argv[#argv + 1] = it.id
+      argv[#argv + 1] = num(it.attempt)
+      argv[#argv + 1] = num(it.delay)
+      argv[#argv + 1] = it.reason and tostring(it.reason) or ''
+    end
+    local res, err, code = run(self, 'postpone', queue, argv)
+    if not res then return nil, err, code end
+    total = total + res
+  end
+  return total
+end
+
+function _M:drain(queue)
+  check_queue('drain', queue)
+  local total = 0
+  while true do
+    local res, err, code = run(self, 'drain', queue, { false, '1000' })
+    if not res then return nil, err, code end
+    total = total + res[1]
+    if res[2] == 0 then return total end
+  end
+end
+
+function _M:cron_set(queue, name, entry)
+  check_queue('cron_set', queue)
+  if type(name) ~= 'string' then error('jobrt.ops.cron_set: name must be a string, got ' .. type(name), 2) end
+  if type(entry) ~= 'table' then error('jobrt.ops.cron_set: entry must be a table, got ' .. type(entry), 2) end
+  -- sorted keys: the same entry is the same text (cron_set answers "unchanged" for it)
+  local text, jerr = json.encode(entry, { sort = true, name = 'entry' })
+  if not text then error('jobrt.ops.cron_set: ' .. jerr, 2) end
+  local res, err, code = run(self, 'cron_set', queue, { false, name, text })
+  if not res then return nil, err, code end
+  return res
+end
+
+function _M:cron_delete(queue, name, source)
+  check_queue('cron_delete', queue)
+  if type(name) ~= 'string' then error('jobrt.ops.cron_delete: name must be a string, got ' .. type(name), 2) end
+  local res, err, code = run(self, 'cron_delete', queue, { false, name, source or '' })
+  if not res then return nil, err, code end
+  return res == 1
+end
+
+-- The cron entries of a queue, read from its stats hash (HGETALL; no script needed).
+function _M:cron_entries(queue)
+  check_queue('cron_entries', queue)
+  local flat, err, code = self.r:call('HGETALL', _M.keys(queue)[11])
+  if flat == nil then return nil, err, code end
+  local out = {}
+  for i = 1, #flat, 2 do
+    local f, v = flat[i], flat[i + 1]
+    local name = f:match('^cron:(.+)$')
+    if name then
+      local e = json.decode(v)
+      out[name] = out[name] or {}
+      out[name].entry = type(e) == 'table' and e or { broken = v }
+    else
+      name = f:match('^cron%-last:(.+)$')
+      if name then
+        out[name] = out[name] or {}
+        out[name].last = tonumber(v)
+      end
+    end
+  end
+  for name, c in pairs(out) do
+    if not c.entry then out[name] = nil end        -- a cron-last without its entry: a leftover
+  end
+  return out
+end
+
+function _M:enqueue_tick(queue, name, tick_ms, skip_late_ms, fn_name, args_json, opts)
+  if type(name) ~= 'string' then error('jobrt.ops.enqueue_tick: name must be a string, got ' .. type(name), 2) end
+  check_num('enqueue_tick', 'tick_ms', tick_ms)
+  if skip_late_ms ~= nil then check_num('enqueue_tick', 'skip_late_ms', skip_late_ms) end
+  return self:enqueue(queue, fn_name, args_json, opts, { name, tick_ms, skip_late_ms })
 end
 
 return _M

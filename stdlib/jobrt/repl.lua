@@ -8,6 +8,8 @@
 -- Ctrl-C clears the line, Ctrl-D exits. Piped stdin runs statement by statement without prompts;
 -- the exit status is then 1 when a statement failed.
 -- "=expr" and bare expressions print their values; tables through jobrt.pretty.
+-- Tab completes globals, table fields, methods (queue:<Tab>) and queue names inside the first
+-- string argument of a method call (queue:run("<Tab>): see _M.complete.
 local jobrt = require 'jobrt'
 local args = require 'jobrt.args'
 local client = require 'jobrt.client'
@@ -17,25 +19,30 @@ local term = require 'jobrt.core.term'
 
 local io, os, type, select, tostring, getmetatable, setmetatable, setfenv, loadstring, xpcall =
   io, os, type, select, tostring, getmetatable, setmetatable, setfenv, loadstring, xpcall
-local concat, traceback = table.concat, debug.traceback
+local concat, traceback, sort = table.concat, debug.traceback, table.sort
+local next, pairs, ipairs, rawget = next, pairs, ipairs, rawget
 
 local _M = {}
 
 local USAGE = [[
-usage: jobrt repl [--redis URL] [--log-level LEVEL]
+usage: jobrt repl [--redis URL] [--log-level LEVEL] [--log-format FORMAT] [--tls-ca FILE ...]
 
 An interactive Lua prompt on the jobrt loop. Preloaded: `queue` (also `q`), a client connected
 to Redis (queue:enqueueJob, queue:run, queue:getJob, queue:stats, ...), `jobrt` (the module)
 and `pretty` (jobrt.pretty). "=expr" or a bare expression prints its value; an incomplete
 chunk continues on the next line (">> "). Callbacks and results print while you type.
-Ctrl-C clears the line (or interrupts a running entry), Ctrl-D exits. History is kept in
+Tab completes names: globals, fields (jobrt.<Tab>), methods (queue:<Tab>) and queue names
+(queue:run("<Tab>). Ctrl-C clears the line (or interrupts a running entry), Ctrl-D exits. History is kept in
 ~/.jobrt_history ($JOBRT_HISTORY to change it). With stdin not a terminal, the statements are
 read and run one by one without prompts; the exit status is 1 when one of them failed.
 
 Options:
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379; see the README's "Addresses")
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
+  --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
 ]]
 
@@ -63,6 +70,89 @@ local function compile(text, env)
   return nil, err
 end
 _M.compile = compile
+
+-- ---- tab completion -------------------------------------------------------------------
+
+local KEYWORDS = { 'and', 'break', 'do', 'else', 'elseif', 'end', 'false', 'for', 'function',
+                   'goto', 'if', 'in', 'local', 'nil', 'not', 'or', 'repeat', 'return', 'then',
+                   'true', 'until', 'while' }
+
+-- The fields of v a completion may offer: its own string keys (tables) and those of the tables
+-- its metatable's __index leads to (objects such as `queue`; strings: the string library).
+-- Nothing is called: __index functions are not followed.
+local function fields_of(v, out, depth)
+  out = out or {}
+  depth = depth or 0
+  if depth > 8 then return out end
+  if type(v) == 'string' then v = string end
+  if type(v) == 'table' then
+    for k, val in next, v do
+      if type(k) == 'string' and out[k] == nil then out[k] = val end
+    end
+  end
+  local mt = (type(v) == 'table' or type(v) == 'userdata') and getmetatable(v)
+  if type(mt) == 'table' and type(rawget(mt, '__index')) == 'table' then
+    fields_of(rawget(mt, '__index'), out, depth + 1)
+  end
+  return out
+end
+
+-- The value a dotted path names in env ("jobrt", "queue", "jobrt.core"...), or nil.
+local function resolve(env, path)
+  local v = env
+  for part in path:gmatch('[^.]+') do
+    if not part:match('^[%a_][%w_]*$') then return nil end
+    local f = fields_of(v)
+    v = f[part]
+    if v == nil then return nil end
+  end
+  return v
+end
+
+-- Candidates for the word under the cursor, each replacing that word whole:
+--   line: the whole input line; start, finish: the word's bounds (0-based start; finish is
+--   the cursor, as readline passes them); env: the REPL's globals; queues: queue names.
+-- Completes globals and keywords (`que` -> queue), fields of tables (`jobrt.sl` ->
+-- jobrt.sleep), methods of objects (`queue:enq` -> queue:enqueueJob; strings get the string
+-- library), and inside the first string argument of a method call (`queue:run("MA`) the
+-- queue names. Names starting with '_' are offered only once '_' is typed. Returns a sorted list.
+function _M.complete(line, start, finish, env, queues)
+  local word = line:sub(start + 1, finish)
+  local before = line:sub(1, start)
+  local out = {}
+  if before:match('[:.][%a_][%w_]*%(%s*["\']$') then          -- q:method("<here>
+    for _, name in ipairs(queues or {}) do
+      if name:sub(1, #word) == word then out[#out + 1] = name end
+    end
+    sort(out)
+    return out
+  end
+  local path, sep, partial = word:match('^(.-)([.:])([%w_]*)$')
+  local candidates
+  if path and path ~= '' then
+    local v = resolve(env, path)
+    if v == nil then return out end
+    candidates = fields_of(v)
+    if sep == ':' then
+      for k, val in pairs(candidates) do
+        if type(val) ~= 'function' then candidates[k] = nil end
+      end
+    end
+  else
+    if not word:match('^[%a_]?[%w_]*$') then return out end
+    path, sep, partial = '', '', word
+    candidates = fields_of(env)
+    for _, k in ipairs(KEYWORDS) do candidates[k] = candidates[k] or true end
+  end
+  for k in pairs(candidates) do
+    if k:sub(1, #partial) == partial and k:match('^[%a_][%w_]*$')
+       and (k:sub(1, 1) ~= '_' or partial:sub(1, 1) == '_') then
+      out[#out + 1] = path .. sep .. k
+    end
+  end
+  sort(out)
+  return out
+end
 
 -- Drops the frames of the REPL itself from a traceback.
 local function trim(tb)
@@ -101,7 +191,9 @@ end
 
 function _M.main(argv, cmd)
   local name = 'jobrt ' .. (cmd or 'repl')
-  local opts, pos = args.parse(argv, { redis = 'string', ['log-level'] = 'string' }, name)
+  local spec = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
+  for k, v in pairs(redis.CLI_OPTIONS) do spec[k] = v end
+  local opts, pos = args.parse(argv, spec, name)
   if not opts then
     io.stderr:write(pos, '\n')
     return 2
@@ -114,16 +206,19 @@ function _M.main(argv, cmd)
     io.stderr:write(("%s: unexpected argument '%s' (see %s --help)\n"):format(name, pos[1], name))
     return 2
   end
-  if opts['log-level'] then
-    local ok, err = jobrt.set_log_level(opts['log-level'])
-    if not ok then
-      io.stderr:write(name, ': --log-level: ', err, '\n')
-      return 2
-    end
+  local lok, lerr = args.apply_logging(opts, name)
+  if not lok then
+    io.stderr:write(lerr, '\n')
+    return 2
   end
   local url, uerr = redis.address(opts.redis)
   if url == false then
     io.stderr:write(name, ': ', uerr, '\n')
+    return 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    io.stderr:write(name, ': ', terr, '\n')
     return 2
   end
   local q, err, refused = client.open(url)
@@ -156,6 +251,22 @@ function _M.main(argv, cmd)
 
   local hist = tty and history_path() or nil
   if hist then term.read_history(hist) end
+
+  -- Tab completion; the queue names come from RESERVED:QCONFIG, read at start and after each
+  -- entry (the completer itself cannot wait for Redis: readline asks it synchronously)
+  local queue_names = {}
+  local function refresh_queues()
+    jobrt.spawn(function()
+      local ok, names = pcall(q.queueNames, q)
+      if ok and type(names) == 'table' then queue_names = names end
+    end)
+  end
+  if tty then
+    term.set_completer(function(line, start, finish)
+      return _M.complete(line, start, finish, env, queue_names)
+    end)
+    refresh_queues()
+  end
 
   local running, done          -- the entry's coroutine, and the cond its end signals
   local sig
@@ -232,6 +343,7 @@ function _M.main(argv, cmd)
             if why == 'interrupted' then res = { false, 'interrupted' } end
           end
           running = nil
+          if tty then refresh_queues() end
           local okk, r = res[1], res[2]
           if okk == false and r == 'interrupted' then
             failures = failures + 1
@@ -249,6 +361,7 @@ function _M.main(argv, cmd)
 
   client.report_error = saved_report
   if tty then
+    term.set_completer(nil)
     io.stdout:write('\n')
     io.stdout:flush()
     if hist then term.write_history(hist) end

@@ -487,10 +487,11 @@ Options:
   --timeout SECONDS    a client must send its request within this time (default 10)
   --redis URL          redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS)
   --log-level LEVEL    debug, info, warn or error
+  --log-format FORMAT  text or json (env JOBRT_LOG_FORMAT)
 ]]
 
 local SPEC = { listen = 'string', token = 'string', redis = 'string', ['log-level'] = 'string',
-               ['max-body'] = 'count', timeout = 'count' }
+               ['log-format'] = 'string', ['max-body'] = 'count', timeout = 'count' }
 
 function _M.main(argv, cmd)
   cmd = cmd or 'web'
@@ -507,12 +508,10 @@ function _M.main(argv, cmd)
     io.stderr:write(str_format("jobrt %s: unexpected argument '%s' (see jobrt %s --help)\n", cmd, pos[1], cmd))
     return 2
   end
-  if o['log-level'] then
-    local ok, err = jobrt.set_log_level(o['log-level'])
-    if not ok then
-      io.stderr:write('jobrt ', cmd, ': --log-level: ', err, '\n')
-      return 2
-    end
+  local lok, lerr = args.apply_logging(o, 'jobrt ' .. cmd)
+  if not lok then
+    io.stderr:write(lerr, '\n')
+    return 2
   end
   local url, perr = redis.address(o.redis)
   if url == false then

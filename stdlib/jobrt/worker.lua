@@ -11,6 +11,7 @@
 --   w:wait()           -- until stopped
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
 --   worker.load_description(tbl, source) -> normalized description | nil, err  (jobrt.jobdefs)
+--   (a queue's `_type` setting is taken out and stored when serving: see jobrt.queuetypes)
 --
 -- How it serves a queue (one "pump" coroutine per queue):
 --   * reserve up to the free slots in one call; each job runs in a job scope of its own
@@ -36,6 +37,11 @@
 -- that never yields cannot be stopped in process (the watchdog, or --procs, deals with those),
 -- and systems written to should check job.fence (jobrt.jobctx).
 --
+-- Flow control (lua-server-scripts/README.md "Flow control"): reserve says when a queue is held
+-- (paused, at its max-active, or at its rate limit); the pump then reserves nothing more from it
+-- until a wake-up (resume and ending leases publish one) or, for the rate, a timer at the time
+-- reserve named. Cron entries of the served queues run in jobrt.cron_runner.
+--
 -- Crashes: a lost lease is not the job's fault and uses up no retry. A job taken back from a
 -- worker that stopped renewing is marked suspect and then runs alone in its worker process
 -- (reserve hands it out only to an idle worker, as its only job); a job whose lease is lost
@@ -48,6 +54,8 @@ local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
 local json = require 'jobrt.json'
+local queuetypes = require 'jobrt.queuetypes'
+local cron_runner = require 'jobrt.cron_runner'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
@@ -102,7 +110,7 @@ local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "numbe
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
                timeout = "number", watch_handlers = "function", max_idle_redis = "number",
-               max_payload = "number" }
+               queue_types = "table", max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -114,7 +122,11 @@ function _M.new(opts)
     end
   end
   if type(opts.jobs) ~= "table" then error("worker.new: option 'jobs' (a jobDescription) is required", 2) end
-  local jobs, err = jobdefs.load_description(opts.jobs)
+  local types = {}
+  for q, d in pairs(opts.queue_types or {}) do types[q] = d end
+  local plain, terr = queuetypes.extract(opts.jobs, nil, types)
+  if not plain then return nil, terr end
+  local jobs, err = jobdefs.load_description(plain)
   if not jobs then return nil, err end
   local max_payload = opts.max_payload or json.MAX_PAYLOAD
   local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
@@ -122,6 +134,7 @@ function _M.new(opts)
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
+    declared_types = types,    -- _type settings, stored in RESERVED:QCONFIG when missing
     jobs = jobs,
     concurrency = opts.concurrency or 10,
     lease = opts.lease or 10,
@@ -184,6 +197,8 @@ function W:start()
   if not o then return nil, oerr end
   self.ops = o
   self:check_eviction()
+  local tok, terr = queuetypes.apply(r, self.declared_types)
+  if not tok then return nil, terr end
   local names = {}
   for qname in pairs(self.jobs) do names[#names + 1] = qname end
   table.sort(names)
@@ -195,9 +210,11 @@ function W:start()
       running = {},              -- id -> the attempt of that job running here (one at a time)
       outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
       due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
+      laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
     }
   end
   self.queue_names = names
+  self.cron = cron_runner.new(self)
   -- Wake-ups: subscribe before the first reserve, so no enqueue falls between.
   for _, qname in ipairs(names) do
     local q = self.queues[qname]
@@ -208,11 +225,14 @@ function W:start()
         if st then return self:drop(st, "deleted while running") end
         return
       end
+      if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
+      if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end
   end
   self:register_self()
+  self.cron:start()
   for _, qname in ipairs(names) do
     local q = self.queues[qname]
     q.pump = spawn(function() self:pump(q) end)
@@ -242,10 +262,23 @@ function W:check_eviction()
   self.eviction_policy = policy
 end
 
--- Marks q as possibly having ready jobs and wakes its pump.
+-- Marks q as possibly having ready jobs and wakes its pump. A queue held by its rate limit
+-- stays held until the limit's timer ("limit"); other holds end with any wake-up.
 function W:poke(q, why)
   q.dirty = true
+  if q.held == "rate" and why ~= "limit" then return end
+  q.held = nil
   q.wake:signal(why)
+end
+
+-- reserve said the queue is held (flow control): reserve nothing more from it until a wake-up,
+-- or for the rate limit until the time it named (server ms).
+function W:hold(q, res)
+  q.held = res.held
+  if res.held == "rate" and res.retry_at and not self.stopping then
+    local delay = (res.retry_at - (tonumber(res.now) or res.retry_at)) / 1000
+    q.hold_timer:start(delay > 0 and delay or 0, function() self:poke(q, "limit") end)
+  end
 end
 
 -- What q's pump may do now: "slot" (wait for a slot or for the worker to be idle), "idle" (no
@@ -259,7 +292,7 @@ function W:may_reserve(q)
   end
   local free = self.concurrency - self.inflight - self.claimed
   if free <= 0 then return "slot" end
-  if not q.dirty then return "idle" end
+  if q.held or not q.dirty then return "idle" end
   return "reserve", free < 1000 and free or 1000, self.inflight == 0 and self.reserving == 0
 end
 
@@ -318,6 +351,7 @@ function W:pump(q)
           for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
           if #jobs >= want then q.dirty = true end   -- there may be more
         end
+        if res.held then self:hold(q, res) end
         if res.blocked and not self.isolate then
           -- a job that must run alone is next: run nothing new until idle, then take it
           self.isolate = q
@@ -347,6 +381,7 @@ function W:arm_timers(q, res)
   if self.stopping then return end      -- stop() closes the timers
   local server_now = tonumber(res.now) or 0
   local due = tonumber(res.next_due)
+  if res.held then due = nil end        -- held: the wake-up or the rate's timer comes first
   if due then
     local delay = (due - server_now) / 1000
     if delay < 0 then delay = 0 end
@@ -456,6 +491,8 @@ function W:run_job(q, job, spec, state)
   local ctx = jobctx.new(state, job, q.name, self.id)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
   if state.done then return end          -- stopped meanwhile (cannot happen while running)
+  local later = not ok2 and jobctx.retry_later_of(r1)
+  if later then return self:postpone(state, later) end
   if not ok2 then
     local msg = error_text(r1)
     local reason = msg:match("^(.-)\nstack traceback:") or msg
@@ -514,15 +551,22 @@ function W:finish(state, outcome)
   outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
   if outcome.ok then self.done = self.done + 1 else self.failed = self.failed + 1 end
   if self.log_jobs then
-    if outcome.ok then
-      self:log("info", "%s.%s id=%s attempt=%s ok %.1fms", q.name, state.job.fn, state.id, tostring(state.attempt), ms)
-    else
-      self:log("info", "%s.%s id=%s attempt=%s failed %.1fms: %s", q.name, state.job.fn, state.id,
-        tostring(state.attempt), ms, outcome.reason)
-      if outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
-    end
+    jobrt.log_job(q.name, state.job.fn, state.id, state.attempt, ms, self.id, outcome.ok, outcome.reason)
+    if not outcome.ok and outcome.exception and outcome.exception ~= "" then self:log("debug", "%s", outcome.exception) end
   end
   q.outcomes[#q.outcomes + 1] = outcome
+  self:schedule_flush(q)
+end
+
+-- The handler asked to run again later (job:retry_later): the attempt ends and the job goes
+-- back to the due set for `later.delay` seconds without using up a retry (postpone.lua).
+function W:postpone(state, later)
+  if state.done then return end
+  self:end_attempt(state)
+  local q = state.queue
+  self:log("info", "%s.%s id=%s attempt=%s postponed for %gs: %s", q.name, state.job.fn, state.id,
+    tostring(state.attempt), later.delay, later.reason or "job:retry_later")
+  q.laters[#q.laters + 1] = { id = state.id, attempt = state.attempt, delay = later.delay, reason = later.reason }
   self:schedule_flush(q)
 end
 
@@ -552,7 +596,7 @@ end
 -- in this turn goes in the same call.
 function W:flusher(q)
   while true do
-    while #q.outcomes == 0 and #q.releases == 0 do
+    while #q.outcomes == 0 and #q.releases == 0 and #q.laters == 0 do
       if self.finished then return end
       q.flush_cond:wait()
     end
@@ -568,8 +612,8 @@ end
 -- keeps them (and retries) on Redis errors.
 function W:flush(q)
   local backoff = 0.05
-  while #q.outcomes > 0 or #q.releases > 0 do
-    local ok, err = true, nil
+  while #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0 do
+    local ok, err, code = true, nil, nil
     if #q.outcomes > 0 then
       -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
       local batch, rest = q.outcomes, {}
@@ -578,7 +622,7 @@ function W:flush(q)
         for i = #batch, 1001, -1 do batch[i] = nil end
       end
       q.outcomes = rest
-      local res, cerr = self.ops:complete(q.name, self.id, batch)
+      local res, cerr, ccode = self.ops:complete(q.name, self.id, batch)
       if res then
         if #res.ignored > 0 then
           self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
@@ -591,32 +635,46 @@ function W:flush(q)
         for _, id in ipairs(res.cancelled) do skip[id] = true end
         self.metrics:add(q.name, batch, skip)
       else
-        ok, err = false, cerr
+        ok, err, code = false, cerr, ccode
         for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
       end
     end
     if ok and #q.releases > 0 then
       local batch = q.releases
       q.releases = {}
-      local n, rerr = self.ops:release(q.name, self.id, batch)
+      local n, rerr, rcode = self.ops:release(q.name, self.id, batch)
       if n then
         if n > 0 then q.dirty = true; q.wake:signal("release") end
       else
-        ok, err = false, rerr
+        ok, err, code = false, rerr, rcode
         for i = 1, #batch do q.releases[#q.releases + 1] = batch[i] end
       end
     end
+    if ok and #q.laters > 0 then
+      local batch = q.laters
+      q.laters = {}
+      local n, perr = self.ops:postpone(q.name, self.id, batch)
+      if n then
+        if n < #batch then
+          self:log("warn", "queue %s: %d job(s) to run later were no longer held (lease lost or deleted)", q.name, #batch - n)
+        end
+      else
+        ok, err = false, perr
+        for i = 1, #batch do q.laters[#q.laters + 1] = batch[i] end
+      end
+    end
     if not ok then
-      if self.finished or tostring(err):match("^ECLOSED") then
+      if self.finished or code == "ECLOSED" then
         local ids = {}
         for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
         for i = 1, #q.releases do ids[#ids + 1] = q.releases[i].id end
+        for i = 1, #q.laters do ids[#ids + 1] = q.laters[i].id end
         self:log("error", "queue %s: could not store the outcomes of %s before stopping (%s); those jobs run again when their lease expires",
           q.name, concat(ids, ", "), tostring(err))
-        q.outcomes, q.releases = {}, {}
+        q.outcomes, q.releases, q.laters = {}, {}, {}
       else
         self:log("warn", "queue %s: cannot store %d outcome(s) and %d hand-back(s): %s (retrying)", q.name,
-          #q.outcomes, #q.releases, tostring(err))
+          #q.outcomes, #q.releases + #q.laters, tostring(err))
         sleep(backoff)
         backoff = backoff < 2 and backoff * 2 or 2
       end
@@ -688,7 +746,10 @@ function W:register_self()
 end
 
 function W:heartbeat()
-  if not self.stopping then self:register_self() end
+  if not self.stopping then
+    self:register_self()
+    queuetypes.restore(self.r, self.declared_types)   -- a Redis that lost its data lost them too
+  end
 end
 
 -- ---- stopping ----------------------------------------------------------------
@@ -698,12 +759,14 @@ end
 function W:stop(grace)
   if self.stopping then return self:wait() end
   self.stopping = true
+  if self.cron then self.cron:stop() end
   grace = grace or self.grace
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
     if self.r then self.r:unsubscribe(ops_mod.channels(qname).wake) end
     q.due_timer:stop()
     q.lease_timer:stop()
+    q.hold_timer:stop()
     q.wake:broadcast("stop")
   end
   self.slot_free:broadcast("stop")
@@ -737,7 +800,7 @@ function W:stop(grace)
   local deadline = monotime() + 5
   for _, qname in ipairs(self.queue_names or {}) do
     local q = self.queues[qname]
-    while (q.flushing or #q.outcomes > 0 or #q.releases > 0) and monotime() < deadline do
+    while (q.flushing or #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0) and monotime() < deadline do
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
     end
@@ -750,6 +813,7 @@ function W:stop(grace)
     local q = self.queues[qname]
     q.due_timer:close()
     q.lease_timer:close()
+    q.hold_timer:close()
   end
   if self.r then
     self.ops:unregister(self.id)

@@ -7,23 +7,42 @@ local worker = require 'jobrt.worker'
 local redis = require 'jobrt.redis'
 local proc = require 'jobrt.core.proc'
 local json = require 'jobrt.json'
+local jobfiles = require 'jobrt.jobfiles'
+local queuetypes = require 'jobrt.queuetypes'
 
-local fmt, concat, sort = string.format, table.concat, table.sort
+local fmt = string.format
+
 
 local _M = {}
 
 local USAGE = [[
 usage: jobrt PATH... [OPTIONS]          (also: jobrt work PATH... [OPTIONS])
 
-Loads every *.lua file under the PATHs (directories are searched recursively); each returns a
-jobDescription table:
-    return { QUEUENAME = { myJob = function(args, job) ... end,
-                           slow  = { handler = function(args, job) ... end, timeout = 30, retries = 3 } } }
+Loads every *.lua job file under the PATHs (directories are searched recursively); each
+returns a jobDescription table:
+    return { QUEUENAME = { _type = "QUEUE",
+                           myJob = function(args, job) return args end,
+                           slow  = { handler = function(args, job) return 1 end, timeout = 30, retries = 3 },
+                           daily = { handler = function(args, job) return 1 end, cron = '0 3 * * *' } } }
 and serves those queues until SIGINT or SIGTERM (a second signal exits at once).
+Files in a folder named lib are helper modules, never served: a job file loads
+jobs/lib/util.lua with require 'util' (each served folder is on package.path).
+_type (QUEUE, LBQUEUE or DELQUEUE) is stored in RESERVED:QCONFIG when the queue has no type
+yet; a queue whose stored type differs is refused. Without _type, set it once with
+jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE.
+A job with cron = 'EXPR' (or { 'EXPR', tz = ZONE, args = {...}, missed = 'once'|'skip',
+hash = H }) is also enqueued on that schedule, once per tick across all workers (see
+jobrt cron --help); the workers serving a queue keep its file entries to what their files
+declare.
 
 Options:
-  --redis URL          redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                       default redis://127.0.0.1:6379)
+  --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                       redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                       default redis://127.0.0.1:6379; see the README's "Addresses")
+  --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure
+                       TLS for rediss:// (env JOBRT_TLS_CA, JOBRT_TLS_CERT, JOBRT_TLS_KEY,
+                       JOBRT_TLS_INSECURE=1): the CA of the server's certificate (default:
+                       the system CAs), a client certificate and its key, no checks (warns)
   --concurrency N      jobs in flight per process (default 10)
   --procs N            run N worker child processes, supervised and restarted (default: 0,
                        serve in this process)
@@ -45,94 +64,43 @@ Options:
   --max-payload BYTES  the largest args a job may bring and result it may return, as JSON text
                        (default 16777216, 16 MiB; at most 536870912); a job over it fails
   --log-level LEVEL    debug, info, warn or error (default info)
-
-Each queue needs a type in RESERVED:QCONFIG first:  jobrt queue-type QUEUENAME QUEUE|LBQUEUE|DELQUEUE
+  --log-format FORMAT  text (default) or json: one object per line with ts, level, msg, and for
+                       each job queue, job, id, attempt, ms, worker (env JOBRT_LOG_FORMAT)
 ]]
 
 local SPEC = { redis = "string", concurrency = "count", procs = "number", lease = "seconds",
-               grace = "seconds", ["log-level"] = "string", child = "flag", watchdog = "seconds",
+               grace = "seconds", ["log-level"] = "string", ["log-format"] = "string",
+               child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
                backoff = "seconds", timeout = "seconds", ["max-payload"] = "count" }
+for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end
 
--- Every *.lua file under path (recursively, sorted), or nil, err.
-local function find_files(path, out)
-  local kind, err = proc.stat(path)
-  if not kind then return nil, err end
-  if kind == "file" then
-    out[#out + 1] = path
-    return out
-  end
-  if kind ~= "dir" then return nil, path .. ": not a file or directory" end
-  local entries, derr = proc.scandir(path)
-  if not entries then return nil, derr end
-  sort(entries, function(a, b) return a.name < b.name end)
-  for _, e in ipairs(entries) do
-    local full = path:gsub("/$", "") .. "/" .. e.name
-    if e.type == "dir" and e.name:sub(1, 1) ~= "." then
-      local ok, ferr = find_files(full, out)
-      if not ok then return nil, ferr end
-    elseif (e.type == "file" or e.type == "link") and e.name:match("%.lua$") then
-      out[#out + 1] = full
-    end
-  end
-  return out
-end
-
--- Loads every file; returns the merged, checked description or nil, message.
+-- Loads the job files under paths (see jobrt.jobfiles): desc, nil, info | nil, message.
 function _M.load(paths)
-  local files = {}
-  for _, p in ipairs(paths) do
-    local ok, err = find_files(p, files)
-    if not ok then return nil, fmt("cannot read %s", err) end
-  end
-  if #files == 0 then
-    return nil, fmt("no *.lua job files under %s: add one returning { QUEUENAME = { myJob = function(args, job) ... end } }",
-      concat(paths, ", "))
-  end
-  local desc = {}
-  for _, file in ipairs(files) do
-    local chunk, err = loadfile(file)
-    if not chunk then return nil, fmt("%s (syntax error: fix the file)", err) end
-    local ok, ret = xpcall(chunk, debug.traceback)
-    if not ok then return nil, fmt("%s: error while loading: %s", file, tostring(ret)) end
-    local _, lerr = worker.load_description(ret, file, desc)
-    if lerr then return nil, lerr end
-  end
-  return desc, nil, files
+  return jobfiles.load(paths)
 end
 
--- Checks that every queue has a type; returns nil, message naming the fix.
-local function check_types(r, desc)
-  local missing = {}
-  for q in pairs(desc) do
-    local t, err = r:call("HGET", "RESERVED:QCONFIG", q)
-    if t == nil then return nil, err end
-    if t == redis.null then
-      missing[#missing + 1] = q
-    elseif t ~= "QUEUE" and t ~= "LBQUEUE" and t ~= "DELQUEUE" then
-      return nil, fmt("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
-        q, t, q)
-    end
-  end
-  if #missing > 0 then
-    sort(missing)
-    local lines = {}
-    for _, q in ipairs(missing) do
-      lines[#lines + 1] = fmt("queue '%s' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE", q, q)
-    end
-    return nil, concat(lines, "\n")
-  end
-  return true
+-- Stores the declared types that are missing, then checks every queue has one.
+local function check_types(r, desc, types)
+  local ok, err = queuetypes.apply(r, types)
+  if not ok then return nil, err end
+  return queuetypes.check(r, desc)
 end
 
+-- A usage error (2) is one plain line; with --log-format json any other failure is a log
+-- object like every other line the worker writes.
 local function fail(msg, code)
-  io.stderr:write(msg:find("^jobrt ") and "" or "jobrt: ", msg, "\n")
+  if code ~= 2 and jobrt.log_format() == "json" then
+    jobrt.log("error", "%s", msg)
+  else
+    io.stderr:write(msg:find("^jobrt ") and "" or "jobrt: ", msg, "\n")
+  end
   return code or 1
 end
 
 -- Serve in this process until a signal.
-local function serve(opts, desc)
-  local w, err = worker.new{ redis = opts.redis, jobs = desc, concurrency = opts.concurrency,
+local function serve(opts, desc, types)
+  local w, err = worker.new{ redis = opts.redis, jobs = desc, queue_types = types, concurrency = opts.concurrency,
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
                              backoff = opts.backoff, timeout = opts.timeout,
@@ -292,10 +260,8 @@ function _M.main(argv, cmd)
   if cmd == "work" and #pos == 0 then
     return fail("jobrt work: give at least one PATH of job files, e.g. jobrt work jobs/", 2)
   end
-  if opts["log-level"] then
-    local ok, err = jobrt.set_log_level(opts["log-level"])
-    if not ok then return fail("jobrt work: --log-level: " .. err, 2) end
-  end
+  local lok, lerr = args.apply_logging(opts, "jobrt work")
+  if not lok then return fail(lerr, 2) end
   if opts.procs and (opts.procs < 0 or opts.procs > 256 or opts.procs ~= math.floor(opts.procs)) then
     return fail("jobrt work: --procs wants a whole number from 0 to 256 (0: serve in this process)", 2)
   end
@@ -326,7 +292,9 @@ function _M.main(argv, cmd)
   end
   local url, perr = redis.address(opts.redis)
   if url == false then return fail(perr, 2) end
-  local desc, err = _M.load(pos)
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then return fail("jobrt work: " .. terr, 2) end
+  local desc, err, info = _M.load(pos)
   if not desc then return fail(err) end
   -- Check the queue types before serving anything.
   if not url and not opts.child then          -- no address given: the embedded default
@@ -346,7 +314,7 @@ function _M.main(argv, cmd)
   if not r then
     return done(fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)"))
   end
-  local ok, terr = check_types(r, desc)
+  local ok, terr = check_types(r, desc, info.types)
   r:close()
   if not ok then return done(fail(terr)) end
   local code
@@ -358,12 +326,14 @@ function _M.main(argv, cmd)
     ffi.C.setenv("JOBRT_REDIS", url, 1)
     local pass = {}
     for _, k in ipairs({ "concurrency", "lease", "grace", "log-level", "max-stalls",
-                         "keep-ok", "keep-failed", "backoff", "timeout", "max-payload" }) do
-      if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
+                         "keep-ok", "keep-failed", "backoff", "timeout", "tls-ca", "tls-cert",
+                         "tls-key", "tls-insecure", "max-payload" }) do
+      if opts[k] == true then pass[#pass + 1] = "--" .. k
+      elseif opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
     code = supervise(opts, pos, pass)
   else
-    code = serve(opts, desc)
+    code = serve(opts, desc, info.types)
   end
   return done(code)
 end

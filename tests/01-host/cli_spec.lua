@@ -36,7 +36,7 @@ describe("jobrt -e", function()
   it("exits non-zero with the error and a traceback when the chunk raises", function()
     local code, _, err = h.run_jobrt({ "-e", "local function f() error('kaput') end f()" })
     assert.equal(1, code)
-    assert.matches("^jobrt%[%d+%] error: %(command line%):1: kaput\nstack traceback:", err)
+    assert.matches("^%d+%-%d+%-%d+T[%d:.]+Z jobrt%[%d+%] error: %(command line%):1: kaput\nstack traceback:", err)
     assert.matches("in function 'f'", err, 1, true)
   end)
 
@@ -87,7 +87,7 @@ describe("common options before the command", function()
     for _, a in ipairs({ { "-e", "--help" }, { "run", "--help" } }) do
       local code, out = h.run_jobrt(a)
       assert.equal(0, code)
-      assert.matches("usage: jobrt run [--redis URL] [--log-level L] FILE.lua [ARGS]", out, 1, true)
+      assert.matches("usage: jobrt run [--redis URL] [--log-level L] [--log-format F] FILE.lua [ARGS]", out, 1, true)
     end
   end)
 

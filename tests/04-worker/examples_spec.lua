@@ -4,13 +4,11 @@ local cjson = require 'cjson'
 local h = require 'tests.helpers'
 
 describe("the examples in jobs/", function()
+
   local q, p
   setup(function()
-    h.flush()
+    h.flush()                     -- a clean Redis: the job files declare their queue types
     q = jobrt.connect(h.url)
-    q:queueType("ECHO", "QUEUE")
-    q:queueType("INDEX", "LBQUEUE")
-    q:queueType("MAIL", "DELQUEUE")
     p = h.spawn_jobrt({ "jobs/", "--redis", h.url })
     h.wait_for(function() return #q:workers() == 1 end, 10, "the example worker")
   end)
@@ -18,6 +16,12 @@ describe("the examples in jobs/", function()
     p:kill("SIGTERM")
     assert.equal(0, p:wait())
     q:close()
+  end)
+
+  it("declare their queue types, which the worker stores on a clean Redis", function()
+    assert.equal("QUEUE", q:queueType("ECHO"))
+    assert.equal("LBQUEUE", q:queueType("INDEX"))
+    assert.equal("DELQUEUE", q:queueType("MAIL"))
   end)
 
   it("ECHO.echo returns its arguments", function()
@@ -61,7 +65,7 @@ describe("the examples in jobs/", function()
 end)
 
 describe("make run (tools/make_run.lua)", function()
-  it("sets the example queue types, serves jobs/, and stops on SIGTERM", function()
+  it("serves jobs/ on a clean Redis (the job files declare the types) and stops on SIGTERM", function()
     h.flush()
     local p = h.spawn_jobrt({ "run", "tools/make_run.lua", "jobs/" },
       { env = { JOBRT_REDIS = h.url, JOBRT_WEB_LISTEN = "127.0.0.1:0" } })
@@ -81,6 +85,6 @@ describe("make run (tools/make_run.lua)", function()
     p:kill("SIGTERM")
     assert.equal(0, p:wait())
     local _, err = p:output()
-    assert.matches("make run: queue ECHO set to QUEUE", err, 1, true)
+    assert.matches("queue ECHO: type QUEUE stored in RESERVED:QCONFIG (declared by _type in jobs/echo.lua:6)", err, 1, true)
   end)
 end)

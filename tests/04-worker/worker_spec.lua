@@ -509,7 +509,7 @@ return {
       { "error while loading", { ["a.lua"] = "local x = nil; return x.y" },
         "^jobrt: [^\n]*/a%.lua: error while loading: [^\n]*/a%.lua:1: attempt to index local 'x' %(a nil value%)\nstack traceback:" },
       { "queue without a type", { ["a.lua"] = "return { NOTYPE = { j = function() end } }" },
-        "^jobrt: queue 'NOTYPE' has no type in RESERVED:QCONFIG: set it with  jobrt queue%-type NOTYPE QUEUE|LBQUEUE|DELQUEUE\n$" },
+        "^jobrt: queue 'NOTYPE' has no type in RESERVED:QCONFIG: declare it in its job file %(NOTYPE = { _type = 'QUEUE', %.%.%. }%) or set it with  jobrt queue%-type NOTYPE QUEUE|LBQUEUE|DELQUEUE\n$" },
       { "no job files", {}, "^jobrt: no %*%.lua job files under .+: add one returning" },
     }
     for _, case in ipairs(cases) do

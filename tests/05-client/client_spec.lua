@@ -105,9 +105,9 @@ describe('jobrt.client', function()
     end)
 
     it('rejects a malformed URL, a bad table and a wrong type', function()
-      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]",
+      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
         err_of(jobrt.connect, 'http://x'))
-      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, password, db, timeout, url)",
+      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, user, password, db, timeout, url, connect_timeout, tls, tls_ca, tls_cert, tls_key, tls_insecure, tls_server_name, sentinels, master_name, sentinel_user, sentinel_password)",
         err_of(jobrt.connect, { hots = 'x' }))
       assert.equal('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got number',
         err_of(jobrt.connect, 6379))
@@ -175,8 +175,9 @@ describe('jobrt.client', function()
       q:queueType('lb', 'LBQUEUE')
       assert.equal("enqueueJob: queue 'lb' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)",
         err_of(q.enqueueJob, q, 'lb', 'send', {}))
-      assert.equal("enqueueJob: option 'priority' applies to LBQUEUE queues only; queue 'cq' is a QUEUE",
-        err_of(q.enqueueJob, q, Q, 'send', {}, { priority = 2 }))
+      q:queueType('dq', 'DELQUEUE')
+      assert.equal("enqueueJob: option 'priority' applies to QUEUE and LBQUEUE queues only; queue 'dq' is a DELQUEUE (its jobs run at their time)",
+        err_of(q.enqueueJob, q, 'dq', 'send', {}, { priority = 2 }))
       assert.equal("enqueueJob: option 'delay' applies to QUEUE and DELQUEUE queues only; queue 'lb' is an LBQUEUE",
         err_of(q.enqueueJob, q, 'lb', 'send', {}, { jobHash = 'h', delay = 1 }))
       local err = via_callback(q, 'enqueueJob', 'lb', 'send', {}, {})
@@ -338,7 +339,7 @@ describe('jobrt.client', function()
     it('checks the wait option', function()
       assert.equal("run: option 'wait' must be seconds > 0, got 0", err_of(q.run, q, Q, 'echo', {}, { wait = 0 }))
       assert.equal("run: option 'wait' must be a number of seconds, got string", err_of(q.run, q, Q, 'echo', {}, { wait = '1' }))
-      assert.equal("run: unknown option 'wiat' (known: jobHash, priority, timestamp, delay, id, retries, timeout, wait)",
+      assert.equal("run: unknown option 'wiat' (known: jobHash, priority, timestamp, delay, id, retries, timeout, on_progress, wait)",
         err_of(q.run, q, Q, 'echo', {}, { wiat = 1 }))
     end)
 

@@ -13,6 +13,7 @@ end
 
 local Q = 'mail'
 
+
 setup(function() jobrt.set_log_level('warn') end)
 teardown(function() jobrt.set_log_level('info') end)
 
@@ -131,12 +132,13 @@ describe('jobrt commands', function()
       code, _, err = run({ 'enqueue', 'lb', 'send', '--hash', 'h', '--in', '5' })
       assert.equal(2, code)
       assert.equal("jobrt enqueue: --in applies to QUEUE and DELQUEUE queues only; queue 'lb' is an LBQUEUE\n", err)
-      code, _, err = run({ 'enqueue', Q, 'send', '--priority', '2' })
+      q:queueType('dq', 'DELQUEUE')
+      code, _, err = run({ 'enqueue', 'dq', 'send', '--priority', '2' })
       assert.equal(2, code)
-      assert.equal("jobrt enqueue: --priority applies to LBQUEUE queues only; queue 'mail' is a QUEUE\n", err)
-      code, _, err = run({ 'enqueue', Q, 'send', '--priority', '2', '--wait' })
+      assert.equal("jobrt enqueue: --priority applies to QUEUE and LBQUEUE queues only; queue 'dq' is a DELQUEUE (its jobs run at their time)\n", err)
+      code, _, err = run({ 'enqueue', 'dq', 'send', '--priority', '2', '--wait' })
       assert.equal(2, code)
-      assert.equal("jobrt enqueue: --priority applies to LBQUEUE queues only; queue 'mail' is a QUEUE\n", err)
+      assert.equal("jobrt enqueue: --priority applies to QUEUE and LBQUEUE queues only; queue 'dq' is a DELQUEUE (its jobs run at their time)\n", err)
       code, _, err = run({ 'enqueue', 'lb', '-' }, '{"job":"a","jobHash":"h"}\n{"job":"b"}\n')
       assert.equal(2, code)
       assert.equal("jobrt enqueue: line 2 of stdin: queue 'lb' is an LBQUEUE: give the option jobHash (jobs with the same jobHash are one entry)\n", err)
@@ -154,7 +156,7 @@ describe('jobrt commands', function()
     it('exits 2 naming a malformed address, given by --redis or JOBRT_REDIS', function()
       local code, _, err = run({ 'stats', '--redis', 'nowhere' })
       assert.equal(2, code)
-      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]\n", err)
+      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]\n", err)
       for _, c in ipairs({ { 'enqueue', Q, 'send' }, { 'repl' }, { 'work', 'jobs/' } }) do
         local out
         code, out, err = h.run_jobrt(c, { env = { JOBRT_REDIS = 'redis://h:0' } })
@@ -176,7 +178,7 @@ describe('jobrt commands', function()
 
       it("prints the job's result as JSON", function()
         local code, out, err = run({ 'enqueue', Q, 'echo', '{"n":[1,2]}', '--wait' })
-        assert.equal('', err)
+        assert.equal("jobrt enqueue: job 1 enqueued in queue 'mail'; waiting for its result\n", err)
         assert.equal(0, code)
         assert.same({ echoed = { n = { 1, 2 } } }, cjson.decode(out))
       end)
@@ -185,7 +187,7 @@ describe('jobrt commands', function()
         local code, out, err = run({ 'enqueue', Q, 'boom', '--wait', '--retries', '0' })
         assert.equal(1, code)
         assert.equal('', out)
-        assert.matches("^jobrt enqueue: job 1 %(boom%) on queue 'mail' failed: no mail today\n", err)
+        assert.matches("^jobrt enqueue: job 1 enqueued in queue 'mail'; waiting for its result\njobrt enqueue: job 1 %(boom%) on queue 'mail' failed: no mail today\n", err)
       end)
     end)
 
@@ -200,17 +202,19 @@ describe('jobrt commands', function()
       local out, err = p:output()
       assert.equal(1, code)
       assert.equal('', out)
-      -- no worker serves the queue in this spec: that is said first (the line starts with the pid)
-      assert.matches("^jobrt%[%d+%] warn: enqueue: no live worker serves queue 'mail': job del%-1 waits until one does", err)
-      assert.matches("\njobrt enqueue: job del%-1 in queue 'mail' was deleted before it finished\n$", err)
+      -- no worker serves the queue in this spec: that is said after the id, before the wait
+      assert.matches("^jobrt enqueue: job del%-1 enqueued in queue 'mail'; waiting for its result\n" ..
+        "[%d%-]+T[%d:.]+Z jobrt%[%d+%] warn: enqueue: no live worker serves queue 'mail': job del%-1 waits until one does[^\n]*\n" ..
+        "jobrt enqueue: job del%-1 in queue 'mail' was deleted before it finished\n$", err)
     end)
 
     it('--wait-timeout gives up (exit 1) and the job stays queued', function()
       local code, out, err = run({ 'enqueue', Q, 'echo', '--wait', '--wait-timeout', '0.2' })
       assert.equal(1, code)
       assert.equal('', out)
-      assert.matches("warn: enqueue: no live worker serves queue 'mail': job 1 waits until one does", err, 1, true)
-      assert.matches("\njobrt enqueue: job 1 on queue 'mail' did not finish within 0.2 s (state: pending; is a worker serving 'mail'? the job stays queued)\n", err, 1, true)
+      assert.matches("^jobrt enqueue: job 1 enqueued in queue 'mail'; waiting for its result\n" ..
+        "[%d%-]+T[%d:.]+Z jobrt%[%d+%] warn: enqueue: no live worker serves queue 'mail': job 1 waits until one does[^\n]*\n" ..
+        "jobrt enqueue: job 1 on queue 'mail' did not finish within 0%.2 s %(state: pending; is a worker serving 'mail'%? the job stays queued%)\n$", err)
       assert.equal(1, q:stats(Q).pending)
     end)
 

@@ -134,6 +134,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   preload(FL, "jobrt.core.timer", jr_open_timer);
   preload(FL, "jobrt.core.signal", jr_open_signal);
   preload(FL, "jobrt.core.redis", jr_open_redis);
+  preload(FL, "jobrt.core.net", jr_open_net);
   preload(FL, "jobrt.core.term", jr_open_term);
   preload(FL, "jobrt.core.proc", jr_open_proc);
   preload(FL, "jobrt.core.json", jr_open_json);

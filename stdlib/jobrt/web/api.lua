@@ -16,6 +16,10 @@
 --   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records, newest first]}
 --   POST   /api/queues/{Q}/failed/retry    -> {"retried": n}
 --   DELETE /api/queues/{Q}/failed          -> {"deleted": n}
+--   POST   /api/queues/{Q}/pause           -> {"paused": true, "changed": bool} (jobrt pause)
+--   POST   /api/queues/{Q}/resume          -> {"paused": false, "changed": bool} (jobrt resume)
+--   GET    /api/queues and /api/queues/{Q} carry "paused" (0|1), "rate_max", "rate_per",
+--          "max_active" (0: no such limit) and "crons" besides the counts
 -- Status codes: 400 bad input (the message names the field), 404 unknown queue (no type in
 -- RESERVED:QCONFIG) or job, 409 refused by the queue (an id still stopping), 503 Redis not
 -- reachable, 504 ?wait ran out.
@@ -234,6 +238,18 @@ local function failed_delete(s, req, queue)
   return s:reply(req, 200, { deleted = call(500, q.deleteFailedJobs, q, queue) })
 end
 
+local function pause(s, req, queue)
+  check_name('the queue name', queue)
+  local q = s:client()
+  return s:reply(req, 200, { paused = true, changed = call(500, q.pause, q, queue) })
+end
+
+local function resume(s, req, queue)
+  check_name('the queue name', queue)
+  local q = s:client()
+  return s:reply(req, 200, { paused = false, changed = call(500, q.resume, q, queue) })
+end
+
 function _M.install(w)
   web, fail = w, w.fail
   local route = w.route
@@ -247,6 +263,8 @@ function _M.install(w)
   route('GET', '/api/queues/:q/failed', failed_list)
   route('POST', '/api/queues/:q/failed/retry', failed_retry)
   route('DELETE', '/api/queues/:q/failed', failed_delete)
+  route('POST', '/api/queues/:q/pause', pause)
+  route('POST', '/api/queues/:q/resume', resume)
 end
 
 return _M

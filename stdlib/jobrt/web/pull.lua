@@ -129,6 +129,9 @@ local function arm(s, queue, st, res)
   if s.stopped then return end
   local now = tonumber(res.now) or 0
   local due = tonumber(res.next_due)
+  -- flow control held the queue back: a wake-up (resume, a lease that ends) or, for the rate,
+  -- its retry_at comes first; a due time already passed would only wake us to be held again
+  if res.held then due = res.held == 'rate' and tonumber(res.retry_at) or nil end
   if due then
     st.due:start(math.max(0, (due - now) / 1000), function() poke(st) end)
   else
@@ -144,11 +147,13 @@ end
 
 -- ---- handlers ------------------------------------------------------------------------------
 
+local UNAVAILABLE = { ECONN = true, ECONNREFUSED = true, ETIMEDOUT = true, ECLOSED = true, EPROTO = true }
+
 local function ops_call(fn, ...)
   local v, err, e3 = fn(...)
   if v == nil and err ~= nil then
     local msg = tostring(err)
-    fail((msg:find('ECONN') or msg:find('ETIMEDOUT') or msg:find('ECLOSED')) and 503
+    fail(UNAVAILABLE[e3] and 503
       or (msg:find('in RESERVED:QCONFIG') and 404) or 500, msg)
   end
   return v, err, e3

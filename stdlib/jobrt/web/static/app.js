@@ -92,6 +92,13 @@
         }
         row.appendChild(td);
       }
+      // flow control (jobrt pause, jobrt limit) and cron entries
+      const flow = [];
+      if (q.paused) flow.push('paused');
+      if (q.rate_max) flow.push(q.rate_max + '/' + q.rate_per + 's');
+      if (q.max_active) flow.push('\u2264' + q.max_active + ' running');
+      if (q.crons) flow.push(q.crons + ' cron');
+      row.appendChild(el('td', { class: q.paused ? 'bad' : '', 'data-flow': '' }, flow.join(', ')));
       if (q.error) row.title = q.error;
       return row;
     }));

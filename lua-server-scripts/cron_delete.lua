@@ -1,0 +1,134 @@
+--[[ cron_delete.lua: delete a cron entry of a queue (jobrt cron delete; workers remove the file
+entries no job file declares any more).
+
+KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+ARGV:
+  [1] type    QUEUE | LBQUEUE | DELQUEUE
+  [2] name    the entry's name
+  [3] source  '' any entry | 'cli' | 'file': only an entry of that source is deleted
+Removes the stats fields cron:<name> and cron-last:<name>: no tick of it is enqueued any more
+  (enqueue refuses a tick of an entry without cron-last). Jobs it already enqueued stay.
+Publishes: "cron" on the wake channel when it deleted something.
+Returns: 1 deleted, 0 no such entry (or one of the other source)
+]]
+-- Built by tools/scripts.lua from src/cron_delete.lua and includes/: edit those, then run make.
+local SCRIPT = 'cron_delete'
+-- ---- includes/args.lua (edit it there, then run make) ----
+-- Argument checks. Each returns the value, or nil and a message naming the script and argument;
+-- '' (or a missing ARGV) stands for an argument not given.
+-- ---- includes/keys.lua (edit it there, then run make) ----
+-- The 14 standard KEYS of one queue, in order (README "Keys"): KEYS[1] is the prefix of the job
+-- records, KEYS[13] and KEYS[14] are channel names. check_keys([extra]) -> queue name | nil,
+-- message; extra: the suffixes of the keys (or channels) a script takes after the 14, e.g.
+-- { 'progress' } for jobrt:{Q}:progress.
+-- ---- includes/show.lua (edit it there, then run make) ----
+-- a value quoted for an error message, at most 40 bytes of it, control characters as \<code>
+-- (an error reply cannot carry a newline)
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 37) .. '...' end
+  return "'" .. (v:gsub('%c', function(c) return '\\' .. c:byte() end)) .. "'"
+end
+-- ---- end of includes/show.lua ----
+local SUFFIX = { 'job:', 'wait', 'ready', 'due', 'active', 'failed', 'lb:entry', 'lb:running',
+                 'lb:parked', 'dedup', 'stats', 'seq', 'wake', 'results' }
+-- "<script>: ARGV[i] <name> <msg>"
+local function argerr(i, name, msg)
+  return SCRIPT .. ': ARGV[' .. i .. '] ' .. name .. ' ' .. msg
+end
+-- The queue name is 1-128 bytes of A-Z a-z 0-9 _ . : - (README "Names"): no '{' or '}', so no
+-- queue's key can be another queue's, and the Cluster hash tag is exactly the queue name.
+local function check_keys(extra)
+  local more = extra and #extra or 0
+  if #KEYS ~= 14 + more then
+    return nil, SCRIPT .. ': expected the 14 standard KEYS of one queue' ..
+      (more > 0 and (' and ' .. more .. ' more (jobrt:{QUEUE}:' .. table.concat(extra, ', jobrt:{QUEUE}:') .. ')') or '') ..
+      ' (see lua-server-scripts/README.md), got ' .. #KEYS
+  end
+  local prefix, qname = KEYS[1]:match('^(jobrt:{([^{}]*)}:)job:$')
+  if not prefix then
+    return nil, SCRIPT .. ": KEYS[1] must be 'jobrt:{QUEUE}:job:', got " .. shown(KEYS[1])
+  end
+  if qname == '' or #qname > 128 or qname:find('[^%w_.:%-]') then
+    return nil, SCRIPT .. ': the queue name must be 1-128 characters of A-Z a-z 0-9 _ . : -, got ' .. shown(qname)
+  end
+  for i = 2, 14 + more do
+    local want = prefix .. (SUFFIX[i] or extra[i - 14])
+    if KEYS[i] ~= want then
+      return nil, SCRIPT .. ': KEYS[' .. i .. '] must be ' .. shown(want) .. ', got ' .. shown(KEYS[i])
+    end
+  end
+  return qname
+end
+-- ---- end of includes/keys.lua ----
+-- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
+local function queue_type()
+  local v = ARGV[1]
+  if v == nil or v == '' then return nil, argerr(1, 'type', 'is missing (read it from RESERVED:QCONFIG)') end
+  if v ~= 'QUEUE' and v ~= 'LBQUEUE' and v ~= 'DELQUEUE' then
+    return nil, argerr(1, 'type', 'must be QUEUE, LBQUEUE or DELQUEUE, got ' .. shown(v))
+  end
+  return v
+end
+local function max_argv(n)
+  if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
+end
+-- optional string of at most maxlen bytes ('' or absent -> nil)
+local function opt_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil end
+  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
+  return v
+end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
+end
+-- ---- end of includes/args.lua ----
+-- ---- includes/cron.lua (edit it there, then run make) ----
+-- Cron entries of a queue (README "Cron"): fields of the stats hash KEYS[11]:
+--   cron:<name>       the entry, JSON: { job, args (JSON text), schedule, tz, id_prefix, missed,
+--                     source ('cli' | 'file'), created }
+--   cron-last:<name>  the latest tick (Unix ms) taken: enqueued, or skipped as missed
+-- The workers compute the ticks (time zones are theirs); the scripts make each tick one job.
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- ---- end of includes/time.lua ----
+
+-- ARGV[i] as a cron entry name: 1..200 bytes, no control characters, '{' or '}' (the rules of
+-- job ids, README "Names": a tick's job id is made from it); '' or absent -> nil.
+local function cron_name(i)
+  return name_arg(i, 'cron name', 200, false)
+end
+-- ---- end of includes/cron.lua ----
+
+local qname, err = check_keys()
+if not qname then return redis.error_reply(err) end
+err = max_argv(3); if err then return redis.error_reply(err) end
+local qtype, name
+qtype, err = queue_type(); if err then return redis.error_reply(err) end
+name, err = cron_name(2); if err then return redis.error_reply(err) end
+if not name then return redis.error_reply(argerr(2, 'cron name', 'is missing')) end
+local source = ARGV[3] or ''
+if source ~= '' and source ~= 'cli' and source ~= 'file' then
+  return redis.error_reply(argerr(3, 'source', "must be '', 'cli' or 'file', got " .. shown(source)))
+end
+
+local old = redis.call('HGET', KEYS[11], 'cron:' .. name)
+if not old then return 0 end
+if source ~= '' then
+  local ok, o = pcall(cjson.decode, old)
+  if ok and type(o) == 'table' and o.source ~= source then return 0 end
+end
+redis.call('HDEL', KEYS[11], 'cron:' .. name, 'cron-last:' .. name)
+redis.call('PUBLISH', KEYS[13], 'cron')
+return 1
