@@ -13,25 +13,6 @@
 #include <string.h>
 #include <signal.h>
 
-int luaopen_cjson(lua_State *L);   /* liblua5.1-cjson.a */
-
-/* Opens a C module and stores it in package.preload[name] form: the module
- * table is built now and returned by require. */
-static void preload(lua_State *L, const char *name, lua_CFunction open) {
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "loaded");
-  lua_pushcfunction(L, open);
-  lua_call(L, 0, 1);
-  lua_setfield(L, -2, name);
-  lua_pop(L, 2);
-}
-
-static int open_cjson(lua_State *L) {
-  lua_pushcfunction(L, luaopen_cjson);
-  lua_call(L, 0, 1);
-  return 1;
-}
-
 /* Masks the password in a Redis URL in place: the part between "user:" (or
  * "//") and the last '@' of the authority, and the value of "password=" in
  * the query (unix:///path?password=...). Lengths stay the same. */
@@ -116,18 +97,7 @@ int main(int argc, char **argv) {
   jr_sched_init(L, loop);
   jr_log_init(loop);
   jr_stdlib_install(L);
-  preload(L, "cjson", open_cjson);
-  preload(L, "jobrt.core", jr_open_core);
-  preload(L, "jobrt.core.timer", jr_open_timer);
-  preload(L, "jobrt.core.signal", jr_open_signal);
-  preload(L, "jobrt.core.fswatch", jr_open_fswatch);
-  preload(L, "jobrt.core.redis", jr_open_redis);
-  preload(L, "jobrt.core.net", jr_open_net);
-  preload(L, "jobrt.core.term", jr_open_term);
-  preload(L, "jobrt.core.proc", jr_open_proc);
-  preload(L, "jobrt.core.json", jr_open_json);
-  preload(L, "jobrt.core.http", jr_open_http);
-  preload(L, "jobrt.core.tcp", jr_open_tcp);
+  jr_preload_modules(L);
 
   /* arg: the whole command line, as the cli module sees it. */
   lua_createtable(L, argc, 1);

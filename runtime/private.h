@@ -143,5 +143,7 @@ extern const jr_embedded jr_embedded_modules[];
 
 /* Registers the embedded stdlib as a package searcher. */
 void jr_stdlib_install(lua_State *L);
+/* Opens every C module (jobrt.core...) and cjson into package.loaded (stdlib.c). */
+void jr_preload_modules(lua_State *L);
 
 #endif

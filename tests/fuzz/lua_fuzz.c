@@ -25,8 +25,6 @@
 #include <string.h>
 #include <luajit.h>
 
-int luaopen_cjson(lua_State *L);   /* liblua5.1-cjson.a */
-
 enum { NCOUNTERS = 1 << 16 };
 __attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_lines[NCOUNTERS];
 
@@ -95,21 +93,6 @@ static void report_lines(void) {
   fprintf(stderr, "lua_fuzz: Lua lines reached: %zu\n", n);
 }
 
-static void preload(lua_State *L, const char *name, lua_CFunction open) {
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "loaded");
-  lua_pushcfunction(L, open);
-  lua_call(L, 0, 1);
-  lua_setfield(L, -2, name);
-  lua_pop(L, 2);
-}
-
-static int open_cjson(lua_State *L) {
-  lua_pushcfunction(L, luaopen_cjson);
-  lua_call(L, 0, 1);
-  return 1;
-}
-
 static int traceback(lua_State *L) {
   luaL_traceback(L, L, lua_tostring(L, 1), 1);
   return 1;
@@ -129,17 +112,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   luaJIT_setmode(FL, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   jr_sched_init(FL, uv_default_loop());
   jr_stdlib_install(FL);
-  preload(FL, "cjson", open_cjson);
-  preload(FL, "jobrt.core", jr_open_core);
-  preload(FL, "jobrt.core.timer", jr_open_timer);
-  preload(FL, "jobrt.core.signal", jr_open_signal);
-  preload(FL, "jobrt.core.redis", jr_open_redis);
-  preload(FL, "jobrt.core.net", jr_open_net);
-  preload(FL, "jobrt.core.term", jr_open_term);
-  preload(FL, "jobrt.core.proc", jr_open_proc);
-  preload(FL, "jobrt.core.json", jr_open_json);
-  preload(FL, "jobrt.core.http", jr_open_http);
-  preload(FL, "jobrt.core.tcp", jr_open_tcp);
+  jr_preload_modules(FL);
   lua_createtable(FL, 0, 0);
   lua_setglobal(FL, "arg");
   lua_pushcfunction(FL, l_budget);
