@@ -1,7 +1,8 @@
 -- Fuzz target args: the command line of every command (jobrt.args.parse and each command's own
 -- checks in jobrt.commands, jobrt.worker_cli and jobrt.cli), stopping where a command would
--- reach Redis or read job files: jobrt.client.open and jobrt.worker_cli.load answer "not here"
--- in this target (a fuzzer has no Redis; the job-file loader is the jobfile target). `run`,
+-- reach Redis or read job files: jobrt.client.open, jobrt.worker_cli.load and
+-- jobrt.watcher.sources answer "not here" in this target (a fuzzer has no Redis; the job-file
+-- loader is the jobfile target; the watcher would walk whatever directory an input names). `run`,
 -- `-e` and `repl` are left out: they run code.
 -- Invariants: nothing raises; every command returns an exit status 0, 1 or 2; a usage error
 -- (2) says why on stderr in one line.
@@ -9,6 +10,7 @@ local args = require 'jobrt.args'
 local client = require 'jobrt.client'
 local worker_cli = require 'jobrt.worker_cli'
 local cli = require 'jobrt.cli'
+local watcher = require 'jobrt.watcher'
 local util = require 'tests.fuzz.util'
 local ffi = require 'ffi'
 pcall(ffi.cdef, 'int unsetenv(const char *name); int setenv(const char *name, const char *value, int overwrite);')
@@ -25,15 +27,19 @@ local out_sink, err_sink = setmetatable({}, { __index = sink }), setmetatable({}
 
 local stub_open = function() return nil, 'no Redis in the fuzzer', false end
 local stub_load = function() return nil, 'no job files in the fuzzer' end
+local stub_sources = function() return {} end
 
 -- Runs fn(...) with the stubs and the sinks in place, and puts everything back afterwards (the
 -- regression spec runs this target inside the test suite's own process).
 local function sandboxed(fn, ...)
   local core = require 'jobrt.core'
-  local saved = { client.open, worker_cli.load, io.stdout, io.stderr, os.getenv('JOBRT_REDIS'), core.log_level() }
+  local saved = { client.open, worker_cli.load, io.stdout, io.stderr, os.getenv('JOBRT_REDIS'), core.log_level(),
+                  watcher.sources }
   client.open, worker_cli.load, io.stdout, io.stderr = stub_open, stub_load, out_sink, err_sink
+  watcher.sources = stub_sources
   local r = { pcall(fn, ...) }
   client.open, worker_cli.load, io.stdout, io.stderr = saved[1], saved[2], saved[3], saved[4]
+  watcher.sources = saved[7]
   if saved[5] then ffi.C.setenv('JOBRT_REDIS', saved[5], 1) else ffi.C.unsetenv('JOBRT_REDIS') end
   core.set_log_level(saved[6])
   return unpack(r)
