@@ -26,13 +26,12 @@
 -- reachable, 504 ?wait ran out.
 local jobrt = require 'jobrt'
 local client = require 'jobrt.client'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, unpack = type, pairs, ipairs, tostring, tonumber, pcall, unpack
 local str_format, sort = string.format, table.sort
 
 local _M = {}
-local json = cjson.new()
 
 local web                       -- jobrt.web, set by install
 local fail
@@ -96,6 +95,8 @@ local function enqueue(s, req, queue)
   for i, it in ipairs(list) do
     local where = many and str_format('jobs[%d]: ', i) or ''
     local job, text, o = job_item(it, where)
+    -- one job: its args are stored exactly as the body wrote them
+    if not many and it.args ~= nil then text = json.member(req.body, 'args') or text end
     items[i] = { job = job, text = text, opts = o, where = where }
   end
   local q = s:client()
