@@ -6,17 +6,19 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan+UBSan
 #   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
 #                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
-#   make fuzz-http  libFuzzer on the HTTP request parser (FUZZ_SECONDS, default 60)
+#   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
 #   make install    the binary, the man page jobrt(1), bash completion and an example systemd
 #                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
-PKGS      := luajit libuv hiredis
+PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata
+             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata \
+             libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -36,7 +38,7 @@ SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
 SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
 .PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http \
-        install uninstall docs chaos
+        install uninstall docs chaos fuzz fuzz-deps
 
 all: jobrt
 
@@ -67,7 +69,7 @@ build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp $(ASSETS) | buil
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
 
-build/%.o: runtime/%.c runtime/private.h runtime/http_request.h | build/deps.ok
+build/%.o: runtime/%.c runtime/private.h runtime/http_request.h runtime/redis_private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -81,7 +83,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h runtime/redis_private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt
@@ -126,6 +128,37 @@ chaos: jobrt
 
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
+
+# ---- fuzzing: tests/fuzz/README.md ----------------------------------------------------
+# Targets: json url args jobfile scripts (Lua parsers, tests/fuzz/lua_fuzz.c runs
+# tests/fuzz/targets/NAME.lua), resp (Redis replies into Lua values, tests/fuzz/resp_fuzz.c)
+# and http (requests for jobrt web, tests/fuzz/http_request_fuzz.c, build/fuzz-http above).
+# Each runs for FUZZ_SECONDS on its corpus tests/fuzz/corpus/NAME/ (what it finds new goes
+# to build/fuzz/corpus/NAME/, crashes to build/fuzz/crashes/NAME/); tools/fuzz.lua prints
+# executions per second and coverage per target.
+FUZZ_TARGETS ?= json url args jobfile scripts resp http
+FUZZ_DEB_PKGS := clang libfuzzer-14-dev
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-function -Wno-unused-parameter
+FUZZ_RT    := $(filter-out runtime/main.c,$(SRCS))
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
+
+build/fuzz/lua_fuzz: tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
+
+build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
+
+fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz build/fuzz-http
+	@./jobrt run tools/fuzz.lua $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The man page and the bash completion are built from the --help texts (tools/help_docs.lua).
 PREFIX     ?= /usr/local

@@ -5,19 +5,22 @@
 --- @include "args"
 --- @include "time"
 --- @include "claims"
+--- @include "json_text"
 
 -- The job whose 9 arguments start at ARGV[b]: function, args (JSON text), id, jobHash,
 -- priority, timestamp, delay, retries, timeout ('' = not given). Returns a table { fn, args,
 -- id, hash, prio, ts, delay, retries, timeout } (nil where not given), or nil and the message
 -- (naming ARGV[i]). Checks in the order of enqueue.lua's header; nothing is written. plain: the
 -- job is function and args only (enqueue_bulk.lua's groups of 2): no options are read.
-local function enqueue_args(b, qtype, plain)
+-- max_payload: the largest args in bytes (args must also be UTF-8: includes/json_text.lua).
+local function enqueue_args(b, qtype, plain, max_payload)
   local j, err = {}, nil
   j.fn, err = name_arg(b, 'function', 256, true); if err then return nil, err end
   local args = ARGV[b + 1]
   if args == nil or args == '' then return nil, argerr(b + 1, 'args', 'is missing (JSON text, e.g. {} or [])') end
-  if args ~= '{}' and args ~= '[]' and not pcall(cjson.decode, args) then
-    return nil, argerr(b + 1, 'args', 'must be JSON text, got ' .. shown(args))
+  if args ~= '{}' and args ~= '[]' then
+    err = json_text_error(b + 1, 'args', args, max_payload); if err then return nil, err end
+    if not pcall(cjson.decode, args) then return nil, argerr(b + 1, 'args', 'must be JSON text, got ' .. shown(args)) end
   end
   j.args = args
   if plain then

@@ -13,7 +13,8 @@ ARGV:
   [6+6k] id
   [7+6k] attempt      the attempt the outcome belongs to (whole number >= 1)
   [8+6k] outcome      'ok' | 'failed'
-  [9+6k] value        ok: the result as JSON text ('' = null); failed: the error reason (text)
+  [9+6k] value        ok: the result as JSON text ('' = null; valid UTF-8, at most 512 MiB:
+                      workers check their own, smaller limit first); failed: the error reason (text)
   [10+6k] exception   failed: traceback text ('' = none); ok: must be ''
   [11+6k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
 A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:active: the lease
@@ -51,6 +52,7 @@ local SCRIPT = 'complete'
 --- @include "lease"
 --- @include "failed"
 --- @include "flow"
+--- @include "json_text"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -81,8 +83,11 @@ for b = 6, #ARGV, 6 do
   end
   if outcome == 'ok' then
     if value == '' then value = 'null' end
-    if value ~= 'null' and value ~= '{}' and not pcall(cjson.decode, value) then
-      return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(value)))
+    if value ~= 'null' and value ~= '{}' then
+      err = json_text_error(b + 3, 'value', value, 536870912); if err then return redis.error_reply(err) end
+      if not pcall(cjson.decode, value) then
+        return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(value)))
+      end
     end
     if exception ~= '' then return redis.error_reply(argerr(b + 4, 'exception', "must be '' for outcome 'ok', got " .. shown(exception))) end
   elseif outcome ~= 'failed' then

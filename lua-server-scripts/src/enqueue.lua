@@ -20,6 +20,8 @@ ARGV ('' = not given):
   [12] tick      with [11]: the tick's time, Unix ms
   [13] skip_late with [11]: a tick more than this many ms old is recorded but makes no job
                  ('' = always make it)
+  [14] max_payload  the largest args, in bytes (1..536870912); '' = 16777216 (16 MiB)
+args must be valid UTF-8 (RFC 8259) and at most max_payload bytes.
 Returns: { id, existed } where existed is 1 when no new job was made: the id is already pending
   or executing, or (LBQUEUE) the job was merged into the waiting/parked entry of its jobHash, or
   (DELQUEUE) an identical job with the same timestamp is pending or executing.
@@ -44,13 +46,15 @@ Cost (README "Cost"): a QUEUE job without options is TIME, INCR, HSET, LPUSH, an
 local SCRIPT = 'enqueue'
 --- @include "enqueue_job"
 --- @include "cron"
+--- @include "json_text"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(13); if err then return redis.error_reply(err) end
-local qtype, job
+err = max_argv(14); if err then return redis.error_reply(err) end
+local qtype, job, max_payload
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
-job, err = enqueue_args(2, qtype); if err then return redis.error_reply(err) end
+max_payload, err = opt_num(14, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
+job, err = enqueue_args(2, qtype, false, max_payload); if err then return redis.error_reply(err) end
 local tick_name, tick, skip_late
 tick_name, err = cron_name(11); if err then return redis.error_reply(err) end
 if tick_name then

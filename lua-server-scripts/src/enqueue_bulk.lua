@@ -4,9 +4,11 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = not given):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] width  9: each job is a group of 9 arguments, as ARGV[2..10] of enqueue.lua:
-               [3+9k] function  [4+9k] args (JSON text)  [5+9k] id  [6+9k] jobHash
-               [7+9k] priority  [8+9k] timestamp  [9+9k] delay  [10+9k] retries  [11+9k] timeout
+               [4+9k] function  [5+9k] args (JSON text)  [6+9k] id  [7+9k] jobHash
+               [8+9k] priority  [9+9k] timestamp  [10+9k] delay  [11+9k] retries  [12+9k] timeout
              2: each job is a group of 2, function and args (JSON text), without options
+  [3] max_payload  the largest args, in bytes (1..536870912); '' = 16777216 (16 MiB); args
+             must be valid UTF-8 (RFC 8259)
   then 1..1000 groups
 Every job is checked before anything is written: one bad argument (or a client id of a job
   deleted while running that is still stopping) fails the call and enqueues nothing; the error
@@ -36,10 +38,12 @@ if width ~= '2' and width ~= '9' then
   return redis.error_reply(argerr(2, 'width', "must be '2' (function, args) or '9' (function, args, id, jobHash, priority, timestamp, delay, retries, timeout), got " .. shown(width)))
 end
 width = tonumber(width)
-local n = #ARGV - 2
-if n <= 0 then return redis.error_reply(argerr(3, 'function', 'is missing (give at least one job)')) end
+local max_payload
+max_payload, err = opt_num(3, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
+local n = #ARGV - 3
+if n <= 0 then return redis.error_reply(argerr(4, 'function', 'is missing (give at least one job)')) end
 if n % width ~= 0 then
-  return redis.error_reply(SCRIPT .. ': ARGV after [2] must come in groups of ' .. width .. ', got ' .. n .. ' values')
+  return redis.error_reply(SCRIPT .. ': ARGV after [3] must come in groups of ' .. width .. ', got ' .. n .. ' values')
 end
 n = n / width
 if n > 1000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per call, got ' .. n) end
@@ -49,11 +53,12 @@ if width == 2 and qtype == 'QUEUE' then
   -- (one search for bad characters over every name), then one HSET per job, one LPUSH.
   local names = {}
   for i = 1, n do
-    local b = 1 + 2 * i
+    local b = 2 + 2 * i
     local fn, args = ARGV[b], ARGV[b + 1]
-    if fn == '' or #fn > 256 or args == '' or (args ~= '{}' and args ~= '[]' and not pcall(cjson.decode, args)) then
+    if fn == '' or #fn > 256 or args == '' or (args ~= '{}' and args ~= '[]' and
+        (json_text_error(b + 1, 'args', args, max_payload) or not pcall(cjson.decode, args))) then
       local _
-      _, err = enqueue_args(b, qtype)
+      _, err = enqueue_args(b, qtype, true, max_payload)
       return redis.error_reply(err)
     end
     names[i] = fn
@@ -61,7 +66,7 @@ if width == 2 and qtype == 'QUEUE' then
   if table.concat(names, ' '):find('[%c{}]') then
     for i = 1, n do
       local _
-      _, err = name_arg(1 + 2 * i, 'function', 256, true)
+      _, err = name_arg(2 + 2 * i, 'function', 256, true)
       if err then return redis.error_reply(err) end
     end
   end
@@ -78,7 +83,7 @@ if width == 2 and qtype == 'QUEUE' then
       sec, us, u = tostring(tonumber(sec) + 1), us - 1000000, u - 1000000
     end
     local id = string.format('%d', first + i)
-    redis.call('HSET', prefix .. id, 'function', ARGV[1 + 2 * i], 'args', ARGV[2 + 2 * i], 'state', 'pending',
+    redis.call('HSET', prefix .. id, 'function', ARGV[2 + 2 * i], 'args', ARGV[3 + 2 * i], 'state', 'pending',
       'pending-created', string.format('%s.%06d', sec, u))
     ids[i] = id
     out[2 * i - 1] = id
@@ -96,13 +101,13 @@ end
 
 local jobs, generated = {}, 0
 for i = 1, n do
-  local b = 3 + width * (i - 1)
+  local b = 4 + width * (i - 1)
   local j
   if width == 2 then
     -- no options: as a group of 9 whose options are ''
-    j, err = enqueue_args(b, qtype, true); if err then return redis.error_reply(err) end
+    j, err = enqueue_args(b, qtype, true, max_payload); if err then return redis.error_reply(err) end
   else
-    j, err = enqueue_args(b, qtype); if err then return redis.error_reply(err) end
+    j, err = enqueue_args(b, qtype, false, max_payload); if err then return redis.error_reply(err) end
     err = enqueue_args_late(b, qtype, j); if err then return redis.error_reply(err) end
   end
   if j.id then

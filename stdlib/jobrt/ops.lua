@@ -5,7 +5,8 @@
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
 --       -- retry delay, doubled per failure, capped at 1 h), max_stalls (2: lease losses in a row
---       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached)
+--       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached),
+--       -- max_payload (bytes, 16 MiB: the largest args the enqueue script accepts from us)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
@@ -49,6 +50,7 @@
 --       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
 --       -- answers nil) until its worker reports it or its lease runs out; true again meanwhile
 --   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
+--   o:retry_failed_job(queue, id) -> true | false (not in the failed set)
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
 --                       total_failed=, retried=, expired=, cancelled=, dropped= }
@@ -77,8 +79,8 @@
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
+local json = require 'jobrt.json'
 local naming = require 'jobrt.names'
-local cjson = require 'cjson'
 
 local _M = {}
 local mt = { __index = _M }
@@ -86,7 +88,7 @@ local mt = { __index = _M }
 local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
 local math_floor, math_abs = math.floor, math.abs
 local str_format, str_find = string.format, string.find
-local NULL = cjson.null
+local NULL = json.null
 
 _M.TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
 local QCONFIG = 'RESERVED:QCONFIG'
@@ -155,13 +157,13 @@ end
 function _M.new(r, conf)
   if conf ~= nil and type(conf) ~= 'table' then error('jobrt.ops.new: conf must be a table, got ' .. type(conf), 2) end
   conf = conf or {}
-  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl' }) do
+  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl', 'max_payload' }) do
     if conf[k] ~= nil and type(conf[k]) ~= 'number' then
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
   end
-  local s, err = scripts.load(r)
-  if not s then return nil, err end
+  local s, err, code = scripts.load(r)
+  if not s then return nil, err, code end
   return setmetatable({
     r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
@@ -169,6 +171,7 @@ function _M.new(r, conf)
     backoff = conf.backoff and num(conf.backoff) or '',
     max_stalls = conf.max_stalls and num(conf.max_stalls) or '',
     type_ttl = conf.type_ttl or 2,
+    max_payload = conf.max_payload and num(conf.max_payload) or '',
   }, mt)
 end
 
@@ -192,8 +195,8 @@ function _M:queue_type(queue)
   local c = self.types[queue]
   local t = clock()
   if c and t < c.until_ then return c.type end
-  local v, err = self.r:call('HGET', QCONFIG, queue)
-  if v == nil then return nil, err end
+  local v, err, code = self.r:call('HGET', QCONFIG, queue)
+  if v == nil then return nil, err, code end
   if v == NULL then return nil, type_missing(queue) end
   if not _M.TYPES[v] then
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
@@ -210,16 +213,16 @@ function _M:set_queue_type(queue, qtype)
   if not _M.TYPES[qtype] then
     return nil, str_format("unknown queue type '%s': use QUEUE, LBQUEUE or DELQUEUE", qtype)
   end
-  local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
-  if ok == nil then return nil, err end
+  local ok, err, code = self.r:call('HSET', QCONFIG, queue, qtype)
+  if ok == nil then return nil, err, code end
   cache_type(self, queue, qtype, clock())
   return true
 end
 
 -- run script `name` on queue with argv (argv[1], the type, is filled in here)
 local function run(self, name, queue, argv, keys)
-  local qtype, err = self:queue_type(queue)
-  if not qtype then return nil, err end
+  local qtype, err, code = self:queue_type(queue)
+  if not qtype then return nil, err, code end
   argv[1] = qtype
   return self.s:call(name, keys or _M.keys(queue), argv)
 end
@@ -252,12 +255,12 @@ function _M:enqueue(queue, fn_name, args_json, opts, tick)
     return v
   end
   local argv = { false, fn_name, args_json, o('id'), o('jobHash'), o('priority'), o('timestamp'),
-    o('delay'), o('retries'), o('timeout') }
+    o('delay'), o('retries'), o('timeout'), '', '', '', self.max_payload }
   if tick then
     argv[11], argv[12], argv[13] = tick[1], num(tick[2]), tick[3] and num(tick[3]) or ''
   end
-  local res, err = run(self, 'enqueue', queue, argv)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'enqueue', queue, argv)
+  if not res then return nil, err, code end
   if tick then return res[1], TICK[res[2]] or 'existed' end
   return res[1], res[2] == 1
 end
@@ -299,8 +302,8 @@ function _M:enqueue_bulk(queue, jobs)
       width = 9
     end
   end
-  local argv = { false, width == 2 and '2' or '9' }
-  local n = 2
+  local argv = { false, width == 2 and '2' or '9', self.max_payload }
+  local n = 3
   for i = 1, #jobs do
     local j = jobs[i]
     argv[n + 1], argv[n + 2] = j[1], j[2]
@@ -315,7 +318,7 @@ function _M:enqueue_bulk(queue, jobs)
   local res, err = run(self, 'enqueue_bulk', queue, argv)
   if not res then
     local i = tonumber(tostring(err):match('ARGV%[(%d+)%]'))
-    return nil, err, i and i >= 3 and math_floor((i - 3) / width) + 1 or nil
+    return nil, err, i and i >= 4 and math_floor((i - 4) / width) + 1 or nil
   end
   local ids, existed = {}, {}
   for i = 1, #jobs do
@@ -351,9 +354,9 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
+  local res, err, code = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
     alone and '1' or '' })
-  if not res then return nil, err end
+  if not res then return nil, err, code end
   local jobs = {}
   local list = res[4]
   for i = 1, #list do
@@ -379,8 +382,8 @@ function _M:renew(queue, worker_id, leases, lease_s)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'renew', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'renew', queue, argv)
+    if not res then return nil, err, code end
     for i = 1, #res do lost[#lost + 1] = { id = res[i][1], attempt = tonumber(res[i][2]) } end
   end
   return lost
@@ -423,8 +426,8 @@ function _M:complete(queue, worker_id, outcomes)
       argv[n + 6] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
-      local res, err = run(self, 'complete', queue, argv)
-      if not res then return nil, err end
+      local res, err, code = run(self, 'complete', queue, argv)
+      if not res then return nil, err, code end
       sum.completed = sum.completed + res[1]
       sum.retried = sum.retried + res[2]
       sum.failed = sum.failed + res[3]
@@ -437,8 +440,8 @@ end
 
 function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
-  local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
+  if not res then return nil, err, code end
   return res[1], res[2], res[3]
 end
 
@@ -454,8 +457,8 @@ function _M:release(queue, worker_id, leases)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'release', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'release', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -470,8 +473,8 @@ end
 function _M:get(queue, id)
   check_queue('get', queue)
   if type(id) ~= 'string' then error('jobrt.ops.get: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'get', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'get', queue, { false, id })
+  if not res then return nil, err, code end
   if #res == 0 then return nil end
   return record(res)
 end
@@ -479,8 +482,8 @@ end
 function _M:delete(queue, id)
   check_queue('delete', queue)
   if type(id) ~= 'string' then error('jobrt.ops.delete: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'delete', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'delete', queue, { false, id })
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -488,8 +491,8 @@ end
 local function drain(self, name, queue)
   local total, limit = 0, 1000
   while true do
-    local res, err = run(self, name, queue, { false, num(limit) })
-    if not res then return nil, err end
+    local res, err, code = run(self, name, queue, { false, num(limit) })
+    if not res then return nil, err, code end
     local done, examined = res, res
     if type(res) == 'table' then done, examined = res[1], res[2] end
     total = total + done
@@ -502,6 +505,15 @@ function _M:retry_failed(queue)
   return drain(self, 'retry_failed', queue)
 end
 
+-- Queues one failed job again. Returns true, or false when id is not in the failed set.
+function _M:retry_failed_job(queue, id)
+  check_queue('retry_failed_job', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.retry_failed_job: id must be a string, got ' .. type(id), 2) end
+  local res, err = run(self, 'retry_failed', queue, { false, '', id })
+  if not res then return nil, err end
+  return res[1] == 1
+end
+
 function _M:delete_failed(queue)
   check_queue('delete_failed', queue)
   return drain(self, 'delete_failed', queue)
@@ -511,8 +523,8 @@ function _M:list_failed(queue, offset, count)
   check_queue('list_failed', queue)
   if offset ~= nil then check_num('list_failed', 'offset', offset) end
   if count ~= nil then check_num('list_failed', 'count', count) end
-  local res, err = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res[2] do out[i] = record(res[2][i]) end
   return out, res[1]
@@ -549,15 +561,15 @@ end
 -- Removes worker_id from the registry. Returns true or nil, err.
 function _M:unregister(worker_id)
   check_worker_id('unregister', worker_id)
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
-  if res == nil then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
+  if res == nil then return nil, err, code end
   return true
 end
 
 -- The records of the workers alive (field -> string), sorted by id; expired ids are dropped.
 function _M:workers()
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
-  if not res then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res do out[i] = record(res[i]) end
   table.sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
@@ -566,8 +578,8 @@ end
 
 function _M:stats(queue)
   check_queue('stats', queue)
-  local res, err = run(self, 'stats', queue, { false })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'stats', queue, { false })
+  if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
   return t
@@ -577,15 +589,15 @@ end
 
 function _M:pause(queue)
   check_queue('pause', queue)
-  local res, err = run(self, 'pause', queue, { false, 'pause' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'pause', queue, { false, 'pause' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
 function _M:resume(queue)
   check_queue('resume', queue)
-  local res, err = run(self, 'pause', queue, { false, 'resume' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'pause', queue, { false, 'resume' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -615,8 +627,8 @@ function _M:limit(queue, set)
       argv[#argv + 1], argv[#argv + 2] = 'max-active', m and num(m) or ''
     end
   end
-  local res, err = run(self, 'limit', queue, argv)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'limit', queue, argv)
+  if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = tonumber(res[i + 1]) or 0 end
   return t
@@ -631,8 +643,8 @@ function _M:progress(queue, worker_id, id, attempt, value_json)
   local keys = {}
   for i, k in ipairs(_M.keys(queue)) do keys[i] = k end
   keys[15] = _M.channels(queue).progress
-  local res, err = run(self, 'progress', queue, { false, worker_id, id, num(attempt), value_json }, keys)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'progress', queue, { false, worker_id, id, num(attempt), value_json }, keys)
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -653,8 +665,8 @@ function _M:postpone(queue, worker_id, items)
       argv[#argv + 1] = num(it.delay)
       argv[#argv + 1] = it.reason and tostring(it.reason) or ''
     end
-    local res, err = run(self, 'postpone', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'postpone', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -664,52 +676,46 @@ function _M:drain(queue)
   check_queue('drain', queue)
   local total = 0
   while true do
-    local res, err = run(self, 'drain', queue, { false, '1000' })
-    if not res then return nil, err end
+    local res, err, code = run(self, 'drain', queue, { false, '1000' })
+    if not res then return nil, err, code end
     total = total + res[1]
     if res[2] == 0 then return total end
   end
 end
-
-local json_plain = cjson.new()
-json_plain.encode_sparse_array(true)
 
 function _M:cron_set(queue, name, entry)
   check_queue('cron_set', queue)
   if type(name) ~= 'string' then error('jobrt.ops.cron_set: name must be a string, got ' .. type(name), 2) end
   if type(entry) ~= 'table' then error('jobrt.ops.cron_set: entry must be a table, got ' .. type(entry), 2) end
   -- sorted keys: the same entry is the same text (cron_set answers "unchanged" for it)
-  local keys = {}
-  for k in pairs(entry) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for i, k in ipairs(keys) do parts[i] = json_plain.encode(k) .. ':' .. json_plain.encode(entry[k]) end
-  local res, err = run(self, 'cron_set', queue, { false, name, '{' .. table.concat(parts, ',') .. '}' })
-  if not res then return nil, err end
+  local text, jerr = json.encode(entry, { sort = true, name = 'entry' })
+  if not text then error('jobrt.ops.cron_set: ' .. jerr, 2) end
+  local res, err, code = run(self, 'cron_set', queue, { false, name, text })
+  if not res then return nil, err, code end
   return res
 end
 
 function _M:cron_delete(queue, name, source)
   check_queue('cron_delete', queue)
   if type(name) ~= 'string' then error('jobrt.ops.cron_delete: name must be a string, got ' .. type(name), 2) end
-  local res, err = run(self, 'cron_delete', queue, { false, name, source or '' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'cron_delete', queue, { false, name, source or '' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
 -- The cron entries of a queue, read from its stats hash (HGETALL; no script needed).
 function _M:cron_entries(queue)
   check_queue('cron_entries', queue)
-  local flat, err = self.r:call('HGETALL', _M.keys(queue)[11])
-  if flat == nil then return nil, err end
+  local flat, err, code = self.r:call('HGETALL', _M.keys(queue)[11])
+  if flat == nil then return nil, err, code end
   local out = {}
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
     local name = f:match('^cron:(.+)$')
     if name then
-      local ok, e = pcall(json_plain.decode, v)
+      local e = json.decode(v)
       out[name] = out[name] or {}
-      out[name].entry = ok and type(e) == 'table' and e or { broken = v }
+      out[name].entry = type(e) == 'table' and e or { broken = v }
     else
       name = f:match('^cron%-last:(.+)$')
       if name then

@@ -2,7 +2,7 @@
 --
 --   local scripts = require 'jobrt.scripts'
 --   local s, err = scripts.load(r)            -- r from jobrt.redis.connect; sends nothing
---   local reply, err = s:call(name, keys, argv)
+--   local reply, err, code, kind = s:call(name, keys, argv)
 --       -- EVALSHA sha #keys keys... argv... with the script's SHA-1, known without asking Redis
 --       -- (computed at build time for the scripts in the binary, else by jobrt.sha1); on an
 --       -- error reply starting "NOSCRIPT" (a fresh Redis, a restart, SCRIPT FLUSH) it sends
@@ -12,7 +12,9 @@
 --   scripts.source(name) -> text | nil, err   -- the script text (embedded in the binary, or read
 --                                             -- from lua-server-scripts/ when run from a checkout)
 --   scripts.sha(name) -> sha | nil, err       -- its SHA-1, lowercase hex
--- Errors come back as nil, "message" (Redis' text unchanged); wrong argument types raise.
+-- Errors come back as the connection gives them: nil, "message" (Redis' text unchanged), code
+-- (see jobrt.redis; a NOSCRIPT reply is code "EREDIS", kind "NOSCRIPT"); wrong argument types
+-- raise.
 
 local _M = {}
 local mt = { __index = _M }
@@ -20,7 +22,7 @@ local mt = { __index = _M }
 local type, error, pcall, require, tostring = type, error, pcall, require, tostring
 local io_open = io.open
 local unpack = unpack or table.unpack
-local str_sub, str_format = string.sub, string.format
+local str_format = string.format
 
 _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats',
@@ -72,18 +74,18 @@ function _M.sha(name)
   return sha
 end
 
--- SCRIPT LOAD one script; returns its sha or nil, err
+-- SCRIPT LOAD one script; returns its sha or nil, err, code
 local function load_one(self, name)
   local text, err = _M.source(name)
   if not text then return nil, err end
-  local sha
-  sha, err = self.r:call('SCRIPT', 'LOAD', text)
-  if not sha then return nil, str_format('jobrt.scripts: SCRIPT LOAD %s: %s', name, tostring(err)) end
+  local sha, code
+  sha, err, code = self.r:call('SCRIPT', 'LOAD', text)
+  if not sha then return nil, str_format('jobrt.scripts: SCRIPT LOAD %s: %s', name, tostring(err)), code end
   self.sha[name] = sha
   return sha
 end
 
--- The script caller for connection r (nothing is sent: see call). Returns it, or nil, err.
+-- The script caller for connection r (nothing is sent: see call). Returns it.
 function _M.load(r)
   if type(r) ~= 'table' and type(r) ~= 'userdata' then
     error('jobrt.scripts.load: expected a Redis connection, got ' .. type(r), 2)
@@ -91,7 +93,7 @@ function _M.load(r)
   return setmetatable({ r = r, sha = {} }, mt)
 end
 
--- Calls script `name` with the keys and argv arrays. Returns the reply, or nil, err.
+-- Calls script `name` with the keys and argv arrays. Returns the reply, or nil, err, code, kind.
 function _M:call(name, keys, argv)
   local sha = self.sha[name]
   if not sha then
@@ -104,14 +106,14 @@ function _M:call(name, keys, argv)
   local cmd = { 'EVALSHA', sha, nk }
   for i = 1, nk do cmd[3 + i] = keys[i] end
   for i = 1, na do cmd[3 + nk + i] = argv[i] end
-  local res, err = self.r:call(unpack(cmd, 1, 3 + nk + na))
-  if res == nil and type(err) == 'string' and str_sub(err, 1, 8) == 'NOSCRIPT' then
-    sha, err = load_one(self, name)
-    if not sha then return nil, err end
+  local res, err, code, kind = self.r:call(unpack(cmd, 1, 3 + nk + na))
+  if res == nil and code == 'EREDIS' and kind == 'NOSCRIPT' then
+    sha, err, code = load_one(self, name)
+    if not sha then return nil, err, code end
     cmd[2] = sha
-    res, err = self.r:call(unpack(cmd, 1, 3 + nk + na))
+    res, err, code, kind = self.r:call(unpack(cmd, 1, 3 + nk + na))
   end
-  return res, err
+  return res, err, code, kind
 end
 
 return _M

@@ -2,12 +2,15 @@
 --
 --   local worker = require 'jobrt.worker'
 --   local w, err = worker.new{ redis = url_or_conn, jobs = description, concurrency = 10,
---                              lease = 10, grace = 30, name = 'optional id prefix' }
+--                              lease = 10, grace = 30, name = 'optional id prefix',
+--                              max_payload = bytes }
 --       (more options below, at OPTS)
 --   w:start()          -- connects, subscribes, starts serving (returns true once serving, or
 --                      -- nil, message)
 --   w:stop([grace])    -- graceful: stop reserving, finish or hand back jobs in flight
 --   w:wait()           -- until stopped
+--   w:reload(jobs[, types])  -- serve new definitions; jobs in flight finish on theirs (below,
+--                      -- at W:reload) -> true, { added =, removed =, queues = } | nil, message
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
 --   worker.load_description(tbl, source) -> normalized description | nil, err  (jobrt.jobdefs)
 --   (a queue's `_type` setting is taken out and stored when serving: see jobrt.queuetypes)
@@ -52,9 +55,9 @@ local metrics = require 'jobrt.metrics'
 local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
+local json = require 'jobrt.json'
 local queuetypes = require 'jobrt.queuetypes'
 local cron_runner = require 'jobrt.cron_runner'
-local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
@@ -66,9 +69,6 @@ local _M = {}
 local W = {}
 W.__index = W
 
-local cjson_safe = cjson.new()
-cjson_safe.encode_sparse_array(true)
-
 _M.load_description = jobdefs.load_description
 
 -- Text of an error value: strings as they are (a traceback from xpcall included), tables as
@@ -78,8 +78,8 @@ local function error_text(e)
   if type(e) == "table" then
     local mt = getmetatable(e)
     if mt and mt.__tostring then return tostring(e) end
-    local ok, json = pcall(cjson_safe.encode, e)
-    if ok then return "error object " .. json end
+    local text = json.encode(e, { sort = true, max_bytes = 65536 })
+    if text then return "error object " .. text end
   end
   return tostring(e)
 end
@@ -106,11 +106,13 @@ end
 --   timeout      seconds a handler may run when its job sets none (default: no limit)
 --   watch_handlers  function(co) told of every handler coroutine (the in-process watchdog)
 --   max_idle_redis  idle job.redis connections kept (default: concurrency, at most 64)
+--   max_payload  bytes: the largest args a job may bring and result it may return, as JSON text
+--                (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
                timeout = "number", watch_handlers = "function", max_idle_redis = "number",
-               queue_types = "table" }
+               queue_types = "table", max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -128,6 +130,9 @@ function _M.new(opts)
   if not plain then return nil, terr end
   local jobs, err = jobdefs.load_description(plain)
   if not jobs then return nil, err end
+  local max_payload = opts.max_payload or json.MAX_PAYLOAD
+  local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
+  if not okl then error(lerr, 2) end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
@@ -141,8 +146,12 @@ function _M.new(opts)
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
     max_idle_redis = opts.max_idle_redis,
+    max_payload = max_payload,
+    args_in = { max_bytes = max_payload, name = "args" },               -- decoding a job's args
+    args_out = { max_bytes = max_payload, name = "args", sort = true }, -- job:enqueue
+    result_out = { max_bytes = max_payload, name = "result" },
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
-                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed },
+                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed, max_payload = max_payload },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
@@ -198,47 +207,18 @@ function W:start()
   for _, qname in ipairs(names) do
     local qtype, terr = o:queue_type(qname)
     if not qtype then return nil, terr end
-    self.queues[qname] = {
-      name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
-      running = {},              -- id -> the attempt of that job running here (one at a time)
-      outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
-      due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
-      laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
-    }
+    self.queues[qname] = self:queue_state(qname, qtype)
   end
   self.queue_names = names
-  for _, qname in ipairs(names) do
-    local q = self.queues[qname]
-    -- the timers' callbacks, made once (not per reserve)
-    q.on_due = function() q.due_at = nil; self:poke(q, "due") end
-    q.on_lease = function() self:requeue(q) end
-  end
   self.cron = cron_runner.new(self)
   -- Wake-ups: subscribe before the first reserve, so no enqueue falls between.
   for _, qname in ipairs(names) do
-    local q = self.queues[qname]
-    local ok, serr = r:subscribe(ops_mod.channels(qname).wake, function(_, msg)
-      local cancel = msg and msg:match("^cancel:(.+)$")
-      if cancel then
-        local st = q.running[cancel]
-        if st then return self:drop(st, "deleted while running") end
-        return
-      end
-      if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
-      if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
-      -- work that is ready later (a delayed job became the earliest due): a timer, not a reserve
-      if msg and self:wake_later(q, tonumber(msg)) then return end
-      self:poke(q, msg == nil and "resubscribed" or "wake")
-    end)
+    local ok, serr = self:subscribe(self.queues[qname])
     if not ok then return nil, serr end
   end
   self:register_self()
   self.cron:start()
-  for _, qname in ipairs(names) do
-    local q = self.queues[qname]
-    q.pump = spawn(function() self:pump(q) end)
-    q.flusher = spawn(function() self:flusher(q) end)
-  end
+  for _, qname in ipairs(names) do self:start_pump(self.queues[qname]) end
   self.renewer = jobrt.timer()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
   self.beat = jobrt.timer()
@@ -248,6 +228,62 @@ function W:start()
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
+end
+
+-- The state of one served queue (q in what follows).
+function W:queue_state(qname, qtype)
+  local q = {
+    name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
+    running = {},              -- id -> the attempt of that job running here (one at a time)
+    outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
+    due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
+    laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
+    pumping = false,           -- its pump coroutine runs
+    retired = false,           -- no longer served (W:reload): reserve nothing more from it
+    changed = jobrt.cond(),    -- a retired queue's attempt, pump or flush ended (W:drain)
+  }
+  -- the timers' callbacks, made once per queue (not per reserve)
+  q.on_due = function() q.due_at = nil; self:poke(q, "due") end
+  q.on_lease = function() self:requeue(q) end
+  return q
+end
+
+-- Subscribes to q's wake channel (wake-ups, and cancel:<id> for a job deleted while it runs
+-- here). Subscribing again replaces the function. Returns true or nil, err.
+function W:subscribe(q)
+  return self.r:subscribe(ops_mod.channels(q.name).wake, function(_, msg)
+    local cancel = msg and msg:match("^cancel:(.+)$")
+    if cancel then
+      local st = q.running[cancel]
+      if st then return self:drop(st, "deleted while running") end
+      return
+    end
+    if msg == "cron" then return self.cron:reload(q.name) end    -- its cron entries changed
+    if msg == nil then self.cron:resync(q.name) end               -- reconnected: Redis may have lost them
+    -- work that is ready later (a delayed job became the earliest due): a timer, not a reserve
+    if msg and self:wake_later(q, tonumber(msg)) then return end
+    self:poke(q, msg == nil and "resubscribed" or "wake")
+  end)
+end
+
+-- Starts q's pump (unless it still runs) and its flusher (unless it still runs).
+function W:start_pump(q)
+  if not q.pumping then
+    q.pumping = true
+    q.pump = spawn(function() self:pump(q) end)
+  end
+  if not q.flusher_on then
+    q.flusher_on = true
+    q.flusher = spawn(function() self:flusher(q) end)
+  end
+end
+
+-- Every queue with state here, served or retired (draining its attempts), sorted by name.
+function W:all_queues()
+  local list = {}
+  for _, q in pairs(self.queues) do list[#list + 1] = q end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
 end
 
 -- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
@@ -277,7 +313,7 @@ end
 -- armed for it (unless it is armed earlier already) and true is returned: no reserve is sent
 -- that could only find nothing. Otherwise false: the caller pokes the pump.
 function W:wake_later(q, at)
-  if not at or not self.clock_offset or self.stopping then return false end
+  if not at or not self.clock_offset or self.stopping or q.retired then return false end
   local server_now = now() * 1000 + self.clock_offset
   if at <= server_now + 2 then return false end
   if q.due_at and q.due_at <= at then return true end
@@ -312,11 +348,18 @@ function W:may_reserve(q)
 end
 
 -- The pump: reserve while there are free slots and ready jobs; otherwise wait for an event.
+-- Ends when the worker stops or the queue is retired (W:reload).
 function W:pump(q)
+  self:pump_loop(q)
+  q.pumping = false
+  if q.retired then q.changed:broadcast("pump") end
+end
+
+function W:pump_loop(q)
   local ops = self.ops
   local backoff = 0.05
   local err_logged = false
-  while not self.stopping do
+  while not self.stopping and not q.retired do
     local what, want, alone = self:may_reserve(q)
     if what == "slot" then
       self.slot_free:wait()
@@ -334,6 +377,11 @@ function W:pump(q)
       if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
         self:give_back(q, res.jobs, "the worker is stopping")
         self.stopped:broadcast("reserved")
+        break
+      end
+      if res and q.retired then            -- no longer served (reload): hand these back untouched
+        self:give_back(q, res.jobs, "the queue is no longer served (job files reloaded)")
+        self.slot_free:broadcast()
         break
       end
       if not res then
@@ -472,10 +520,12 @@ function W:start_job(q, job, sent)
       job.attempt, tostring(prev.attempt)), true)
   end
   self.inflight = self.inflight + 1
-  local spec = self.jobs[q.name][job.fn]
+  -- the definition this attempt runs on, to its end, whatever a reload serves meanwhile
+  local spec = (self.jobs[q.name] or {})[job.fn]
   local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
   local state = { id = job.id, attempt = job.attempt, queue = q, job = job, worker = self,
-                  started = monotime(), confirmed = sent, done = false, alone = job.alone }
+                  started = monotime(), confirmed = sent, done = false, alone = job.alone,
+                  spec = spec }
   if timeout then state.timeout_at = state.started + timeout; state.timeout = timeout end
   q.running[job.id] = state
   if job.alone then self.alone_job = state end
@@ -508,7 +558,7 @@ end
 function W:timed_out(state)
   if state.done then return end
   state.scope:cancel()
-  local spec = self.jobs[state.queue.name][state.job.fn]
+  local spec = state.spec                -- the definition it started with (a reload keeps it)
   self:finish(state, { id = state.id, attempt = state.attempt, ok = false,
     reason = fmt("timed out after %g s (the job's timeout): make the handler faster or raise its timeout", state.timeout),
     exception = "", retries = spec and spec.retries })
@@ -518,16 +568,19 @@ function W:run_job(q, job, spec, state)
   local id, attempt = job.id, job.attempt
   if not spec then
     local known = {}
-    for name in pairs(self.jobs[q.name]) do known[#known + 1] = name end
+    for name in pairs(self.jobs[q.name] or {}) do known[#known + 1] = name end
     table.sort(known)
     return self:finish(state, { id = id, attempt = attempt, ok = false,
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
       exception = "" })
   end
-  local ok, args = pcall(cjson.decode, job.args)
-  if not ok then
+  local args, aerr, acode = json.decode(job.args, self.args_in)
+  if args == nil then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("args of job %s are not valid JSON: %s", id, first_line(args)), exception = "" })
+      reason = acode == "ETOOBIG"
+        and fmt("args of job %s are %d bytes, more than this worker's limit of %d bytes (--max-payload)",
+          id, #job.args, self.max_payload)
+        or fmt("job %s: %s", id, first_line(aerr)), exception = "" })
   end
   local ctx = jobctx.new(state, job, q.name, self.id)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
@@ -544,13 +597,16 @@ function W:run_job(q, job, spec, state)
     return self:finish(state, { id = id, attempt = attempt, ok = false, reason = error_text(r2),
       exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
-  local eok, json = pcall(cjson_safe.encode, r1 == nil and cjson.null or r1)
-  if not eok then
+  local text, eerr, ecode = json.encode(r1, self.result_out)
+  if not text then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
-        q.name, job.fn, first_line(json)), exception = "" })
+      reason = ecode == "ETOOBIG"
+        and fmt("the result of %s.%s is larger than the limit of %d bytes (--max-payload): return less, or store it elsewhere and return a reference",
+          q.name, job.fn, self.max_payload)
+        or fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
+          q.name, job.fn, first_line(eerr)), exception = "" })
   end
-  return self:finish(state, { id = id, attempt = attempt, ok = true, value = json })
+  return self:finish(state, { id = id, attempt = attempt, ok = true, value = text })
 end
 
 -- The attempt stops running here (outcome, drop or hand-back): frees its slot and its things.
@@ -566,12 +622,26 @@ function W:end_attempt(state)
   self.inflight = self.inflight - 1
   self.slot_free:broadcast()
   if self.inflight == 0 then self.stopped:broadcast("idle") end
+  if q.retired then q.changed:broadcast("attempt") end
+end
+
+-- A failed job's error-reason and error-exception as stored: valid UTF-8 (records are read as
+-- JSON, by `jobrt job` and by other languages) and at most 64 KiB each.
+local TEXT_MAX = 65536
+local function stored_text(t)
+  if t == nil then return nil end
+  t = tostring(t)
+  if #t > TEXT_MAX then t = t:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #t - TEXT_MAX) end
+  return json.sanitize(t)
 end
 
 -- Records an attempt's outcome (once), frees its slot and schedules the batch report.
 function W:finish(state, outcome)
   if state.done then return end
   self:end_attempt(state)
+  if not outcome.ok then
+    outcome.reason, outcome.exception = stored_text(outcome.reason), stored_text(outcome.exception)
+  end
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
   outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
@@ -623,7 +693,7 @@ end
 function W:flusher(q)
   while true do
     while #q.outcomes == 0 and #q.releases == 0 and #q.laters == 0 do
-      if self.finished then return end
+      if self.finished or q.closed then q.flusher_on = false; return end
       q.flush_cond:wait()
     end
     q.flushing = true
@@ -631,6 +701,7 @@ function W:flusher(q)
     self:flush(q)
     q.flushing = false
     if self.inflight == 0 then self.stopped:broadcast("flushed") end
+    if q.retired then q.changed:broadcast("flushed") end
   end
 end
 
@@ -639,7 +710,7 @@ end
 function W:flush(q)
   local backoff = 0.05
   while #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0 do
-    local ok, err = true, nil
+    local ok, err, code = true, nil, nil
     if #q.outcomes > 0 then
       -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
       local batch, rest = q.outcomes, {}
@@ -648,7 +719,7 @@ function W:flush(q)
         for i = #batch, 1001, -1 do batch[i] = nil end
       end
       q.outcomes = rest
-      local res, cerr = self.ops:complete(q.name, self.id, batch)
+      local res, cerr, ccode = self.ops:complete(q.name, self.id, batch)
       if res then
         if #res.ignored > 0 then
           self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
@@ -662,18 +733,18 @@ function W:flush(q)
         for _, id in ipairs(res.cancelled) do skip[id] = true end
         self.metrics:add(q.name, batch, skip)
       else
-        ok, err = false, cerr
+        ok, err, code = false, cerr, ccode
         for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
       end
     end
     if ok and #q.releases > 0 then
       local batch = q.releases
       q.releases = {}
-      local n, rerr = self.ops:release(q.name, self.id, batch)
+      local n, rerr, rcode = self.ops:release(q.name, self.id, batch)
       if n then
         if n > 0 then q.dirty = true; q.wake:signal("release") end
       else
-        ok, err = false, rerr
+        ok, err, code = false, rerr, rcode
         for i = 1, #batch do q.releases[#q.releases + 1] = batch[i] end
       end
     end
@@ -691,7 +762,7 @@ function W:flush(q)
       end
     end
     if not ok then
-      if self.finished or tostring(err):match("^ECLOSED") then
+      if self.finished or code == "ECLOSED" then
         local ids = {}
         for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
         for i = 1, #q.releases do ids[#ids + 1] = q.releases[i].id end
@@ -714,8 +785,8 @@ end
 -- Renews the leases of every attempt in flight, per queue, in one call each; stops the
 -- attempts whose lease is lost, and those whose lease could not be confirmed in time.
 function W:renew_all()
-  for _, qname in ipairs(self.queue_names) do
-    local q = self.queues[qname]
+  for _, q in ipairs(self:all_queues()) do       -- retired queues too: their attempts still run
+    local qname = q.name
     if not q.renewing and next(q.running) then
       q.renewing = true
       spawn(function()
@@ -779,6 +850,132 @@ function W:heartbeat()
   end
 end
 
+-- ---- hot reload ---------------------------------------------------------------
+
+-- Serves new job definitions in place of the current ones (`jobrt work --watch`, SIGHUP).
+--   jobs:  a jobDescription (as worker.new's `jobs`; `_type` settings allowed)
+--   types: declared queue types as jobrt.jobfiles.load returns them (info.types), or nil
+-- Everything is checked first (definitions, each declared type stored when missing and refused
+-- when it conflicts, every new queue's type, the wake subscriptions of new queues); on any
+-- error nothing changes and it returns nil, message. Then, with no yield in between:
+--   * queues still defined take the new definitions for every attempt started from now on;
+--     an attempt in flight runs to its end on the definition it started with (start_job keeps
+--     it in state.spec: handler, timeout, retries). A job name no longer defined in a served
+--     queue fails when reserved, as it would after a restart ("unknown job");
+--   * new queues are pumped at once;
+--   * queues no longer defined are retired: nothing more is reserved from them (a reserve
+--     already on its way hands its jobs back unstarted); their attempts in flight run on,
+--     renewed and reported as usual, and then the queue's state goes (W:drain);
+--   * the registry entry lists the queues now served (jobrt health, stats, the warning for
+--     queues nobody serves).
+-- Returns true, { added = {names}, removed = {names}, queues = {names served} }.
+-- Errors: "the worker is stopping", "the worker has not started", "a reload is already under
+-- way", a definition's message (jobrt.jobdefs), a type conflict or missing type
+-- (jobrt.queuetypes, jobrt.ops), or a Redis error ("ECONN: ..."), each as nil, message.
+function W:reload(jobs_in, types_in)
+  if self.stopping then return nil, "the worker is stopping" end
+  if not self.ops then return nil, "the worker has not started" end
+  if self.reloading then return nil, "a reload is already under way" end
+  local types = {}
+  for q, d in pairs(types_in or {}) do types[q] = d end
+  local plain, terr = queuetypes.extract(jobs_in, nil, types)
+  if not plain then return nil, terr end
+  local jobs, err = jobdefs.load_description(plain)
+  if not jobs then return nil, err end
+  self.reloading = true
+  local ok, done, summary = pcall(self.swap_jobs, self, jobs, types)
+  self.reloading = false
+  if not ok then error(done, 0) end
+  return done, summary
+end
+
+-- W:reload once the definitions are checked: the Redis checks, then the swap.
+function W:swap_jobs(jobs, types)
+  local ok, aerr = queuetypes.apply(self.r, types)
+  if not ok then return nil, aerr end
+  local added, removed, names = {}, {}, {}
+  for qname in pairs(jobs) do
+    names[#names + 1] = qname
+    local q = self.queues[qname]
+    if not q or q.retired then added[#added + 1] = qname end
+  end
+  for _, qname in ipairs(self.queue_names) do
+    if not jobs[qname] then removed[#removed + 1] = qname end
+  end
+  table.sort(names)
+  table.sort(added)
+  table.sort(removed)
+  -- new queues: their types, their state, their wake-ups (before their first reserve)
+  local fresh = {}
+  for _, qname in ipairs(added) do
+    local qtype, terr = self.ops:queue_type(qname)
+    if not qtype then return nil, terr end
+    if self.stopping then return nil, "the worker is stopping" end
+    local q = self.queues[qname] or self:queue_state(qname, qtype)   -- a retired one is revived
+    fresh[#fresh + 1] = q
+    local sok, serr = self:subscribe(q)
+    if not sok then
+      for _, f in ipairs(fresh) do
+        if not self.queues[f.name] then
+          self.r:unsubscribe(ops_mod.channels(f.name).wake)
+          f.due_timer:close()
+          f.lease_timer:close()
+          f.hold_timer:close()
+        end
+      end
+      return nil, serr
+    end
+  end
+  if self.stopping then return nil, "the worker is stopping" end
+  -- the swap: no yield from here on
+  self.jobs = jobs
+  self.declared_types = types
+  self.queue_names = names
+  for _, qname in ipairs(removed) do
+    local q = self.queues[qname]
+    q.retired = true
+    q.due_timer:stop()
+    q.lease_timer:stop()
+    q.hold_timer:stop()
+    if self.isolate == q then self.isolate = nil end
+    q.wake:broadcast("retired")
+    q.drainer = spawn(function() self:drain(q) end)
+  end
+  self.slot_free:broadcast("reload")    -- pumps waiting on an isolated, now retired queue
+  for _, q in ipairs(fresh) do
+    if q.retired then q.changed:broadcast("revived") end   -- its drainer ends
+    q.retired = false
+    q.dirty = true
+    q.held = nil                         -- reserve says again if flow control holds it
+    self.queues[q.name] = q
+    self:start_pump(q)
+    q.wake:signal("reload")
+  end
+  self:register_self()
+  if self.cron then self.cron:reconcile() end    -- the new files' cron entries, new queues' timers
+  return true, { added = added, removed = removed, queues = names }
+end
+
+-- A retired queue (W:reload): once its pump has ended, its attempts in flight have ended and
+-- their outcomes are stored, its wake-ups, timers and state go. Served again meanwhile, or
+-- the worker stopping (W:stop then takes care of it): nothing to do.
+function W:drain(q)
+  local had = next(q.running) ~= nil
+  while q.retired and not self.stopping and
+        (q.pumping or next(q.running) or q.flushing or #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0) do
+    q.changed:wait()
+  end
+  if not q.retired or self.stopping then return end
+  self.r:unsubscribe(ops_mod.channels(q.name).wake)
+  q.due_timer:close()
+  q.lease_timer:close()
+  q.hold_timer:close()
+  q.closed = true
+  if self.queues[q.name] == q then self.queues[q.name] = nil end
+  q.flush_cond:broadcast("closed")      -- its flusher ends
+  if had then self:log("info", "queue %s: its last job in flight has ended (the queue is no longer served)", q.name) end
+end
+
 -- ---- stopping ----------------------------------------------------------------
 
 -- Graceful stop: no more reserving; jobs in flight get `grace` seconds to finish, the rest
@@ -788,13 +985,14 @@ function W:stop(grace)
   self.stopping = true
   if self.cron then self.cron:stop() end
   grace = grace or self.grace
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
-    if self.r then self.r:unsubscribe(ops_mod.channels(qname).wake) end
+  local all = self:all_queues()          -- served and retired (draining) queues
+  for _, q in ipairs(all) do
+    if self.r then self.r:unsubscribe(ops_mod.channels(q.name).wake) end
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
     q.wake:broadcast("stop")
+    q.changed:broadcast("stop")
   end
   self.slot_free:broadcast("stop")
   while self.reserving > 0 do self.stopped:wait(1) end
@@ -806,8 +1004,8 @@ function W:stop(grace)
     end
   end
   -- Hand back what is still running.
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(all) do
+    local qname = q.name
     local ids = {}
     for id, st in pairs(q.running) do
       if not st.done then
@@ -825,8 +1023,7 @@ function W:stop(grace)
   self.inflight = 0
   -- Store every outcome and hand-back still waiting.
   local deadline = monotime() + 5
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(all) do
     while (q.flushing or #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0) and monotime() < deadline do
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
@@ -836,8 +1033,7 @@ function W:stop(grace)
   if self.beat then self.beat:close() end
   if self.metrics_timer then self.metrics_timer:close() end
   if self.r then self.metrics:flush(self.r) end
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(self:all_queues()) do    -- a retired queue may have closed its own meanwhile
     q.due_timer:close()
     q.lease_timer:close()
     q.hold_timer:close()
@@ -848,7 +1044,7 @@ function W:stop(grace)
   end
   if self.pool then self.pool:close() end
   self.finished = true
-  for _, qname in ipairs(self.queue_names or {}) do self.queues[qname].flush_cond:broadcast("stopped") end
+  for _, q in ipairs(all) do q.flush_cond:broadcast("stopped") end
   self.stopped:broadcast("stopped")
   self:log("info", "worker %s stopped: %d done, %d failed", self.id, self.done, self.failed)
   return true

@@ -105,9 +105,9 @@ describe('jobrt.client', function()
     end)
 
     it('rejects a malformed URL, a bad table and a wrong type', function()
-      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]",
+      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
         err_of(jobrt.connect, 'http://x'))
-      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, password, db, timeout, url)",
+      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, user, password, db, timeout, url, connect_timeout, tls, tls_ca, tls_cert, tls_key, tls_insecure, tls_server_name, sentinels, master_name, sentinel_user, sentinel_password)",
         err_of(jobrt.connect, { hots = 'x' }))
       assert.equal('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got number',
         err_of(jobrt.connect, 6379))
@@ -191,8 +191,11 @@ describe('jobrt.client', function()
       { '', 'send', {}, nil, "enqueueJob: queue must be a non-empty string, got ''" },
       { Q, nil, {}, nil, "enqueueJob: job must be a job name (a string of 1-256 bytes), got nil" },
       { Q, ('x'):rep(257), {}, nil, "enqueueJob: job must be a job name (a string of 1-256 bytes), got a string of 257 bytes" },
-      { Q, 'send', { f = print }, nil, "enqueueJob: args cannot be encoded as JSON (Cannot serialise function: type not supported): use tables, strings, numbers, booleans and jobrt.null" },
-      { Q, 'send', { [1] = 1, [1000] = 2 }, nil, "enqueueJob: args cannot be encoded as JSON (Cannot serialise table: excessively sparse array): use tables, strings, numbers, booleans and jobrt.null" },
+      { Q, 'send', { f = print }, nil, "enqueueJob: args.f: a function cannot be written as JSON: use tables, strings, numbers, booleans and jobrt.null" },
+      { Q, 'send', { [1] = 1, [1000] = 2 }, nil, "enqueueJob: args: sparse array: [1000] is set but [2] is nil; JSON arrays have no holes: fill them with jobrt.null, or use string keys" },
+      { Q, 'send', { n = 0 / 0 }, nil, "enqueueJob: args.n: NaN cannot be written as JSON: use a finite number, a string or jobrt.null" },
+      { Q, 'send', { s = '\255' }, nil, "enqueueJob: args.s: string is not valid UTF-8 (byte offset 0 in the string is 0xff; JSON text must be UTF-8: send binary data as base64)" },
+      { Q, 'send', { 1, x = 2 }, nil, [[enqueueJob: args: table mixes array items ([1]...) with named keys ("x"): a JSON value is either an array or an object; nest one in the other]] },
       { Q, 'send', {}, 'fast', "enqueueJob: opts must be a table, got string" },
       { Q, 'send', {}, { hash = 'x' }, "enqueueJob: unknown option 'hash' (known: jobHash, priority, timestamp, delay, id, retries, timeout)" },
       { Q, 'send', {}, { jobHash = {} }, "enqueueJob: option 'jobHash' must be a string, got table" },
