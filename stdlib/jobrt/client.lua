@@ -681,7 +681,26 @@ local function op(self, fname, m, queue, ...)
   return v, second
 end
 
-local function simple(fname, m, nargs, idarg)
+-- After a call that may have written flow news (delete, drain, retry of failed jobs), carry
+-- them over to the other queues now (jobrt.flows): so a deleted parent's pending children are
+-- gone when deleteJob returns. On trouble the queue's workers carry them later.
+local function carry_after(self, queue)
+  local ok, err = require('jobrt.flows').carry(self.ops, queue, { fresh = true })
+  if not ok then
+    _M.report_warning(str_format("queue '%s': could not carry over its flow news now (%s): its workers do it later",
+      queue, tostring(err)))
+  end
+end
+_M.carry_after = carry_after
+
+-- op, then carry_after
+local function op_carry(self, fname, m, queue, ...)
+  local v, second = op(self, fname, m, queue, ...)
+  carry_after(self, queue)
+  return v, second
+end
+
+local function simple(fname, m, nargs, idarg, carry)
   Client[fname] = function(self, ...)
     check_self(self, fname)
     local cb, n = split_callback(...)
@@ -692,13 +711,13 @@ local function simple(fname, m, nargs, idarg)
     local queue, id = take(n, ...)
     check_queue(fname, queue)
     if idarg then id = check_id(fname, id) end
-    return both_ways(fname, cb, op, self, fname, m, queue, id)
+    return both_ways(fname, cb, carry and op_carry or op, self, fname, m, queue, id)
   end
 end
 
 simple('getJob', 'get', 2, true)
-simple('deleteJob', 'delete', 2, true)
-simple('retryFailedJobs', 'retry_failed', 1)
+simple('deleteJob', 'delete', 2, true, true)
+simple('retryFailedJobs', 'retry_failed', 1, true)
 simple('deleteFailedJobs', 'delete_failed', 1)
 -- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
 -- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).
@@ -862,6 +881,12 @@ require('jobrt.client_sched').install(Client, {
   check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
   check = check, op = op, all_queues = all_queues, stats_perform = stats_perform, tname = tname,
   shown = shown, QCONFIG = QCONFIG, module = _M,
+})
+-- Flows (q:enqueueFlow, q:getFlow, q:getFlowTree) live in jobrt.client_flows.
+require('jobrt.client_flows').install(Client, {
+  both_ways = both_ways, split_callback = split_callback, take = take, argfail = argfail,
+  check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
+  check = check, tname = tname, shown = shown, module = _M,
 })
 
 function mt.__tostring(self)

@@ -123,6 +123,34 @@ end
 -- How many queues' KEYS lists are cached (for tests).
 function _M.keys_cached() return keys_cached end
 
+-- Flows (lua-server-scripts/README.md "Flows"): the scripts that take the 4 flow keys of the
+-- queue after the 14 standard ones.
+local FLOW_SUFFIX = { 'flow', 'flow:out', 'flow:waiting', 'children:' }
+_M.FLOW_SCRIPTS = { complete = true, requeue_expired = true, delete = true, drain = true, retry_failed = true,
+                    flow_deliver = true, flow_take = true, flow_ack = true }
+local flow_keys_cache, flow_keys_cached = {}, 0
+
+-- The 14 standard KEYS of a queue and its 4 flow keys, in the order the flow scripts expect.
+function _M.flow_keys(queue)
+  local k = flow_keys_cache[queue]
+  if k then return k end
+  local std = _M.keys(queue)
+  k = {}
+  for i = 1, #std do k[i] = std[i] end
+  local prefix = 'jobrt:{' .. queue .. '}:'
+  for i = 1, #FLOW_SUFFIX do k[#std + i] = prefix .. FLOW_SUFFIX[i] end
+  if flow_keys_cached >= KEYS_CACHE_MAX then flow_keys_cache, flow_keys_cached = {}, 0 end
+  flow_keys_cache[queue] = k
+  flow_keys_cached = flow_keys_cached + 1
+  return k
+end
+
+-- The KEYS script `name` takes for queue (progress: see _M:progress).
+function _M.script_keys(name, queue)
+  if _M.FLOW_SCRIPTS[name] then return _M.flow_keys(queue) end
+  return _M.keys(queue)
+end
+
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
   check_queue('channels', queue)
@@ -217,7 +245,7 @@ local function run(self, name, queue, argv, keys)
   local qtype, err = self:queue_type(queue)
   if not qtype then return nil, err end
   argv[1] = qtype
-  return self.s:call(name, keys or _M.keys(queue), argv)
+  return self.s:call(name, keys or _M.script_keys(name, queue), argv)
 end
 
 local OPT_TYPES = { jobHash = 'string', priority = 'number', timestamp = 'number', delay = 'number',
@@ -323,7 +351,7 @@ function _M:complete(queue, worker_id, outcomes)
   check_queue('complete', queue)
   check_worker('complete', worker_id)
   if type(outcomes) ~= 'table' then error('jobrt.ops.complete: outcomes must be an array, got ' .. type(outcomes), 2) end
-  local sum = { completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = {} }
+  local sum = { completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = {}, flows = 0 }
   for first = 1, #outcomes, 1000 do
     local argv = { false, worker_id, self.ttl_ok, self.ttl_failed, self.backoff }
     for i = first, math.min(first + 999, #outcomes) do
@@ -363,6 +391,7 @@ function _M:complete(queue, worker_id, outcomes)
       sum.failed = sum.failed + res[3]
       for i = 1, #res[4] do sum.ignored[#sum.ignored + 1] = res[4][i] end
       for i = 1, #res[5] do sum.cancelled[#sum.cancelled + 1] = res[5][i] end
+      sum.flows = sum.flows + (tonumber(res[6]) or 0)
     end
   end
   return sum
@@ -372,7 +401,7 @@ function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
   local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
   if not res then return nil, err end
-  return res[1], res[2], res[3]
+  return res[1], res[2], res[3], tonumber(res[4]) or 0
 end
 
 function _M:release(queue, worker_id, leases)
@@ -503,6 +532,10 @@ function _M:stats(queue)
   if not res then return nil, err end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
+  -- parents waiting for their children (flows) are in no structure stats.lua counts
+  local w, werr = self.r:call('ZCARD', _M.flow_keys(queue)[17])
+  if w == nil then return nil, werr end
+  t.waiting_children = w
   return t
 end
 
@@ -654,6 +687,91 @@ function _M:cron_entries(queue)
   for name, c in pairs(out) do
     if not c.entry then out[name] = nil end        -- a cron-last without its entry: a leftover
   end
+  return out
+end
+
+-- ---- flows (lua-server-scripts/README.md "Flows") -------------------------------------
+
+-- Applies outbox entries ({ {key=, text=}... }, any number, sent 1000 per call) to queue.
+-- Returns statuses (one per entry, see flow_deliver.lua), written (outbox entries written in
+-- queue), or nil, err.
+function _M:flow_deliver(queue, entries)
+  check_queue('flow_deliver', queue)
+  if type(entries) ~= 'table' then error('jobrt.ops.flow_deliver: entries must be an array, got ' .. type(entries), 2) end
+  local statuses, written = {}, 0
+  for first = 1, #entries, 1000 do
+    local argv = { false, self.ttl_failed }
+    for i = first, math.min(first + 999, #entries) do
+      local e = entries[i]
+      if type(e) ~= 'table' or type(e.key) ~= 'string' or type(e.text) ~= 'string' then
+        error(str_format('jobrt.ops.flow_deliver: entries[%d] must be {key = string, text = string}', i), 2)
+      end
+      argv[#argv + 1] = e.key
+      argv[#argv + 1] = e.text
+    end
+    local res, err = run(self, 'flow_deliver', queue, argv)
+    if not res then return nil, err end
+    for i = 1, #res[1] do statuses[#statuses + 1] = res[1][i] end
+    written = written + res[2]
+  end
+  return statuses, written
+end
+
+-- Takes up to limit entries of queue's outbox held until now + horizon_ms at the latest, and
+-- holds them for hold_ms. Returns { now = ms, next = ms|nil, entries = { {key=, text=,
+-- stamp=}... } } or nil, err.
+function _M:flow_take(queue, limit, horizon_ms, hold_ms)
+  check_queue('flow_take', queue)
+  check_num('flow_take', 'limit', limit)
+  check_num('flow_take', 'horizon_ms', horizon_ms)
+  check_num('flow_take', 'hold_ms', hold_ms)
+  local res, err = run(self, 'flow_take', queue, { false, num(limit), num(horizon_ms), num(hold_ms) })
+  if not res then return nil, err end
+  local out = {}
+  for i, e in ipairs(res[3]) do out[i] = { key = e[1], text = e[2], stamp = e[3] } end
+  return { now = res[1], next = tonumber(nonnull(res[2])), entries = out }
+end
+
+-- Removes delivered outbox entries of queue ({ {key=, stamp=}... }). Returns n or nil, err.
+function _M:flow_ack(queue, acks)
+  check_queue('flow_ack', queue)
+  if type(acks) ~= 'table' then error('jobrt.ops.flow_ack: acks must be an array, got ' .. type(acks), 2) end
+  local total = 0
+  for first = 1, #acks, 1000 do
+    local argv = { false }
+    for i = first, math.min(first + 999, #acks) do
+      local a = acks[i]
+      if type(a) ~= 'table' or type(a.key) ~= 'string' or type(a.stamp) ~= 'string' then
+        error(str_format('jobrt.ops.flow_ack: acks[%d] must be {key = string, stamp = string}', i), 2)
+      end
+      argv[#argv + 1] = a.key
+      argv[#argv + 1] = a.stamp
+    end
+    local res, err = run(self, 'flow_ack', queue, argv)
+    if not res then return nil, err end
+    total = total + res
+  end
+  return total
+end
+
+-- The children of parent id of queue, from its children hash (HGETALL, no script): an array in
+-- the order they were given, each { queue=, id=, state= 'pending'|'successful'|'failed'|
+-- 'deleted', value= text (the result JSON, or the reason), ignore= boolean }; empty when id is
+-- no parent (or its record expired). Or nil, err.
+function _M:children(queue, id)
+  check_queue('children', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.children: id must be a string, got ' .. type(id), 2) end
+  local flat, err = self.r:call('HGETALL', _M.flow_keys(queue)[18] .. id)
+  if flat == nil then return nil, err end
+  local out = {}
+  for i = 1, #flat, 2 do
+    local cq, cid = flat[i]:match('^([^|]*)|(.*)$')
+    local _, state, ign, idx, value = flat[i + 1]:match('^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+    if cq and state then
+      out[#out + 1] = { queue = cq, id = cid, state = state, value = value, ignore = ign == '1', index = tonumber(idx) or 0 }
+    end
+  end
+  table.sort(out, function(a, b) return a.index < b.index end)
   return out
 end
 

@@ -41,6 +41,12 @@
 -- until a wake-up (resume and ending leases publish one) or, for the rate, a timer at the time
 -- reserve named. Cron entries of the served queues run in jobrt.cron_runner.
 --
+-- Flows (lua-server-scripts/README.md "Flows"): when complete (or requeue_expired) says it wrote
+-- news for parents in other queues, the worker carries them over at once (jobrt.flows). A
+-- "flow:<ms>" wake-up (another process wrote some) arms a timer for when they are overdue, so
+-- that news whose writer died are carried by any worker of the queue; so do start and every
+-- resubscription. The timer follows what flow_take says is next: no polling.
+--
 -- Crashes: a lost lease is not the job's fault and uses up no retry. A job taken back from a
 -- worker that stopped renewing is marked suspect and then runs alone in its worker process
 -- (reserve hands it out only to an idle worker, as its only job); a job whose lease is lost
@@ -54,6 +60,7 @@ local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
 local queuetypes = require 'jobrt.queuetypes'
 local cron_runner = require 'jobrt.cron_runner'
+local flows = require 'jobrt.flows'
 local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
@@ -204,6 +211,7 @@ function W:start()
       outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
       due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
       laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
+      flow_timer = jobrt.timer(),                              -- flows: overdue outbox entries
     }
   end
   self.queue_names = names
@@ -219,13 +227,18 @@ function W:start()
         return
       end
       if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
-      if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
+      if msg and msg:sub(1, 5) == "flow:" then return self:flow_soon(q, flows.FRESH_MS / 1000) end
+      if msg == nil then
+        self.cron:resync(qname)                                    -- reconnected: Redis may have lost them
+        self:carry(q)                                              -- and flow news may be overdue
+      end
       self:poke(q, msg == nil and "resubscribed" or "wake")
     end)
     if not ok then return nil, serr end
   end
   self:register_self()
   self.cron:start()
+  for _, qname in ipairs(names) do self:carry(self.queues[qname]) end   -- overdue flow news
   for _, qname in ipairs(names) do
     local q = self.queues[qname]
     q.pump = spawn(function() self:pump(q) end)
@@ -395,7 +408,8 @@ end
 -- Takes back jobs whose lease expired (any worker's), then looks for work.
 function W:requeue(q)
   if self.stopping then return end
-  local n, nfailed = self.ops:requeue_expired(q.name)
+  local n, nfailed, _, nflow = self.ops:requeue_expired(q.name)
+  if nflow and nflow > 0 then self:carry(q, true) end
   if n == nil then
     self:log("warn", "queue %s: requeue of expired leases failed: %s", q.name, tostring(nfailed))
   elseif n + nfailed > 0 then
@@ -403,6 +417,48 @@ function W:requeue(q)
       q.name, n, nfailed)
   end
   self:poke(q, "lease")
+end
+
+-- ---- flows ------------------------------------------------------------------
+
+-- Carries q's flow outbox over to the queues it is for (jobrt.flows): fresh = also what this
+-- process just wrote, else what is overdue. One carrier per queue at a time; a call meanwhile
+-- makes it go round once more. Arms q's flow timer for the next entry flow_take names.
+function W:carry(q, fresh)
+  if self.finished then return end
+  if q.carrying then
+    q.carry_again = q.carry_again == "fresh" and "fresh" or (fresh and "fresh" or "due")
+    return
+  end
+  q.carrying = true
+  spawn(function()
+    repeat
+      q.carry_again = nil
+      local ok, nxt, server_now = flows.carry(self.ops, q.name, {
+        fresh = fresh, log = function(level, f, ...) self:log(level, f, ...) end })
+      if not ok then
+        self:log("warn", "queue %s: cannot carry over flow news: %s (retrying)", q.name, tostring(nxt))
+        self:flow_soon(q, 1)
+      elseif nxt then
+        self:flow_soon(q, math.max(0, (nxt - server_now) / 1000) + 0.01)
+      end
+      fresh = q.carry_again == "fresh"
+    until not q.carry_again or self.finished
+    q.carrying = false
+    if self.stopping then self.stopped:broadcast("carried") end
+  end)
+end
+
+-- Arms q's flow timer to carry overdue outbox entries in `delay` seconds, unless it fires sooner.
+function W:flow_soon(q, delay)
+  if self.stopping then return end
+  local at = monotime() + delay
+  if q.flow_at and q.flow_at > monotime() and q.flow_at <= at then return end
+  q.flow_at = at
+  q.flow_timer:start(delay, function()
+    q.flow_at = nil
+    self:carry(q)
+  end)
 end
 
 -- ---- running jobs ----------------------------------------------------------
@@ -603,6 +659,7 @@ function W:flush(q)
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
         if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        if res.flows > 0 then self:carry(q, true) end     -- news for parents: carry them over now
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}
         for _, id in ipairs(res.ignored) do skip[id] = true end
@@ -741,6 +798,7 @@ function W:stop(grace)
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
+    q.flow_timer:stop()
     q.wake:broadcast("stop")
   end
   self.slot_free:broadcast("stop")
@@ -778,6 +836,7 @@ function W:stop(grace)
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
     end
+    while q.carrying and monotime() < deadline do self.stopped:wait(deadline - monotime()) end
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
@@ -788,6 +847,7 @@ function W:stop(grace)
     q.due_timer:close()
     q.lease_timer:close()
     q.hold_timer:close()
+    q.flow_timer:close()
   end
   if self.r then
     self.ops:unregister(self.id)
