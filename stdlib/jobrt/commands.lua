@@ -649,6 +649,14 @@ local function cmd_stats(argv, cmd)
     if #paused > 0 then
       io.stdout:write('paused: ', concat(paused, ', '), ' (workers start nothing from them; jobrt resume QUEUE)\n')
     end
+    local waiting = {}
+    for _, name in ipairs(names) do
+      local n = tonumber(queues[name].waiting_children) or 0
+      if n > 0 then waiting[#waiting + 1] = str_format('%s %d', name, n) end
+    end
+    if #waiting > 0 then
+      io.stdout:write('parents waiting for their children (flows): ', concat(waiting, ', '), '\n')
+    end
   end
   io.stdout:write(str_format('workers alive: %d\n', #workers))
   if #workers > 0 then

@@ -351,7 +351,7 @@ function _M:complete(queue, worker_id, outcomes)
   check_queue('complete', queue)
   check_worker('complete', worker_id)
   if type(outcomes) ~= 'table' then error('jobrt.ops.complete: outcomes must be an array, got ' .. type(outcomes), 2) end
-  local sum = { completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = {}, flows = 0 }
+  local sum = { completed = 0, retried = 0, failed = 0, ignored = {}, cancelled = {} }
   for first = 1, #outcomes, 1000 do
     local argv = { false, worker_id, self.ttl_ok, self.ttl_failed, self.backoff }
     for i = first, math.min(first + 999, #outcomes) do
@@ -391,7 +391,8 @@ function _M:complete(queue, worker_id, outcomes)
       sum.failed = sum.failed + res[3]
       for i = 1, #res[4] do sum.ignored[#sum.ignored + 1] = res[4][i] end
       for i = 1, #res[5] do sum.cancelled[#sum.cancelled + 1] = res[5][i] end
-      sum.flows = sum.flows + (tonumber(res[6]) or 0)
+      local nf = tonumber(res[6]) or 0
+      if nf > 0 then sum.flows = (sum.flows or 0) + nf end
     end
   end
   return sum
@@ -401,7 +402,8 @@ function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
   local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
   if not res then return nil, err end
-  return res[1], res[2], res[3], tonumber(res[4]) or 0
+  local nf = tonumber(res[4]) or 0
+  return res[1], res[2], res[3], nf > 0 and nf or nil
 end
 
 function _M:release(queue, worker_id, leases)

@@ -409,7 +409,7 @@ end
 function W:requeue(q)
   if self.stopping then return end
   local n, nfailed, _, nflow = self.ops:requeue_expired(q.name)
-  if nflow and nflow > 0 then self:carry(q, true) end
+  if nflow then self:carry(q, true) end
   if n == nil then
     self:log("warn", "queue %s: requeue of expired leases failed: %s", q.name, tostring(nfailed))
   elseif n + nfailed > 0 then
@@ -659,7 +659,7 @@ function W:flush(q)
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
         if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
-        if res.flows > 0 then self:carry(q, true) end     -- news for parents: carry them over now
+        if res.flows then self:carry(q, true) end     -- news for parents: carry them over now
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}
         for _, id in ipairs(res.ignored) do skip[id] = true end
