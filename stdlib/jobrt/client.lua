@@ -633,6 +633,13 @@ function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued
   return id, rec
 end
 
+-- For the command line: waits for job id (enqueued already, e.g. the root of a flow). Returns
+-- its record (false when it vanished); raises on Redis trouble or after `wait` seconds.
+function _M.wait_record(self, fname, queue, id, wait)
+  ensure_results(self, queue)
+  return wait_result(self, fname, queue, id, wait)
+end
+
 -- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
 function Client:run(...)
   check_self(self, 'run')
@@ -717,7 +724,7 @@ end
 
 simple('getJob', 'get', 2, true)
 simple('deleteJob', 'delete', 2, true, true)
-simple('retryFailedJobs', 'retry_failed', 1, true)
+simple('retryFailedJobs', 'retry_failed', 1, false, true)
 simple('deleteFailedJobs', 'delete_failed', 1)
 -- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
 -- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).

@@ -132,6 +132,15 @@ function _M.install(Client, I)
       local msg = M.type_rules('enqueueFlow', t.queue, qt, t.opts, pre)
       if msg then error(msg, 0) end
     end
+    -- a root id already waiting or running: nothing is enqueued (as enqueueJob)
+    if root.id then
+      local st = check(self.r:call('HGET', ops.keys(root.queue)[1] .. root.id, 'state'))
+      if st == 'pending' or st == 'executing' then
+        local tree = tree_of(root)
+        tree.existed = true
+        return root.id, tree
+      end
+    end
     -- client ids: each once in the flow, and no child id already waiting or running
     local seen = {}
     for _, t in ipairs(nodes) do
@@ -183,6 +192,10 @@ function _M.install(Client, I)
     end
     return root.id, tree
   end
+
+  -- For the command line: checks a flow (the node table) before connecting; raises like
+  -- enqueueFlow does.
+  function M.check_flow(node) return check_node(node, '', 1, { n = 0 }) end
 
   function Client:enqueueFlow(...)
     check_self(self, 'enqueueFlow')
