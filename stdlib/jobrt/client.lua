@@ -19,6 +19,10 @@
 --   q:pause(queue) / q:resume(queue), q:limit(queue[, limits]), q:queues(), q:drain(queue),
 --   q:obliterate(queue[, {force=}]), q:addCron(name, queue, job, expr[, args[, opts]]),
 --   q:listCron(), q:deleteCron(name); q:run(..., { on_progress = fn(value, id) }).
+--   Flows (issue 14; in jobrt.client_flows, same two forms): q:enqueueFlow{ queue=, job=, args=,
+--   opts=, children = {...} } -> id, tree; q:getFlow(queue, id); q:getFlowTree(queue, id).
+--   deleteJob, retryFailedJobs and drain carry the flow news they wrote to the other queues
+--   before they return (a deleted parent's pending children are gone by then).
 --
 -- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
 -- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a

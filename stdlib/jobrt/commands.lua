@@ -1,5 +1,6 @@
 -- jobrt.commands: the shell commands that enqueue and inspect (DESIGN "Command line"):
---   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE -     jobrt queue-type QUEUE [TYPE]
+--   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE - | --flow FILE (jobrt.flow_commands)
+--   jobrt queue-type QUEUE [TYPE]
 --   jobrt stats [QUEUE]      jobrt failed QUEUE [list|retry|delete]
 --   jobrt job QUEUE ID       jobrt delete QUEUE ID
 -- main(argv, cmd) returns the exit status: 0 done, 1 failed (Redis, a missing queue type, a job

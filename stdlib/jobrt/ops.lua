@@ -29,14 +29,15 @@
 --       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
 --       -- while executing (stop them; complete or release still frees their claims at once)
 --   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids},
---       cancelled={ids} } | nil, err
+--       cancelled={ids}, flows=n|nil } | nil, err
 --       -- ignored: ids whose lease (that attempt's) the worker no longer held; cancelled: ids
 --       -- deleted while they ran (their records are now gone, counted neither completed nor
---       -- failed)
+--       -- failed); flows: news for parents written to the queue's flow outbox (present when
+--       -- some were: carry them over, jobrt.flows)
 --       -- outcomes: { {id=, attempt=, ok=true, value=json_text}, {id=, attempt=, ok=false,
 --       --             reason=, exception=, retries=(used when the job has none)}... }, any
 --       --             number (sent 1000 per call)
---   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled
+--   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled, n_flow_entries|nil
 --       -- n_failed: poison jobs (lease lost more than max_stalls times in a row);
 --       -- n_cancelled: expired leases of jobs deleted while executing (records removed)
 --   o:release(queue, worker_id, leases) -> n_released
@@ -47,11 +48,19 @@
 --   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
---                       total_failed=, retried=, expired=, cancelled=, dropped= }
+--                       total_failed=, retried=, expired=, cancelled=, dropped=, ...,
+--                       waiting_children= (parents waiting for their children: flows) }
 --   o:register(worker_id, ttl_s, info) -> workers alive  (heartbeat: registry hash + expiry)
 --   o:unregister(worker_id) -> true;  o:workers() -> records of the workers alive, by id
 --       -- keys jobrt:{workers} (zset id -> expiry ms) and jobrt:{workers}:<id> (hash)
 --   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results=, progress= }
+--   ops.flow_keys(queue) -> the 14 standard KEYS and the 4 flow keys (lua-server-scripts/README.md
+--       "Keys"); ops.script_keys(name, queue) -> the KEYS script `name` takes; ops.FLOW_SCRIPTS
+--   Flows (lua-server-scripts/README.md "Flows"; jobrt.flows carries news between queues):
+--   o:flow_deliver(queue, entries) -> statuses, written    entries: { {key=, text=}... }
+--   o:flow_take(queue, limit, horizon_ms, hold_ms) -> { now=, next=, entries = { {key=, text=, stamp=}... } }
+--   o:flow_ack(queue, acks) -> n    acks: { {key=, stamp=}... }
+--   o:children(queue, id) -> { {queue=, id=, state=, value= text, ignore=, index=}... } (a parent's children)
 --   Scheduling and flow control (lua-server-scripts/README.md "Flow control", "Cron"):
 --   o:pause(queue) -> changed ;  o:resume(queue) -> changed        (boolean: false = already so)
 --   o:limit(queue[, set]) -> { rate_max=, rate_per=, max_active=, paused= } (0: none)
