@@ -13,10 +13,11 @@
 #   make install    the binary, the man page jobrt(1), bash completion and an example systemd
 #                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
-PKGS      := luajit libuv hiredis
+PKGS      := luajit libuv hiredis openssl
 DEB_PKGS  := build-essential pkg-config luajit libluajit-5.1-dev libhiredis-dev libuv1-dev \
              lua-cjson-dev lua-busted redis-server redis-tools libreadline-dev libhttp-parser-dev \
-             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata
+             python3 python3-prometheus-client wrk man-db bsdextrautils python3-croniter tzdata \
+             libssl-dev openssl
 CC        ?= cc
 CJSON_A    = $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a /usr/lib/liblua5.1-cjson.a))
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -67,7 +68,7 @@ build/embedded.c: tools/embed.lua $(STDLIB) build/scripts.stamp $(ASSETS) | buil
 	@mkdir -p build
 	luajit tools/embed.lua $@ $(STDLIB) -- $(SCRIPTS) -- $(ASSETS)
 
-build/%.o: runtime/%.c runtime/private.h runtime/http_request.h | build/deps.ok
+build/%.o: runtime/%.c runtime/private.h runtime/http_request.h runtime/redis_private.h | build/deps.ok
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -81,7 +82,7 @@ jobrt: $(OBJS)
 
 # The sanitizer build lives apart so it never mixes with normal objects.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h
+jobrt-asan: $(SRCS) build/embedded.c runtime/private.h runtime/http_request.h runtime/redis_private.h
 	$(CC) -std=gnu11 $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ $(SRCS) build/embedded.c $(LIBS)
 
 test: jobrt

@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
   preload(L, "jobrt.core.timer", jr_open_timer);
   preload(L, "jobrt.core.signal", jr_open_signal);
   preload(L, "jobrt.core.redis", jr_open_redis);
+  preload(L, "jobrt.core.net", jr_open_net);
   preload(L, "jobrt.core.term", jr_open_term);
   preload(L, "jobrt.core.proc", jr_open_proc);
   preload(L, "jobrt.core.http", jr_open_http);

@@ -18,13 +18,20 @@
 
 #define JR_VERSION "0.1.0"
 
-/* Error codes that reach Lua as the prefix of "CODE: message" strings. */
+/* Error codes. They reach Lua as luv does it: nil, "CODE: message", "CODE"
+ * (a Redis error reply is nil, the message as Redis sent it, "EREDIS", and
+ * its first word, e.g. "NOSCRIPT"). */
 #define JR_ERRNO_MAP(X)                                                   \
   X(ECONNREFUSED, "cannot connect")                                       \
   X(ECONN, "connection lost")                                             \
   X(ETIMEDOUT, "deadline passed")                                         \
   X(ECLOSED, "connection closed")                                         \
   X(EAUTH, "authentication or database selection failed")                 \
+  X(ETLS, "TLS failed (certificate, handshake or configuration)")         \
+  X(EREDIS, "Redis answered with an error reply")                         \
+  X(EPROTO, "the server broke the protocol (bad bytes, an unasked reply)") \
+  X(EROLE, "the server is not the primary")                               \
+  X(EINVAL, "bad address or option")                                      \
   X(ENOMEM, "out of memory")
 
 typedef enum {
@@ -95,10 +102,14 @@ int jr_open_timer(lua_State *L);
 /* signal.c */
 int jr_open_signal(lua_State *L);
 
-/* redis.c */
+/* redis_conn.c (the Redis client; its files share redis_private.h) */
 int jr_open_redis(lua_State *L);
-void jr_redis_shutdown(void);
-void jr_redis_pool_free(void);
+void jr_redis_shutdown(void);                     /* closes every connection and stream */
+void jr_redis_pool_free(void);                    /* after lua_close: pools, TLS contexts */
+
+/* net.c: a plain TCP listener (tests use it as a fake server) */
+int jr_open_net(lua_State *L);
+void jr_net_shutdown(void);
 
 /* term.c */
 int jr_open_term(lua_State *L);

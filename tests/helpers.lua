@@ -8,6 +8,10 @@
 --   h.wait_for(fn, timeout, what)  fn() until truthy; raises "timed out ... waiting for <what>"
 --   h.start_redis{aof=, fsync=}  another private server: s.url, s.port, s:stop(), s:kill(), s:restart()
 --                         (fsync: its appendfsync policy, "always" unless given)
+--       also {args = {...}} extra redis-server arguments, {tls = "no"|"yes"|"optional"} a TLS
+--       port besides the plain one (s.tls_port, s.tls_url; "yes": clients need a certificate)
+--   h.certs()             a throwaway CA and certificates it signed (made once per run)
+--   h.start_sentinel_set{name=}  a primary, a replica and three sentinels: set.url, set:stop()
 --   h.jobrt_bin           the jobrt binary under test (env JOBRT_BIN, else ./jobrt)
 --   h.run_jobrt(args, {stdin=, env=, timeout=}) -> code, stdout, stderr, signal
 --   h.spawn_jobrt(args, {env=, capture=}) -> process (p:kill(), p:wait(), p:output(), p:pid())
@@ -98,6 +102,16 @@ local function start_on(self, port)
                  "--save", "", "--dir", self.dir, "--logfile", self.dir .. "/redis.log",
                  "--appendonly", self.aof and "yes" or "no", "--daemonize", "no",
                  "--appendfsync", self.fsync or "always" }
+  if self.tls then
+    local c = h.certs()
+    self.tls_port = self.tls_port or (port + 1 == 6379 and port + 2 or port + 1)
+    for _, a in ipairs({ "--tls-port", tostring(self.tls_port), "--tls-cert-file", c.server_cert,
+                         "--tls-key-file", c.server_key, "--tls-ca-cert-file", c.ca,
+                         "--tls-auth-clients", self.tls }) do
+      args[#args + 1] = a
+    end
+  end
+  for _, a in ipairs(self.args or {}) do args[#args + 1] = a end
   local p, err = proc.spawn{ file = "redis-server", args = args, capture = true }
   if not p then error("tests: cannot start redis-server: " .. tostring(err)) end
   h.spawned[p] = table.concat(args, " ")
@@ -105,10 +119,23 @@ local function start_on(self, port)
   local deadline = jobrt.monotime() + 10
   while jobrt.monotime() < deadline do
     if p:exited() then return nil end          -- port taken, most likely
-    local r = redis.connect(url)
+    local r, _, code = redis.connect(url)
+    -- the server that answers must be this one, not another suite's on the same port
+    local theirs = false
     if r then
+      local info = r:call("INFO", "server")
+      theirs = type(info) == "string" and tonumber(info:match("process_id:(%d+)")) ~= p:pid()
+    end
+    if theirs then
       r:close()
+      if not p:exited() then p:kill("SIGKILL") end
+      p:wait()
+      return nil
+    end
+    if r or code == "EAUTH" then                -- answering (a password may be required)
+      if r then r:close() end
       self.proc, self.port, self.url = p, port, url
+      if self.tls then self.tls_url = ("rediss://127.0.0.1:%d"):format(self.tls_port) end
       return true
     end
     jobrt.sleep(0.01)
@@ -119,8 +146,10 @@ end
 
 function h.start_redis(opts)
   opts = opts or {}
-  local self = setmetatable({ aof = opts.aof, fsync = opts.fsync, dir = h.tmpdir() }, Server)
+  local self = setmetatable({ aof = opts.aof, fsync = opts.fsync, dir = h.tmpdir(), args = opts.args,
+                              tls = opts.tls == true and "no" or opts.tls }, Server)
   for _ = 1, 50 do
+    self.tls_port = nil
     local port = opts.port or math.random(20000, 59999)
     if port ~= 6379 and start_on(self, port) then return self end
   end
@@ -163,6 +192,161 @@ function h.kill_leftovers()
     end
   end
   return n
+end
+
+-- ---- TLS and Sentinel (the transport specs) ----------------------------------------------
+
+local certs
+-- A throwaway CA and certificates it signed, made with openssl once per run:
+--   c.ca, c.server_cert/c.server_key (for the names localhost and 127.0.0.1),
+--   c.client_cert/c.client_key (a client certificate), c.other_ca (a CA that signed none of
+--   them), c.dir. Removed by h.cleanup_certs() (tests/run.lua calls it at the end).
+function h.certs()
+  if certs then return certs end
+  local d = h.tmpdir()
+  local script = ([[
+set -e
+cd '%s'
+key() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; }
+key ca.key
+openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=jobrt test CA" -out ca.crt 2>/dev/null
+key other.key
+openssl req -x509 -new -key other.key -sha256 -days 2 -subj "/CN=jobrt other CA" -out other.crt 2>/dev/null
+key server.key
+openssl req -new -key server.key -subj "/CN=localhost" -out server.csr 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 2 -sha256 -extfile server.ext -out server.crt 2>/dev/null
+key client.key
+openssl req -new -key client.key -subj "/CN=jobrt client" -out client.csr 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -set_serial 2 -days 2 -sha256 -out client.crt 2>/dev/null
+]]):format(d)
+  local f = assert(io.open(d .. "/make.sh", "w"))
+  f:write(script)
+  f:close()
+  if os.execute("sh '" .. d .. "/make.sh'") ~= 0 then error("tests: openssl could not make the test certificates in " .. d) end
+  certs = { dir = d, ca = d .. "/ca.crt", server_cert = d .. "/server.crt", server_key = d .. "/server.key",
+            client_cert = d .. "/client.crt", client_key = d .. "/client.key", other_ca = d .. "/other.crt" }
+  return certs
+end
+
+function h.cleanup_certs()
+  if certs then os.execute("rm -rf '" .. certs.dir .. "'") end
+  certs = nil
+end
+
+-- A Sentinel set on loopback: a primary, a replica in sync with it, and three sentinels that
+-- monitor it under opts.name (default "mymaster") with a quorum of 2.
+--   set.url ("redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/mymaster"), set.primary,
+--   set.replica (servers), set.sentinels (ports), set:primary_port() (what the sentinels say),
+--   set:failover() (SENTINEL FAILOVER, returns once the replica is the primary), set:stop()
+local Set = {}
+Set.__index = Set
+
+function h.start_sentinel_set(opts)
+  opts = opts or {}
+  local name = opts.name or "mymaster"
+  local set = setmetatable({ name = name, sentinels = {}, procs = {}, dir = h.tmpdir() }, Set)
+  local pargs = { "--repl-diskless-sync-delay", "0" }
+  for _, a in ipairs(opts.args or {}) do pargs[#pargs + 1] = a end
+  set.primary = h.start_redis{ args = pargs }
+  local rargs = { "--replicaof", "127.0.0.1", tostring(set.primary.port), "--repl-diskless-sync-delay", "0" }
+  for _, a in ipairs(opts.args or {}) do rargs[#rargs + 1] = a end
+  set.replica = h.start_redis{ args = rargs }
+  local rr = h.redis(set.replica.url)
+  h.wait_for(function() return rr:call("INFO", "replication"):find("master_link_status:up", 1, true) end,
+    20, "the replica to sync")
+  rr:close()
+  for i = 1, 3 do
+    for _ = 1, 50 do
+      local port = math.random(20000, 59999)
+      local conf = ("%s/sentinel-%d.conf"):format(set.dir, i)
+      local f = assert(io.open(conf, "w"))
+      f:write(("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/sentinel-%d.log\n"
+        .. "sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %s 2000\n"
+        .. "sentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n")
+        :format(port, set.dir, set.dir, i, name, set.primary.port, name, name, name))
+      f:close()
+      local p = assert(proc.spawn{ file = "redis-server", args = { "redis-server", conf, "--sentinel" }, capture = true })
+      h.spawned[p] = "redis-server " .. conf .. " --sentinel"
+      local up = false
+      local deadline = jobrt.monotime() + 5
+      while jobrt.monotime() < deadline and not p:exited() do
+        local r = redis.connect(("redis://127.0.0.1:%d"):format(port))
+        if r then r:close(); up = true; break end
+        jobrt.sleep(0.02)
+      end
+      if up then
+        set.sentinels[i], set.procs[i] = port, p
+        break
+      end
+      if not p:exited() then p:kill("SIGKILL"); p:wait() end
+    end
+    if not set.sentinels[i] then error("tests: no free port for sentinel " .. i) end
+  end
+  -- every sentinel knows the replica and the two others
+  for _, port in ipairs(set.sentinels) do
+    local s = h.redis(("redis://127.0.0.1:%d"):format(port))
+    h.wait_for(function()
+      return #s:call("SENTINEL", "REPLICAS", name) >= 1 and #s:call("SENTINEL", "SENTINELS", name) >= 2
+    end, 30, "sentinel " .. port .. " to see the replica and the other sentinels")
+    s:close()
+  end
+  local hs = {}
+  for i, port in ipairs(set.sentinels) do hs[i] = "127.0.0.1:" .. port end
+  set.url = "redis+sentinel://" .. table.concat(hs, ",") .. "/" .. name
+  return set
+end
+
+-- The primary's port as the first sentinel reports it.
+function Set:primary_port()
+  local s = h.redis(("redis://127.0.0.1:%d"):format(self.sentinels[1]))
+  local a = s:call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+  s:close()
+  return tonumber(a[2])
+end
+
+-- The server (primary or replica object) listening on port.
+function Set:server_on(port)
+  if self.primary.port == port then return self.primary end
+  if self.replica.port == port then return self.replica end
+end
+
+-- Forces a failover and waits until the other node is the primary: every sentinel says so and
+-- it answers ROLE master. Returns the new primary's server.
+function Set:failover()
+  local old = self:primary_port()
+  local s = h.redis(("redis://127.0.0.1:%d"):format(self.sentinels[1]))
+  h.wait_for(function()
+    local ok, err = s:call("SENTINEL", "FAILOVER", self.name)
+    return ok or not tostring(err):find("INPROG")
+  end, 20, "SENTINEL FAILOVER to be accepted")
+  s:close()
+  local new
+  h.wait_for(function()
+    for _, port in ipairs(self.sentinels) do
+      local c = redis.connect(("redis://127.0.0.1:%d"):format(port))
+      if not c then return false end
+      local a = c:call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+      c:close()
+      if type(a) ~= "table" or tonumber(a[2]) == old then return false end
+      new = tonumber(a[2])
+    end
+    local n = redis.connect(("redis://127.0.0.1:%d"):format(new))
+    if not n then return false end
+    local role = n:call("ROLE")
+    n:close()
+    return type(role) == "table" and role[1] == "master"
+  end, 30, "the failover to finish")
+  return self:server_on(new)
+end
+
+function Set:stop()
+  for _, p in ipairs(self.procs) do
+    if not p:exited() then p:kill("SIGKILL"); p:wait() end
+  end
+  self.primary:stop()
+  self.replica:stop()
+  os.execute("rm -rf '" .. self.dir .. "'")
 end
 
 function h.spawn_jobrt(args, opts)

@@ -45,6 +45,7 @@ os.exit = real_exit
 if not ok and type(err) == "table" and err.busted_exit then ok, err = true, nil end
 for _, sh in ipairs(stop_handlers) do sh:close() end
 server:stop()
+h.cleanup_certs()
 local left = h.kill_leftovers()
 if left > 0 then io.stderr:write(("tests: killed %d process(es) that failed specs left running\n"):format(left)) end
 

@@ -37,8 +37,10 @@ Other:
   jobrt --version                   versions of jobrt, LuaJIT, libuv and hiredis
   jobrt COMMAND --help              options of one command
 
-Common options: --redis URL (redis://[:password@]host:port[/db] or unix:///path;
-env JOBRT_REDIS; default redis://127.0.0.1:6379), --log-level debug|info|warn|error,
+Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default redis://127.0.0.1:6379),
+--tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure (for rediss://; env JOBRT_TLS_CA,
+JOBRT_TLS_CERT, JOBRT_TLS_KEY, JOBRT_TLS_INSECURE), --log-level debug|info|warn|error,
 --log-format text|json (env JOBRT_LOG_FORMAT; json: one object per line).
 ]]
 
@@ -60,33 +62,45 @@ local function run_chunk(fn, name, args)
   return 0
 end
 
--- Takes the common options (--redis URL, --log-level L, --log-format F) from argv[first...] while they lead;
--- --redis is passed on through JOBRT_REDIS, so jobrt.connect() and every command see it.
--- Returns the index of the first other argument, or nil, message.
+-- Takes the common options (--redis URL, --log-level L, --log-format F, --tls-*) from
+-- argv[first...] while they lead; --redis and the TLS options are passed on through JOBRT_REDIS
+-- and JOBRT_TLS_*, so jobrt.connect() and every command see them. Returns the index of the
+-- first other argument, or nil, message.
 local function take_common(argv, first)
+  local redis = require 'jobrt.redis'
   local i = first
+  local tls, url = {}, nil
   while argv[i] do
     local a = argv[i]
     local name, val = a:match("^%-%-([%w-]+)=(.*)$")
     name = name or a:match("^%-%-([%w-]+)$")
-    if name ~= "redis" and name ~= "log-level" and name ~= "log-format" then break end
-    if not val then
+    local kind = redis.CLI_OPTIONS[name]
+    if name ~= "redis" and name ~= "log-level" and name ~= "log-format" and not kind then break end
+    if kind == "flag" then
+      if val then return nil, ("--%s takes no value"):format(name) end
+      val = true
+    elseif not val then
       val = argv[i + 1]
       if val == nil then return nil, ("--%s needs a value"):format(name) end
       i = i + 1
     end
     if name == "redis" then
-      local ok, err = require('jobrt.redis').parse_url(val)
+      local ok, err = redis.parse_url(val)
       if not ok then return nil, "--redis: " .. err end
+      url = val
       local ffi = require 'ffi'
       pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
       ffi.C.setenv("JOBRT_REDIS", val, 1)
+    elseif kind then
+      tls[name] = val
     else
       local ok, err = require('jobrt.args').apply_logging({ [name] = val }, "jobrt")
       if not ok then return nil, (err:gsub("^jobrt: ", "")) end
     end
     i = i + 1
   end
+  local ok, err = redis.use_cli_tls(tls, url)
+  if not ok then return nil, err end
   return i
 end
 
@@ -95,7 +109,8 @@ usage: jobrt run [--redis URL] [--log-level L] [--log-format F] FILE.lua [ARGS]
        jobrt -e [--redis URL] [--log-level L] [--log-format F] 'CODE' [ARGS]
 Runs the file (or chunk) inside a coroutine on the jobrt loop: Redis calls, jobrt.sleep and
 friends yield instead of blocking. Its arguments are in the global arg (arg[0] is the file).
---redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there.
+--redis sets JOBRT_REDIS for it, so jobrt.connect() with no address goes there; the TLS options
+--tls-ca FILE, --tls-cert FILE, --tls-key FILE and --tls-insecure set JOBRT_TLS_* likewise.
 ]]
 
 local function cmd_run(argv)

@@ -284,11 +284,12 @@ end
 -- Connects and loads the scripts: client, or nil, message (without the "jobrt.connect: " part),
 -- refused (true when nothing answered at the address). Must run in a coroutine.
 function _M.open(conf)
-  local r, err = redis.connect(conf)
+  local r, err, code = redis.connect(conf)
   if not r then
     err = tostring(err)
-    local refused = err:find('^ECONNREFUSED: ') ~= nil
-    return nil, (err:gsub('^ECONNREFUSED: ', ''):gsub('^redis%.connect: ', '')), refused
+    -- "ECONNREFUSED: cannot connect to ..." reads better here without its code
+    if code == 'ECONNREFUSED' and err:sub(1, #code + 2) == code .. ': ' then err = err:sub(#code + 3) end
+    return nil, (err:gsub('^redis%.connect: ', '')), code == 'ECONNREFUSED'
   end
   local q, qerr = _M.new(r)
   if not q then
@@ -324,7 +325,7 @@ function Client:close()
   if self.closed then return end
   self.closed = true
   for _, list in pairs(self.waiters) do
-    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed') end
+    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed', 'ECLOSED') end
   end
   self.waiters = {}
   self.r:close()

@@ -26,8 +26,10 @@ local _M = {}
 
 local COMMON_HELP = [[
 Common options:
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379; see the README's "Addresses")
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
   --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
@@ -125,6 +127,7 @@ end
 -- ---- common parts -------------------------------------------------------------
 
 local COMMON = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
+for k, v in pairs(redis.CLI_OPTIONS) do COMMON[k] = v end
 
 -- Parses argv for cmd with the command's own spec plus the common options.
 -- Returns opts, pos, or nil, status after printing what to print.
@@ -154,6 +157,11 @@ local function connect(cmd, opts)
   local url, perr = redis.address(opts.redis)
   if url == false then
     errline(cmd, perr)
+    return nil, 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    errline(cmd, terr)
     return nil, 2
   end
   local q, err, refused = client.open(url)

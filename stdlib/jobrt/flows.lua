@@ -59,10 +59,12 @@ local function failed_news(e, reason)
     'could not create job ' .. cq .. '/' .. cid .. ': ' .. tostring(reason) }
 end
 
--- a Redis or connection problem (retry later), rather than an entry the script refuses
+-- a Redis or connection problem (retry later: ECONN, ETIMEDOUT, LOADING...), rather than an
+-- entry the script refuses (its argument errors name it) or a queue without a type
 local function transient(err)
   err = tostring(err)
-  return not (err:find('^flow_deliver: ') or err:find("^queue '"))
+  if err:find('^flow_deliver: ') then return false end
+  return not (err:find("^queue '") and err:find(' in RESERVED:QCONFIG', 1, true))
 end
 
 -- Applies entries (all for queue target). Returns statuses (nil for an entry refused for good,

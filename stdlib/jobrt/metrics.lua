@@ -105,18 +105,18 @@ function Acc:flush(r)
     end
   end
   local wg = jobrt.waitgroup()
-  local first_err
+  local first_err, first_code
   for _, call in ipairs(calls) do
     wg:spawn(function()
-      local v, err = r:call(unpack(call))
-      if v == nil and not first_err then first_err = tostring(err) end
+      local v, err, code = r:call(unpack(call))
+      if v == nil and not first_err then first_err, first_code = tostring(err), code end
     end)
   end
   wg:wait()
   if first_err then
     -- nothing was counted twice only if nothing went through; a partial failure may lose a
     -- flush's counts, which the metrics accept (they are not the job records)
-    if first_err:find('ECONN') and next(self.q) == nil then self.q = pending end
+    if first_code == 'ECONN' and next(self.q) == nil then self.q = pending end
     return nil, first_err
   end
   return true

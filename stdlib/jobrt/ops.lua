@@ -193,8 +193,8 @@ function _M.new(r, conf)
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
   end
-  local s, err = scripts.load(r)
-  if not s then return nil, err end
+  local s, err, code = scripts.load(r)
+  if not s then return nil, err, code end
   return setmetatable({
     r = r, s = s, types = {}, ntypes = 0,
     ttl_ok = conf.ttl_ok and num(conf.ttl_ok) or '',
@@ -225,8 +225,8 @@ function _M:queue_type(queue)
   local c = self.types[queue]
   local t = clock()
   if c and t < c.until_ then return c.type end
-  local v, err = self.r:call('HGET', QCONFIG, queue)
-  if v == nil then return nil, err end
+  local v, err, code = self.r:call('HGET', QCONFIG, queue)
+  if v == nil then return nil, err, code end
   if v == NULL then return nil, type_missing(queue) end
   if not _M.TYPES[v] then
     return nil, str_format("queue '%s' has unknown type '%s' in RESERVED:QCONFIG: set it with  jobrt queue-type %s QUEUE|LBQUEUE|DELQUEUE",
@@ -243,16 +243,16 @@ function _M:set_queue_type(queue, qtype)
   if not _M.TYPES[qtype] then
     return nil, str_format("unknown queue type '%s': use QUEUE, LBQUEUE or DELQUEUE", qtype)
   end
-  local ok, err = self.r:call('HSET', QCONFIG, queue, qtype)
-  if ok == nil then return nil, err end
+  local ok, err, code = self.r:call('HSET', QCONFIG, queue, qtype)
+  if ok == nil then return nil, err, code end
   cache_type(self, queue, qtype, clock())
   return true
 end
 
 -- run script `name` on queue with argv (argv[1], the type, is filled in here)
 local function run(self, name, queue, argv, keys)
-  local qtype, err = self:queue_type(queue)
-  if not qtype then return nil, err end
+  local qtype, err, code = self:queue_type(queue)
+  if not qtype then return nil, err, code end
   argv[1] = qtype
   return self.s:call(name, keys or _M.script_keys(name, queue), argv)
 end
@@ -289,8 +289,8 @@ function _M:enqueue(queue, fn_name, args_json, opts, tick)
   if tick then
     argv[11], argv[12], argv[13] = tick[1], num(tick[2]), tick[3] and num(tick[3]) or ''
   end
-  local res, err = run(self, 'enqueue', queue, argv)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'enqueue', queue, argv)
+  if not res then return nil, err, code end
   if tick then return res[1], TICK[res[2]] or 'existed' end
   return res[1], res[2] == 1
 end
@@ -321,9 +321,9 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
   check_worker('reserve', worker_id)
   check_num('reserve', 'n', n)
   check_num('reserve', 'lease_s', lease_s)
-  local res, err = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
+  local res, err, code = run(self, 'reserve', queue, { false, worker_id, num(n), num(lease_s), self.ttl_failed,
     alone and '1' or '' })
-  if not res then return nil, err end
+  if not res then return nil, err, code end
   local jobs = {}
   local list = res[4]
   for i = 1, #list do
@@ -349,8 +349,8 @@ function _M:renew(queue, worker_id, leases, lease_s)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'renew', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'renew', queue, argv)
+    if not res then return nil, err, code end
     for i = 1, #res do lost[#lost + 1] = { id = res[i][1], attempt = tonumber(res[i][2]) } end
   end
   return lost
@@ -393,8 +393,8 @@ function _M:complete(queue, worker_id, outcomes)
       argv[n + 6] = oc.retries and num(oc.retries) or ''
     end
     if #argv > 5 then
-      local res, err = run(self, 'complete', queue, argv)
-      if not res then return nil, err end
+      local res, err, code = run(self, 'complete', queue, argv)
+      if not res then return nil, err, code end
       sum.completed = sum.completed + res[1]
       sum.retried = sum.retried + res[2]
       sum.failed = sum.failed + res[3]
@@ -409,8 +409,8 @@ end
 
 function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
-  local res, err = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
+  if not res then return nil, err, code end
   local nf = tonumber(res[4]) or 0
   return res[1], res[2], res[3], nf > 0 and nf or nil
 end
@@ -427,8 +427,8 @@ function _M:release(queue, worker_id, leases)
       argv[#argv + 1] = id
       argv[#argv + 1] = attempt
     end
-    local res, err = run(self, 'release', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'release', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -443,8 +443,8 @@ end
 function _M:get(queue, id)
   check_queue('get', queue)
   if type(id) ~= 'string' then error('jobrt.ops.get: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'get', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'get', queue, { false, id })
+  if not res then return nil, err, code end
   if #res == 0 then return nil end
   return record(res)
 end
@@ -452,8 +452,8 @@ end
 function _M:delete(queue, id)
   check_queue('delete', queue)
   if type(id) ~= 'string' then error('jobrt.ops.delete: id must be a string, got ' .. type(id), 2) end
-  local res, err = run(self, 'delete', queue, { false, id })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'delete', queue, { false, id })
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -461,8 +461,8 @@ end
 local function drain(self, name, queue)
   local total, limit = 0, 1000
   while true do
-    local res, err = run(self, name, queue, { false, num(limit) })
-    if not res then return nil, err end
+    local res, err, code = run(self, name, queue, { false, num(limit) })
+    if not res then return nil, err, code end
     local done, examined = res, res
     if type(res) == 'table' then done, examined = res[1], res[2] end
     total = total + done
@@ -484,8 +484,8 @@ function _M:list_failed(queue, offset, count)
   check_queue('list_failed', queue)
   if offset ~= nil then check_num('list_failed', 'offset', offset) end
   if count ~= nil then check_num('list_failed', 'count', count) end
-  local res, err = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'list_failed', queue, { false, offset and num(offset) or '', count and num(count) or '' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res[2] do out[i] = record(res[2][i]) end
   return out, res[1]
@@ -522,15 +522,15 @@ end
 -- Removes worker_id from the registry. Returns true or nil, err.
 function _M:unregister(worker_id)
   check_worker_id('unregister', worker_id)
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
-  if res == nil then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX .. worker_id }, { 'stop' })
+  if res == nil then return nil, err, code end
   return true
 end
 
 -- The records of the workers alive (field -> string), sorted by id; expired ids are dropped.
 function _M:workers()
-  local res, err = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
-  if not res then return nil, err end
+  local res, err, code = self.s:call('register', { _M.WORKERS_KEY, _M.WORKER_PREFIX }, { 'list' })
+  if not res then return nil, err, code end
   local out = {}
   for i = 1, #res do out[i] = record(res[i]) end
   table.sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
@@ -539,13 +539,13 @@ end
 
 function _M:stats(queue)
   check_queue('stats', queue)
-  local res, err = run(self, 'stats', queue, { false })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'stats', queue, { false })
+  if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
   -- parents waiting for their children (flows) are in no structure stats.lua counts
-  local w, werr = self.r:call('ZCARD', _M.flow_keys(queue)[17])
-  if w == nil then return nil, werr end
+  local w, werr, wcode = self.r:call('ZCARD', _M.flow_keys(queue)[17])
+  if w == nil then return nil, werr, wcode end
   t.waiting_children = w
   return t
 end
@@ -554,15 +554,15 @@ end
 
 function _M:pause(queue)
   check_queue('pause', queue)
-  local res, err = run(self, 'pause', queue, { false, 'pause' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'pause', queue, { false, 'pause' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
 function _M:resume(queue)
   check_queue('resume', queue)
-  local res, err = run(self, 'pause', queue, { false, 'resume' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'pause', queue, { false, 'resume' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -592,8 +592,8 @@ function _M:limit(queue, set)
       argv[#argv + 1], argv[#argv + 2] = 'max-active', m and num(m) or ''
     end
   end
-  local res, err = run(self, 'limit', queue, argv)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'limit', queue, argv)
+  if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = tonumber(res[i + 1]) or 0 end
   return t
@@ -608,8 +608,8 @@ function _M:progress(queue, worker_id, id, attempt, value_json)
   local keys = {}
   for i, k in ipairs(_M.keys(queue)) do keys[i] = k end
   keys[15] = _M.channels(queue).progress
-  local res, err = run(self, 'progress', queue, { false, worker_id, id, num(attempt), value_json }, keys)
-  if not res then return nil, err end
+  local res, err, code = run(self, 'progress', queue, { false, worker_id, id, num(attempt), value_json }, keys)
+  if not res then return nil, err, code end
   return res == 1
 end
 
@@ -630,8 +630,8 @@ function _M:postpone(queue, worker_id, items)
       argv[#argv + 1] = num(it.delay)
       argv[#argv + 1] = it.reason and tostring(it.reason) or ''
     end
-    local res, err = run(self, 'postpone', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'postpone', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -641,8 +641,8 @@ function _M:drain(queue)
   check_queue('drain', queue)
   local total = 0
   while true do
-    local res, err = run(self, 'drain', queue, { false, '1000' })
-    if not res then return nil, err end
+    local res, err, code = run(self, 'drain', queue, { false, '1000' })
+    if not res then return nil, err, code end
     total = total + res[1]
     if res[2] == 0 then return total end
   end
@@ -661,24 +661,24 @@ function _M:cron_set(queue, name, entry)
   table.sort(keys)
   local parts = {}
   for i, k in ipairs(keys) do parts[i] = json_plain.encode(k) .. ':' .. json_plain.encode(entry[k]) end
-  local res, err = run(self, 'cron_set', queue, { false, name, '{' .. table.concat(parts, ',') .. '}' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'cron_set', queue, { false, name, '{' .. table.concat(parts, ',') .. '}' })
+  if not res then return nil, err, code end
   return res
 end
 
 function _M:cron_delete(queue, name, source)
   check_queue('cron_delete', queue)
   if type(name) ~= 'string' then error('jobrt.ops.cron_delete: name must be a string, got ' .. type(name), 2) end
-  local res, err = run(self, 'cron_delete', queue, { false, name, source or '' })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'cron_delete', queue, { false, name, source or '' })
+  if not res then return nil, err, code end
   return res == 1
 end
 
 -- The cron entries of a queue, read from its stats hash (HGETALL; no script needed).
 function _M:cron_entries(queue)
   check_queue('cron_entries', queue)
-  local flat, err = self.r:call('HGETALL', _M.keys(queue)[11])
-  if flat == nil then return nil, err end
+  local flat, err, code = self.r:call('HGETALL', _M.keys(queue)[11])
+  if flat == nil then return nil, err, code end
   local out = {}
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
@@ -720,8 +720,8 @@ function _M:flow_deliver(queue, entries)
       argv[#argv + 1] = e.key
       argv[#argv + 1] = e.text
     end
-    local res, err = run(self, 'flow_deliver', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'flow_deliver', queue, argv)
+    if not res then return nil, err, code end
     for i = 1, #res[1] do statuses[#statuses + 1] = res[1][i] end
     written = written + res[2]
   end
@@ -736,8 +736,8 @@ function _M:flow_take(queue, limit, horizon_ms, hold_ms)
   check_num('flow_take', 'limit', limit)
   check_num('flow_take', 'horizon_ms', horizon_ms)
   check_num('flow_take', 'hold_ms', hold_ms)
-  local res, err = run(self, 'flow_take', queue, { false, num(limit), num(horizon_ms), num(hold_ms) })
-  if not res then return nil, err end
+  local res, err, code = run(self, 'flow_take', queue, { false, num(limit), num(horizon_ms), num(hold_ms) })
+  if not res then return nil, err, code end
   local out = {}
   for i, e in ipairs(res[3]) do out[i] = { key = e[1], text = e[2], stamp = e[3] } end
   return { now = res[1], next = tonumber(nonnull(res[2])), entries = out }
@@ -758,8 +758,8 @@ function _M:flow_ack(queue, acks)
       argv[#argv + 1] = a.key
       argv[#argv + 1] = a.stamp
     end
-    local res, err = run(self, 'flow_ack', queue, argv)
-    if not res then return nil, err end
+    local res, err, code = run(self, 'flow_ack', queue, argv)
+    if not res then return nil, err, code end
     total = total + res
   end
   return total
@@ -772,8 +772,8 @@ end
 function _M:children(queue, id)
   check_queue('children', queue)
   if type(id) ~= 'string' then error('jobrt.ops.children: id must be a string, got ' .. type(id), 2) end
-  local flat, err = self.r:call('HGETALL', _M.flow_keys(queue)[18] .. id)
-  if flat == nil then return nil, err end
+  local flat, err, code = self.r:call('HGETALL', _M.flow_keys(queue)[18] .. id)
+  if flat == nil then return nil, err, code end
   local out = {}
   for i = 1, #flat, 2 do
     local cq, cid = flat[i]:match('^([^|]*)|(.*)$')

@@ -145,10 +145,8 @@ local function invoke(c, timeout, cmd, ...)
   if timeout then v, err, code = c.conn:call_timeout(timeout, cmd, ...) else v, err, code = c.conn:call(cmd, ...) end
   c.pending = c.pending - 1
   if v == nil and err ~= nil then
-    local e = tostring(err)
     -- a reply that never came (lost connection, deadline) leaves the connection unusable
-    if code == 'ECONN' or code == 'ETIMEDOUT' or code == 'ECLOSED'
-       or e:find('^ECONN') or e:find('^ETIMEDOUT') or e:find('^ECLOSED') then
+    if code == 'ECONN' or code == 'ETIMEDOUT' or code == 'ECLOSED' or code == 'EPROTO' then
       c.dirty = true
     end
     -- a failed MULTI/EXEC leaves the transaction state unknown

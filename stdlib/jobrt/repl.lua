@@ -25,7 +25,7 @@ local next, pairs, ipairs, rawget = next, pairs, ipairs, rawget
 local _M = {}
 
 local USAGE = [[
-usage: jobrt repl [--redis URL] [--log-level LEVEL] [--log-format FORMAT]
+usage: jobrt repl [--redis URL] [--log-level LEVEL] [--log-format FORMAT] [--tls-ca FILE ...]
 
 An interactive Lua prompt on the jobrt loop. Preloaded: `queue` (also `q`), a client connected
 to Redis (queue:enqueueJob, queue:run, queue:getJob, queue:stats, ...), `jobrt` (the module)
@@ -37,8 +37,10 @@ Tab completes names: globals, fields (jobrt.<Tab>), methods (queue:<Tab>) and qu
 read and run one by one without prompts; the exit status is 1 when one of them failed.
 
 Options:
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                     default redis://127.0.0.1:6379; see the README's "Addresses")
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
   --log-format F     text or json (env JOBRT_LOG_FORMAT)
   -h, --help         this text
@@ -189,7 +191,9 @@ end
 
 function _M.main(argv, cmd)
   local name = 'jobrt ' .. (cmd or 'repl')
-  local opts, pos = args.parse(argv, { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }, name)
+  local spec = { redis = 'string', ['log-level'] = 'string', ['log-format'] = 'string' }
+  for k, v in pairs(redis.CLI_OPTIONS) do spec[k] = v end
+  local opts, pos = args.parse(argv, spec, name)
   if not opts then
     io.stderr:write(pos, '\n')
     return 2
@@ -210,6 +214,11 @@ function _M.main(argv, cmd)
   local url, uerr = redis.address(opts.redis)
   if url == false then
     io.stderr:write(name, ': ', uerr, '\n')
+    return 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    io.stderr:write(name, ': ', terr, '\n')
     return 2
   end
   local q, err, refused = client.open(url)

@@ -2,13 +2,14 @@
 --
 --   local scripts = require 'jobrt.scripts'
 --   local s, err = scripts.load(r)            -- r from jobrt.redis.connect; SCRIPT LOAD of each
---   local reply, err = s:call(name, keys, argv)
---       -- EVALSHA sha #keys keys... argv...; on an error reply starting "NOSCRIPT" (Redis restarted,
---       -- SCRIPT FLUSH) it loads that script again and retries once.
+--   local reply, err, code, kind = s:call(name, keys, argv)
+--       -- EVALSHA sha #keys keys... argv...; on a NOSCRIPT error reply (code "EREDIS", kind
+--       -- "NOSCRIPT": Redis restarted, SCRIPT FLUSH) it loads that script again and retries once.
 --   scripts.NAMES                             -- the operation names, one per lua-server-scripts/*.lua
 --   scripts.source(name) -> text | nil, err   -- the script text (embedded in the binary, or read
 --                                             -- from lua-server-scripts/ when run from a checkout)
--- Errors come back as nil, "message" (Redis' text unchanged); wrong argument types raise.
+-- Errors come back as the connection gives them: nil, "message" (Redis' text unchanged), code
+-- (see jobrt.redis); wrong argument types raise.
 
 local _M = {}
 local mt = { __index = _M }
@@ -16,7 +17,7 @@ local mt = { __index = _M }
 local type, error, pcall, require, tostring = type, error, pcall, require, tostring
 local io_open = io.open
 local unpack = unpack or table.unpack
-local str_sub, str_format = string.sub, string.format
+local str_format = string.format
 
 _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats',
@@ -53,9 +54,9 @@ end
 local function load_one(self, name)
   local text, err = _M.source(name)
   if not text then return nil, err end
-  local sha
-  sha, err = self.r:call('SCRIPT', 'LOAD', text)
-  if not sha then return nil, str_format('jobrt.scripts: SCRIPT LOAD %s: %s', name, tostring(err)) end
+  local sha, code
+  sha, err, code = self.r:call('SCRIPT', 'LOAD', text)
+  if not sha then return nil, str_format('jobrt.scripts: SCRIPT LOAD %s: %s', name, tostring(err)), code end
   self.sha[name] = sha
   return sha
 end
@@ -67,8 +68,8 @@ function _M.load(r)
   end
   local self = setmetatable({ r = r, sha = {} }, mt)
   for i = 1, #_M.NAMES do
-    local ok, err = load_one(self, _M.NAMES[i])
-    if not ok then return nil, err end
+    local ok, err, code = load_one(self, _M.NAMES[i])
+    if not ok then return nil, err, code end
   end
   return self
 end
@@ -85,14 +86,14 @@ function _M:call(name, keys, argv)
   local cmd = { 'EVALSHA', sha, nk }
   for i = 1, nk do cmd[3 + i] = keys[i] end
   for i = 1, na do cmd[3 + nk + i] = argv[i] end
-  local res, err = self.r:call(unpack(cmd, 1, 3 + nk + na))
-  if res == nil and type(err) == 'string' and str_sub(err, 1, 8) == 'NOSCRIPT' then
-    sha, err = load_one(self, name)
-    if not sha then return nil, err end
+  local res, err, code, kind = self.r:call(unpack(cmd, 1, 3 + nk + na))
+  if res == nil and code == 'EREDIS' and kind == 'NOSCRIPT' then
+    sha, err, code = load_one(self, name)
+    if not sha then return nil, err, code end
     cmd[2] = sha
-    res, err = self.r:call(unpack(cmd, 1, 3 + nk + na))
+    res, err, code, kind = self.r:call(unpack(cmd, 1, 3 + nk + na))
   end
-  return res, err
+  return res, err, code, kind
 end
 
 return _M

@@ -643,7 +643,7 @@ end
 function W:flush(q)
   local backoff = 0.05
   while #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0 do
-    local ok, err = true, nil
+    local ok, err, code = true, nil, nil
     if #q.outcomes > 0 then
       -- at most 1000 per call (the script's limit), so a failure re-sends only what was not stored
       local batch, rest = q.outcomes, {}
@@ -652,7 +652,7 @@ function W:flush(q)
         for i = #batch, 1001, -1 do batch[i] = nil end
       end
       q.outcomes = rest
-      local res, cerr = self.ops:complete(q.name, self.id, batch)
+      local res, cerr, ccode = self.ops:complete(q.name, self.id, batch)
       if res then
         if #res.ignored > 0 then
           self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
@@ -666,18 +666,18 @@ function W:flush(q)
         for _, id in ipairs(res.cancelled) do skip[id] = true end
         self.metrics:add(q.name, batch, skip)
       else
-        ok, err = false, cerr
+        ok, err, code = false, cerr, ccode
         for i = 1, #batch do q.outcomes[#q.outcomes + 1] = batch[i] end
       end
     end
     if ok and #q.releases > 0 then
       local batch = q.releases
       q.releases = {}
-      local n, rerr = self.ops:release(q.name, self.id, batch)
+      local n, rerr, rcode = self.ops:release(q.name, self.id, batch)
       if n then
         if n > 0 then q.dirty = true; q.wake:signal("release") end
       else
-        ok, err = false, rerr
+        ok, err, code = false, rerr, rcode
         for i = 1, #batch do q.releases[#q.releases + 1] = batch[i] end
       end
     end
@@ -695,7 +695,7 @@ function W:flush(q)
       end
     end
     if not ok then
-      if self.finished or tostring(err):match("^ECLOSED") then
+      if self.finished or code == "ECLOSED" then
         local ids = {}
         for i = 1, #q.outcomes do ids[#ids + 1] = q.outcomes[i].id end
         for i = 1, #q.releases do ids[#ids + 1] = q.releases[i].id end

@@ -33,8 +33,13 @@ jobrt cron --help); the workers serving a queue keep its file entries to what th
 declare.
 
 Options:
-  --redis URL          redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                       default redis://127.0.0.1:6379)
+  --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                       redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
+                       default redis://127.0.0.1:6379; see the README's "Addresses")
+  --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure
+                       TLS for rediss:// (env JOBRT_TLS_CA, JOBRT_TLS_CERT, JOBRT_TLS_KEY,
+                       JOBRT_TLS_INSECURE=1): the CA of the server's certificate (default:
+                       the system CAs), a client certificate and its key, no checks (warns)
   --concurrency N      jobs in flight per process (default 10)
   --procs N            run N worker child processes, supervised and restarted (default: 0,
                        serve in this process)
@@ -63,6 +68,7 @@ local SPEC = { redis = "string", concurrency = "count", procs = "number", lease 
                child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
                backoff = "seconds", timeout = "seconds" }
+for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end
 
 -- Loads the job files under paths (see jobrt.jobfiles): desc, nil, info | nil, message.
 function _M.load(paths)
@@ -276,6 +282,8 @@ function _M.main(argv, cmd)
   end
   local url, perr = redis.address(opts.redis)
   if url == false then return fail(perr, 2) end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then return fail("jobrt work: " .. terr, 2) end
   local desc, err, info = _M.load(pos)
   if not desc then return fail(err) end
   -- Check the queue types before serving anything.
@@ -296,8 +304,10 @@ function _M.main(argv, cmd)
   if opts.procs and opts.procs > 0 and not opts.child then
     local pass = {}
     for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls",
-                         "keep-ok", "keep-failed", "backoff", "timeout" }) do
-      if opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
+                         "keep-ok", "keep-failed", "backoff", "timeout", "tls-ca", "tls-cert",
+                         "tls-key", "tls-insecure" }) do
+      if opts[k] == true then pass[#pass + 1] = "--" .. k
+      elseif opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
     return supervise(opts, pos, pass)
   end

@@ -1,5 +1,6 @@
--- The Redis bridge (jobrt.redis over hiredis async): reply types, errors,
--- pipelining, pub/sub, deadlines, bad URLs, and surviving a Redis restart.
+-- The Redis connection layer (jobrt.redis): reply types, errors, pipelining, pub/sub,
+-- deadlines, and surviving a Redis restart. Addresses: url_spec.lua; broken servers and error
+-- codes: protocol_spec.lua; failover: failover_spec.lua.
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local cjson = require 'cjson'
@@ -213,21 +214,6 @@ describe("jobrt.redis", function()
       assert.equal("ECONNREFUSED: cannot connect to redis at unix:///nonexistent/redis.sock: No such file or directory", err)
     end)
 
-    local bad = {
-      { "http://localhost", "bad redis URL 'http://localhost': unknown scheme" },
-      { "redis://:6379", "bad redis URL 'redis://:6379': missing host" },
-      { "redis://host:99999", "bad redis URL 'redis://host:99999': port must be 1-65535" },
-      { "redis://host:6379/x", "bad redis URL 'redis://host:6379/x': database must be a number" },
-      { "unix:///s?foo=1", "bad redis URL 'unix:///s?foo=1': the only query is db=N" },
-    }
-    for _, case in ipairs(bad) do
-      it("rejects the malformed URL " .. case[1], function()
-        local c, err = redis.connect(case[1])
-        assert.is_nil(c)
-        assert.equal(case[2] .. "; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]", err)
-      end)
-    end
-
     it("rejects unknown and mistyped options", function()
       local c, err = redis.connect{ hots = "x" }
       assert.is_nil(c)
@@ -245,11 +231,6 @@ describe("jobrt.redis", function()
       assert.equal("yes", r:call("GET", "indb3"))
       r3:call("FLUSHDB")
       r3:close()
-    end)
-
-    it("parses a password for a unix socket", function()
-      local t = assert(redis.parse_url("unix://:s3cret@/run/redis.sock?db=2"))
-      assert.same({ path = "/run/redis.sock", password = "s3cret", db = 2 }, t)
     end)
 
     it("a wrong password is EAUTH with the server's reason", function()

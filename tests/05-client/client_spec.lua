@@ -105,9 +105,9 @@ describe('jobrt.client', function()
     end)
 
     it('rejects a malformed URL, a bad table and a wrong type', function()
-      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis://[:password@]host[:port][/db] or unix://[:password@]/path/to/socket[?db=N]",
+      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
         err_of(jobrt.connect, 'http://x'))
-      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, password, db, timeout, url)",
+      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, user, password, db, timeout, url, connect_timeout, tls, tls_ca, tls_cert, tls_key, tls_insecure, tls_server_name, sentinels, master_name, sentinel_user, sentinel_password)",
         err_of(jobrt.connect, { hots = 'x' }))
       assert.equal('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got number',
         err_of(jobrt.connect, 6379))

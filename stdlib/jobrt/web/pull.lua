@@ -160,11 +160,13 @@ end
 
 -- ---- handlers ------------------------------------------------------------------------------
 
+local UNAVAILABLE = { ECONN = true, ECONNREFUSED = true, ETIMEDOUT = true, ECLOSED = true, EPROTO = true }
+
 local function ops_call(fn, ...)
   local v, err, e3 = fn(...)
   if v == nil and err ~= nil then
     local msg = tostring(err)
-    fail((msg:find('ECONN') or msg:find('ETIMEDOUT') or msg:find('ECLOSED')) and 503
+    fail(UNAVAILABLE[e3] and 503
       or (msg:find('in RESERVED:QCONFIG') and 404) or 500, msg)
   end
   return v, err, e3
