@@ -125,7 +125,7 @@ function _M.enqueue(o, pos, cmd, util)
   if not okc then
     -- the root's options came from the command line (say --in, not delay); a child's from the file
     local msg = bare(checked)
-    errline(cmd, msg:find('^children%[') and msg or util.cli_words(msg))
+    errline(cmd, (pos[1] and not msg:find('^children%[')) and util.cli_words(msg) or msg)
     return 2
   end
   local q, qcode = util.connect(cmd, o)
