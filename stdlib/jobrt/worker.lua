@@ -272,6 +272,7 @@ end
 -- stays held until the limit's timer ("limit"); other holds end with any wake-up.
 function W:poke(q, why)
   q.dirty = true
+  q.pokes = (q.pokes or 0) + 1          -- W:pump: a wake-up came while a reserve was on its way
   if q.held == "rate" and why ~= "limit" then return end
   q.held = nil
   q.wake:signal(why)
@@ -318,6 +319,7 @@ function W:pump(q)
       self.reserving = self.reserving + 1
       self.claimed = self.claimed + want      -- slots promised to this reserve (other pumps see them)
       local sent = monotime()
+      local pokes = q.pokes
       local res, err = ops:reserve(q.name, self.id, want, self.lease, alone)
       self.claimed = self.claimed - want
       self.reserving = self.reserving - 1
@@ -357,7 +359,14 @@ function W:pump(q)
           for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
           if #jobs >= want then q.dirty = true end   -- there may be more
         end
-        if res.held then self:hold(q, res) end
+        if res.held and res.held ~= "rate" and q.pokes ~= pokes then
+          -- a wake-up came (on the other connection) while this reserve was on its way: it may be
+          -- the one owed for this hold (a lease ended after reserve held us back), so holding
+          -- now would wait for a wake-up that already came: reserve again instead
+          q.dirty = true
+        elseif res.held then
+          self:hold(q, res)
+        end
         if res.blocked and not self.isolate then
           -- a job that must run alone is next: run nothing new until idle, then take it
           self.isolate = q

@@ -1,0 +1,58 @@
+-- A worker held back by max-active waits for the wake-up the next ending lease publishes. That
+-- wake-up comes on the subscription connection, the reserve reply on the command connection, so
+-- the wake-up can arrive first: the worker must not then hold the queue for a wake-up that has
+-- already come (found by `make chaos` with flows in the mix: two retries of an LBQUEUE waited
+-- until the limits were cleared). Real redis-server, an in-process worker, the race forced by
+-- delaying the reserve reply until the wake-up was handled.
+local jobrt = require 'jobrt'
+local ops_mod = require 'jobrt.ops'
+local worker_mod = require 'jobrt.worker'
+local h = require 'tests.helpers'
+local ws = require 'tests.worker_support'
+
+describe("a worker held by max-active", function()
+  local r, o, w
+  local inject_for, restore = ws.injector()
+  before_each(function()
+    h.flush()
+    r = h.redis()
+    o = assert(ops_mod.new(r))
+    assert(o:set_queue_type("HELD", "QUEUE"))
+  end)
+  after_each(function()
+    if w then w:stop(0); w = nil end
+    restore()
+    r:close()
+  end)
+
+  it("reserves again when the wake-up it is owed came before the reply that held it", function()
+    assert(o:limit("HELD", { max_active = 1 }))
+    -- another worker holds the only slot
+    local a = ws.enqueue(o, "HELD", "work", {})
+    local taken = assert(o:reserve("HELD", "other", 1, 30))
+    assert.equal(a, taken.jobs[1].id)
+    local b = ws.enqueue(o, "HELD", "work", {})
+    w = assert(worker_mod.new{ redis = h.url, concurrency = 2, lease = 5, log_jobs = false, name = "held",
+      jobs = { HELD = { work = function() return "done" end } } })
+    local forced = false
+    inject_for("reserve", function(real, self, ...)
+      local res, err = real(self, ...)
+      if res and res.held == "max-active" and not forced then
+        forced = true
+        -- the other worker's lease ends now: complete publishes the wake-up this hold is owed,
+        -- and the worker handles it before it reads this reply
+        -- (the pump cleared q.dirty before this reserve; the wake-up sets it again)
+        local q = w.queues.HELD
+        assert.is_false(q.dirty)
+        assert.equal(1, o:complete("HELD", "other", { { id = a, attempt = 1, ok = true, value = '"a"' } }).completed)
+        pcall(h.wait_for, function() return q.dirty end, 5, "the worker to get the wake-up")
+      end
+      return res, err
+    end, w)
+    assert(w:start())
+    h.wait_for(function() return forced end, 5, "a reserve held back by max-active")
+    assert.is_true(w.queues.HELD.dirty or ws.state_of(o, "HELD", b) ~= "pending", "the wake-up was handled first")
+    h.wait_for(function() return ws.state_of(o, "HELD", b) == "finished" end, 5, "the waiting job to run")
+    assert.equal('"done"', o:get("HELD", b)["result-value"])
+  end)
+end)
