@@ -24,7 +24,7 @@ local function flow_limits(want, now_ms)
     if room < allow then
       allow = room > 0 and room or 0
       fl.held = 'max-active'
-      redis.call('HSET', KEYS[11], 'held', '1')
+      fl.room = allow           -- reserve_reply decides whether the limit held anything back
     end
   end
   local rmax, rper = tonumber(s[2]), tonumber(s[3])
@@ -54,8 +54,19 @@ end
 local function flow_freed()
   return redis.call('HDEL', KEYS[11], 'held') == 1
 end
--- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }
+-- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }. max-active held
+-- the reserve back only when it filled the room the limit left: then the stats field held owes
+-- it a wake-up (the next lease to end publishes it). With fewer jobs ready than that room, the
+-- limit held nothing back: no hold is reported, so the worker arms its timers as usual (it
+-- would otherwise wait for a wake-up that no lease may ever send).
 local function reserve_reply(now_ms, jobs, blocked, fl)
+  if fl.held == 'max-active' then
+    if #jobs >= fl.room then
+      redis.call('HSET', KEYS[11], 'held', '1')
+    else
+      fl.held = nil
+    end
+  end
   local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
   return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked,

@@ -1,9 +1,13 @@
--- A worker held back by max-active waits for the wake-up the next ending lease publishes. That
--- wake-up comes on the subscription connection, the reserve reply on the command connection, so
--- the wake-up can arrive first: the worker must not then hold the queue for a wake-up that has
--- already come (found by `make chaos` with flows in the mix: two retries of an LBQUEUE waited
--- until the limits were cleared). Real redis-server, an in-process worker, the race forced by
--- delaying the reserve reply until the wake-up was handled.
+-- A worker held back by max-active waits for the wake-up the next ending lease publishes, and
+-- arms no timer meanwhile. Found by `make chaos` with flows in the mix (retries of an LBQUEUE
+-- with max-active waited until the limits were cleared), two ways to wait forever:
+--   * reserve reported the hold whenever a worker asked for more jobs than the limit's room,
+--     even when fewer jobs were ready than that room (nothing was held back): with no lease
+--     left to end, no wake-up ever came, and the due retry was never reserved;
+--   * the wake-up comes on the subscription connection, the reserve reply on the command
+--     connection, so the wake-up can arrive first: the worker must not then hold the queue for
+--     a wake-up that has already come (the race is forced by delaying the reply).
+-- Real redis-server and in-process workers.
 local jobrt = require 'jobrt'
 local ops_mod = require 'jobrt.ops'
 local worker_mod = require 'jobrt.worker'
@@ -23,6 +27,27 @@ describe("a worker held by max-active", function()
     if w then w:stop(0); w = nil end
     restore()
     r:close()
+  end)
+
+  it("is not held when fewer jobs were ready than the limit's room: a due retry runs", function()
+    assert(o:limit("HELD", { max_active = 3 }))
+    local id = ws.enqueue(o, "HELD", "flaky", {}, { retries = 1 })
+    w = assert(worker_mod.new{ redis = h.url, concurrency = 10, lease = 5, log_jobs = false, name = "held",
+      backoff = 0.2, jobs = { HELD = { flaky = function(args, job)
+        if job.attempt == 1 then error("first attempt fails", 0) end
+        return "second"
+      end } } })
+    assert(w:start())
+    h.wait_for(function() return ws.state_of(o, "HELD", id) == "finished" end, 5, "the retry to run")
+    assert.equal('"second"', o:get("HELD", id)["result-value"])
+    -- and at the level of the script: room for 2 more, nothing ready, a retry due later
+    local other = ws.enqueue(o, "HELD", "flaky", {})
+    assert.equal(1, #o:reserve("HELD", "x", 1, 30).jobs)
+    r:call("ZADD", "jobrt:{HELD}:due", 9999999999999, "0000000000000000|later")
+    local res = assert(o:reserve("HELD", "y", 10, 30))
+    assert.same({ 0, nil, 9999999999999 }, { #res.jobs, res.held, res.next_due })
+    assert.equal(require('cjson').null, r:call("HGET", "jobrt:{HELD}:stats", "held"))
+    assert.truthy(other)
   end)
 
   it("reserves again when the wake-up it is owed came before the reply that held it", function()
