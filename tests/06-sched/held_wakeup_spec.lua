@@ -2,8 +2,8 @@
 -- arms no timer meanwhile. Found by `make chaos` with flows in the mix (retries of an LBQUEUE
 -- with max-active waited until the limits were cleared), two ways to wait forever:
 --   * reserve reported the hold whenever a worker asked for more jobs than the limit's room,
---     even when fewer jobs were ready than that room (nothing was held back): with no lease
---     left to end, no wake-up ever came, and the due retry was never reserved;
+--     even when nothing ready was left (nothing was held back): with no lease left to end, no
+--     wake-up ever came, and the due retry was never reserved (includes/flow.lua flow_settle);
 --   * the wake-up comes on the subscription connection, the reserve reply on the command
 --     connection, so the wake-up can arrive first: the worker must not then hold the queue for
 --     a wake-up that has already come (the race is forced by delaying the reply).
