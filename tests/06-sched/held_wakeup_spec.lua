@@ -40,7 +40,10 @@ describe("a worker held by max-active", function()
     assert(w:start())
     h.wait_for(function() return ws.state_of(o, "HELD", id) == "finished" end, 5, "the retry to run")
     assert.equal('"second"', o:get("HELD", id)["result-value"])
-    -- and at the level of the script: room for 2 more, nothing ready, a retry due later
+    -- and at the level of the script (the worker stopped): room for 2 more, nothing ready, a
+    -- retry due later
+    w:stop(0)
+    w = nil
     local other = ws.enqueue(o, "HELD", "flaky", {})
     assert.equal(1, #o:reserve("HELD", "x", 1, 30).jobs)
     r:call("ZADD", "jobrt:{HELD}:due", 9999999999999, "0000000000000000|later")
