@@ -1272,6 +1272,14 @@ describe('server scripts', function()
       assert.equal(-1, r:call('TTL', 'jobrt:{q}:job:' .. ids[2]))
       assert.equal(3, #o:reserve('q', 'w', 10, 10).jobs)
     end)
+    it('retry_failed with an id queues that one job only', function()
+      local ids = fail_jobs('q', 3)
+      assert.is_true(o:retry_failed_job('q', ids[2]))
+      assert.is_false(o:retry_failed_job('q', ids[2]))        -- not in the failed set any more
+      assert.is_false(o:retry_failed_job('q', 'never-failed'))
+      assert.equal(2, r:call('ZCARD', 'jobrt:{q}:failed'))
+      assert.same({ ids[2] }, ids_of(o:reserve('q', 'w', 10, 10)))
+    end)
     it('retry_failed merges an LBQUEUE job into the waiting entry of its jobHash', function()
       local failed = fail_jobs('lb', 1, function() return { jobHash = 'h' } end)[1]
       local waiting = enq('lb', 'f', '{}', { jobHash = 'h' })
@@ -1393,11 +1401,19 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '-1' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '-1'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '99999999' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '99999999'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '0' }, "enqueue: ARGV[10] timeout must be between 0.001 and 32000000, got '0'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '', 'extra' }, 'enqueue: expected at most 13 ARGV, got 14' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '', '', 'extra' }, 'enqueue: expected at most 14 ARGV, got 15' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c' }, 'enqueue: ARGV[12] tick is missing' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'a\nb', '1' }, "enqueue: ARGV[11] cron name must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1.5' }, "enqueue: ARGV[12] tick must be a whole number, got '1.5'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '-1' }, "enqueue: ARGV[13] skip_late must be between 0 and 1e+14, got '-1'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', 'extra' }, "enqueue: ARGV[14] max_payload must be a number, got 'extra'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', '0' }, "enqueue: ARGV[14] max_payload must be between 1 and 536870912, got '0'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{"a":"0123456789"}', '', '', '', '', '', '', '', '', '', '', '10' }, 'enqueue: ARGV[3] args is 18 bytes, more than the limit of 10 bytes' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{"s":"\255\254"}' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 6 is 0xff (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["caf\195\169","\192\175"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 10 is 0xc0 (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\237\160\128"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xed (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\244\144\128\128"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xf4 (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\226\130"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xe2 (send binary data as base64)' },
       { 'reserve', 'q', { 'QUEUE' }, 'reserve: ARGV[2] worker is missing' },
       { 'reserve', 'q', { 'QUEUE', 'a|b', '1', '10' }, "reserve: ARGV[2] worker must not contain '|', got 'a|b'" },
       { 'reserve', 'q', { 'QUEUE', long, '1', '10' }, 'reserve: ARGV[2] worker must be at most 128 bytes, got 300' },
@@ -1431,6 +1447,7 @@ describe('server scripts', function()
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1.5', 'ok', '1', '', '' }, "complete: ARGV[7] attempt must be a whole number, got '1.5'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'maybe', '1', '', '' }, "complete: ARGV[8] outcome must be 'ok' or 'failed', got 'maybe'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '{x', '', '' }, "complete: ARGV[9] value must be JSON text, got '{x'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '"\255"', '', '' }, 'complete: ARGV[9] value must be UTF-8 (RFC 8259): byte offset 1 is 0xff (send binary data as base64)' },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', 'tb', '' }, "complete: ARGV[10] exception must be '' for outcome 'ok', got 'tb'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '', '', 'b', '1', 'failed', 'x', '', 'many' }, "complete: ARGV[17] retries must be a number, got 'many'" },
       { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },

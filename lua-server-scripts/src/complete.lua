@@ -14,7 +14,8 @@ ARGV:
   [6+6k] id
   [7+6k] attempt      the attempt the outcome belongs to (whole number >= 1)
   [8+6k] outcome      'ok' | 'failed'
-  [9+6k] value        ok: the result as JSON text ('' = null); failed: the error reason (text)
+  [9+6k] value        ok: the result as JSON text ('' = null; valid UTF-8, at most 512 MiB:
+                      workers check their own, smaller limit first); failed: the error reason (text)
   [10+6k] exception   failed: traceback text ('' = none); ok: must be ''
   [11+6k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
 A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:active: the lease
@@ -58,6 +59,7 @@ local SCRIPT = 'complete'
 --- @include "failed"
 --- @include "flow"
 --- @include "flows"
+--- @include "json_text"
 
 local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
@@ -84,6 +86,7 @@ for b = 6, #ARGV, 6 do
   o.exception = ARGV[b + 4]
   if o.outcome == 'ok' then
     if o.value == '' then o.value = 'null' end
+    err = json_text_error(b + 3, 'value', o.value, 536870912); if err then return redis.error_reply(err) end
     if not pcall(cjson.decode, o.value) then
       return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(o.value)))
     end

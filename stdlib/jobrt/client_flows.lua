@@ -30,7 +30,7 @@
 local jobrt = require 'jobrt'
 local flows = require 'jobrt.flows'
 local ops = require 'jobrt.ops'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, pcall, error = type, pairs, ipairs, tostring, pcall, error
 local str_format, floor = string.format, math.floor
@@ -39,7 +39,7 @@ local _M = {}
 
 local MAX_DEPTH, MAX_NODES, MAX_CHILDREN = 32, 100000, 10000
 local NODE_KEYS = { queue = true, job = true, args = true, opts = true, children = true, ignoreFailure = true }
-local NULL = cjson.null
+local NULL = json.null
 
 function _M.install(Client, I)
   local both_ways, split_callback, take, argfail = I.both_ways, I.split_callback, I.take, I.argfail
@@ -51,7 +51,7 @@ function _M.install(Client, I)
 
   -- Checks node (at path `where`) and its subtree; returns the checked tree (queue, job,
   -- args_json, opts, children, ignoreFailure, where). count: { n = nodes so far }.
-  local function check_node(node, where, depth, count)
+  local function check_node(self, node, where, depth, count)
     local pre = where == '' and '' or (where .. ': ')
     local function fail(msg) error('enqueueFlow: ' .. pre .. msg, 0) end
     if type(node) ~= 'table' then fail('must be a table {queue=, job=, args=, opts=, children=}, got ' .. tname(node)) end
@@ -68,7 +68,7 @@ function _M.install(Client, I)
     local qerr = require('jobrt.names').queue(q)
     if qerr then fail('the queue name ' .. qerr) end
     check_job('enqueueFlow', node.job, pre)
-    local out = { queue = q, job = node.job, args_json = encode_args('enqueueFlow', node.args, pre), where = where }
+    local out = { queue = q, job = node.job, args_json = encode_args(self, 'enqueueFlow', node.args, pre), where = where }
     local o = M.check_options('enqueueFlow', node.opts, nil, pre)
     if o.jobHash then
       fail("option 'jobHash' does not apply to a job of a flow: it is its own job, never merged with another")
@@ -94,7 +94,7 @@ function _M.install(Client, I)
       end
       if n > MAX_CHILDREN then fail(str_format('a parent may have at most %d children, got %d', MAX_CHILDREN, n)) end
       for i = 1, n do
-        out.children[i] = check_node(kids[i], where .. (where == '' and '' or '.') .. 'children[' .. i .. ']', depth + 1, count)
+        out.children[i] = check_node(self, kids[i], where .. (where == '' and '' or '.') .. 'children[' .. i .. ']', depth + 1, count)
       end
     end
     return out
@@ -195,14 +195,19 @@ function _M.install(Client, I)
 
   -- For the command line: checks a flow (the node table) before connecting; raises like
   -- enqueueFlow does.
-  function M.check_flow(node) return check_node(node, '', 1, { n = 0 }) end
+  -- check_flow(node [, max_payload]): the CLI's check before it connects (max_payload: bytes
+  -- of each node's args as JSON text, default 16 MiB)
+  function M.check_flow(node, max_payload)
+    local holder = { args_out = { max_bytes = max_payload or json.MAX_PAYLOAD, sort = true, name = 'args' } }
+    return check_node(holder, node, '', 1, { n = 0 })
+  end
 
   function Client:enqueueFlow(...)
     check_self(self, 'enqueueFlow')
     local cb, n = split_callback(...)
     if n ~= 1 then argfail('enqueueFlow', 'expected (node[, callback]), got ' .. n .. ' arguments') end
     local node = take(n, ...)
-    local root = check_node(node, '', 1, { n = 0 })
+    local root = check_node(self, node, '', 1, { n = 0 })
     return both_ways('enqueueFlow', cb, flow_perform, self, root)
   end
 

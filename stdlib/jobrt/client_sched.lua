@@ -242,8 +242,9 @@ function _M.install(Client, I)
     if not sched then argfail('addCron', perr) end
     local text
     if type(args) == 'string' then
-      if not pcall(require('cjson').decode, args) then
-        argfail('addCron', 'args must be a table or JSON text, got ' .. shown(args))
+      local okj, jerr = require('jobrt.json').check(args, { max_bytes = require('jobrt.json').MAX_PAYLOAD, name = 'args' })
+      if not okj then
+        argfail('addCron', 'args must be a table or JSON text: ' .. jerr)
       end
       text = args
     else

@@ -15,13 +15,12 @@
 --   file or node included: the message names the node, e.g. children[2].children[1]).
 local client = require 'jobrt.client'
 local term = require 'jobrt.core.term'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local io, type, pairs, ipairs, next, tostring, pcall = io, type, pairs, ipairs, next, tostring, pcall
 local str_format, concat = string.format, table.concat
 
-local json = cjson.new()
-local NULL = cjson.null
+local NULL = json.null
 
 local _M = {}
 
@@ -84,9 +83,9 @@ function _M.enqueue(o, pos, cmd, util)
     errline(cmd, str_format("cannot read the flow file %s: %s", o.flow, tostring(ferr)))
     return 2
   end
-  local ok, v = pcall(json.decode, text)
-  if not ok then
-    errline(cmd, str_format('the flow file %s is not valid JSON (%s)', o.flow, util.json_error(v)))
+  local v, jerr, jcode = json.decode(text)
+  if v == nil then
+    errline(cmd, util.json_problem('the flow file ' .. o.flow, jerr, jcode))
     return 2
   end
   local node
@@ -100,9 +99,9 @@ function _M.enqueue(o, pos, cmd, util)
     end
     local args = {}
     if args_text then
-      local oka, a = pcall(json.decode, args_text)
-      if not oka then
-        errline(cmd, 'JSON-ARGS is not valid JSON (' .. util.json_error(a) .. ')' .. util.QUOTE_HINT)
+      local a, aerr, acode = json.decode(args_text)
+      if a == nil then
+        errline(cmd, util.json_problem('JSON-ARGS', aerr, acode) .. (acode == 'EJSON' and util.QUOTE_HINT or ''))
         return 2
       end
       args = a
@@ -121,7 +120,7 @@ function _M.enqueue(o, pos, cmd, util)
     end
     node = clean(v)
   end
-  local okc, checked = pcall(client.check_flow, node)
+  local okc, checked = pcall(client.check_flow, node, o['max-payload'])
   if not okc then
     -- the root's options came from the command line (say --in, not delay); a child's from the file
     local msg = bare(checked)

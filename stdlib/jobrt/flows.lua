@@ -26,7 +26,7 @@
 --       -- 'successful' | 'failed' | 'deleted', result= (decoded result, successful),
 --       -- error= (reason, failed), ignoreFailure= bool }; empty for a job that is no parent
 --   flows.FRESH_MS, flows.HOLD_MS, flows.TAKE
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 local jobrt = require 'jobrt'
 
 local type, ipairs, pairs, tostring, pcall = type, ipairs, pairs, tostring, pcall
@@ -37,8 +37,6 @@ local _M = {}
 _M.FRESH_MS = 5000      -- a writer holds its entries this long (includes/flows.lua FLOW_FRESH_MS)
 _M.HOLD_MS = 15000      -- whoever takes entries holds them this long
 _M.TAKE = 200           -- entries per flow_take
-
-local json = cjson.new()
 
 local function default_log(level, f, ...) jobrt.log(level, f, ...) end
 
@@ -185,11 +183,11 @@ function _M.children(o, queue, id)
   for i, c in ipairs(list) do
     local item = { queue = c.queue, id = c.id, state = c.state, ignoreFailure = c.ignore }
     if c.state == 'successful' then
-      local ok, v = pcall(json.decode, c.value)
-      if ok then
-        if v ~= cjson.null then item.result = v end
-      else
-        item.result = c.value
+      local v = json.decode(c.value)
+      if v == nil then
+        item.result = c.value                 -- not JSON (written by hand): the text itself
+      elseif v ~= json.null then
+        item.result = v
       end
     elseif c.state == 'failed' then
       item.error = c.value
@@ -237,7 +235,7 @@ end
 -- args_json, opts, children, ignoreFailure) in flow fid: { key=, text= }.
 function _M.root_entry(root, fid)
   return { key = 'c:' .. root.queue .. '|' .. root.id,
-           text = fid .. '\n\n\n0\n0\n' .. json.encode(spec_of(root)) }
+           text = fid .. '\n\n\n0\n0\n' .. assert(json.encode(spec_of(root))) }
 end
 
 -- A new flow id: 16 hex digits.

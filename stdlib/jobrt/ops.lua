@@ -5,7 +5,8 @@
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
 --       -- retry delay, doubled per failure, capped at 1 h), max_stalls (2: lease losses in a row
---       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached)
+--       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached),
+--       -- max_payload (bytes, 16 MiB: the largest args the enqueue script accepts from us)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
@@ -46,6 +47,7 @@
 --       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
 --       -- answers nil) until its worker reports it or its lease runs out; true again meanwhile
 --   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
+--   o:retry_failed_job(queue, id) -> true | false (not in the failed set)
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
 --                       total_failed=, retried=, expired=, cancelled=, dropped=, ...,
@@ -82,8 +84,8 @@
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
+local json = require 'jobrt.json'
 local naming = require 'jobrt.names'
-local cjson = require 'cjson'
 
 local _M = {}
 local mt = { __index = _M }
@@ -91,7 +93,7 @@ local mt = { __index = _M }
 local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
 local math_floor, math_abs = math.floor, math.abs
 local str_format, str_find = string.format, string.find
-local NULL = cjson.null
+local NULL = json.null
 
 _M.TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
 local QCONFIG = 'RESERVED:QCONFIG'
@@ -188,7 +190,7 @@ end
 function _M.new(r, conf)
   if conf ~= nil and type(conf) ~= 'table' then error('jobrt.ops.new: conf must be a table, got ' .. type(conf), 2) end
   conf = conf or {}
-  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl' }) do
+  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl', 'max_payload' }) do
     if conf[k] ~= nil and type(conf[k]) ~= 'number' then
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
@@ -202,6 +204,7 @@ function _M.new(r, conf)
     backoff = conf.backoff and num(conf.backoff) or '',
     max_stalls = conf.max_stalls and num(conf.max_stalls) or '',
     type_ttl = conf.type_ttl or 2,
+    max_payload = conf.max_payload and num(conf.max_payload) or '',
   }, mt)
 end
 
@@ -285,7 +288,7 @@ function _M:enqueue(queue, fn_name, args_json, opts, tick)
     return v
   end
   local argv = { false, fn_name, args_json, o('id'), o('jobHash'), o('priority'), o('timestamp'),
-    o('delay'), o('retries'), o('timeout') }
+    o('delay'), o('retries'), o('timeout'), '', '', '', self.max_payload }
   if tick then
     argv[11], argv[12], argv[13] = tick[1], num(tick[2]), tick[3] and num(tick[3]) or ''
   end
@@ -475,6 +478,15 @@ function _M:retry_failed(queue)
   return drain(self, 'retry_failed', queue)
 end
 
+-- Queues one failed job again. Returns true, or false when id is not in the failed set.
+function _M:retry_failed_job(queue, id)
+  check_queue('retry_failed_job', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.retry_failed_job: id must be a string, got ' .. type(id), 2) end
+  local res, err = run(self, 'retry_failed', queue, { false, '', id })
+  if not res then return nil, err end
+  return res[1] == 1
+end
+
 function _M:delete_failed(queue)
   check_queue('delete_failed', queue)
   return drain(self, 'delete_failed', queue)
@@ -648,20 +660,14 @@ function _M:drain(queue)
   end
 end
 
-local json_plain = cjson.new()
-json_plain.encode_sparse_array(true)
-
 function _M:cron_set(queue, name, entry)
   check_queue('cron_set', queue)
   if type(name) ~= 'string' then error('jobrt.ops.cron_set: name must be a string, got ' .. type(name), 2) end
   if type(entry) ~= 'table' then error('jobrt.ops.cron_set: entry must be a table, got ' .. type(entry), 2) end
   -- sorted keys: the same entry is the same text (cron_set answers "unchanged" for it)
-  local keys = {}
-  for k in pairs(entry) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for i, k in ipairs(keys) do parts[i] = json_plain.encode(k) .. ':' .. json_plain.encode(entry[k]) end
-  local res, err, code = run(self, 'cron_set', queue, { false, name, '{' .. table.concat(parts, ',') .. '}' })
+  local text, jerr = json.encode(entry, { sort = true, name = 'entry' })
+  if not text then error('jobrt.ops.cron_set: ' .. jerr, 2) end
+  local res, err, code = run(self, 'cron_set', queue, { false, name, text })
   if not res then return nil, err, code end
   return res
 end
@@ -684,9 +690,9 @@ function _M:cron_entries(queue)
     local f, v = flat[i], flat[i + 1]
     local name = f:match('^cron:(.+)$')
     if name then
-      local ok, e = pcall(json_plain.decode, v)
+      local e = json.decode(v)
       out[name] = out[name] or {}
-      out[name].entry = ok and type(e) == 'table' and e or { broken = v }
+      out[name].entry = type(e) == 'table' and e or { broken = v }
     else
       name = f:match('^cron%-last:(.+)$')
       if name then

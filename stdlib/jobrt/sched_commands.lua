@@ -12,7 +12,7 @@ local jobrt = require 'jobrt'
 local commands = require 'jobrt.commands'
 local cron = require 'jobrt.cron'
 local client_sched = require 'jobrt.client_sched'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local io, type, pairs, ipairs, tostring, pcall, setmetatable = io, type, pairs, ipairs, tostring, pcall, setmetatable
 local str_format, concat = string.format, table.concat
@@ -22,7 +22,6 @@ local parse, connect, errline, missing, too_many, bare = U.parse, U.connect, U.e
 local bad_name = U.bad_name
 local table_text, to_json, ARRAY = U.table_text, U.to_json, U.ARRAY
 
-local json = cjson.new()
 
 local _M = {}
 
@@ -94,9 +93,9 @@ local function cron_add(cmd, argv)
     return 2
   end
   args = args or '{}'
-  local okj, jerr = pcall(json.decode, args)
+  local okj, jerr, jcode = json.check(args, { max_bytes = json.MAX_PAYLOAD })
   if not okj then
-    errline(cmd, 'JSON-ARGS is not valid JSON (' .. U.json_error(jerr) .. ')' .. U.QUOTE_HINT)
+    errline(cmd, U.json_problem('JSON-ARGS', jerr, jcode) .. (jcode == 'EJSON' and U.QUOTE_HINT or ''))
     return 2
   end
   local opts = { tz = o.tz, id_prefix = o['id-prefix'], missed = o.missed, jobHash = o.hash }

@@ -2,7 +2,8 @@
 --
 --   local worker = require 'jobrt.worker'
 --   local w, err = worker.new{ redis = url_or_conn, jobs = description, concurrency = 10,
---                              lease = 10, grace = 30, name = 'optional id prefix' }
+--                              lease = 10, grace = 30, name = 'optional id prefix',
+--                              max_payload = bytes }
 --       (more options below, at OPTS)
 --   w:start()          -- connects, subscribes, starts serving (returns true once serving, or
 --                      -- nil, message)
@@ -60,10 +61,10 @@ local metrics = require 'jobrt.metrics'
 local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
+local json = require 'jobrt.json'
 local queuetypes = require 'jobrt.queuetypes'
 local cron_runner = require 'jobrt.cron_runner'
 local flows = require 'jobrt.flows'
-local cjson = require 'cjson'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
@@ -75,9 +76,6 @@ local _M = {}
 local W = {}
 W.__index = W
 
-local cjson_safe = cjson.new()
-cjson_safe.encode_sparse_array(true)
-
 _M.load_description = jobdefs.load_description
 
 -- Text of an error value: strings as they are (a traceback from xpcall included), tables as
@@ -87,8 +85,8 @@ local function error_text(e)
   if type(e) == "table" then
     local mt = getmetatable(e)
     if mt and mt.__tostring then return tostring(e) end
-    local ok, json = pcall(cjson_safe.encode, e)
-    if ok then return "error object " .. json end
+    local text = json.encode(e, { sort = true, max_bytes = 65536 })
+    if text then return "error object " .. text end
   end
   return tostring(e)
 end
@@ -115,11 +113,13 @@ end
 --   timeout      seconds a handler may run when its job sets none (default: no limit)
 --   watch_handlers  function(co) told of every handler coroutine (the in-process watchdog)
 --   max_idle_redis  idle job.redis connections kept (default: concurrency, at most 64)
+--   max_payload  bytes: the largest args a job may bring and result it may return, as JSON text
+--                (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
                timeout = "number", watch_handlers = "function", max_idle_redis = "number",
-               queue_types = "table" }
+               queue_types = "table", max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -137,6 +137,9 @@ function _M.new(opts)
   if not plain then return nil, terr end
   local jobs, err = jobdefs.load_description(plain)
   if not jobs then return nil, err end
+  local max_payload = opts.max_payload or json.MAX_PAYLOAD
+  local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
+  if not okl then error(lerr, 2) end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
@@ -150,8 +153,12 @@ function _M.new(opts)
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
     max_idle_redis = opts.max_idle_redis,
+    max_payload = max_payload,
+    args_in = { max_bytes = max_payload, name = "args" },               -- decoding a job's args
+    args_out = { max_bytes = max_payload, name = "args", sort = true }, -- job:enqueue
+    result_out = { max_bytes = max_payload, name = "result" },
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
-                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed },
+                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed, max_payload = max_payload },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
@@ -583,10 +590,13 @@ function W:run_job(q, job, spec, state)
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
       exception = "" })
   end
-  local ok, args = pcall(cjson.decode, job.args)
-  if not ok then
+  local args, aerr, acode = json.decode(job.args, self.args_in)
+  if args == nil then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("args of job %s are not valid JSON: %s", id, first_line(args)), exception = "" })
+      reason = acode == "ETOOBIG"
+        and fmt("args of job %s are %d bytes, more than this worker's limit of %d bytes (--max-payload)",
+          id, #job.args, self.max_payload)
+        or fmt("job %s: %s", id, first_line(aerr)), exception = "" })
   end
   local ctx = jobctx.new(state, job, q.name, self.id)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
@@ -603,13 +613,16 @@ function W:run_job(q, job, spec, state)
     return self:finish(state, { id = id, attempt = attempt, ok = false, reason = error_text(r2),
       exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
-  local eok, json = pcall(cjson_safe.encode, r1 == nil and cjson.null or r1)
-  if not eok then
+  local text, eerr, ecode = json.encode(r1, self.result_out)
+  if not text then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
-        q.name, job.fn, first_line(json)), exception = "" })
+      reason = ecode == "ETOOBIG"
+        and fmt("the result of %s.%s is larger than the limit of %d bytes (--max-payload): return less, or store it elsewhere and return a reference",
+          q.name, job.fn, self.max_payload)
+        or fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
+          q.name, job.fn, first_line(eerr)), exception = "" })
   end
-  return self:finish(state, { id = id, attempt = attempt, ok = true, value = json })
+  return self:finish(state, { id = id, attempt = attempt, ok = true, value = text })
 end
 
 -- The attempt stops running here (outcome, drop or hand-back): frees its slot and its things.
@@ -627,10 +640,23 @@ function W:end_attempt(state)
   if q.retired then q.changed:broadcast("attempt") end
 end
 
+-- A failed job's error-reason and error-exception as stored: valid UTF-8 (records are read as
+-- JSON, by `jobrt job` and by other languages) and at most 64 KiB each.
+local TEXT_MAX = 65536
+local function stored_text(t)
+  if t == nil then return nil end
+  t = tostring(t)
+  if #t > TEXT_MAX then t = t:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #t - TEXT_MAX) end
+  return json.sanitize(t)
+end
+
 -- Records an attempt's outcome (once), frees its slot and schedules the batch report.
 function W:finish(state, outcome)
   if state.done then return end
   self:end_attempt(state)
+  if not outcome.ok then
+    outcome.reason, outcome.exception = stored_text(outcome.reason), stored_text(outcome.exception)
+  end
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
   outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)

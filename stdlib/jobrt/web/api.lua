@@ -19,6 +19,7 @@
 --   GET    /api/workers                    -> [worker records]
 --   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records, newest first]}
 --   POST   /api/queues/{Q}/failed/retry    -> {"retried": n}
+--   POST   /api/queues/{Q}/failed/{ID}/retry -> {"retried": 1}; 404 when it is not in the failed set
 --   DELETE /api/queues/{Q}/failed          -> {"deleted": n}
 --   POST   /api/queues/{Q}/pause           -> {"paused": true, "changed": bool} (jobrt pause)
 --   POST   /api/queues/{Q}/resume          -> {"paused": false, "changed": bool} (jobrt resume)
@@ -29,13 +30,12 @@
 -- reachable, 504 ?wait ran out.
 local jobrt = require 'jobrt'
 local client = require 'jobrt.client'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, unpack = type, pairs, ipairs, tostring, tonumber, pcall, unpack
 local str_format, sort = string.format, table.sort
 
 local _M = {}
-local json = cjson.new()
 
 local web                       -- jobrt.web, set by install
 local fail
@@ -99,6 +99,8 @@ local function enqueue(s, req, queue)
   for i, it in ipairs(list) do
     local where = many and str_format('jobs[%d]: ', i) or ''
     local job, text, o = job_item(it, where)
+    -- one job: its args are stored exactly as the body wrote them
+    if not many and it.args ~= nil then text = json.member(req.body, 'args') or text end
     items[i] = { job = job, text = text, opts = o, where = where }
   end
   local q = s:client()
@@ -257,6 +259,15 @@ local function failed_retry(s, req, queue)
   return s:reply(req, 200, { retried = call(500, q.retryFailedJobs, q, queue) })
 end
 
+local function failed_retry_one(s, req, queue, id)
+  check_name('the queue name', queue)
+  local q = s:client()
+  if not call(500, q.retryFailedJob, q, queue, id) then
+    fail(404, str_format("job %s is not in the failed set of queue '%s'", id, queue))
+  end
+  return s:reply(req, 200, { retried = 1 })
+end
+
 local function failed_delete(s, req, queue)
   check_name('the queue name', queue)
   local q = s:client()
@@ -288,6 +299,7 @@ function _M.install(w)
   route('GET', '/api/workers', workers)
   route('GET', '/api/queues/:q/failed', failed_list)
   route('POST', '/api/queues/:q/failed/retry', failed_retry)
+  route('POST', '/api/queues/:q/failed/:id/retry', failed_retry_one)
   route('DELETE', '/api/queues/:q/failed', failed_delete)
   route('POST', '/api/queues/:q/pause', pause)
   route('POST', '/api/queues/:q/resume', resume)

@@ -31,14 +31,13 @@ local jobrt = require 'jobrt'
 local ops_mod = require 'jobrt.ops'
 local flows = require 'jobrt.flows'
 local http = require 'jobrt.core.http'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 local bit = require 'bit'
 
 local type, pairs, tostring, tonumber, pcall = type, pairs, tostring, tonumber, pcall
 local str_format, byte, char, concat = string.format, string.byte, string.char, table.concat
 
 local _M = {}
-local json = cjson.new()
 local web, fail, api
 
 -- ---- lease tokens ------------------------------------------------------------------------
@@ -202,8 +201,8 @@ local function reserve(s, req, queue)
         o:release(queue, wid, { { id = j.id, attempt = j.attempt } })
         return
       end
-      local ok, args = pcall(json.decode, j.args)
-      return s:reply(req, 200, { id = j.id, job = j.fn, args = ok and args or j.args, attempt = j.attempt,
+      local args = json.decode(j.args)
+      return s:reply(req, 200, { id = j.id, job = j.fn, args = args ~= nil and args or j.args, attempt = j.attempt,
         retries = j.retries, timeout = j.timeout, jobHash = j.hash, queue = queue,
         lease = _M.token(wid, j.attempt, j.id), lease_seconds = lease })
     end
