@@ -26,6 +26,10 @@
 --   q:pause(queue) / q:resume(queue), q:limit(queue[, limits]), q:queues(), q:drain(queue),
 --   q:obliterate(queue[, {force=}]), q:addCron(name, queue, job, expr[, args[, opts]]),
 --   q:listCron(), q:deleteCron(name); q:run(..., { on_progress = fn(value, id) }).
+--   Flows (issue 14; in jobrt.client_flows, same two forms): q:enqueueFlow{ queue=, job=, args=,
+--   opts=, children = {...} } -> id, tree; q:getFlow(queue, id); q:getFlowTree(queue, id).
+--   deleteJob, retryFailedJobs and drain carry the flow news they wrote to the other queues
+--   before they return (a deleted parent's pending children are gone by then).
 --
 -- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
 -- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a
@@ -788,6 +792,13 @@ function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued
   return id, rec
 end
 
+-- For the command line: waits for job id (enqueued already, e.g. the root of a flow). Returns
+-- its record (false when it vanished); raises on Redis trouble or after `wait` seconds.
+function _M.wait_record(self, fname, queue, id, wait)
+  ensure_results(self, queue)
+  return wait_result(self, fname, queue, id, wait)
+end
+
 -- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
 function Client:run(...)
   check_self(self, 'run')
@@ -836,7 +847,26 @@ local function op(self, fname, m, queue, ...)
   return v, second
 end
 
-local function simple(fname, m, nargs, idarg)
+-- After a call that may have written flow news (delete, drain, retry of failed jobs), carry
+-- them over to the other queues now (jobrt.flows): so a deleted parent's pending children are
+-- gone when deleteJob returns. On trouble the queue's workers carry them later.
+local function carry_after(self, queue)
+  local ok, err = require('jobrt.flows').carry(self.ops, queue, { fresh = true })
+  if not ok then
+    _M.report_warning(str_format("queue '%s': could not carry over its flow news now (%s): its workers do it later",
+      queue, tostring(err)))
+  end
+end
+_M.carry_after = carry_after
+
+-- op, then carry_after
+local function op_carry(self, fname, m, queue, ...)
+  local v, second = op(self, fname, m, queue, ...)
+  carry_after(self, queue)
+  return v, second
+end
+
+local function simple(fname, m, nargs, idarg, carry)
   Client[fname] = function(self, ...)
     check_self(self, fname)
     local cb, n = split_callback(...)
@@ -847,15 +877,15 @@ local function simple(fname, m, nargs, idarg)
     local queue, id = take(n, ...)
     check_queue(fname, queue)
     if idarg then id = check_id(fname, id) end
-    return both_ways(fname, cb, op, self, fname, m, queue, id)
+    return both_ways(fname, cb, carry and op_carry or op, self, fname, m, queue, id)
   end
 end
 
 simple('getJob', 'get', 2, true)
-simple('deleteJob', 'delete', 2, true)
-simple('retryFailedJobs', 'retry_failed', 1)
+simple('deleteJob', 'delete', 2, true, true)
+simple('retryFailedJobs', 'retry_failed', 1, false, true)
 -- retryFailedJob(queue, id) -> true, or false when the job is not in the failed set
-simple('retryFailedJob', 'retry_failed_job', 2, true)
+simple('retryFailedJob', 'retry_failed_job', 2, true, true)
 simple('deleteFailedJobs', 'delete_failed', 1)
 -- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
 -- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).
@@ -1019,6 +1049,12 @@ require('jobrt.client_sched').install(Client, {
   check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
   check = check, op = op, all_queues = all_queues, stats_perform = stats_perform, tname = tname,
   shown = shown, QCONFIG = QCONFIG, module = _M,
+})
+-- Flows (q:enqueueFlow, q:getFlow, q:getFlowTree) live in jobrt.client_flows.
+require('jobrt.client_flows').install(Client, {
+  both_ways = both_ways, split_callback = split_callback, take = take, argfail = argfail,
+  check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
+  check = check, tname = tname, shown = shown, module = _M,
 })
 
 function mt.__tostring(self)

@@ -128,7 +128,11 @@ function _M.install(Client, I)
 
   -- ---- drain -----------------------------------------------------------------
   method('drain', 1, '(queue[, callback])', function(a) check_queue('drain', a[1]) end,
-    function(self, queue) return (op(self, 'drain', 'drain', queue)) end)
+    function(self, queue)
+      local n = op(self, 'drain', 'drain', queue)
+      I.module.carry_after(self, queue)         -- drained children tell their parents (flows)
+      return n
+    end)
 
   -- ---- obliterate -------------------------------------------------------------
   -- the glob that matches every key of queue (SCAN MATCH): its special characters escaped

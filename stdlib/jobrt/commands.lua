@@ -1,5 +1,6 @@
 -- jobrt.commands: the shell commands that enqueue and inspect (DESIGN "Command line"):
---   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE -     jobrt queue-type QUEUE [TYPE]
+--   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE - | --flow FILE (jobrt.flow_commands)
+--   jobrt queue-type QUEUE [TYPE]
 --   jobrt stats [QUEUE]      jobrt failed QUEUE [list|retry|delete]
 --   jobrt job QUEUE ID       jobrt delete QUEUE ID
 -- main(argv, cmd) returns the exit status: 0 done, 1 failed (Redis, a missing queue type, a job
@@ -178,6 +179,8 @@ end
 
 local ENQUEUE_USAGE = [[
 usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
+       jobrt enqueue --flow FILE.json [--wait] a flow: a parent job that runs after its children
+       jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS] --flow FILE.json    the same, its root here
        jobrt enqueue QUEUE JOB - [OPTIONS]     one job per line of stdin, each line its JSON-ARGS
        jobrt enqueue QUEUE - [OPTIONS]         one job per line of stdin, each line a JSON object
                                                {"job": NAME, "args": ..., "jobHash": ..., "priority": ...,
@@ -206,13 +209,21 @@ Options:
                      stderr first); exit 1 if it failed. On a terminal, its job:progress
                      reports show on stderr as they come
   --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
+  --flow FILE.json   enqueue a flow (- reads stdin): FILE is the root job, a JSON object
+                     {"queue":"book","job":"assemble","args":{...},"opts":{"id":...},
+                      "children":[{"queue":"pages","job":"render","args":{...}}, ...]}
+                     (children nest; "ignoreFailure":true on a child lets its parent run when
+                     it fails); with QUEUE JOB [JSON-ARGS] the root comes from the command line
+                     and FILE is the array of its children. The root runs once all its
+                     children have finished and reads their results in job.children; prints
+                     the root's id (--wait: its result)
 
 Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
 ]]
 
 local ENQUEUE_SPEC = { hash = 'string', priority = 'number', at = 'number', ['in'] = 'seconds',
                        id = 'string', retries = 'number', timeout = 'number', wait = 'flag',
-                       ['wait-timeout'] = 'seconds', ['max-payload'] = 'count' }
+                       ['wait-timeout'] = 'seconds', ['max-payload'] = 'count', flow = 'string' }
 
 -- Lua option name -> command-line option
 local FLAG_OF = { jobHash = '--hash', priority = '--priority', timestamp = '--at', delay = '--in',
@@ -401,6 +412,14 @@ end
 local function cmd_enqueue(argv, cmd)
   local o, pos = parse(cmd, argv, ENQUEUE_SPEC, ENQUEUE_USAGE)
   if not o then return pos end
+  if o.flow then
+    if pos[1] and bad_name(cmd, pos[1]) then return 2 end
+    if o['wait-timeout'] and not o.wait then
+      errline(cmd, '--wait-timeout needs --wait')
+      return 2
+    end
+    return require('jobrt.flow_commands').enqueue(o, pos, cmd, _M.util)
+  end
   local synopsis = 'QUEUE JOB [JSON-ARGS] [OPTIONS]'
   local queue, job, text = pos[1], pos[2], pos[3]
   if not queue then return missing(cmd, 'QUEUE', synopsis) end
@@ -653,6 +672,14 @@ local function cmd_stats(argv, cmd)
     if #paused > 0 then
       io.stdout:write('paused: ', concat(paused, ', '), ' (workers start nothing from them; jobrt resume QUEUE)\n')
     end
+    local waiting = {}
+    for _, name in ipairs(names) do
+      local n = tonumber(queues[name].waiting_children) or 0
+      if n > 0 then waiting[#waiting + 1] = str_format('%s %d', name, n) end
+    end
+    if #waiting > 0 then
+      io.stdout:write('parents waiting for their children (flows): ', concat(waiting, ', '), '\n')
+    end
   end
   io.stdout:write(str_format('workers alive: %d\n', #workers))
   if #workers > 0 then
@@ -758,6 +785,9 @@ Prints the record of job ID of QUEUE as JSON (sorted keys): function, args and r
 (as the JSON values they hold), state, result, error-reason, error-exception, timestamps,
 attempts, worker...
 Finished records expire (successful after 1 hour, failed after 7 days).
+A job of a flow (jobrt enqueue --flow) also shows "parent-job" (a child: its parent's queue,
+id and state) and "child-jobs" (a parent: each child's queue, id, job and state: pending,
+executing, successful, failed or deleted, with its result or error once finished).
 ]]
 
 local DELETE_USAGE = [[
@@ -785,18 +815,30 @@ local function cmd_job(argv, cmd)
   local q, queue, id = queue_id_command(cmd, argv, JOB_USAGE)
   if not q then return queue end
   local pos = { queue, id }
-  local ok, rec = pcall(q.getJob, q, queue, id)
+  local ok, flow = pcall(q.getFlow, q, queue, id)
   q:close()
   if not ok then
-    errline(cmd, bare(rec))
+    errline(cmd, bare(flow))
     return 1
   end
+  local rec = flow and flow.job
   if rec == nil then
     errline(cmd, str_format("no job '%s' in queue '%s' (finished jobs expire; failed ones are listed by  jobrt failed %s)",
       pos[2], pos[1], pos[1]))
     return 1
   end
-  io.stdout:write(to_json(record_values(rec), '  '), '\n')
+  record_values(rec)
+  -- a job of a flow: its parent and its children (jobrt.client_flows)
+  if flow.parent then rec['parent-job'] = flow.parent end
+  if flow.children then
+    local kids = setmetatable({}, json.ARRAY)
+    for i, c in ipairs(flow.children) do
+      kids[i] = { queue = c.queue, id = c.id, job = c.job, state = c.state, result = c.result, error = c.error,
+                  ignoreFailure = c.ignoreFailure or nil }
+    end
+    rec['child-jobs'] = kids
+  end
+  io.stdout:write(to_json(rec, '  '), '\n')
   return 0
 end
 
@@ -821,7 +863,8 @@ end
 -- For the other command modules (jobrt.sched_commands): the shared parts.
 _M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many, bad_name = bad_name,
             bare = bare, table_text = table_text, to_json = to_json, ARRAY = json.ARRAY, when = when,
-            json_problem = json_problem, QUOTE_HINT = QUOTE_HINT }
+            json_problem = json_problem, QUOTE_HINT = QUOTE_HINT,
+            cli_opts = cli_opts, cli_words = cli_words, flag_of = function(k) return FLAG_OF[k] or k end }
 
 local COMMANDS = {
   enqueue = cmd_enqueue,

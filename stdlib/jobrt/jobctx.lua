@@ -18,6 +18,12 @@
 --                                    (jobrt.pool): job.redis:call(...) yields and raises on any
 --                                    error (the job fails, retries apply); job.redis:try(...)
 --                                    returns nil, err instead. Taken on first use.
+--   job.children                     a parent of a flow (q:enqueueFlow): its children's outcomes,
+--                                    in the order they were given: { queue=, id=, state=
+--                                    'successful'|'failed'|'deleted', result= (decoded, when
+--                                    successful), error= (the reason, when failed),
+--                                    ignoreFailure= bool }... (jobrt.flows); {} for a job that
+--                                    has no children. Read from Redis on first use (it yields).
 --   job:enqueue(queue, job, args, opts) -> id   enqueue another job (raises on error)
 --   job:progress(value) -> true | false   value: a number from 0 to 100, or a table (JSON): kept
 --                                    in the record (field progress) and published on
@@ -33,6 +39,7 @@
 --                                    catches it must raise it again.
 local json = require 'jobrt.json'
 local jobrt = require 'jobrt'
+local flows = require 'jobrt.flows'
 
 local type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable =
       type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable
@@ -66,6 +73,13 @@ Ctx.__index = function(t, k)
     st.redis = c
     rawset(t, "redis", c)
     return c
+  end
+  if k == "children" then
+    local st = rawget(t, "_state")
+    local list, err = flows.children(st.worker.ops, st.queue.name, st.id)
+    if not list then error("job.children: cannot read the children's results: " .. tostring(err), 2) end
+    rawset(t, "children", list)
+    return list
   end
   return Ctx[k]
 end

@@ -29,7 +29,9 @@ _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_exp
              -- scheduling and flow control (issue 13)
              'pause', 'limit', 'progress', 'postpone', 'drain', 'cron_set', 'cron_delete',
              -- performance (issue 16)
-             'enqueue_bulk' }
+             'enqueue_bulk',
+             -- flows (issue 14)
+             'flow_deliver', 'flow_take', 'flow_ack' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none
 local embedded_sha  -- require 'jobrt.server_script_shas', or false

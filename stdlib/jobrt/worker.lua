@@ -44,6 +44,12 @@
 -- until a wake-up (resume and ending leases publish one) or, for the rate, a timer at the time
 -- reserve named. Cron entries of the served queues run in jobrt.cron_runner.
 --
+-- Flows (lua-server-scripts/README.md "Flows"): when complete (or requeue_expired) says it wrote
+-- news for parents in other queues, the worker carries them over at once (jobrt.flows). A
+-- "flow:<ms>" wake-up (another process wrote some) arms a timer for when they are overdue, so
+-- that news whose writer died are carried by any worker of the queue; so do start and every
+-- resubscription. The timer follows what flow_take says is next: no polling.
+--
 -- Crashes: a lost lease is not the job's fault and uses up no retry. A job taken back from a
 -- worker that stopped renewing is marked suspect and then runs alone in its worker process
 -- (reserve hands it out only to an idle worker, as its only job); a job whose lease is lost
@@ -58,6 +64,7 @@ local pool_mod = require 'jobrt.pool'
 local json = require 'jobrt.json'
 local queuetypes = require 'jobrt.queuetypes'
 local cron_runner = require 'jobrt.cron_runner'
+local flows = require 'jobrt.flows'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
@@ -218,6 +225,7 @@ function W:start()
   end
   self:register_self()
   self.cron:start()
+  for _, qname in ipairs(names) do self:carry(self.queues[qname]) end   -- overdue flow news
   for _, qname in ipairs(names) do self:start_pump(self.queues[qname]) end
   self.renewer = jobrt.timer()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
@@ -238,6 +246,7 @@ function W:queue_state(qname, qtype)
     outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
     due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
     laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
+    flow_timer = jobrt.timer(),                              -- flows: overdue outbox entries
     pumping = false,           -- its pump coroutine runs
     retired = false,           -- no longer served (W:reload): reserve nothing more from it
     changed = jobrt.cond(),    -- a retired queue's attempt, pump or flush ended (W:drain)
@@ -259,7 +268,11 @@ function W:subscribe(q)
       return
     end
     if msg == "cron" then return self.cron:reload(q.name) end    -- its cron entries changed
-    if msg == nil then self.cron:resync(q.name) end               -- reconnected: Redis may have lost them
+    if msg and msg:sub(1, 5) == "flow:" then return self:flow_soon(q, flows.FRESH_MS / 1000) end
+    if msg == nil then
+      self.cron:resync(q.name)                                    -- reconnected: Redis may have lost them
+      self:carry(q)                                               -- and flow news may be overdue
+    end
     -- work that is ready later (a delayed job became the earliest due): a timer, not a reserve
     if msg and self:wake_later(q, tonumber(msg)) then return end
     self:poke(q, msg == nil and "resubscribed" or "wake")
@@ -303,6 +316,7 @@ end
 -- stays held until the limit's timer ("limit"); other holds end with any wake-up.
 function W:poke(q, why)
   q.dirty = true
+  q.pokes = (q.pokes or 0) + 1          -- W:pump: a wake-up came while a reserve was on its way
   if q.held == "rate" and why ~= "limit" then return end
   q.held = nil
   q.wake:signal(why)
@@ -370,6 +384,7 @@ function W:pump_loop(q)
       self.reserving = self.reserving + 1
       self.claimed = self.claimed + want      -- slots promised to this reserve (other pumps see them)
       local sent = monotime()
+      local pokes = q.pokes
       local res, err = ops:reserve(q.name, self.id, want, self.lease, alone)
       self.claimed = self.claimed - want
       self.reserving = self.reserving - 1
@@ -415,7 +430,14 @@ function W:pump_loop(q)
           -- there may be more; otherwise the next enqueue that makes a job ready wakes us
           if #jobs >= want or res.more then q.dirty = true end
         end
-        if res.held then self:hold(q, res) end
+        if res.held and res.held ~= "rate" and q.pokes ~= pokes then
+          -- a wake-up came (on the other connection) while this reserve was on its way: it may be
+          -- the one owed for this hold (a lease ended after reserve held us back), so holding
+          -- now would wait for a wake-up that already came: reserve again instead
+          q.dirty = true
+        elseif res.held then
+          self:hold(q, res)
+        end
         if res.blocked and not self.isolate then
           -- a job that must run alone is next: run nothing new until idle, then take it
           self.isolate = q
@@ -479,7 +501,8 @@ end
 -- Takes back jobs whose lease expired (any worker's), then looks for work.
 function W:requeue(q)
   if self.stopping then return end
-  local n, nfailed = self.ops:requeue_expired(q.name)
+  local n, nfailed, _, nflow = self.ops:requeue_expired(q.name)
+  if nflow then self:carry(q, true) end
   if n == nil then
     self:log("warn", "queue %s: requeue of expired leases failed: %s", q.name, tostring(nfailed))
   elseif n + nfailed > 0 then
@@ -487,6 +510,48 @@ function W:requeue(q)
       q.name, n, nfailed)
   end
   self:poke(q, "lease")
+end
+
+-- ---- flows ------------------------------------------------------------------
+
+-- Carries q's flow outbox over to the queues it is for (jobrt.flows): fresh = also what this
+-- process just wrote, else what is overdue. One carrier per queue at a time; a call meanwhile
+-- makes it go round once more. Arms q's flow timer for the next entry flow_take names.
+function W:carry(q, fresh)
+  if self.finished then return end
+  if q.carrying then
+    q.carry_again = q.carry_again == "fresh" and "fresh" or (fresh and "fresh" or "due")
+    return
+  end
+  q.carrying = true
+  spawn(function()
+    repeat
+      q.carry_again = nil
+      local ok, nxt, server_now = flows.carry(self.ops, q.name, {
+        fresh = fresh, log = function(level, f, ...) self:log(level, f, ...) end })
+      if not ok then
+        self:log("warn", "queue %s: cannot carry over flow news: %s (retrying)", q.name, tostring(nxt))
+        self:flow_soon(q, 1)
+      elseif nxt then
+        self:flow_soon(q, math.max(0, (nxt - server_now) / 1000) + 0.01)
+      end
+      fresh = q.carry_again == "fresh"
+    until not q.carry_again or self.finished
+    q.carrying = false
+    if self.stopping then self.stopped:broadcast("carried") end
+  end)
+end
+
+-- Arms q's flow timer to carry overdue outbox entries in `delay` seconds, unless it fires sooner.
+function W:flow_soon(q, delay)
+  if self.stopping or q.retired or q.closed then return end
+  local at = monotime() + delay
+  if q.flow_at and q.flow_at > monotime() and q.flow_at <= at then return end
+  q.flow_at = at
+  q.flow_timer:start(delay, function()
+    q.flow_at = nil
+    self:carry(q)
+  end)
 end
 
 -- ---- running jobs ----------------------------------------------------------
@@ -727,6 +792,7 @@ function W:flush(q)
         end
         -- no reserve follows by itself: what a completion makes ready (a parked LBQUEUE job, a
         -- retry, room under max-active) comes with a wake-up from the script
+        if res.flows then self:carry(q, true) end     -- news for parents: carry them over now
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}
         for _, id in ipairs(res.ignored) do skip[id] = true end
@@ -921,6 +987,7 @@ function W:swap_jobs(jobs, types)
           f.due_timer:close()
           f.lease_timer:close()
           f.hold_timer:close()
+          f.flow_timer:close()
         end
       end
       return nil, serr
@@ -937,6 +1004,7 @@ function W:swap_jobs(jobs, types)
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
+    q.flow_timer:stop()
     if self.isolate == q then self.isolate = nil end
     q.wake:broadcast("retired")
     q.drainer = spawn(function() self:drain(q) end)
@@ -949,6 +1017,7 @@ function W:swap_jobs(jobs, types)
     q.held = nil                         -- reserve says again if flow control holds it
     self.queues[q.name] = q
     self:start_pump(q)
+    self:carry(q)                        -- overdue flow news of a queue served from now on
     q.wake:signal("reload")
   end
   self:register_self()
@@ -970,6 +1039,7 @@ function W:drain(q)
   q.due_timer:close()
   q.lease_timer:close()
   q.hold_timer:close()
+  q.flow_timer:close()
   q.closed = true
   if self.queues[q.name] == q then self.queues[q.name] = nil end
   q.flush_cond:broadcast("closed")      -- its flusher ends
@@ -991,6 +1061,7 @@ function W:stop(grace)
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
+    q.flow_timer:stop()
     q.wake:broadcast("stop")
     q.changed:broadcast("stop")
   end
@@ -1028,6 +1099,7 @@ function W:stop(grace)
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
     end
+    while q.carrying and monotime() < deadline do self.stopped:wait(deadline - monotime()) end
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
@@ -1037,6 +1109,7 @@ function W:stop(grace)
     q.due_timer:close()
     q.lease_timer:close()
     q.hold_timer:close()
+    q.flow_timer:close()
   end
   if self.r then
     self.ops:unregister(self.id)

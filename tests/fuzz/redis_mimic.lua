@@ -187,17 +187,21 @@ function C.HSET(self, key, ...)
   end
   return added
 end
-function C.HDEL(self, key, ...)
-  local e = get(self, key, 'hash')
-  if not e then return 0 end
-  local n = 0
-  for i = 1, select('#', ...) do
-    local f = select(i, ...)
-    if e.v[f] ~= nil then e.v[f] = nil; n = n + 1 end
+-- HDEL, ZREM: removes the named fields (members) of a hash (zset); answers how many there were
+local function remover(kind)
+  return function(self, key, ...)
+    local e = get(self, key, kind)
+    if not e then return 0 end
+    local n = 0
+    for i = 1, select('#', ...) do
+      local f = select(i, ...)
+      if e.v[f] ~= nil then e.v[f] = nil; n = n + 1 end
+    end
+    drop_empty(self, key)
+    return n
   end
-  drop_empty(self, key)
-  return n
 end
+C.HDEL = remover('hash')
 function C.HMGET(self, key, ...)
   local e = get(self, key, 'hash')
   local out = {}
@@ -263,17 +267,7 @@ function C.ZADD(self, key, ...)
   drop_empty(self, key)
   return added
 end
-function C.ZREM(self, key, ...)
-  local e = get(self, key, 'zset')
-  if not e then return 0 end
-  local n = 0
-  for i = 1, select('#', ...) do
-    local m = select(i, ...)
-    if e.v[m] ~= nil then e.v[m] = nil; n = n + 1 end
-  end
-  drop_empty(self, key)
-  return n
-end
+C.ZREM = remover('zset')
 function C.ZCARD(self, key)
   local e = get(self, key, 'zset')
   local n = 0

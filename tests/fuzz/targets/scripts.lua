@@ -27,7 +27,7 @@ end
 local QUEUES = { { 'q', 'QUEUE' }, { 'lb', 'LBQUEUE' }, { 'dq', 'DELQUEUE' } }
 
 local function call(store, name, queue, argv)
-  local ok, reply = mimic.run(store, name, SOURCES[name], ops.keys(queue), argv)
+  local ok, reply = mimic.run(store, name, SOURCES[name], ops.script_keys(name, queue), argv)
   assert(ok, name .. ' raised while the fuzz store was made: ' .. tostring(type(reply) == 'table' and reply.err or reply))
   assert(type(reply) ~= 'table' or reply.err == nil, name .. ' refused while the fuzz store was made: ' .. tostring(type(reply) == 'table' and reply.err))
   return reply
@@ -62,7 +62,7 @@ return function(data)
   if name == 'register' then                 -- the worker registry has keys of its own
     keys = { 'jobrt:{workers}', qb % 2 == 0 and 'jobrt:{workers}:w1' or 'jobrt:{workers}:' }
   else
-    for i, k in ipairs(ops.keys(q)) do keys[i] = k end
+    for i, k in ipairs(ops.script_keys(name, q)) do keys[i] = k end
   end
   if qb >= 230 then                                   -- spoilt KEYS
     local how = qb % 4
