@@ -10,6 +10,26 @@ describe("jobrt.sleep", function()
     assert.is_true(jobrt.monotime() - t0 >= 0.03)
   end)
 
+  it("never ends early, even when the loop's time moves on before it polls", function()
+    -- libuv's loop time is whole ms; a sleep started late in a ms and polled early in the next
+    -- one (another coroutine refreshed the loop time meanwhile) ended up to 1 ms early: 2.3 ms
+    -- for 0.0025 (and a 30 ms sleep of this spec measured 29.4 ms under load)
+    local function frac() local ms = jobrt.monotime() * 1000; return ms - math.floor(ms) end
+    local short = {}
+    for i = 1, 20 do
+      while frac() < 0.9 do end                    -- start late in a millisecond
+      local took
+      local wg = jobrt.waitgroup()
+      wg:spawn(function() local t0 = jobrt.monotime(); jobrt.sleep(0.0025); took = jobrt.monotime() - t0 end)
+      local s1 = jobrt.monotime()
+      while jobrt.monotime() - s1 < 0.0002 or frac() > 0.3 do end   -- into the next one
+      jobrt.sleep(0)                               -- refreshes the loop's time
+      assert.is_true(wg:wait(1))
+      if took < 0.0025 then short[#short + 1] = ('%d: %.3f ms'):format(i, took * 1000) end
+    end
+    assert.same({}, short)
+  end)
+
   it("lets other coroutines run meanwhile", function()
     local order = {}
     local wg = jobrt.waitgroup()
@@ -119,6 +139,25 @@ describe("jobrt.timer", function()
     assert.is_false(t:active())
     t:close()
     assert.has_error(function() t:start(1, print) end, "timer: already closed")
+  end)
+
+  it("never fires early, even when the loop's time moves on before it polls", function()
+    local function frac() local ms = jobrt.monotime() * 1000; return ms - math.floor(ms) end
+    local t = jobrt.timer()
+    local early = {}
+    for i = 1, 20 do
+      while frac() < 0.9 do end
+      local c = jobrt.cond()
+      local fired
+      local t0 = jobrt.monotime()
+      t:start(0.0025, function() fired = jobrt.monotime(); c:signal() end)
+      while jobrt.monotime() - t0 < 0.0002 or frac() > 0.3 do end
+      jobrt.sleep(0)
+      c:wait(1)
+      if fired - t0 < 0.0025 then early[#early + 1] = ('%d: %.3f ms'):format(i, (fired - t0) * 1000) end
+    end
+    t:close()
+    assert.same({}, early)
   end)
 
   it("an armed timer keeps running when nothing else refers to it", function()
