@@ -67,6 +67,8 @@ local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+-- as text once: a number given to redis.call is formatted with sprintf on every call
+local ttl_ok_s = string.format('%d', ttl_ok)
 ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
@@ -151,7 +153,7 @@ for i = 1, #outs do
         cancel = redis.call('DEL', rec) == 0
         removed = not cancel
       elseif o.outcome == 'ok' then
-        cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
+        cancel = redis.call('EXPIRE', rec, ttl_ok_s) == 0
       else
         cancel = not f[5] and redis.call('EXISTS', rec) == 0
       end

@@ -164,7 +164,7 @@ for i = 1, #cands do
     -- a job that ran before or waited in the due set can have them: a first attempt from the
     -- wait list or the ready set costs nothing here
     if f[3] or source == 'due' then redis.call('HDEL', rec, 'due', 'error-reason', 'error-exception') end
-    local a = string.format('%d', attempt)
+    local a = f[3] and string.format('%d', attempt) or '1'     -- a first attempt needs no sprintf
     redis.call('HSET', rec, 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', a)
     leases[#leases + 1] = expiry_s
     leases[#leases + 1] = worker .. '|' .. a .. '|' .. jid     -- lease_member (includes/lease.lua)
