@@ -233,8 +233,32 @@ function M.run(server)
     end
   end
 
+  -- the same medians as a Markdown table, for README "Figures" (which is regenerated from it)
+  local md = {}
+  if #systems > 1 then
+    local goal_of = {}
+    for i, g in ipairs(GOALS) do goal_of[g[2]] = goals[i] end
+    md[1] = ('| figure (median of %d runs) | jobrt | BullMQ 6.7.0 | bee-queue 2.0.0 | goal (issue 16) |'):format(reps)
+    md[2] = '| --- | --- | --- | --- | --- |'
+    for _, f in ipairs(FIGURES) do
+      local cells = { f[2] .. (f[3] > 0 and ' ↑' or ' ↓') }
+      for _, s in ipairs(SYSTEMS) do
+        local v = summary[s] and summary[s][f[1]]
+        cells[#cells + 1] = v and fmt_num(f[4], v.median) or '-'
+      end
+      local g = goal_of[f[1]]
+      cells[#cells + 1] = g and ((g.holds and 'holds: ' or 'missed: ') .. g.goal) or ''
+      md[#md + 1] = '| ' .. table.concat(cells, ' | ') .. ' |'
+    end
+    w:write('\nREADME table (Markdown)\n', table.concat(md, '\n'), '\n')
+  end
+
   os.execute("mkdir -p '" .. ROOT .. "/bench/results'")
   local path = ('%s/bench/results/versus-%s.json'):format(ROOT, os.date('!%Y%m%dT%H%M%SZ'))
+  if #md > 0 then
+    local mf = io.open((path:gsub('%.json$', '.md')), 'wb')
+    if mf then mf:write(table.concat(md, '\n'), '\n'); mf:close() end
+  end
   local f = io.open(path, 'wb')
   if f then
     f:write(cjson.encode({ conf = conf, reps = reps, systems = systems, runs = runs, summary = summary,
