@@ -238,13 +238,13 @@ function M.run(server)
   if #systems > 1 then
     local goal_of = {}
     for i, g in ipairs(GOALS) do goal_of[g[2]] = goals[i] end
-    md[1] = ('| figure (median of %d runs) | jobrt | BullMQ 6.7.0 | bee-queue 2.0.0 | goal (issue 16) |'):format(reps)
+    md[1] = ('| figure (median (min–max) of %d runs) | jobrt | BullMQ 6.7.0 | bee-queue 2.0.0 | goal (issue 16) |'):format(reps)
     md[2] = '| --- | --- | --- | --- | --- |'
     for _, f in ipairs(FIGURES) do
       local cells = { f[2] .. (f[3] > 0 and ' ↑' or ' ↓') }
       for _, s in ipairs(SYSTEMS) do
         local v = summary[s] and summary[s][f[1]]
-        cells[#cells + 1] = v and fmt_num(f[4], v.median) or '-'
+        cells[#cells + 1] = v and ('%s (%s–%s)'):format(fmt_num(f[4], v.median), fmt_num(f[4], v.min), fmt_num(f[4], v.max)) or '-'
       end
       local g = goal_of[f[1]]
       cells[#cells + 1] = g and ((g.holds and 'holds: ' or 'missed: ') .. g.goal) or ''
