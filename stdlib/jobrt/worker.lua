@@ -598,11 +598,16 @@ function W:start_job(q, job, sent)
   state.scope = jobrt.scope(on_scope_expired)
   scope_state[state.scope] = state
   self:set_deadline(state)
-  if timeout then
-    state.timer = jobrt.timer()
-    state.timer:start(timeout, function() self:timed_out(state) end)
-  end
+  if timeout then self:arm_timeout(state, timeout) end
   state.scope:spawn(handler_main, self, q, job, spec, state)
+end
+
+-- The job's timer for its timeout (seconds). A function of its own: a closure in start_job,
+-- even in a branch not taken, makes LuaJIT close its upvalues at every return (bytecode UCLO,
+-- not compiled: start_job ran interpreted for every job).
+function W:arm_timeout(state, timeout)
+  state.timer = jobrt.timer()
+  state.timer:start(timeout, function() self:timed_out(state) end)
 end
 
 -- The scope deadline: the end of the confirmed lease, or the timeout when earlier.
