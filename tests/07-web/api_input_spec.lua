@@ -64,6 +64,20 @@ describe("jobrt web API input", function()
     end)
   end
 
+  it("pull-worker calls answer 400 for a bad job id or a forged lease token, not 500", function()
+    local pull = require 'jobrt.web.pull'
+    for _, verb in ipairs({ "renew", "complete", "fail", "release" }) do
+      local st, _, raw, b = web.request(w.port, "POST", "/api/queues/ECHO/jobs/x%7Dy/" .. verb,
+        { body = { lease = pull.token("http:a:00", 1, "x}y") } })
+      assert.equal(400, st, raw)
+      assert.truthy(b.error:find("the job id must not contain", 1, true), b.error)
+      st, _, raw, b = web.request(w.port, "POST", "/api/queues/ECHO/jobs/j-1/" .. verb,
+        { body = { lease = pull.token("w{x}\1", 1, "j-1") } })
+      assert.equal(400, st, raw)
+      assert.equal('"lease" must be the lease token that reserve answered', b.error)
+    end
+  end)
+
   it("GET a job answers args and result-value as JSON values, as jobrt job does", function()
     local p = h.spawn_jobrt({ "jobs/echo.lua", "--redis", h.url })
     finally(function() p:kill("SIGTERM"); p:wait() end)
