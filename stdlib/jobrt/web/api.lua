@@ -7,7 +7,8 @@
 --          of such objects -> 201 [{"id", "existed"}...] (all checked before any is sent).
 --          ?wait=S (<= 3600) waits for the job like `enqueue --wait`: 201 {"id", "existed",
 --          "result": "successful"|"failed", "value", "error"}; 504 when it did not finish.
---   GET    /api/queues/{Q}/jobs/{ID}       -> 200 the record (as `jobrt job`), 404 none
+--   GET    /api/queues/{Q}/jobs/{ID}       -> 200 the record (as `jobrt job`: args and result-value
+--          as the JSON values they hold), 404 none
 --   DELETE /api/queues/{Q}/jobs/{ID}       -> 204 deleted (a running job is cancelled), 404 none
 --   GET    /api/queues/{Q}/jobs/{ID}/flow[?max=N] -> 200 the flow the job belongs to, from its
 --          root (q:getFlowTree): {"queue", "id", "job", "state", "result", "error", "children":
@@ -16,8 +17,9 @@
 --   GET    /api/stats                      -> {"queues": {Q: counts}, "workers": [...]} (stats --json)
 --   GET    /api/queues                     -> [{"name", "type", counts...}] sorted by name
 --   GET    /api/queues/{Q}                 -> counts of one queue
---   GET    /api/workers                    -> [worker records]
---   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records, newest first]}
+--   GET    /api/workers                    -> [worker records] (pid, started, heartbeat, done,
+--          failed, inflight, concurrency as numbers; also in /api/stats)
+--   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records as GET job, newest first]}
 --   POST   /api/queues/{Q}/failed/retry    -> {"retried": n}
 --   POST   /api/queues/{Q}/failed/{ID}/retry -> {"retried": 1}; 404 when it is not in the failed set
 --   DELETE /api/queues/{Q}/failed          -> {"deleted": n}
@@ -25,9 +27,11 @@
 --   POST   /api/queues/{Q}/resume          -> {"paused": false, "changed": bool} (jobrt resume)
 --   GET    /api/queues and /api/queues/{Q} carry "paused" (0|1), "rate_max", "rate_per",
 --          "max_active" (0: no such limit) and "crons" besides the counts
--- Status codes: 400 bad input (the message names the field), 404 unknown queue (no type in
--- RESERVED:QCONFIG) or job, 409 refused by the queue (an id still stopping), 503 Redis not
--- reachable, 504 ?wait ran out.
+-- Status codes: 400 bad input (the message names the field: "the queue name ...", "the job id
+-- ...", "the job name ...", "option 'id' ..."; names are checked with jobrt.names and the
+-- client's check_job before anything reaches Redis, and a batch with one bad element writes
+-- nothing), 404 unknown queue (no type in RESERVED:QCONFIG) or job, 409 refused by the queue
+-- (an id still stopping), 503 Redis not reachable, 504 ?wait ran out; 500 only for a bug.
 local jobrt = require 'jobrt'
 local client = require 'jobrt.client'
 local json = require 'jobrt.json'
