@@ -272,7 +272,13 @@ function h.start_sentinel_set(opts)
       local deadline = jobrt.monotime() + 5
       while jobrt.monotime() < deadline and not p:exited() do
         local r = redis.connect(("redis://127.0.0.1:%d"):format(port))
-        if r then r:close(); up = true; break end
+        if r then
+          -- the server that answers must be this sentinel, not another suite's server
+          local info = r:call("INFO", "server") or ""
+          r:close()
+          up = info:find("redis_mode:sentinel", 1, true) ~= nil and info:find("tcp_port:" .. port .. "\r", 1, true) ~= nil
+          break
+        end
         jobrt.sleep(0.02)
       end
       if up then
@@ -288,7 +294,7 @@ function h.start_sentinel_set(opts)
     local s = h.redis(("redis://127.0.0.1:%d"):format(port))
     h.wait_for(function()
       return #s:call("SENTINEL", "REPLICAS", name) >= 1 and #s:call("SENTINEL", "SENTINELS", name) >= 2
-    end, 30, "sentinel " .. port .. " to see the replica and the other sentinels")
+    end, 60, "sentinel " .. port .. " to see the replica and the other sentinels")   -- hellos every 2 s; slow under load
     s:close()
   end
   local hs = {}
