@@ -59,11 +59,31 @@ local function live_queues(r)
   return served, #workers
 end
 
+-- The address a check uses: the given one, $JOBRT_REDIS, else what every other command uses
+-- with no address (jobrt.localredis default_url: ./.jobrt/redis.sock, else redis://127.0.0.1:6379).
+-- Returns url, or nil and why none can be used.
+local function resolve(url)
+  if url then return url end
+  if os.getenv('JOBRT_REDIS') then return os.getenv('JOBRT_REDIS') end
+  return require('jobrt.localredis').default_url()
+end
+
 local function check(url, queues)
+  local rerr
+  url, rerr = resolve(url)
+  if not url then
+    say(tostring(rerr))
+    return 1
+  end
   local where = client.describe(url)
-  local r, err = redis.connect(url or os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL)
+  local r, err, code = redis.connect(url)
   if not r then
-    say((tostring(err):gsub('^%u+: ', '')))       -- "cannot connect to redis at ADDR: why"
+    if require('jobrt.localredis').is_local(url) then
+      say(require('jobrt.localredis').NOT_RUNNING)
+      return 1
+    end
+    say((tostring(err):gsub('^%u+: ', '')) ..    -- "cannot connect to redis at ADDR: why"
+      (code == 'ECONNREFUSED' and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or ''))
     return 1
   end
   local pong, perr = r:call('PING')
@@ -145,7 +165,7 @@ function _M.main(argv, cmd)
   if code == nil then
     local ok = done:wait(timeout)
     if not ok then
-      say(fmt('no answer from redis at %s within %g s', client.describe(url), timeout))
+      say(fmt('no answer from redis at %s within %g s', client.describe(resolve(url)), timeout))
       gave_up = true
       jobrt.exit(1)
       return 1

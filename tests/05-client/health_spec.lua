@@ -61,7 +61,7 @@ describe('jobrt health', function()
   it('exits 1 when nothing answers at the address', function()
     local code, out, err = health({ 'Q' }, 'redis://127.0.0.1:1')
     assert.same({ 1, '' }, { code, out })
-    assert.equal('jobrt health: cannot connect to redis at 127.0.0.1:1: Connection refused\n', err)
+    assert.equal('jobrt health: cannot connect to redis at 127.0.0.1:1: Connection refused: start redis-server there, or pass --redis URL (or set JOBRT_REDIS)\n', err)
   end)
 
   it('exits 1 within --timeout when Redis accepts but never answers', function()
