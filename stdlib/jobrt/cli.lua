@@ -38,7 +38,8 @@ Other:
   jobrt COMMAND --help              options of one command
 
 Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default redis://127.0.0.1:6379),
+redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default ./.jobrt/redis.sock (this
+directory's private Redis) if it exists, else redis://127.0.0.1:6379),
 --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure (for rediss://; env JOBRT_TLS_CA,
 JOBRT_TLS_CERT, JOBRT_TLS_KEY, JOBRT_TLS_INSECURE), --log-level debug|info|warn|error,
 --log-format text|json (env JOBRT_LOG_FORMAT; json: one object per line).

@@ -27,8 +27,10 @@ entry every 2 seconds and the entry expires 7 seconds after the last renewal.
 
 Options:
   --timeout SECONDS  answer within this time, failing if Redis has not (default 5)
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+                     README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
+                     private Redis) if it exists, else redis://127.0.0.1:6379
   --log-level LEVEL, --log-format F   as for every command
   -h, --help         this text
 Exit status: 0 healthy, 1 not healthy (the line says why), 2 usage error.
