@@ -64,6 +64,10 @@ if id and id:find('^%d+$') then
     ": add a prefix, e.g. 'user-" .. id:sub(1, 40) .. "'"))
 end
 hash, err = opt_str(5, 'jobHash', 256); if err then return redis.error_reply(err) end
+if hash and utf8_bad(hash) then
+  local bad, c = utf8_bad(hash)
+  return redis.error_reply(argerr(5, 'jobHash', 'must be UTF-8: byte offset ' .. bad .. ' is ' .. string.format('0x%02x', c)))
+end
 prio, err = opt_num(6, 'priority', -1e15, 1e15); if err then return redis.error_reply(err) end
 ts, err = opt_num(7, 'timestamp', 0, 1e11); if err then return redis.error_reply(err) end
 delay, err = opt_num(8, 'delay', 0, 3.2e8); if err then return redis.error_reply(err) end
