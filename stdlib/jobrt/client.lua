@@ -626,6 +626,14 @@ local function wait_result(self, fname, queue, id, wait)
   end
   if ok == false then
     local cur = self.ops:get(queue, id)
+    -- a job due later waits for its time, not for a worker: say when (the record's due, Unix s)
+    local due = cur and cur.state == 'pending' and tonumber(cur.due)
+    local now = jobrt.now()
+    if due and due > now then
+      error(str_format("%s: job %s on queue '%s' did not finish within %g s: it is delayed, due at %s (in %s s); the job stays queued",
+        fname, id, queue, wait, os.date('!%Y-%m-%d %H:%M:%SZ', math.floor(due)),
+        str_format('%.0f', math.max(1, math.ceil(due - now)))), 0)
+    end
     error(str_format("%s: job %s on queue '%s' did not finish within %g s (state: %s; is a worker serving '%s'? the job stays queued)",
       fname, id, queue, wait, cur and cur.state or 'unknown', queue), 0)
   end
