@@ -121,9 +121,13 @@ local function cmd_run(argv)
     return 2
   end
   local file = argv[at]
-  if file == nil or file == "--help" or file == "-h" then
+  if file == nil then
+    io.stderr:write("jobrt run: missing FILE.lua: usage: jobrt run FILE.lua [ARGS] (see jobrt run --help)\n")
+    return 2
+  end
+  if file == "--help" or file == "-h" then
     io.stdout:write(RUN_USAGE)
-    return file == nil and 2 or 0
+    return 0
   end
   argv = { "run", unpack(argv, at) }
   local fn, err = loadfile(file)
@@ -147,9 +151,13 @@ local function cmd_eval(argv)
     return 2
   end
   local code = argv[at]
-  if code == nil or code == "--help" or code == "-h" then
+  if code == nil then
+    io.stderr:write("jobrt -e: missing CODE: usage: jobrt -e 'CODE' [ARGS] (see jobrt run --help)\n")
+    return 2
+  end
+  if code == "--help" or code == "-h" then
     io.stdout:write(RUN_USAGE)
-    return code == nil and 2 or 0
+    return 0
   end
   argv = { "-e", unpack(argv, at) }
   local fn, err = loadstring(code, "=(command line)")
