@@ -66,7 +66,12 @@ function _M.parse(argv, spec, cmd)
         -- one value each: a second one would silently replace the first (a repeated flag
         -- says the same thing twice, so it is accepted)
         if opts[name] ~= nil then
-          return nil, ("%s: --%s is given twice (%s and %s): give it once"):format(cmd, name, tostring(opts[name]), val)
+          local a, b = tostring(opts[name]), val
+          if name == "redis" then                 -- never print a password
+            local redis = require 'jobrt.redis'
+            a, b = redis.mask_url(a), redis.mask_url(b)
+          end
+          return nil, ("%s: --%s is given twice (%s and %s): give it once"):format(cmd, name, a, b)
         end
         opts[name] = v
       end

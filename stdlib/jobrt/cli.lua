@@ -70,7 +70,7 @@ end
 local function take_common(argv, first)
   local redis = require 'jobrt.redis'
   local i = first
-  local tls, url = {}, nil
+  local tls, url, seen = {}, nil, {}
   while argv[i] do
     local a = argv[i]
     local name, val = a:match("^%-%-([%w-]+)=(.*)$")
@@ -80,10 +80,18 @@ local function take_common(argv, first)
     if kind == "flag" then
       if val then return nil, ("--%s takes no value"):format(name) end
       val = true
-    elseif not val then
-      val = argv[i + 1]
-      if val == nil then return nil, ("--%s needs a value"):format(name) end
-      i = i + 1
+    else
+      if not val then
+        val = argv[i + 1]
+        if val == nil then return nil, ("--%s needs a value"):format(name) end
+        i = i + 1
+      end
+      -- one value each, as jobrt.args takes options (a flag may repeat)
+      if seen[name] then
+        return nil, ("--%s is given twice (%s and %s): give it once"):format(name,
+          name == "redis" and redis.mask_url(seen[name]) or seen[name], name == "redis" and redis.mask_url(val) or val)
+      end
+      seen[name] = val
     end
     if name == "redis" then
       local ok, err = redis.parse_url(val)

@@ -31,6 +31,7 @@ Options:
                      redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
                      README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
                      private Redis) if it exists, else redis://127.0.0.1:6379
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL, --log-format F   as for every command
   -h, --help         this text
 Exit status: 0 healthy, 1 not healthy (the line says why), 2 usage error.
@@ -38,6 +39,7 @@ Exit status: 0 healthy, 1 not healthy (the line says why), 2 usage error.
 
 local SPEC = { redis = 'string', timeout = 'seconds' }
 for k, v in pairs(args.LOGGING) do SPEC[k] = v end
+for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end       -- --tls-*, as every command
 
 local gave_up = false     -- the deadline passed: the check may still end, but says nothing
 
@@ -145,6 +147,11 @@ function _M.main(argv, cmd)
   local url, uerr = redis.address(opts.redis)
   if url == false then
     io.stderr:write(name, ': ', uerr, '\n')
+    return 2
+  end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    io.stderr:write(name, ': ', terr, '\n')
     return 2
   end
   for _, q in ipairs(pos) do

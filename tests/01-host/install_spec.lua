@@ -95,7 +95,7 @@ describe('make install', function()
     end
     assert.equal('text json', complete('jobrt', 'health', '--log-format', ''))
     assert.equal('', complete('jobrt', 'work', 'jobs/', '--concurrency', ''))
-    assert.equal('--help --log-format --log-level --redis --timeout', complete('jobrt', 'health', '--'))
+    assert.equal('--help --log-format --log-level --redis --timeout --tls-ca --tls-cert --tls-insecure --tls-key', complete('jobrt', 'health', '--'))
   end)
 
   it('installs the example systemd unit: stop timeout above --grace, restart on failure', function()
