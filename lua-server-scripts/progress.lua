@@ -64,6 +64,8 @@ local function check_keys(extra)
   return qname
 end
 -- ---- end of includes/keys.lua ----
+-- ---- includes/utf8.lua (edit it there, then run make) ----
+-- ---- end of includes/utf8.lua ----
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]

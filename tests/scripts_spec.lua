@@ -1487,6 +1487,13 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'x}:wait' }, "enqueue: ARGV[4] id must not contain control characters (newline, tab...) or '{' '}', got 'x}:wait'" },
       { 'enqueue', 'q', { 'QUEUE', 'f\t', '{}' }, "enqueue: ARGV[2] function must not contain control characters (newline, tab...) or '{' '}', got 'f\\9'" },
       { 'get', 'q', { 'QUEUE', 'a{b' }, "get: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a{b'" },
+      -- names are UTF-8: an invalid byte would come back as U+FFFD through JSON and name nothing
+      { 'enqueue', 'q', { 'QUEUE', 'e\255cho', '{}' }, "enqueue: ARGV[2] function must be UTF-8: byte offset 1 is 0xff, got 'e\\255cho'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', 'id\254' }, "enqueue: ARGV[4] id must be UTF-8: byte offset 2 is 0xfe, got 'id\\254'" },
+      { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h\192\175' }, 'enqueue: ARGV[5] jobHash must be UTF-8: byte offset 1 is 0xc0' },
+      { 'get', 'q', { 'QUEUE', 'caf\195' }, "get: ARGV[2] id must be UTF-8: byte offset 3 is 0xc3, got 'caf\\195'" },
+      { 'cron_set', 'q', { 'QUEUE', 'c\254', '{}' }, "cron_set: ARGV[2] cron name must be UTF-8: byte offset 1 is 0xfe, got 'c\\254'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a\255', 't' }, "flow_deliver: ARGV[3] key id must be UTF-8: byte offset 1 is 0xff, got 'a\\255'" },
       { 'delete', 'q', { 'QUEUE', 'a\rb' }, "delete: ARGV[2] id must not contain control characters (newline, tab...) or '{' '}', got 'a\\13b'" },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', '' }, 'enqueue: ARGV[5] jobHash is missing (an LBQUEUE job needs one)' },
       { 'enqueue', 'lb', { 'LBQUEUE', 'f', '{}', '', 'h', 'abc' }, "enqueue: ARGV[6] priority must be a number, got 'abc'" },
@@ -1672,6 +1679,13 @@ describe('server scripts', function()
         assert.same(before, snapshot())
       end)
     end
+
+    it('take names in UTF-8 other than ASCII', function()
+      populate()
+      local id, err = s:call('enqueue', ops.script_keys('enqueue', 'q'), { 'QUEUE', 'caf\195\169', '{}', 'd\226\130\172' })
+      assert.is_nil(err)
+      assert.equal('d\226\130\172', id[1] or id)
+    end)
 
     it('the scripts that take the flow keys refuse the 14 standard KEYS alone', function()
       populate()

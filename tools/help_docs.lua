@@ -36,6 +36,20 @@ local function verbatim(out, text)
   out[#out + 1] = '.fi'
 end
 
+-- The environment variables jobrt reads (the README documents each where it is used).
+local ENVIRONMENT = [[
+JOBRT_REDIS         the Redis address when no --redis is given (default: ./.jobrt/redis.sock
+                    if it exists, else redis://127.0.0.1:6379)
+JOBRT_TLS_CA        CA certificates file for rediss:// (as --tls-ca)
+JOBRT_TLS_CERT      client certificate for rediss:// (as --tls-cert)
+JOBRT_TLS_KEY       client private key for rediss:// (as --tls-key)
+JOBRT_TLS_INSECURE  1: do not check the server's certificate (as --tls-insecure)
+JOBRT_LOG_FORMAT    text or json (as --log-format)
+JOBRT_WEB_TOKEN     the bearer token of jobrt web (as --token, but not visible in ps)
+JOBRT_HISTORY       the history file of jobrt repl (default ~/.jobrt_history)
+TZDIR               where the time zones of cron --tz are read (default /usr/share/zoneinfo)
+]]
+
 local function man()
   local v = jobrt.versions()
   local out = {
@@ -53,9 +67,7 @@ local function man()
     verbatim(out, help_of(c))
   end
   out[#out + 1] = '.SH ENVIRONMENT'
-  out[#out + 1] = '.nf'
-  out[#out + 1] = 'JOBRT_REDIS, JOBRT_LOG_FORMAT: see the options above.'
-  out[#out + 1] = '.fi'
+  verbatim(out, ENVIRONMENT)
   out[#out + 1] = '.SH SEE ALSO'
   out[#out + 1] = '.BR redis\\-server (1),'
   out[#out + 1] = '.BR redis\\-cli (1)'
@@ -86,7 +98,21 @@ local function words(set)
   return table.concat(t, ' ')
 end
 
+-- Commands with subcommands or fixed words: { argument position (0: right after the command),
+-- the words }; each must be what its --help text shows (checked below).
+local SUBCOMMANDS = {
+  cron = { 0, 'add list delete' },
+  failed = { 1, 'list retry delete' },
+  ['queue-type'] = { 1, 'QUEUE LBQUEUE DELQUEUE' },
+}
+
 local function bash()
+  for c, s in pairs(SUBCOMMANDS) do
+    local text = help_of(c)
+    for word in s[2]:gmatch('%S+') do
+      assert(text:find(word, 1, true), ('jobrt %s --help does not mention %s'):format(c, word))
+    end
+  end
   local cmds = cli.commands()
   local valued_all = {}
   local per = {}
@@ -150,11 +176,21 @@ local function bash()
   w('    return')
   w('  fi')
   w('  case "$cmd" in')
-  w('    queue-type) [[ $pos -eq 1 ]] && COMPREPLY=($(compgen -W "QUEUE LBQUEUE DELQUEUE" -- "$cur"));;')
-  w('    failed) [[ $pos -eq 1 ]] && COMPREPLY=($(compgen -W "list retry delete" -- "$cur"));;')
+  -- subcommands (and fixed words) of commands that have them, at their argument position
+  local fixed = {}
+  for _, c in ipairs(cmds) do
+    local s = SUBCOMMANDS[c]
+    if s then
+      w(('    %s) [[ $pos -eq %d ]] && COMPREPLY=($(compgen -W "%s" -- "$cur"));;'):format(c, s[1], s[2]))
+      fixed[c] = true
+    end
+  end
   w('    run) [[ $pos -eq 0 ]] && COMPREPLY=($(compgen -f -- "$cur"));;')
-  w('    enqueue|stats|job|delete|health|repl) ;;')
-  w('    *) COMPREPLY=($(compgen -d -- "$cur") $(compgen -f -X "!*.lua" -- "$cur"));;   # job files and folders')
+  fixed.run, fixed.work = true, true
+  local plain = {}
+  for _, c in ipairs(cmds) do if not fixed[c] then plain[#plain + 1] = c end end
+  w('    ' .. table.concat(plain, '|') .. ') ;;          # queue names, ids, JSON: nothing to offer')
+  w('    *) COMPREPLY=($(compgen -d -- "$cur") $(compgen -f -X "!*.lua" -- "$cur"));;   # work, jobrt PATH...: job files and folders')
   w('  esac')
   w('}')
   w('complete -F _jobrt jobrt')

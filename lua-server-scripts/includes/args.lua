@@ -1,6 +1,7 @@
 -- Argument checks. Each returns the value, or nil and a message naming the script and argument;
 -- '' (or a missing ARGV) stands for an argument not given.
 --- @include "keys"
+--- @include "utf8"
 -- ARGV[1]: the queue type, as the caller read it from RESERVED:QCONFIG
 local function queue_type()
   local v = ARGV[1]
@@ -50,12 +51,18 @@ local function worker_id(i)
   if w and w:find('|', 1, true) then return nil, argerr(i, 'worker', "must not contain '|', got " .. shown(w)) end
   return w, err
 end
--- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+-- a job id or job name: 1..maxlen bytes of UTF-8, no control characters and no '{' '}'
+-- (README "Names")
 local function name_arg(i, name, maxlen, required)
   local v, err
   if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
   if v and v:find('[%c{}]') then
     return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  local bad, c
+  if v then bad, c = utf8_bad(v) end
+  if bad then
+    return nil, argerr(i, name, 'must be UTF-8: byte offset ' .. bad .. ' is ' .. string.format('0x%02x', c) .. ', got ' .. shown((v:gsub('[\128-\255]', function(b) return '\\' .. b:byte() end))))
   end
   return v, err
 end

@@ -38,6 +38,10 @@ local function enqueue_args(b, qtype, plain, max_payload)
   local v = ARGV[b + 3]
   if v ~= '' and v ~= nil then
     j.hash, err = opt_str(b + 3, 'jobHash', 256); if err then return nil, err end
+    local bad, c = utf8_bad(j.hash)               -- names are UTF-8 (README "Names and limits")
+    if bad then
+      return nil, argerr(b + 3, 'jobHash', 'must be UTF-8: byte offset ' .. bad .. ' is ' .. string.format('0x%02x', c))
+    end
   end
   v = ARGV[b + 4]
   if v ~= '' and v ~= nil then

@@ -76,6 +76,8 @@ local function bad_name(v, maxlen)
   if type(v) ~= 'string' or v == '' then return 'must be a non-empty string' end
   if #v > maxlen then return 'must be at most ' .. maxlen .. ' bytes, got ' .. #v end
   if v:find('[%c{}]') then return "must not contain control characters or '{' '}', got " .. shown(v) end
+  local bad, c = utf8_bad(v)
+  if bad then return 'must be UTF-8: byte offset ' .. bad .. ' is ' .. string.format('0x%02x', c) .. ', got ' .. shown((v:gsub('[\128-\255]', function(b) return '\\' .. b:byte() end))) end
 end
 local function bad_queue(v)
   if type(v) ~= 'string' or v == '' or #v > 128 or v:find('[^%w_.:%-]') then

@@ -4,6 +4,7 @@
 --   spec = { redis = "string", concurrency = "count", wait = "flag", priority = "number" }
 -- Types: flag (no value), string, number, count (integer >= 1), seconds (number >= 0).
 -- "--name value" and "--name=value" both work; "--" ends options; "-" is a positional.
+-- An option with a value may be given once (a second is a usage error); a flag any number of times.
 -- Returns nil, message on a usage error (the message names the option and the fix).
 --
 --   args.LOGGING = { ["log-level"] = "string", ["log-format"] = "string" }  (every command takes them)
@@ -62,6 +63,16 @@ function _M.parse(argv, spec, cmd)
         end
         local v, err = convert(kind, name, val, cmd)
         if v == nil then return nil, err end
+        -- one value each: a second one would silently replace the first (a repeated flag
+        -- says the same thing twice, so it is accepted)
+        if opts[name] ~= nil then
+          local a, b = tostring(opts[name]), val
+          if name == "redis" then                 -- never print a password
+            local redis = require 'jobrt.redis'
+            a, b = redis.mask_url(a), redis.mask_url(b)
+          end
+          return nil, ("%s: --%s is given twice (%s and %s): give it once"):format(cmd, name, a, b)
+        end
         opts[name] = v
       end
     else

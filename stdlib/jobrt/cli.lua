@@ -38,7 +38,8 @@ Other:
   jobrt COMMAND --help              options of one command
 
 Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default redis://127.0.0.1:6379),
+redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default ./.jobrt/redis.sock (this
+directory's private Redis) if it exists, else redis://127.0.0.1:6379),
 --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure (for rediss://; env JOBRT_TLS_CA,
 JOBRT_TLS_CERT, JOBRT_TLS_KEY, JOBRT_TLS_INSECURE), --log-level debug|info|warn|error,
 --log-format text|json (env JOBRT_LOG_FORMAT; json: one object per line).
@@ -69,7 +70,7 @@ end
 local function take_common(argv, first)
   local redis = require 'jobrt.redis'
   local i = first
-  local tls, url = {}, nil
+  local tls, url, seen = {}, nil, {}
   while argv[i] do
     local a = argv[i]
     local name, val = a:match("^%-%-([%w-]+)=(.*)$")
@@ -79,10 +80,18 @@ local function take_common(argv, first)
     if kind == "flag" then
       if val then return nil, ("--%s takes no value"):format(name) end
       val = true
-    elseif not val then
-      val = argv[i + 1]
-      if val == nil then return nil, ("--%s needs a value"):format(name) end
-      i = i + 1
+    else
+      if not val then
+        val = argv[i + 1]
+        if val == nil then return nil, ("--%s needs a value"):format(name) end
+        i = i + 1
+      end
+      -- one value each, as jobrt.args takes options (a flag may repeat)
+      if seen[name] then
+        return nil, ("--%s is given twice (%s and %s): give it once"):format(name,
+          name == "redis" and redis.mask_url(seen[name]) or seen[name], name == "redis" and redis.mask_url(val) or val)
+      end
+      seen[name] = val
     end
     if name == "redis" then
       local ok, err = redis.parse_url(val)
@@ -120,9 +129,13 @@ local function cmd_run(argv)
     return 2
   end
   local file = argv[at]
-  if file == nil or file == "--help" or file == "-h" then
+  if file == nil then
+    io.stderr:write("jobrt run: missing FILE.lua: usage: jobrt run FILE.lua [ARGS] (see jobrt run --help)\n")
+    return 2
+  end
+  if file == "--help" or file == "-h" then
     io.stdout:write(RUN_USAGE)
-    return file == nil and 2 or 0
+    return 0
   end
   argv = { "run", unpack(argv, at) }
   local fn, err = loadfile(file)
@@ -146,9 +159,13 @@ local function cmd_eval(argv)
     return 2
   end
   local code = argv[at]
-  if code == nil or code == "--help" or code == "-h" then
+  if code == nil then
+    io.stderr:write("jobrt -e: missing CODE: usage: jobrt -e 'CODE' [ARGS] (see jobrt run --help)\n")
+    return 2
+  end
+  if code == "--help" or code == "-h" then
     io.stdout:write(RUN_USAGE)
-    return code == nil and 2 or 0
+    return 0
   end
   argv = { "-e", unpack(argv, at) }
   local fn, err = loadstring(code, "=(command line)")

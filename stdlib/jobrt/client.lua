@@ -156,6 +156,8 @@ local function check_options(fname, opts, extra, where)
       end
       if k == 'jobHash' and (v == '' or #v > 256) then
         fail(str_format("option 'jobHash' must be 1-256 bytes, got %d", #v))
+      elseif k == 'jobHash' and naming.utf8(v) then
+        fail("option 'jobHash' " .. naming.utf8(v))
       elseif k == 'id' then
         if v == '' or #v > 256 then fail(str_format("option 'id' must be 1-256 bytes, got %d", #v)) end
         local err = naming.id(v)
@@ -172,7 +174,7 @@ local function check_options(fname, opts, extra, where)
       elseif k == 'retries' and (v < 0 or v > 1000 or v ~= floor(v)) then
         fail("option 'retries' must be a whole number from 0 to 1000, got " .. tostring(v))
       elseif k == 'timeout' and (v < 0.001 or v > 3.2e7) then
-        fail("option 'timeout' must be seconds > 0 (at least 0.001), got " .. tostring(v))
+        fail(str_format("option 'timeout' must be seconds from 0.001 to 3.2e7 (about a year), got %.14g", v))
       end
       out[k] = v
     end
@@ -719,6 +721,14 @@ local function wait_result(self, fname, queue, id, wait, early)
   end
   if ok == false then
     local cur = self.ops:get(queue, id)
+    -- a job due later waits for its time, not for a worker: say when (the record's due, Unix s)
+    local due = cur and cur.state == 'pending' and tonumber(cur.due)
+    local now = jobrt.now()
+    if due and due > now then
+      error(str_format("%s: job %s on queue '%s' did not finish within %g s: it is delayed, due at %s (in %s s); the job stays queued",
+        fname, id, queue, wait, os.date('!%Y-%m-%d %H:%M:%SZ', math.floor(due)),
+        str_format('%.0f', math.max(1, math.ceil(due - now)))), 0)
+    end
     error(str_format("%s: job %s on queue '%s' did not finish within %g s (state: %s; is a worker serving '%s'? the job stays queued)",
       fname, id, queue, wait, cur and cur.state or 'unknown', queue), 0)
   end

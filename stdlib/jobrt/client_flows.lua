@@ -32,7 +32,7 @@ local flows = require 'jobrt.flows'
 local ops = require 'jobrt.ops'
 local json = require 'jobrt.json'
 
-local type, pairs, ipairs, tostring, pcall, error = type, pairs, ipairs, tostring, pcall, error
+local type, pairs, ipairs, next, tostring, pcall, error = type, pairs, ipairs, next, tostring, pcall, error
 local str_format, floor = string.format, math.floor
 
 local _M = {}
@@ -54,7 +54,9 @@ function _M.install(Client, I)
   local function check_node(self, node, where, depth, count)
     local pre = where == '' and '' or (where .. ': ')
     local function fail(msg) error('enqueueFlow: ' .. pre .. msg, 0) end
-    if type(node) ~= 'table' then fail('must be a table {queue=, job=, args=, opts=, children=}, got ' .. tname(node)) end
+    if type(node) ~= 'table' or (next(node) ~= nil and #node > 0) then
+      fail('must be a table {queue=, job=, args=, opts=, children=}, got ' .. (type(node) == 'table' and 'an array' or tname(node)))
+    end
     for k in pairs(node) do
       if not NODE_KEYS[k] then
         fail(str_format('unknown field %s (known: queue, job, args, opts, children, ignoreFailure)', shown(k)))
@@ -69,6 +71,9 @@ function _M.install(Client, I)
     if qerr then fail('the queue name ' .. qerr) end
     check_job('enqueueFlow', node.job, pre)
     local out = { queue = q, job = node.job, args_json = encode_args(self, 'enqueueFlow', node.args, pre), where = where }
+    if type(node.opts) == 'table' and next(node.opts) ~= nil and #node.opts > 0 then
+      fail('opts must be a table of named options {id=, priority=, delay=, ...}, got an array')
+    end
     local o = M.check_options('enqueueFlow', node.opts, nil, pre)
     if o.jobHash then
       fail("option 'jobHash' does not apply to a job of a flow: it is its own job, never merged with another")
@@ -114,24 +119,10 @@ function _M.install(Client, I)
   local function flow_perform(self, root)
     local o = self.ops
     -- every queue's type: QUEUE or DELQUEUE, and the options must fit it
-    local types, nodes = {}, {}
+    local nodes = {}
     each_node(root, function(t) nodes[#nodes + 1] = t end)
-    for _, t in ipairs(nodes) do
-      local pre = t.where == '' and '' or (t.where .. ': ')
-      local qt = types[t.queue]
-      if not qt then
-        local err
-        qt, err = o:queue_type(t.queue)
-        if not qt then error('enqueueFlow: ' .. pre .. tostring(err), 0) end
-        types[t.queue] = qt
-      end
-      if qt == 'LBQUEUE' then
-        error(str_format("enqueueFlow: %squeue '%s' is an LBQUEUE: it merges identical jobs into one entry, so a job of a flow (which reports to one parent) cannot live there; use a QUEUE or DELQUEUE",
-          pre, t.queue), 0)
-      end
-      local msg = M.type_rules('enqueueFlow', t.queue, qt, t.opts, pre)
-      if msg then error(msg, 0) end
-    end
+    local tok, terr = M.check_flow_types(o, root)
+    if not tok then error(terr, 0) end
     -- a root id already waiting or running: nothing is enqueued (as enqueueJob)
     if root.id then
       local st = check(self.r:call('HGET', ops.keys(root.queue)[1] .. root.id, 'state'))
@@ -199,7 +190,48 @@ function _M.install(Client, I)
   -- of each node's args as JSON text, default 16 MiB)
   function M.check_flow(node, max_payload)
     local holder = { args_out = { max_bytes = max_payload or json.MAX_PAYLOAD, sort = true, name = 'args' } }
-    return check_node(holder, node, '', 1, { n = 0 })
+    local root = check_node(holder, node, '', 1, { n = 0 })
+    local seen = {}
+    each_node(root, function(t)
+      if t.id then
+        local ref = t.queue .. '|' .. t.id
+        if seen[ref] then
+          error(str_format("enqueueFlow: %s: job id '%s' of queue '%s' is given twice in the flow (%s): each job once",
+            t.where == '' and 'the root' or t.where, t.id, t.queue, seen[ref] == '' and 'the root' or seen[ref]), 0)
+        end
+        seen[ref] = t.where
+      end
+    end)
+    return root
+  end
+
+  -- check_flow_types(ops, checked) -> true | nil, message, status: each queue of a checked flow
+  -- (check_flow) must have a type that takes a job of a flow (QUEUE, DELQUEUE) and the options
+  -- its type allows. status 1: a queue has no type (or Redis failed: the state of the server);
+  -- 2: the flow does not fit the types (a usage error, as for jobrt enqueue).
+  function M.check_flow_types(o, root)
+    local types = {}
+    local bad
+    each_node(root, function(t)
+      if bad then return end
+      local pre = t.where == '' and '' or (t.where .. ': ')
+      local qt = types[t.queue]
+      if not qt then
+        local err
+        qt, err = o:queue_type(t.queue)
+        if not qt then bad = { 'enqueueFlow: ' .. pre .. tostring(err), 1 }; return end
+        types[t.queue] = qt
+      end
+      if qt == 'LBQUEUE' then
+        bad = { str_format("enqueueFlow: %squeue '%s' is an LBQUEUE: it merges identical jobs into one entry, so a job of a flow (which reports to one parent) cannot live there; use a QUEUE or DELQUEUE",
+          pre, t.queue), 2 }
+        return
+      end
+      local msg = M.type_rules('enqueueFlow', t.queue, qt, t.opts, pre)
+      if msg then bad = { msg, 2 } end
+    end)
+    if bad then return nil, bad[1], bad[2] end
+    return true
   end
 
   function Client:enqueueFlow(...)

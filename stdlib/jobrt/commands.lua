@@ -25,8 +25,9 @@ local _M = {}
 local COMMON_HELP = [[
 Common options:
   --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379; see the README's "Addresses")
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+                     README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
+                     private Redis) if it exists, else redis://127.0.0.1:6379
 ]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
   --log-format F     text or json (env JOBRT_LOG_FORMAT)

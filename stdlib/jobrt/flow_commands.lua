@@ -35,10 +35,29 @@ local function read_file(path)
     return concat(lines, '\n')
   end
   local f, err = io.open(path, 'rb')
-  if not f then return nil, err end
-  local text = f:read('*a')
+  -- io.open's message repeats the path ("X: No such file or directory"): the caller names it
+  if not f then return nil, (tostring(err):gsub('^' .. path:gsub('%p', '%%%0') .. ': ', '', 1)) end
+  local text, rerr = f:read('*a')
   f:close()
+  if not text then return nil, tostring(rerr) end     -- a directory: "Is a directory"
   return text
+end
+
+-- How messages name the flow file: "stdin" for -, else "the flow file PATH".
+local function file_name(path)
+  return path == '-' and 'the flow read from stdin' or ('the flow file ' .. path)
+end
+
+-- A message of jobrt.client_flows in the command line's terms: nodes are JSON objects, and the
+-- limit on args is --max-payload.
+local function cli_terms(msg)
+  msg = msg:gsub('must be a table {queue=, job=, args=, opts=, children=}, got ([%w ]+)',
+    'must be a JSON object {"queue":..., "job":..., "args":..., "opts":{...}, "children":[...]}, got %1')
+  msg = msg:gsub('opts must be a table of named options {id=, priority=, delay=, ...}',
+    'opts must be a JSON object {"id":..., "priority":..., "delay":...}')
+  msg = msg:gsub('children must be an array of nodes', 'children must be a JSON array of nodes')
+  msg = msg:gsub('%(the connect option max_payload sets the limit%)', '(--max-payload BYTES sets the limit)')
+  return msg
 end
 
 -- JSON null in a file means "not given" for opts, children and ignoreFailure (and null args
@@ -78,6 +97,10 @@ function _M.enqueue(o, pos, cmd, util)
     errline(cmd, '--hash does not apply to a flow: each job of a flow is its own job, never merged with another')
     return 2
   end
+  if pos[1] == '-' or pos[2] == '-' or pos[3] == '-' then
+    errline(cmd, "`-` (stdin) and --flow cannot be combined: give JSON-ARGS on the command line and the children in the file, or read the whole flow from stdin with --flow -")
+    return 2
+  end
   local text, ferr = read_file(o.flow)
   if not text then
     errline(cmd, str_format("cannot read the flow file %s: %s", o.flow, tostring(ferr)))
@@ -85,7 +108,7 @@ function _M.enqueue(o, pos, cmd, util)
   end
   local v, jerr, jcode = json.decode(text)
   if v == nil then
-    errline(cmd, util.json_problem('the flow file ' .. o.flow, jerr, jcode))
+    errline(cmd, util.json_problem(file_name(o.flow), jerr, jcode))
     return 2
   end
   local node
@@ -94,7 +117,7 @@ function _M.enqueue(o, pos, cmd, util)
     if not job then return util.missing(cmd, 'JOB', 'QUEUE JOB [JSON-ARGS] --flow FILE.json') end
     if pos[4] then return util.too_many(cmd, pos[4]) end
     if type(v) ~= 'table' or (next(v) ~= nil and #v == 0) then
-      errline(cmd, str_format('with QUEUE and JOB on the command line, the flow file %s must be a JSON array of the children, e.g. [{"queue":"pages","job":"render","args":{"page":1}}]', o.flow))
+      errline(cmd, str_format('with QUEUE and JOB on the command line, %s must be a JSON array of the children, e.g. [{"queue":"pages","job":"render","args":{"page":1}}]', file_name(o.flow)))
       return 2
     end
     local args = {}
@@ -111,7 +134,7 @@ function _M.enqueue(o, pos, cmd, util)
     node = { queue = queue, job = job, args = args, opts = util.cli_opts(o), children = kids }
   else
     if type(v) ~= 'table' or #v > 0 then
-      errline(cmd, str_format('the flow file %s must be a JSON object (the root job) {"queue":...,"job":...,"args":...,"children":[...]}, or give QUEUE and JOB before --flow and list the children in the file', o.flow))
+      errline(cmd, str_format('%s must be a JSON object (the root job) {"queue":...,"job":...,"args":...,"children":[...]}, or give QUEUE and JOB before --flow and list the children in the file', file_name(o.flow)))
       return 2
     end
     for k in pairs(util.cli_opts(o)) do
@@ -123,12 +146,21 @@ function _M.enqueue(o, pos, cmd, util)
   local okc, checked = pcall(client.check_flow, node, o['max-payload'])
   if not okc then
     -- the root's options came from the command line (say --in, not delay); a child's from the file
-    local msg = bare(checked)
+    local msg = cli_terms(bare(checked))
     errline(cmd, (pos[1] and not msg:find('^children%[')) and util.cli_words(msg) or msg)
     return 2
   end
   local q, qcode = util.connect(cmd, o)
   if not q then return qcode end
+  -- the queues' types: a queue without one is the server's state (1), a flow that does not
+  -- fit them a usage error (2), as for jobrt enqueue
+  local okt, tok, terr, tcode = pcall(client.check_flow_types, q.ops, checked)
+  if not okt or not tok then
+    q:close()
+    local msg = bare(okt and terr or tok)
+    errline(cmd, (pos[1] and not msg:find('^children%[')) and util.cli_words(msg) or msg)
+    return okt and tcode or 1
+  end
   local oke, id, tree = pcall(q.enqueueFlow, q, node)
   if not oke then
     q:close()

@@ -27,8 +27,11 @@ entry every 2 seconds and the entry expires 7 seconds after the last renewal.
 
 Options:
   --timeout SECONDS  answer within this time, failing if Redis has not (default 5)
-  --redis URL        redis://[:password@]host:port[/db] or unix:///path (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379)
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+                     README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
+                     private Redis) if it exists, else redis://127.0.0.1:6379
+]] .. redis.CLI_HELP .. [[
   --log-level LEVEL, --log-format F   as for every command
   -h, --help         this text
 Exit status: 0 healthy, 1 not healthy (the line says why), 2 usage error.
@@ -36,6 +39,7 @@ Exit status: 0 healthy, 1 not healthy (the line says why), 2 usage error.
 
 local SPEC = { redis = 'string', timeout = 'seconds' }
 for k, v in pairs(args.LOGGING) do SPEC[k] = v end
+for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end       -- --tls-*, as every command
 
 local gave_up = false     -- the deadline passed: the check may still end, but says nothing
 
@@ -59,11 +63,31 @@ local function live_queues(r)
   return served, #workers
 end
 
+-- The address a check uses: the given one, $JOBRT_REDIS, else what every other command uses
+-- with no address (jobrt.localredis default_url: ./.jobrt/redis.sock, else redis://127.0.0.1:6379).
+-- Returns url, or nil and why none can be used.
+local function resolve(url)
+  if url then return url end
+  if os.getenv('JOBRT_REDIS') then return os.getenv('JOBRT_REDIS') end
+  return require('jobrt.localredis').default_url()
+end
+
 local function check(url, queues)
+  local rerr
+  url, rerr = resolve(url)
+  if not url then
+    say(tostring(rerr))
+    return 1
+  end
   local where = client.describe(url)
-  local r, err = redis.connect(url or os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL)
+  local r, err, code = redis.connect(url)
   if not r then
-    say((tostring(err):gsub('^%u+: ', '')))       -- "cannot connect to redis at ADDR: why"
+    if require('jobrt.localredis').is_local(url) then
+      say(require('jobrt.localredis').NOT_RUNNING)
+      return 1
+    end
+    say((tostring(err):gsub('^%u+: ', '')) ..    -- "cannot connect to redis at ADDR: why"
+      (code == 'ECONNREFUSED' and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or ''))
     return 1
   end
   local pong, perr = r:call('PING')
@@ -125,6 +149,11 @@ function _M.main(argv, cmd)
     io.stderr:write(name, ': ', uerr, '\n')
     return 2
   end
+  local tok, terr = redis.use_cli_tls(opts, url)
+  if not tok then
+    io.stderr:write(name, ': ', terr, '\n')
+    return 2
+  end
   for _, q in ipairs(pos) do
     if q == '' or q:find('^%-') then
       io.stderr:write(fmt("%s: '%s' is not a queue name (see %s --help)\n", name, q, name))
@@ -145,7 +174,7 @@ function _M.main(argv, cmd)
   if code == nil then
     local ok = done:wait(timeout)
     if not ok then
-      say(fmt('no answer from redis at %s within %g s', client.describe(url), timeout))
+      say(fmt('no answer from redis at %s within %g s', client.describe(resolve(url)), timeout))
       gave_up = true
       jobrt.exit(1)
       return 1

@@ -8,7 +8,11 @@
 --                                       characters, no '{' or '}', not all digits (those are the
 --                                       generated ids)
 --   names.ref(v)   -> nil | message     an id that names an existing job (generated ones too)
+--   names.utf8(v)  -> nil | message     v is valid UTF-8 (a jobHash: any other text is allowed)
 --   names.MAX_QUEUE, names.MAX_JOB, names.MAX_ID
+-- Job names, ids, jobHashes and cron names must be valid UTF-8 (queue names are ASCII): they
+-- travel in JSON (the API, --json, job.children), where an invalid byte would come back as
+-- U+FFFD and no longer name the job. The message gives the byte offset (from 0, as for args).
 -- Each returns nil when v is acceptable, else a sentence naming what is wrong and the fix,
 -- starting with the rule ("must be ..."), for callers to prefix with what they checked.
 --
@@ -19,16 +23,28 @@
 -- control characters make logs and the CLI lie. Queue names also appear in URL paths
 -- (jobrt web) and shell commands, hence their short alphabet.
 local type, tostring = type, tostring
+local utf8 = require('jobrt.json').utf8
 local fmt = string.format
 
 local _M = { MAX_QUEUE = 128, MAX_JOB = 256, MAX_ID = 256 }
 
 -- v quoted for a message: 'like this', or "with\tescapes" when it holds control characters
+-- (bytes that are not UTF-8 as \NNN)
 local function shown(v)
   v = tostring(v)
+  local valid = utf8(v)
   if #v > 40 then v = v:sub(1, 37) .. '...' end
+  if not valid then
+    return '"' .. v:gsub('[%c\128-\255]', function(b) return '\\' .. b:byte() end) .. '"'
+  end
   if v:find('%c') then return (fmt('%q', v):gsub('\\\n', '\\n')) end
   return "'" .. v .. "'"
+end
+
+function _M.utf8(v)
+  local ok, at = utf8(v)
+  if ok then return nil end
+  return fmt('must be UTF-8: byte offset %d is 0x%02x (got %s)', at, v:byte(at + 1), shown(v))
 end
 
 function _M.queue(v)
@@ -51,7 +67,7 @@ local function text(v, max, what)
     return fmt("must not contain control characters (newline, tab...) or '{' '}' (got %s, with %s at byte %d)%s",
       shown(v), shown(v:sub(bad, bad)), bad, what or '')
   end
-  return nil
+  return _M.utf8(v)
 end
 
 function _M.job(v) return text(v, _M.MAX_JOB) end

@@ -43,14 +43,23 @@ local TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
 _M.RESERVED = { _type = true }
 _M.TYPES = TYPES
 
--- "file:line" of the first line of `source` that matches pattern, or source itself.
-local function locate(source, pattern)
+-- "file:line" of the setting that matches pattern inside queue's table: the first matching line
+-- at or after the line that opens the table (`QUEUE = {`, `["QUEUE"] = {`); just the file when
+-- that line is not found (every queue of a file has its own _type: the first _type of the
+-- file would point at another queue's).
+local function locate(source, queue, pattern)
   local f = source and io.open(source, 'r')
   if not f then return source or 'jobDescription' end
-  local n = 0
+  local q = tostring(queue):gsub('%p', '%%%0')
+  local opens = { '%f[%w_]' .. q .. '%s*=', '%[%s*["\']' .. q .. '["\']%s*%]%s*=' }
+  local n, inside = 0, false
   for line in f:lines() do
     n = n + 1
-    if line:find(pattern) then
+    if not inside and (line:find(opens[1]) or line:find(opens[2])) then
+      inside = true
+      line = line:gsub('^.-' .. q .. '[^=]*=', '', 1)   -- `BOOK = { _type = ...` on one line
+    end
+    if inside and line:find(pattern) then
       f:close()
       return source .. ':' .. n
     end
@@ -68,7 +77,7 @@ local function settings_of(queue, jobs, source)
   local declared
   for k, v in pairs(jobs) do
     if type(k) == 'string' and k:sub(1, 1) == '_' then
-      local where = locate(source, '%f[%w_]' .. k:gsub('%p', '%%%0') .. '%s*=')
+      local where = locate(source, queue, '%f[%w_]' .. k:gsub('%p', '%%%0') .. '%s*=')
       if not _M.RESERVED[k] then
         return nil, fmt("%s: %s.%s: keys starting with '_' are settings of the queue, not jobs, and '%s' is not one (known: _type)",
           where, queue, k, k)
@@ -82,7 +91,7 @@ local function settings_of(queue, jobs, source)
     elseif k == 'type' and type(v) == 'string' and TYPES[v:upper()] then
       -- `type = "LBQUEUE"` would be a job named type: say what was meant
       return nil, fmt("%s: %s.type = %s looks like the queue's type: write _type = '%s' (keys starting with '_' are settings; a job is a function)",
-        locate(source, '%f[%w_]type%s*='), queue, quoted(v), v:upper())
+        locate(source, queue, '%f[%w_]type%s*='), queue, quoted(v), v:upper())
     end
   end
   return declared

@@ -38,8 +38,9 @@ read and run one by one without prompts; the exit status is 1 when one of them f
 
 Options:
   --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
-                     default redis://127.0.0.1:6379; see the README's "Addresses")
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+                     README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
+                     private Redis) if it exists, else redis://127.0.0.1:6379
 ]] .. redis.CLI_HELP .. [[
   --log-level LEVEL  debug, info, warn or error
   --log-format F     text or json (env JOBRT_LOG_FORMAT)
@@ -52,9 +53,12 @@ local function values(...) return ... end
 
 -- Compiles an entry. Returns fn | nil, err, incomplete. An expression is compiled as the
 -- argument of a call (not a tail call) so that errors inside it keep their position "stdin:1:".
+-- Incomplete: LuaJIT's message ends with "near '<eof>'" for the statement, or for the
+-- expression ("1+" is a bad statement but the start of an expression).
 local function compile(text, env)
   if text:sub(1, 1) == '=' then text = text:sub(2) end
-  if loadstring('return ' .. text, '=stdin') then
+  local efn, eerr = loadstring('return ' .. text, '=stdin')
+  if efn then
     local fn = loadstring('local __values = ...; return __values(' .. text .. '\n)', '=stdin')
     if fn then
       if env then setfenv(fn, env) end
@@ -67,6 +71,7 @@ local function compile(text, env)
     return fn
   end
   if err:sub(-7) == "'<eof>'" then return nil, err, true end
+  if tostring(eerr):sub(-7) == "'<eof>'" then return nil, (eerr:gsub('^stdin:', 'stdin:', 1)), true end
   return nil, err
 end
 _M.compile = compile
@@ -162,11 +167,19 @@ local function trim(tb)
   return tb
 end
 
--- xpcall handler: the message (any value) with the traceback
+-- xpcall handler: the message (any value) with the traceback; just the message when the
+-- client raised it itself (a bad argument, a queue without a type: "enqueueJob: ..." says all,
+-- and a traceback through stdlib/jobrt/client.lua would only show the client's insides)
 local function on_error(e)
   if type(e) ~= 'string' then
     local m = getmetatable(e)
     e = (m and m.__tostring) and tostring(e) or ('error object: ' .. pretty.format(e))
+    return traceback(e, 2)
+  end
+  local info = debug.getinfo(2, 'S')                  -- error() itself is a C frame
+  if info and info.what == 'C' then info = debug.getinfo(3, 'S') end
+  if info and tostring(info.short_src):find('jobrt/client[%w_]*%.lua$') and e:find('^[%w_]+: ') then
+    return e
   end
   return traceback(e, 2)
 end

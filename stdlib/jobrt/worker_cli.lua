@@ -41,8 +41,10 @@ declare.
 
 Options:
   --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                       redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS;
-                       default redis://127.0.0.1:6379; see the README's "Addresses")
+                       redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+                       README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
+                       private Redis) if it exists, else redis://127.0.0.1:6379; when neither
+                       answers, the private redis-server is started
   --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure
                        TLS for rediss:// (env JOBRT_TLS_CA, JOBRT_TLS_CERT, JOBRT_TLS_KEY,
                        JOBRT_TLS_INSECURE=1): the CA of the server's certificate (default:

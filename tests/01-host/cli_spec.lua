@@ -91,6 +91,20 @@ describe("common options before the command", function()
     end
   end)
 
+  it("refuses an option with a value given twice (before or after the command), never showing a password", function()
+    local code, out, err = h.run_jobrt({ "--redis", "redis://:pw1@127.0.0.1:1", "--redis", "redis://127.0.0.1:2", "stats" })
+    assert.same({ 2, '', "jobrt: --redis is given twice (redis://:***@127.0.0.1:1 and redis://127.0.0.1:2): give it once\n" }, { code, out, err })
+    code, out, err = h.run_jobrt({ "stats", "--redis", "redis://:pw1@127.0.0.1:1", "--redis", "redis://127.0.0.1:2" })
+    assert.same({ 2, '', "jobrt stats: --redis is given twice (redis://:***@127.0.0.1:1 and redis://127.0.0.1:2): give it once\n" }, { code, out, err })
+  end)
+
+  it("run with no file, and -e with no code, print one usage line and a hint (exit 2)", function()
+    local code, out, err = h.run_jobrt({ "run" })
+    assert.same({ 2, '', "jobrt run: missing FILE.lua: usage: jobrt run FILE.lua [ARGS] (see jobrt run --help)\n" }, { code, out, err })
+    code, out, err = h.run_jobrt({ "-e" })
+    assert.same({ 2, '', "jobrt -e: missing CODE: usage: jobrt -e 'CODE' [ARGS] (see jobrt run --help)\n" }, { code, out, err })
+  end)
+
   it("reads nothing from a stdin that is /dev/null without trouble", function()
     local proc = require 'jobrt.core.proc'
     local p = assert(proc.spawn{ file = "sh", capture = true, env = h.environ(),

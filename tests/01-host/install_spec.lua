@@ -56,6 +56,19 @@ describe('make install', function()
       end
     end
     assert.truthy(checked > 100)
+    -- every environment variable the README documents is in ENVIRONMENT
+    local env = rendered:match('\nENVIRONMENT\n(.-)\n[A-Z][A-Z ]+\n')
+    assert.truthy(env, 'an ENVIRONMENT section')
+    for _, v in ipairs({ 'JOBRT_REDIS', 'JOBRT_LOG_FORMAT', 'JOBRT_TLS_CA', 'JOBRT_TLS_CERT', 'JOBRT_TLS_KEY',
+                         'JOBRT_TLS_INSECURE', 'JOBRT_WEB_TOKEN', 'JOBRT_HISTORY' }) do
+      assert.truthy(env:find(v, 1, true), v .. ' missing from ENVIRONMENT')
+    end
+    local rf = assert(io.open(h.root .. '/README.md'))
+    for v in rf:read('*a'):gmatch('JOBRT_[A-Z_]+') do
+      assert.truthy(env:find(v, 1, true), v .. ' (in the README) missing from ENVIRONMENT')
+    end
+    rf:close()
+    assert.falsy(text:find('default redis://127.0.0.1:6379', 1, true), 'the default address is described whole')
     -- an option copies as an ASCII hyphen-minus, not a typographic hyphen
     assert.truthy(rendered:find('--concurrency N', 1, true))
   end)
@@ -73,9 +86,16 @@ describe('make install', function()
     assert.equal('--wait --wait-timeout', complete('jobrt', 'enqueue', 'Q', 'j', '--hash', 'h', '--wa'))
     assert.equal('QUEUE LBQUEUE DELQUEUE', complete('jobrt', '--redis', 'redis://x', 'queue-type', 'Q', ''))
     assert.equal('list retry delete', complete('jobrt', 'failed', 'MAIL', ''))
+    assert.equal('add list delete', complete('jobrt', 'cron', ''))
+    assert.equal('delete', complete('jobrt', 'cron', 'del'))
+    assert.equal('', complete('jobrt', 'cron', 'add', ''))
+    -- commands whose arguments are queue names offer nothing (not the directory's folders)
+    for _, c in ipairs({ 'pause', 'resume', 'limit', 'drain', 'obliterate', 'queues', 'web', 'enqueue', 'health' }) do
+      assert.equal('', complete('jobrt', c, ''), c)
+    end
     assert.equal('text json', complete('jobrt', 'health', '--log-format', ''))
     assert.equal('', complete('jobrt', 'work', 'jobs/', '--concurrency', ''))
-    assert.equal('--help --log-format --log-level --redis --timeout', complete('jobrt', 'health', '--'))
+    assert.equal('--help --log-format --log-level --redis --timeout --tls-ca --tls-cert --tls-insecure --tls-key', complete('jobrt', 'health', '--'))
   end)
 
   it('installs the example systemd unit: stop timeout above --grace, restart on failure', function()

@@ -174,6 +174,16 @@ describe('job files', function()
       assert.matches('info: queue MAIL: type DELQUEUE stored in RESERVED:QCONFIG (declared by _type in ' .. dir .. '/mail.lua:3)', err, 1, true)
     end)
 
+    it('each queue of a file names the line of its own _type', function()
+      dir = tree{ ['book.lua'] = "local jobrt = require 'jobrt'\nreturn {\n  PAGES = {\n    _type = 'QUEUE',\n    render = function() end,\n  },\n  ['BOOK.x'] = { _type = 'DELQUEUE',\n    assemble = function() end },\n  SHIP = {\n    send = function() end,\n\n    _type = 'QUEUE',\n  },\n}" }
+      local p = start_worker({ dir }, q)
+      local code, _, err = stop(p)
+      assert.equal(0, code)
+      assert.matches('queue PAGES: type QUEUE stored in RESERVED:QCONFIG (declared by _type in ' .. dir .. '/book.lua:4)', err, 1, true)
+      assert.matches('queue BOOK.x: type DELQUEUE stored in RESERVED:QCONFIG (declared by _type in ' .. dir .. '/book.lua:7)', err, 1, true)
+      assert.matches('queue SHIP: type QUEUE stored in RESERVED:QCONFIG (declared by _type in ' .. dir .. '/book.lua:12)', err, 1, true)
+    end)
+
     it('the same type already stored: served, nothing written', function()
       q:queueType('MAIL', 'DELQUEUE')
       dir = tree{ ['mail.lua'] = "return { MAIL = { _type = 'DELQUEUE', send = function() end } }" }

@@ -220,8 +220,11 @@ describe('jobrt.client', function()
       { Q, 'send', {}, { id = 'line\nbreak' }, [[enqueueJob: option 'id' must not contain control characters (newline, tab...) or '{' '}' (got "line\nbreak", with "\n" at byte 5)]] },
       { Q, 'send', {}, { retries = 1.5 }, "enqueueJob: option 'retries' must be a whole number from 0 to 1000, got 1.5" },
       { Q, 'send', {}, { retries = -1 }, "enqueueJob: option 'retries' must be a whole number from 0 to 1000, got -1" },
-      { Q, 'send', {}, { timeout = 0 }, "enqueueJob: option 'timeout' must be seconds > 0 (at least 0.001), got 0" },
+      { Q, 'send', {}, { timeout = 0 }, "enqueueJob: option 'timeout' must be seconds from 0.001 to 3.2e7 (about a year), got 0" },
       { Q, 'send', {}, { timeout = '30' }, "enqueueJob: option 'timeout' must be a number, got string" },
+      { Q, 'e\255cho', {}, nil, [[enqueueJob: the job name must be UTF-8: byte offset 1 is 0xff (got "e\255cho")]] },
+      { Q, 'send', {}, { id = 'id\254' }, [[enqueueJob: option 'id' must be UTF-8: byte offset 2 is 0xfe (got "id\254")]] },
+      { Q, 'send', {}, { jobHash = 'h\192\175' }, [[enqueueJob: option 'jobHash' must be UTF-8: byte offset 1 is 0xc0 (got "h\192\175")]] },
     }
     for i, case in ipairs(BAD) do
       it(('raises at once in both forms on bad input #%d: %s'):format(i, case[5]:sub(13, 60)), function()

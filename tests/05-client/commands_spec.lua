@@ -97,7 +97,12 @@ describe('jobrt commands', function()
       { { 'a}:job:x', 'send' }, "jobrt enqueue: the queue name may use only A-Z a-z 0-9 _ . : - (got 'a}:job:x', with '}' at byte 2)" },
       { { Q, 'send', '--id', 'x{y' }, "jobrt enqueue: --id must not contain control characters (newline, tab...) or '{' '}' (got 'x{y', with '{' at byte 2)" },
       { { Q, 'send', '--retries', '2.5' }, "jobrt enqueue: --retries must be a whole number from 0 to 1000, got 2.5" },
-      { { Q, 'send', '--timeout', '0' }, "jobrt enqueue: --timeout must be seconds > 0 (at least 0.001), got 0" },
+      { { Q, 'send', '--timeout', '0' }, "jobrt enqueue: --timeout must be seconds from 0.001 to 3.2e7 (about a year), got 0" },
+      { { Q, 'send', '--timeout', '1e12' }, "jobrt enqueue: --timeout must be seconds from 0.001 to 3.2e7 (about a year), got 1000000000000" },
+      { { Q, 'send', '--priority', '1', '--priority', '2' }, "jobrt enqueue: --priority is given twice (1 and 2): give it once" },
+      { { Q, 'e\255cho' }, [[jobrt enqueue: the job name must be UTF-8: byte offset 1 is 0xff (got "e\255cho")]] },
+      { { Q, 'send', '--id', 'id\254' }, [[jobrt enqueue: --id must be UTF-8: byte offset 2 is 0xfe (got "id\254")]] },
+      { { Q, 'send', '--hash', 'h\192\175' }, [[jobrt enqueue: --hash must be UTF-8: byte offset 1 is 0xc0 (got "h\192\175")]] },
       { { Q, 'send', '--hash' }, "jobrt enqueue: --hash needs a value" },
       { { Q, 'send', '--frob' }, "jobrt enqueue: unknown option --frob (see jobrt enqueue --help)" },
       { { Q, 'send', '--wait-timeout', '3' }, "jobrt enqueue: --wait-timeout needs --wait" },
@@ -216,6 +221,17 @@ describe('jobrt commands', function()
         "[%d%-]+T[%d:.]+Z jobrt%[%d+%] warn: enqueue: no live worker serves queue 'mail': job 1 waits until one does[^\n]*\n" ..
         "jobrt enqueue: job 1 on queue 'mail' did not finish within 0%.2 s %(state: pending; is a worker serving 'mail'%? the job stays queued%)\n$", err)
       assert.equal(1, q:stats(Q).pending)
+    end)
+
+    it('--wait-timeout on a delayed job says when it is due, not that no worker serves it', function()
+      local code, out, err = run({ 'enqueue', Q, 'echo', '--in', '30', '--wait', '--wait-timeout', '0.2' })
+      assert.equal(1, code)
+      assert.equal('', out)
+      local last = err:match('([^\n]*)\n$')
+      assert.matches("^jobrt enqueue: job 1 on queue 'mail' did not finish within 0%.2 s: it is delayed, due at %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%dZ %(in %d+ s%); the job stays queued$", last)
+      local n = tonumber(last:match('%(in (%d+) s%)'))
+      assert.is_true(n >= 20 and n <= 30, last)
+      assert.falsy(last:find('is a worker serving', 1, true))
     end)
 
     describe('from stdin', function()

@@ -41,6 +41,13 @@ describe('jobrt.repl compile', function()
     local fn, err, incomplete = repl.compile('for i = 1, 2 do')
     assert.is_nil(fn)
     assert.is_true(incomplete)
+    -- an expression cut short is a bad statement but an incomplete expression: it continues
+    for _, text in ipairs({ '1+', 'queue:stats(', '=1 ..', 'x = 1 +' }) do
+      fn, err, incomplete = repl.compile(text)
+      assert.is_nil(fn, text)
+      assert.is_true(incomplete, text .. ': ' .. tostring(err))
+    end
+    assert.is_function(repl.compile('1+\n2'))
     fn, err, incomplete = repl.compile('x = = 1')
     assert.is_nil(fn)
     assert.is_nil(incomplete)
@@ -82,11 +89,15 @@ describe('jobrt repl', function()
     end)
 
     it('reports errors on stderr, goes on, and exits 1', function()
-      local code, out, err = h.run_jobrt({ 'repl' }, { stdin = 'x = = 1\nerror("boom")\n=1 + 1\nqueue:enqueueJob("nope", "f", {})\n=2\n' })
+      local code, out, err = h.run_jobrt({ 'repl' }, { stdin = 'x = = 1\nerror("boom")\n=1 + 1\nqueue:enqueueJob("nope", "f", {})\n=2\nqueue:enqueueJob("NOPE!", "f", {})\n1+\n2\n' })
       assert.equal(1, code)
-      assert.equal('2\n2\n', out)
+      assert.equal('2\n2\n3\n', out)
       assert.matches("^stdin:1: unexpected symbol near '='\nstdin:1: boom\nstack traceback:\n", err)
-      assert.matches("enqueueJob: queue 'nope' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type nope QUEUE|LBQUEUE|DELQUEUE\nstack traceback:", err, 1, true)
+      -- what the client raises itself is one line, without a traceback through its insides
+      assert.matches("\nenqueueJob: queue 'nope' has no type in RESERVED:QCONFIG: set it with  jobrt queue-type nope QUEUE|LBQUEUE|DELQUEUE\n" ..
+        "enqueueJob: the queue name may use only A-Z a-z 0-9 _ . : - (got 'NOPE!', with '!' at byte 5)\n", err, 1, true)
+      assert.equal("with '!' at byte 5)\n", err:sub(-20))
+      assert.falsy(err:find('client.lua', 1, true), err)
     end)
 
     it('names a statement left incomplete at the end of input, and exits 1', function()

@@ -115,6 +115,15 @@ describe('the embedded Redis', function()
     code, out = run_in(dir, { '-e', 'print(require("jobrt").connect():queueType("LOC"))' })
     assert.equal(0, code)
     assert.equal('QUEUE\n', out)
+    -- health, and the scheduling commands, resolve the default address the same way
+    local err
+    code, out, err = run_in(dir, { 'health', 'LOC' })
+    assert.same({ 0, 'ok: redis at unix://' .. dir .. '/.jobrt/redis.sock answers; served: LOC by 1\n', '' }, { code, out, err })
+    for _, c in ipairs({ { 'cron', 'list' }, { 'queues' }, { 'limit', 'LOC' }, { 'failed', 'LOC' },
+                         { 'drain', 'LOC' }, { 'pause', 'LOC' }, { 'resume', 'LOC' } }) do
+      code, _, err = run_in(dir, c)
+      assert.same({ 0, '' }, { code, err }, table.concat(c, ' '))
+    end
     p:kill('SIGTERM')
     p:wait()
     local _, err = p:output()
@@ -130,6 +139,9 @@ describe('the embedded Redis', function()
     local code, _, err = run_in(dir, { 'stats' })
     assert.equal(1, code)                                  -- stopped: no other Redis is used
     assert.equal("jobrt stats: this directory's private Redis (./.jobrt/) is not running: `jobrt jobs/` (or make run) starts it again on its data; or give --redis URL (or set JOBRT_REDIS)\n", err)
+    code, _, err = run_in(dir, { 'health' })
+    assert.equal(1, code)
+    assert.equal("jobrt health: this directory's private Redis (./.jobrt/) is not running: `jobrt jobs/` (or make run) starts it again on its data; or give --redis URL (or set JOBRT_REDIS)\n", err)
     local p = h.spawn_jobrt({ 'jobs/', '--log-level', 'warn' }, { cwd = dir, env = { JOBRT_REDIS = false, PWD = dir } })
     local r
     h.wait_for(function()

@@ -526,8 +526,8 @@ return {
 
   it('jobrt enqueue --flow refuses a malformed file with one line and exit 2', function()
     local cases = {
-      { '{"queue":"P","job":"book","children":{"a":1}}', "jobrt enqueue: children must be an array of nodes (keys 1..n), got the key 'a'\n" },
-      { '[1]', 'jobrt enqueue: the flow file - must be a JSON object (the root job) {"queue":...,"job":...,"args":...,"children":[...]}, or give QUEUE and JOB before --flow and list the children in the file\n' },
+      { '{"queue":"P","job":"book","children":{"a":1}}', "jobrt enqueue: children must be a JSON array of nodes (keys 1..n), got the key 'a'\n" },
+      { '[1]', 'jobrt enqueue: the flow read from stdin must be a JSON object (the root job) {"queue":...,"job":...,"args":...,"children":[...]}, or give QUEUE and JOB before --flow and list the children in the file\n' },
       { '{"queue":"P","job":"book","children":[{"queue":"C","job":"page","opts":{"jobHash":"h"}}]}',
         "jobrt enqueue: children[1]: option 'jobHash' does not apply to a job of a flow: it is its own job, never merged with another\n" },
       { '{nope', nil },
@@ -536,8 +536,59 @@ return {
       local code, out, err = h.run_jobrt({ 'enqueue', '--flow', '-', '--redis', h.url }, { stdin = c[1] })
       assert.equal(2, code, err)
       assert.equal('', out)
-      if c[2] then assert.equal(c[2], err) else assert.truthy(err:find('^jobrt enqueue: the flow file %- is not valid JSON')) end
+      if c[2] then assert.equal(c[2], err) else assert.truthy(err:find('^jobrt enqueue: the flow read from stdin is not valid JSON'), err) end
     end
     assert.same({}, keys_now(r))
+  end)
+
+  it('jobrt enqueue --flow: every usage or shape error exits 2 with a message in the command line\'s terms', function()
+    q:queueType('L', 'LBQUEUE')
+    q:queueType('D', 'DELQUEUE')
+    local before = keys_now(r)
+    local arr = dir .. '/arr.json'
+    local f = assert(io.open(arr, 'w'))
+    f:write('[{"queue":"C","job":"page","args":{"n":1}}]')
+    f:close()
+    local function run(args, stdin)
+      local a = { 'enqueue' }
+      for _, x in ipairs(args) do a[#a + 1] = x end
+      a[#a + 1] = '--redis'
+      a[#a + 1] = h.url
+      local code, out, err = h.run_jobrt(a, { stdin = stdin })
+      assert.equal('', out)
+      return code, err
+    end
+    local STDIN = "jobrt enqueue: `-` (stdin) and --flow cannot be combined: give JSON-ARGS on the command line and the children in the file, or read the whole flow from stdin with --flow -\n"
+    local cases = {
+      { { 'P', '-', '--flow', arr }, nil, STDIN },
+      { { 'P', 'book', '-', '--flow', arr }, '{"a":1}', STDIN },
+      { { 'P', 'book', '--flow', arr, '--flow', arr }, nil,
+        ('jobrt enqueue: --flow is given twice (%s and %s): give it once\n'):format(arr, arr) },
+      { { 'P', 'book', '--flow', dir }, nil, ('jobrt enqueue: cannot read the flow file %s: Is a directory\n'):format(dir) },
+      { { 'P', 'book', '--flow', dir .. '/nope.json' }, nil,
+        ('jobrt enqueue: cannot read the flow file %s/nope.json: No such file or directory\n'):format(dir) },
+      { { 'P', 'book', '--flow', '-' }, '[3]',
+        'jobrt enqueue: children[1]: must be a JSON object {"queue":..., "job":..., "args":..., "opts":{...}, "children":[...]}, got number\n' },
+      { { 'P', 'book', '--flow', '-' }, '[[1]]',
+        'jobrt enqueue: children[1]: must be a JSON object {"queue":..., "job":..., "args":..., "opts":{...}, "children":[...]}, got an array\n' },
+      { { 'P', 'book', '--flow', '-' }, '[{"queue":"C","job":"page","opts":[1]}]',
+        'jobrt enqueue: children[1]: opts must be a JSON object {"id":..., "priority":..., "delay":...}, got an array\n' },
+      { { 'P', 'book', '--max-payload', '10', '--flow', '-' }, '[{"queue":"C","job":"page","args":{"a":"xxxxxxxxxxxx"}}]',
+        'jobrt enqueue: children[1]: args is larger than the limit of 10 bytes as JSON text (--max-payload BYTES sets the limit)\n' },
+      { { 'P', 'book', '--flow', '-' }, '[{"queue":"C","job":"page","opts":{"id":"c-1"}},{"queue":"C","job":"page","opts":{"id":"c-1"}}]',
+        "jobrt enqueue: children[2]: job id 'c-1' of queue 'C' is given twice in the flow (children[1]): each job once\n" },
+      { { 'P', 'book', '--flow', '-' }, '[{"queue":"L","job":"page"}]', "^jobrt enqueue: children%[1%]: queue 'L' is an LBQUEUE" },
+      { { 'P', 'book', '--flow', '-' }, '[{"queue":"D","job":"page","opts":{"priority":3}}]', "^jobrt enqueue: children%[1%]: .*priority" },
+    }
+    for i, c in ipairs(cases) do
+      local code, err = run(c[1], c[2])
+      assert.equal(2, code, i .. ': ' .. err)
+      if c[3]:sub(1, 1) == '^' then assert.matches(c[3], err, nil, nil, i) else assert.equal(c[3], err, i) end
+    end
+    -- a queue with no type is the server's state, not the command's shape: exit 1 (as enqueue)
+    local code, err = run({ 'P', 'book', '--flow', '-' }, '[{"queue":"NOTYPE","job":"page"}]')
+    assert.equal(1, code, err)
+    assert.matches("queue 'NOTYPE' has no type", err)
+    assert.same(before, keys_now(r))
   end)
 end)
