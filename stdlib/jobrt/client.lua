@@ -515,6 +515,21 @@ local function decode_result(text)
 end
 _M.decode_result = decode_result
 
+-- record_values(rec) -> rec: a job record (as getJob returns it) made for display, in place:
+-- args and result-value become the JSON values they hold (`jobrt job`, `failed --json` and the
+-- web API show records so); a field that is not JSON, written by another tool, stays the
+-- string it is.
+function _M.record_values(rec)
+  for _, f in ipairs({ 'args', 'result-value' }) do
+    local t = rec[f]
+    if type(t) == 'string' then
+      local v = json.decode(t)
+      if v ~= nil then rec[f] = v end
+    end
+  end
+  return rec
+end
+
 -- The outcome of a finished record: true, value | false, message.
 local function outcome(queue, id, rec)
   if rec.result == 'successful' then return true, decode_result(rec['result-value']) end

@@ -61,18 +61,7 @@ local function to_json(v, indent)
   return text or error(err, 0)
 end
 
--- A job record for display: args and result-value as the JSON values they hold (a field that is
--- not JSON, written by another tool, stays the string it is).
-local function record_values(rec)
-  for _, f in ipairs({ 'args', 'result-value' }) do
-    local t = rec[f]
-    if type(t) == 'string' then
-      local v = json.decode(t)
-      if v ~= nil then rec[f] = v end
-    end
-  end
-  return rec
-end
+local record_values = client.record_values
 
 -- Text table: rows of strings; numeric columns right-aligned.
 local function table_text(header, rows, right)

@@ -77,19 +77,7 @@ local function call(default_status, fn, ...)
 end
 _M.call = call
 
--- A job record as `jobrt job` shows it: args and result-value as the JSON values they hold (a
--- field that is not JSON, written by another tool, stays the string it is).
-local function record_values(rec)
-  for _, f in ipairs({ 'args', 'result-value' }) do
-    local t = rec[f]
-    if type(t) == 'string' then
-      local v = json.decode(t)
-      if v ~= nil then rec[f] = v end
-    end
-  end
-  return rec
-end
-_M.record_values = record_values
+local record_values = client.record_values       -- as `jobrt job` shows a record
 
 -- The numeric fields of a worker's registry entry (jobrt.worker register_self), which Redis
 -- hands back as text: numbers in the API.
