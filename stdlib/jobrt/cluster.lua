@@ -647,7 +647,7 @@ function R:_route(timeout, slot, spec, v, err, code, word, node, cmd, ...)
   while true do
     local asked = ask_node
     ask_node = nil
-    if v ~= nil then return v, err, code, word end
+    if v ~= nil then return v end
     if code == 'EREDIS' then
       if word == 'MOVED' or word == 'ASK' then
         redirects = redirects + 1
@@ -1111,7 +1111,9 @@ function R:nodes()
   return out
 end
 
--- { addr=, state=, sub_state=, tls=, user=, db=0, label=, inflight=, cluster=true, nodes= }
+-- { addr=, state=, sub_state=, tls=, user=, db=0, label=, inflight=, cluster=true, nodes= }:
+-- addr "H1:P1,H2:P2,H3:P3 (cluster)" (the primaries); state "up" when every slot is served and
+-- every primary connection opened is up
 function R:info()
   local addrs, inflight, up, down, err = {}, 0, 0, 0, nil
   for i, n in ipairs(self.primaries) do
@@ -1131,7 +1133,7 @@ function R:info()
     state = 'down'
     err = err or fmt('the cluster serves %d of %d slots', covered, NSLOTS)
   end
-  return { addr = 'cluster ' .. concat(addrs, ','), state = state, sub_state = state, tls = self.opts.tls == true,
+  return { addr = concat(addrs, ',') .. ' (cluster)', state = state, sub_state = state, tls = self.opts.tls == true,
            user = self.opts.user, db = 0, label = self.opts.label, inflight = inflight, cluster = true,
            nodes = self:nodes(), error = state ~= 'up' and err or nil }
 end

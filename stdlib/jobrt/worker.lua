@@ -171,7 +171,7 @@ end
 function W:start()
   local r, err
   local conf
-  if type(self.url) == "userdata" then
+  if redis.is_connection(self.url) then
     r = self.url
     conf = redis.options_of(r)
   else
@@ -791,7 +791,7 @@ function W:stop(grace)
   end
   if self.r then
     self.ops:unregister(self.id)
-    if type(self.url) ~= "userdata" then self.r:close() end
+    if not redis.is_connection(self.url) then self.r:close() end
   end
   if self.pool then self.pool:close() end
   self.finished = true
