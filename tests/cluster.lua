@@ -13,6 +13,8 @@
 --   cl:primary_of(slot) -> server;  cl:replica_of(server) -> a replica of that primary
 --   cl:failover(replica[, "FORCE"])  CLUSTER FAILOVER on it; returns once it is a primary that
 --                   every live node knows as such
+--   cl:wait_primary(s)  until every live node sees s as a primary serving slots (a replica
+--                   promoted after its primary was killed)
 --   cl:wait_ok([timeout])  every live node says cluster_state:ok and agrees on the map
 --   cl:move_slot(slot, to_server[, batch])  migrates a slot: IMPORTING on the target,
 --                   MIGRATING on the source, MIGRATE of every key (batch keys per call), then
@@ -198,16 +200,22 @@ function C:failover(s, mode)
   if mode then ok, err = r:call('CLUSTER', 'FAILOVER', mode) else ok, err = r:call('CLUSTER', 'FAILOVER') end
   r:close()
   if not ok then error('tests: CLUSTER FAILOVER on ' .. s.port .. ': ' .. tostring(err)) end
+  self:wait_primary(s)
+end
+
+-- Waits until every live node sees server s as a primary that serves slots, and the cluster is
+-- ok (after a kill -9 of its primary: the replica was promoted).
+function C:wait_primary(s, timeout)
   h.wait_for(function()
     for _, o in ipairs(self.servers) do
       if alive(o) then
         local view = nodes_view(o.port)
-        if not view or not view[s.port] or not view[s.port].primary then return false end
+        if not view or not view[s.port] or not view[s.port].primary or view[s.port].slots == '' then return false end
       end
     end
     return true
-  end, 30, 'node ' .. s.port .. ' to be a primary for every node')
-  self:wait_ok(30)
+  end, timeout or 30, 'node ' .. s.port .. ' to be a primary for every node')
+  self:wait_ok(timeout or 30)
 end
 
 -- Moves slot to server `to` as redis-cli --cluster reshard does (redis.io "Live resharding"):
