@@ -1,10 +1,10 @@
 -- bench/run.lua: `make bench`. Starts a private redis-server and runs each
 -- benchmark section; every figure is printed beside a baseline measured in
 -- the same run, with the ratio (the machine is noisy: compare ratios).
---   ./jobrt run bench/run.lua [section...]    sections: ping scripts worker web logs
+--   ./jobrt run bench/run.lua [section...]    sections: ping scripts worker web logs cluster
 local h = require 'tests.helpers'
 
-local SECTIONS = { "ping", "scripts", "worker", "web", "logs" }
+local SECTIONS = { "ping", "scripts", "worker", "web", "logs", "cluster" }
 local wanted = {}
 for i = 1, #arg do wanted[arg[i]] = true end
 

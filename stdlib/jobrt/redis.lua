@@ -426,10 +426,12 @@ local function connect_cluster(t, conn)
 end
 
 -- Whether connection c (a single node's, just opened) is a node of a Redis Cluster: INFO
--- cluster says cluster_enabled:1. A server that refuses INFO (an ACL user without +info) is
--- taken as a single server: give such users redis+cluster:// addresses.
+-- cluster says cluster_enabled:1. A server that refuses INFO (an ACL user without +info) or
+-- does not answer it within DETECT_TIMEOUT seconds (something that only looks like Redis) is
+-- taken as a single server: give such users redis+cluster:// addresses (or cluster = false).
+local DETECT_TIMEOUT = 1
 local function is_cluster_node(c)
-  local info = c:call("INFO", "cluster")
+  local info = c:call_timeout(DETECT_TIMEOUT, "INFO", "cluster")
   return type(info) == "string" and info:find("cluster_enabled:1", 1, true) ~= nil
 end
 
