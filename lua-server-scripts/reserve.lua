@@ -291,9 +291,11 @@ end
 -- (leases held at once, across all workers) and held ('1' while a reserve that max-active held
 -- back is owed a wake-up: the next lease to end publishes one).
 
--- How many of `want` jobs may start now. Returns allow, fl where fl.held is nil, 'paused',
--- 'max-active' or 'rate', fl.retry_at the Unix ms the rate allows the next start, and
--- fl.emission, fl.tat the rate limit's spacing (ms) and state when a rate is set.
+-- How many of `want` jobs may start now. Returns allow, fl where fl.held is nil, 'paused' or
+-- 'rate', fl.retry_at the Unix ms the rate allows the next start, fl.emission, fl.tat the rate
+-- limit's spacing (ms) and state when a rate is set, and fl.limited true when max-active cut
+-- `want` down: whether that held anything back is known only once the candidates are taken
+-- (flow_settle), since a queue with nothing ready is not held, just idle.
 local function flow_limits(want, now_ms)
   local s = redis.call('HMGET', KEYS[11], 'paused', 'rate-max', 'rate-per', 'rate-tat', 'max-active')
   local fl = {}
@@ -307,8 +309,7 @@ local function flow_limits(want, now_ms)
     local room = m - redis.call('ZCARD', KEYS[5])
     if room < allow then
       allow = room > 0 and room or 0
-      fl.held = 'max-active'
-      redis.call('HSET', KEYS[11], 'held', '1')
+      fl.limited = true
     end
   end
   local rmax, rper = tonumber(s[2]), tonumber(s[3])
@@ -332,6 +333,19 @@ local function flow_started(n, now_ms, fl)
   redis.call('HSET', KEYS[11], 'rate-tat', string.format('%.3f', tat))
   fl.held = 'rate'
   fl.retry_at = math.ceil(tat)
+end
+-- After reserve took what max-active allowed: if jobs are still ready now, the limit held them
+-- back: the reply says held 'max-active' and the stats field held asks the next lease to end for
+-- a wake-up. If nothing is ready now (only jobs due later, or none), nothing was held back: the
+-- worker arms its due timer as usual (a held reply would leave it waiting for a lease to end,
+-- which may never come when none is running).
+local function flow_settle(fl, now_ms)
+  if not fl.limited or fl.held then return end
+  if redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0
+     or redis.call('ZCOUNT', KEYS[4], '-inf', now_ms) > 0 then
+    fl.held = 'max-active'
+    redis.call('HSET', KEYS[11], 'held', '1')
+  end
 end
 -- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }
 local function reserve_reply(now_ms, jobs, blocked, fl)
@@ -361,7 +375,10 @@ local now_ms, now_s = now()
 local prefix = KEYS[1]
 local flow
 count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
-if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
+if count == 0 then
+  flow_settle(flow, now_ms)
+  return reserve_reply(now_ms, {}, 0, flow)
+end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
@@ -457,8 +474,9 @@ if stop_at then
   if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
 end
 flow_started(#jobs, now_ms, flow)
+if #leases > 0 then redis.call('ZADD', KEYS[5], unpack(leases)) end
+flow_settle(flow, now_ms)
 if #leases > 0 then
-  redis.call('ZADD', KEYS[5], unpack(leases))
   local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
   for k = 1, #jobs do jobs[k][8] = top - #jobs + k end
 end

@@ -4,6 +4,7 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
+  [3] id     optional: retry only this job (when it is in the failed set); limit is ignored
 Each failed job whose record still exists: failures, stalls and suspect removed (attempts stays:
   it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list, or the ready set when it has a priority; DELQUEUE: due now; LBQUEUE: merged
   into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
@@ -74,6 +75,18 @@ end
 local function max_argv(n)
   if #ARGV > n then return SCRIPT .. ': expected at most ' .. n .. ' ARGV, got ' .. #ARGV end
 end
+-- optional string of at most maxlen bytes ('' or absent -> nil)
+local function opt_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil end
+  if #v > maxlen then return nil, argerr(i, name, 'must be at most ' .. maxlen .. ' bytes, got ' .. #v) end
+  return v
+end
+local function req_str(i, name, maxlen)
+  local v = ARGV[i]
+  if v == nil or v == '' then return nil, argerr(i, name, 'is missing') end
+  return opt_str(i, name, maxlen)
+end
 -- optional decimal number within [lo, hi] ('' or absent -> dflt)
 local function opt_num(i, name, lo, hi, whole, dflt)
   local v = ARGV[i]
@@ -87,6 +100,15 @@ local function opt_num(i, name, lo, hi, whole, dflt)
     return nil, argerr(i, name, 'must be between ' .. lo .. ' and ' .. hi .. ', got ' .. shown(v))
   end
   return n
+end
+-- a job id or job name: 1..maxlen bytes, no control characters and no '{' '}' (README "Names")
+local function name_arg(i, name, maxlen, required)
+  local v, err
+  if required then v, err = req_str(i, name, maxlen) else v, err = opt_str(i, name, maxlen) end
+  if v and v:find('[%c{}]') then
+    return nil, argerr(i, name, "must not contain control characters (newline, tab...) or '{' '}', got " .. shown(v))
+  end
+  return v, err
 end
 -- ---- end of includes/args.lua ----
 -- ---- includes/time.lua (edit it there, then run make) ----
@@ -125,14 +147,20 @@ end
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(2); if err then return redis.error_reply(err) end
-local qtype, limit
+err = max_argv(3); if err then return redis.error_reply(err) end
+local qtype, limit, one
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
+one, err = name_arg(3, 'id', 256); if err then return redis.error_reply(err) end
 
 local now_ms = now()
 local prefix = KEYS[1]
-local ids = redis.call('ZRANGE', KEYS[6], 0, limit - 1)
+local ids
+if one then
+  ids = redis.call('ZSCORE', KEYS[6], one) and { one } or {}
+else
+  ids = redis.call('ZRANGE', KEYS[6], 0, limit - 1)
+end
 if #ids == 0 then return { 0, 0 } end
 redis.call('ZREM', KEYS[6], unpack(ids))
 local n, wait = 0, {}

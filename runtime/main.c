@@ -57,6 +57,7 @@ int main(int argc, char **argv) {
   preload(L, "jobrt.core", jr_open_core);
   preload(L, "jobrt.core.timer", jr_open_timer);
   preload(L, "jobrt.core.signal", jr_open_signal);
+  preload(L, "jobrt.core.fswatch", jr_open_fswatch);
   preload(L, "jobrt.core.redis", jr_open_redis);
   preload(L, "jobrt.core.net", jr_open_net);
   preload(L, "jobrt.core.term", jr_open_term);

@@ -102,6 +102,9 @@ int jr_open_timer(lua_State *L);
 /* signal.c */
 int jr_open_signal(lua_State *L);
 
+/* fswatch.c */
+int jr_open_fswatch(lua_State *L);
+
 /* redis_conn.c (the Redis client; its files share redis_private.h) */
 int jr_open_redis(lua_State *L);
 void jr_redis_shutdown(void);                     /* closes every connection and stream */

@@ -5,8 +5,9 @@
  * tests (run a jobrt command, read its output and exit status). A child may
  * be given a heartbeat pipe on fd 3: the child calls proc.heartbeat(3, s)
  * to write a byte every s seconds from its loop, and the parent sees how
- * long ago the last byte came (p:beat_age()); a child whose loop is stuck in
- * a handler stops beating.
+ * long ago the last byte came (p:beat_age()) and whether one came at all
+ * (p:beats(): a worker child beats once it serves); a child whose loop is
+ * stuck in a handler stops beating.
  *
  * The process struct is malloc'd and freed when its handle and pipes are
  * closed and the Lua object is gone, so an exit that arrives after the Lua
@@ -41,6 +42,7 @@ typedef struct jr_proc {
   size_t stdin_len;
   uv_write_t wreq;
   uint64_t last_beat;   /* uv_now ms */
+  uint64_t beats;       /* heartbeat bytes read so far */
   struct jr_proc *next;
 } jr_proc;
 
@@ -114,6 +116,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n > 0) {
     if (idx == 3) {
       p->last_beat = uv_now(jr_H.loop);
+      p->beats += (uint64_t)n;
       return;
     }
     jr_buf *b = &p->out[idx];
@@ -291,8 +294,9 @@ static int p_kill(lua_State *L) {
     else if (strcmp(s, "SIGINT") == 0 || strcmp(s, "INT") == 0) sig = SIGINT;
     else if (strcmp(s, "SIGSTOP") == 0 || strcmp(s, "STOP") == 0) sig = SIGSTOP;
     else if (strcmp(s, "SIGCONT") == 0 || strcmp(s, "CONT") == 0) sig = SIGCONT;
+    else if (strcmp(s, "SIGHUP") == 0 || strcmp(s, "HUP") == 0) sig = SIGHUP;
     else if (strcmp(s, "SIGTERM") != 0 && strcmp(s, "TERM") != 0)
-      return luaL_argerror(L, 2, "signal name expected (SIGTERM, SIGINT, SIGKILL, SIGSTOP, SIGCONT)");
+      return luaL_argerror(L, 2, "signal name expected (SIGTERM, SIGINT, SIGKILL, SIGSTOP, SIGCONT, SIGHUP)");
   }
   if (p->exited) {
     lua_pushnil(L);
@@ -346,6 +350,14 @@ static int p_output(lua_State *L) {
 static int p_beat_age(lua_State *L) {
   jr_proc *p = check_proc(L);
   lua_pushnumber(L, (double)(uv_now(jr_H.loop) - p->last_beat) / 1000.0);
+  return 1;
+}
+
+/* p:beats() -> how many heartbeat bytes came so far (0 until the child's first beat: a jobrt
+ * worker child starts beating once it serves) */
+static int p_beats(lua_State *L) {
+  jr_proc *p = check_proc(L);
+  lua_pushnumber(L, (lua_Number)p->beats);
   return 1;
 }
 
@@ -650,6 +662,7 @@ int jr_open_proc(lua_State *L) {
   static const luaL_Reg meths[] = {{"pid", p_pid},       {"kill", p_kill},
                                    {"wait", p_wait},     {"exited", p_exited},
                                    {"output", p_output}, {"beat_age", p_beat_age},
+                                   {"beats", p_beats},
                                    {NULL, NULL}};
   luaL_newmetatable(L, PROC_MT);
   lua_newtable(L);

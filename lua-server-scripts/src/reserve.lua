@@ -86,7 +86,10 @@ local now_ms, now_s = now()
 local prefix = KEYS[1]
 local flow
 count, flow = flow_limits(count, now_ms)          -- paused, max-active, rate (includes/flow.lua)
-if count == 0 then return reserve_reply(now_ms, {}, 0, flow) end
+if count == 0 then
+  flow_settle(flow, now_ms)
+  return reserve_reply(now_ms, {}, 0, flow)
+end
 
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
@@ -182,8 +185,9 @@ if stop_at then
   if #back_wait > 0 then redis.call('RPUSH', KEYS[2], unpack(back_wait)) end
 end
 flow_started(#jobs, now_ms, flow)
+if #leases > 0 then redis.call('ZADD', KEYS[5], unpack(leases)) end
+flow_settle(flow, now_ms)
 if #leases > 0 then
-  redis.call('ZADD', KEYS[5], unpack(leases))
   local top = redis.call('HINCRBY', KEYS[11], 'total-reserved', #jobs)
   for k = 1, #jobs do jobs[k][8] = top - #jobs + k end
 end

@@ -4,6 +4,7 @@ KEYS: the 14 standard keys of queue Q, in order (README "Keys").
 ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
+  [3] id     optional: retry only this job (when it is in the failed set); limit is ignored
 Each failed job whose record still exists: failures, stalls and suspect removed (attempts stays:
   it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list, or the ready set when it has a priority; DELQUEUE: due now; LBQUEUE: merged
   into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
@@ -19,14 +20,20 @@ local SCRIPT = 'retry_failed'
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(2); if err then return redis.error_reply(err) end
-local qtype, limit
+err = max_argv(3); if err then return redis.error_reply(err) end
+local qtype, limit, one
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 limit, err = opt_num(2, 'limit', 1, 10000, true, 1000); if err then return redis.error_reply(err) end
+one, err = name_arg(3, 'id', 256); if err then return redis.error_reply(err) end
 
 local now_ms = now()
 local prefix = KEYS[1]
-local ids = redis.call('ZRANGE', KEYS[6], 0, limit - 1)
+local ids
+if one then
+  ids = redis.call('ZSCORE', KEYS[6], one) and { one } or {}
+else
+  ids = redis.call('ZRANGE', KEYS[6], 0, limit - 1)
+end
 if #ids == 0 then return { 0, 0 } end
 redis.call('ZREM', KEYS[6], unpack(ids))
 local n, wait = 0, {}

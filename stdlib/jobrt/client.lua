@@ -7,6 +7,7 @@
 --   q:getJob(queue, id)                           -> record (field -> string) | nil
 --   q:deleteJob(queue, id)                        -> true | false (no such job)
 --   q:retryFailedJobs(queue) -> n ;  q:deleteFailedJobs(queue) -> n
+--   q:retryFailedJob(queue, id) -> true | false (not in the failed set)
 --   q:listFailedJobs(queue[, offset, count])      -> records (newest first), total
 --   q:stats(queue) -> counts ;  q:stats() -> { [queue] = counts } for every queue in RESERVED:QCONFIG
 --   q:workers()                                   -> live worker records, sorted by id
@@ -700,6 +701,8 @@ end
 simple('getJob', 'get', 2, true)
 simple('deleteJob', 'delete', 2, true)
 simple('retryFailedJobs', 'retry_failed', 1)
+-- retryFailedJob(queue, id) -> true, or false when the job is not in the failed set
+simple('retryFailedJob', 'retry_failed_job', 2, true)
 simple('deleteFailedJobs', 'delete_failed', 1)
 -- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
 -- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).

@@ -679,11 +679,11 @@ end
 -- ---- failed ---------------------------------------------------------------------
 
 local FAILED_USAGE = [[
-usage: jobrt failed QUEUE [list|retry|delete] [--limit N] [--json]
+usage: jobrt failed QUEUE [list|retry [ID]|delete] [--limit N] [--json]
 
 The failed set of QUEUE: jobs that failed for good (after their retries).
   list     (the default) newest first: id, job, when it failed, the error
-  retry    put every failed job back in the queue
+  retry    put every failed job back in the queue (with ID: only that job)
   delete   delete every failed job
 Options:
   --limit N          list at most N jobs (default 50)
@@ -704,10 +704,10 @@ end
 local function cmd_failed(argv, cmd)
   local o, pos = parse(cmd, argv, { limit = 'count', json = 'flag' }, FAILED_USAGE)
   if not o then return pos end
-  local queue, action = pos[1], pos[2] or 'list'
+  local queue, action, one = pos[1], pos[2] or 'list', pos[3]
   if not queue then return missing(cmd, 'QUEUE', 'QUEUE [list|retry|delete]') end
-  if pos[3] then return too_many(cmd, pos[3]) end
-  if bad_name(cmd, queue) then return 2 end
+  if pos[4] or (one and action ~= 'retry') then return too_many(cmd, pos[4] or one) end
+  if bad_name(cmd, queue, one) then return 2 end
   if action ~= 'list' and action ~= 'retry' and action ~= 'delete' then
     errline(cmd, str_format("unknown action '%s': use list, retry or delete", action))
     return 2
@@ -716,6 +716,7 @@ local function cmd_failed(argv, cmd)
   if not q then return qcode end
   local ok, a, b
   if action == 'list' then ok, a, b = pcall(q.listFailedJobs, q, queue, 0, o.limit or 50)
+  elseif action == 'retry' and one then ok, a = pcall(q.retryFailedJob, q, queue, one)
   elseif action == 'retry' then ok, a = pcall(q.retryFailedJobs, q, queue)
   else ok, a = pcall(q.deleteFailedJobs, q, queue) end
   q:close()
@@ -723,7 +724,13 @@ local function cmd_failed(argv, cmd)
     errline(cmd, bare(a))
     return 1
   end
-  if action == 'retry' then
+  if action == 'retry' and one then
+    if not a then
+      errline(cmd, str_format("job %s is not in the failed set of queue '%s' (see jobrt failed %s list)", one, queue, queue))
+      return 1
+    end
+    io.stdout:write(str_format("retried failed job %s of queue '%s'\n", one, queue))
+  elseif action == 'retry' then
     io.stdout:write(str_format("retried %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))
   elseif action == 'delete' then
     io.stdout:write(str_format("deleted %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))

@@ -9,6 +9,10 @@
 --                           -- channel): read them again
 --   runner:resync(queue)    -- after a reconnect (Redis may have lost data or failed over):
 --                           -- register the job files' entries again, then reload
+--   runner:reconcile()      -- the worker serves other definitions (W:reload): queues no
+--                           -- longer served lose their timers (their entries stay, for the
+--                           -- workers that serve them); every served queue's file entries are
+--                           -- made those the new files declare, then read again; returns at once
 --   runner:stop()           -- closes the timers; nothing is enqueued after it returns
 --
 -- Ownership of the entries declared in job files (`cron = ...` on job JOB of queue Q, named
@@ -103,6 +107,31 @@ function R:start()
   end)
 end
 
+function R:reconcile()
+  if self.stopped then return end
+  local served = {}
+  for _, qname in ipairs(self.w.queue_names) do
+    served[qname] = true
+    if not self.queues[qname] then
+      self.queues[qname] = { timer = jobrt.timer(), entries = {}, busy = false, again = false }
+    end
+  end
+  for qname, qc in pairs(self.queues) do
+    if not served[qname] then
+      qc.closed = true                   -- a run under way ends without arming the timer
+      qc.timer:close()
+      self.queues[qname] = nil
+    end
+  end
+  jobrt.spawn(function()
+    for _, qname in ipairs(self.w.queue_names) do
+      if self.stopped then return end
+      self:register(qname)
+      self:reload(qname)
+    end
+  end)
+end
+
 -- Reads queue q's entries again and arms its timer.
 function R:reload(qname) return self:run(qname, true) end
 
@@ -131,7 +160,7 @@ function R:run(qname, load)
     self.w:log('error', 'queue %s: cron: %s', qname, tostring(err))
     qc.retry = true
   end
-  if self.stopped then return end
+  if self.stopped or qc.closed then return end
   if qc.again then
     local again = qc.again
     qc.again = false

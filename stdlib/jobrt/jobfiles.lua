@@ -20,6 +20,17 @@
 --       info = { files = {...}, types = { [queue] = { type =, source = } } } (declared `_type`s,
 --       see jobrt.queuetypes). Each file runs once, in order; a file that fails to load, or
 --       returns something that is not a jobDescription, is the message (file:line first).
+--   jobfiles.reload(paths) -> desc, nil, info | nil, message
+--       jobfiles.load once more, from the files as they are now (hot reload): the helper
+--       modules loaded from the served directories are taken out of package.loaded first, so
+--       the job files get fresh copies (every other module stays as it is). When a file fails,
+--       package.loaded is put back as it was, so whatever still runs the previous definitions
+--       (and a later require of a helper) keeps the previous helpers. The previous definitions
+--       keep the helper modules they required when they loaded: a job in flight never sees
+--       a mix of old and new code (a require run inside a handler, rather than at the top of
+--       the file, returns whichever version is loaded at that moment). On success
+--       info.restore() puts package.loaded back as it was before this reload (for a caller
+--       whose own checks then refuse the new definitions).
 --   jobfiles.helper_modules() -> { [module name] = file }  modules loaded from the served
 --       directories so far (what a reload has to forget).
 local proc = require 'jobrt.core.proc'
@@ -163,6 +174,31 @@ function _M.load(paths)
     if lerr then return nil, lerr end
   end
   return desc, nil, { files = files, types = types }
+end
+
+function _M.reload(paths)
+  local saved, saved_helpers, saved_files = {}, helpers, job_files
+  for name in pairs(helpers) do
+    saved[name] = package.loaded[name]
+    package.loaded[name] = nil
+  end
+  helpers, job_files = {}, {}          -- what this load requires and finds, afresh
+  local mine = helpers
+  -- forget this attempt's modules (a module that raised while loading leaves a marker in
+  -- package.loaded that would make every later require of it fail), restore the previous
+  local function restore()
+    if helpers ~= mine then return end  -- another reload came since
+    for name in pairs(helpers) do package.loaded[name] = nil end
+    for name, mod in pairs(saved) do package.loaded[name] = mod end
+    helpers, job_files = saved_helpers, saved_files
+  end
+  local desc, err, info = _M.load(paths)
+  if desc then
+    info.restore = restore
+    return desc, nil, info
+  end
+  restore()
+  return nil, err
 end
 
 function _M.helper_modules()

@@ -45,6 +45,7 @@
 --       -- an executing job is cancelled: 'cancel:<id>' on the wake channel, record kept (get
 --       -- answers nil) until its worker reports it or its lease runs out; true again meanwhile
 --   o:retry_failed(queue) -> n ;  o:delete_failed(queue) -> n
+--   o:retry_failed_job(queue, id) -> true | false (not in the failed set)
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
 --                       total_failed=, retried=, expired=, cancelled=, dropped= }
@@ -433,6 +434,15 @@ end
 function _M:retry_failed(queue)
   check_queue('retry_failed', queue)
   return drain(self, 'retry_failed', queue)
+end
+
+-- Queues one failed job again. Returns true, or false when id is not in the failed set.
+function _M:retry_failed_job(queue, id)
+  check_queue('retry_failed_job', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.retry_failed_job: id must be a string, got ' .. type(id), 2) end
+  local res, err = run(self, 'retry_failed', queue, { false, '', id })
+  if not res then return nil, err end
+  return res[1] == 1
 end
 
 function _M:delete_failed(queue)

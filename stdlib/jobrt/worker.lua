@@ -8,6 +8,8 @@
 --                      -- nil, message)
 --   w:stop([grace])    -- graceful: stop reserving, finish or hand back jobs in flight
 --   w:wait()           -- until stopped
+--   w:reload(jobs[, types])  -- serve new definitions; jobs in flight finish on theirs (below,
+--                      -- at W:reload) -> true, { added =, removed =, queues = } | nil, message
 --   worker.register(conn_or_url, description, opts) -> w   (q:registerWorker)
 --   worker.load_description(tbl, source) -> normalized description | nil, err  (jobrt.jobdefs)
 --   (a queue's `_type` setting is taken out and stored when serving: see jobrt.queuetypes)
@@ -198,39 +200,18 @@ function W:start()
   for _, qname in ipairs(names) do
     local qtype, terr = o:queue_type(qname)
     if not qtype then return nil, terr end
-    self.queues[qname] = {
-      name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
-      running = {},              -- id -> the attempt of that job running here (one at a time)
-      outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
-      due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
-      laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
-    }
+    self.queues[qname] = self:queue_state(qname, qtype)
   end
   self.queue_names = names
   self.cron = cron_runner.new(self)
   -- Wake-ups: subscribe before the first reserve, so no enqueue falls between.
   for _, qname in ipairs(names) do
-    local q = self.queues[qname]
-    local ok, serr = r:subscribe(ops_mod.channels(qname).wake, function(_, msg)
-      local cancel = msg and msg:match("^cancel:(.+)$")
-      if cancel then
-        local st = q.running[cancel]
-        if st then return self:drop(st, "deleted while running") end
-        return
-      end
-      if msg == "cron" then return self.cron:reload(qname) end    -- its cron entries changed
-      if msg == nil then self.cron:resync(qname) end               -- reconnected: Redis may have lost them
-      self:poke(q, msg == nil and "resubscribed" or "wake")
-    end)
+    local ok, serr = self:subscribe(self.queues[qname])
     if not ok then return nil, serr end
   end
   self:register_self()
   self.cron:start()
-  for _, qname in ipairs(names) do
-    local q = self.queues[qname]
-    q.pump = spawn(function() self:pump(q) end)
-    q.flusher = spawn(function() self:flusher(q) end)
-  end
+  for _, qname in ipairs(names) do self:start_pump(self.queues[qname]) end
   self.renewer = jobrt.timer()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
   self.beat = jobrt.timer()
@@ -240,6 +221,56 @@ function W:start()
   self:log("info", "worker %s serving %s (concurrency %d, lease %gs)", self.id,
     concat(names, ", "), self.concurrency, self.lease)
   return true
+end
+
+-- The state of one served queue (q in what follows).
+function W:queue_state(qname, qtype)
+  return {
+    name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
+    running = {},              -- id -> the attempt of that job running here (one at a time)
+    outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
+    due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
+    laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
+    pumping = false,           -- its pump coroutine runs
+    retired = false,           -- no longer served (W:reload): reserve nothing more from it
+    changed = jobrt.cond(),    -- a retired queue's attempt, pump or flush ended (W:drain)
+  }
+end
+
+-- Subscribes to q's wake channel (wake-ups, and cancel:<id> for a job deleted while it runs
+-- here). Subscribing again replaces the function. Returns true or nil, err.
+function W:subscribe(q)
+  return self.r:subscribe(ops_mod.channels(q.name).wake, function(_, msg)
+    local cancel = msg and msg:match("^cancel:(.+)$")
+    if cancel then
+      local st = q.running[cancel]
+      if st then return self:drop(st, "deleted while running") end
+      return
+    end
+    if msg == "cron" then return self.cron:reload(q.name) end    -- its cron entries changed
+    if msg == nil then self.cron:resync(q.name) end               -- reconnected: Redis may have lost them
+    self:poke(q, msg == nil and "resubscribed" or "wake")
+  end)
+end
+
+-- Starts q's pump (unless it still runs) and its flusher (unless it still runs).
+function W:start_pump(q)
+  if not q.pumping then
+    q.pumping = true
+    q.pump = spawn(function() self:pump(q) end)
+  end
+  if not q.flusher_on then
+    q.flusher_on = true
+    q.flusher = spawn(function() self:flusher(q) end)
+  end
+end
+
+-- Every queue with state here, served or retired (draining its attempts), sorted by name.
+function W:all_queues()
+  local list = {}
+  for _, q in pairs(self.queues) do list[#list + 1] = q end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
 end
 
 -- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
@@ -290,11 +321,18 @@ function W:may_reserve(q)
 end
 
 -- The pump: reserve while there are free slots and ready jobs; otherwise wait for an event.
+-- Ends when the worker stops or the queue is retired (W:reload).
 function W:pump(q)
+  self:pump_loop(q)
+  q.pumping = false
+  if q.retired then q.changed:broadcast("pump") end
+end
+
+function W:pump_loop(q)
   local ops = self.ops
   local backoff = 0.05
   local err_logged = false
-  while not self.stopping do
+  while not self.stopping and not q.retired do
     local what, want, alone = self:may_reserve(q)
     if what == "slot" then
       self.slot_free:wait()
@@ -312,6 +350,11 @@ function W:pump(q)
       if res and self.stopping then        -- stop() began meanwhile: hand these back untouched
         self:give_back(q, res.jobs, "the worker is stopping")
         self.stopped:broadcast("reserved")
+        break
+      end
+      if res and q.retired then            -- no longer served (reload): hand these back untouched
+        self:give_back(q, res.jobs, "the queue is no longer served (job files reloaded)")
+        self.slot_free:broadcast()
         break
       end
       if not res then
@@ -418,10 +461,12 @@ function W:start_job(q, job, sent)
       job.attempt, tostring(prev.attempt)), true)
   end
   self.inflight = self.inflight + 1
-  local spec = self.jobs[q.name][job.fn]
+  -- the definition this attempt runs on, to its end, whatever a reload serves meanwhile
+  local spec = (self.jobs[q.name] or {})[job.fn]
   local timeout = job.timeout or (spec and spec.timeout) or self.default_timeout
   local state = { id = job.id, attempt = job.attempt, queue = q, job = job, worker = self,
-                  started = monotime(), confirmed = sent, done = false, alone = job.alone }
+                  started = monotime(), confirmed = sent, done = false, alone = job.alone,
+                  spec = spec }
   if timeout then state.timeout_at = state.started + timeout; state.timeout = timeout end
   q.running[job.id] = state
   if job.alone then self.alone_job = state end
@@ -457,7 +502,7 @@ end
 function W:timed_out(state)
   if state.done then return end
   state.scope:cancel()
-  local spec = self.jobs[state.queue.name][state.job.fn]
+  local spec = state.spec                -- the definition it started with (a reload keeps it)
   self:finish(state, { id = state.id, attempt = state.attempt, ok = false,
     reason = fmt("timed out after %g s (the job's timeout): make the handler faster or raise its timeout", state.timeout),
     exception = "", retries = spec and spec.retries })
@@ -467,7 +512,7 @@ function W:run_job(q, job, spec, state)
   local id, attempt = job.id, job.attempt
   if not spec then
     local known = {}
-    for name in pairs(self.jobs[q.name]) do known[#known + 1] = name end
+    for name in pairs(self.jobs[q.name] or {}) do known[#known + 1] = name end
     table.sort(known)
     return self:finish(state, { id = id, attempt = attempt, ok = false,
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
@@ -514,6 +559,7 @@ function W:end_attempt(state)
   self.inflight = self.inflight - 1
   self.slot_free:broadcast()
   if self.inflight == 0 then self.stopped:broadcast("idle") end
+  if q.retired then q.changed:broadcast("attempt") end
 end
 
 -- Records an attempt's outcome (once), frees its slot and schedules the batch report.
@@ -571,7 +617,7 @@ end
 function W:flusher(q)
   while true do
     while #q.outcomes == 0 and #q.releases == 0 and #q.laters == 0 do
-      if self.finished then return end
+      if self.finished or q.closed then q.flusher_on = false; return end
       q.flush_cond:wait()
     end
     q.flushing = true
@@ -579,6 +625,7 @@ function W:flusher(q)
     self:flush(q)
     q.flushing = false
     if self.inflight == 0 then self.stopped:broadcast("flushed") end
+    if q.retired then q.changed:broadcast("flushed") end
   end
 end
 
@@ -661,8 +708,8 @@ end
 -- Renews the leases of every attempt in flight, per queue, in one call each; stops the
 -- attempts whose lease is lost, and those whose lease could not be confirmed in time.
 function W:renew_all()
-  for _, qname in ipairs(self.queue_names) do
-    local q = self.queues[qname]
+  for _, q in ipairs(self:all_queues()) do       -- retired queues too: their attempts still run
+    local qname = q.name
     if not q.renewing and next(q.running) then
       q.renewing = true
       spawn(function()
@@ -726,6 +773,132 @@ function W:heartbeat()
   end
 end
 
+-- ---- hot reload ---------------------------------------------------------------
+
+-- Serves new job definitions in place of the current ones (`jobrt work --watch`, SIGHUP).
+--   jobs:  a jobDescription (as worker.new's `jobs`; `_type` settings allowed)
+--   types: declared queue types as jobrt.jobfiles.load returns them (info.types), or nil
+-- Everything is checked first (definitions, each declared type stored when missing and refused
+-- when it conflicts, every new queue's type, the wake subscriptions of new queues); on any
+-- error nothing changes and it returns nil, message. Then, with no yield in between:
+--   * queues still defined take the new definitions for every attempt started from now on;
+--     an attempt in flight runs to its end on the definition it started with (start_job keeps
+--     it in state.spec: handler, timeout, retries). A job name no longer defined in a served
+--     queue fails when reserved, as it would after a restart ("unknown job");
+--   * new queues are pumped at once;
+--   * queues no longer defined are retired: nothing more is reserved from them (a reserve
+--     already on its way hands its jobs back unstarted); their attempts in flight run on,
+--     renewed and reported as usual, and then the queue's state goes (W:drain);
+--   * the registry entry lists the queues now served (jobrt health, stats, the warning for
+--     queues nobody serves).
+-- Returns true, { added = {names}, removed = {names}, queues = {names served} }.
+-- Errors: "the worker is stopping", "the worker has not started", "a reload is already under
+-- way", a definition's message (jobrt.jobdefs), a type conflict or missing type
+-- (jobrt.queuetypes, jobrt.ops), or a Redis error ("ECONN: ..."), each as nil, message.
+function W:reload(jobs_in, types_in)
+  if self.stopping then return nil, "the worker is stopping" end
+  if not self.ops then return nil, "the worker has not started" end
+  if self.reloading then return nil, "a reload is already under way" end
+  local types = {}
+  for q, d in pairs(types_in or {}) do types[q] = d end
+  local plain, terr = queuetypes.extract(jobs_in, nil, types)
+  if not plain then return nil, terr end
+  local jobs, err = jobdefs.load_description(plain)
+  if not jobs then return nil, err end
+  self.reloading = true
+  local ok, done, summary = pcall(self.swap_jobs, self, jobs, types)
+  self.reloading = false
+  if not ok then error(done, 0) end
+  return done, summary
+end
+
+-- W:reload once the definitions are checked: the Redis checks, then the swap.
+function W:swap_jobs(jobs, types)
+  local ok, aerr = queuetypes.apply(self.r, types)
+  if not ok then return nil, aerr end
+  local added, removed, names = {}, {}, {}
+  for qname in pairs(jobs) do
+    names[#names + 1] = qname
+    local q = self.queues[qname]
+    if not q or q.retired then added[#added + 1] = qname end
+  end
+  for _, qname in ipairs(self.queue_names) do
+    if not jobs[qname] then removed[#removed + 1] = qname end
+  end
+  table.sort(names)
+  table.sort(added)
+  table.sort(removed)
+  -- new queues: their types, their state, their wake-ups (before their first reserve)
+  local fresh = {}
+  for _, qname in ipairs(added) do
+    local qtype, terr = self.ops:queue_type(qname)
+    if not qtype then return nil, terr end
+    if self.stopping then return nil, "the worker is stopping" end
+    local q = self.queues[qname] or self:queue_state(qname, qtype)   -- a retired one is revived
+    fresh[#fresh + 1] = q
+    local sok, serr = self:subscribe(q)
+    if not sok then
+      for _, f in ipairs(fresh) do
+        if not self.queues[f.name] then
+          self.r:unsubscribe(ops_mod.channels(f.name).wake)
+          f.due_timer:close()
+          f.lease_timer:close()
+          f.hold_timer:close()
+        end
+      end
+      return nil, serr
+    end
+  end
+  if self.stopping then return nil, "the worker is stopping" end
+  -- the swap: no yield from here on
+  self.jobs = jobs
+  self.declared_types = types
+  self.queue_names = names
+  for _, qname in ipairs(removed) do
+    local q = self.queues[qname]
+    q.retired = true
+    q.due_timer:stop()
+    q.lease_timer:stop()
+    q.hold_timer:stop()
+    if self.isolate == q then self.isolate = nil end
+    q.wake:broadcast("retired")
+    q.drainer = spawn(function() self:drain(q) end)
+  end
+  self.slot_free:broadcast("reload")    -- pumps waiting on an isolated, now retired queue
+  for _, q in ipairs(fresh) do
+    if q.retired then q.changed:broadcast("revived") end   -- its drainer ends
+    q.retired = false
+    q.dirty = true
+    q.held = nil                         -- reserve says again if flow control holds it
+    self.queues[q.name] = q
+    self:start_pump(q)
+    q.wake:signal("reload")
+  end
+  self:register_self()
+  if self.cron then self.cron:reconcile() end    -- the new files' cron entries, new queues' timers
+  return true, { added = added, removed = removed, queues = names }
+end
+
+-- A retired queue (W:reload): once its pump has ended, its attempts in flight have ended and
+-- their outcomes are stored, its wake-ups, timers and state go. Served again meanwhile, or
+-- the worker stopping (W:stop then takes care of it): nothing to do.
+function W:drain(q)
+  local had = next(q.running) ~= nil
+  while q.retired and not self.stopping and
+        (q.pumping or next(q.running) or q.flushing or #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0) do
+    q.changed:wait()
+  end
+  if not q.retired or self.stopping then return end
+  self.r:unsubscribe(ops_mod.channels(q.name).wake)
+  q.due_timer:close()
+  q.lease_timer:close()
+  q.hold_timer:close()
+  q.closed = true
+  if self.queues[q.name] == q then self.queues[q.name] = nil end
+  q.flush_cond:broadcast("closed")      -- its flusher ends
+  if had then self:log("info", "queue %s: its last job in flight has ended (the queue is no longer served)", q.name) end
+end
+
 -- ---- stopping ----------------------------------------------------------------
 
 -- Graceful stop: no more reserving; jobs in flight get `grace` seconds to finish, the rest
@@ -735,13 +908,14 @@ function W:stop(grace)
   self.stopping = true
   if self.cron then self.cron:stop() end
   grace = grace or self.grace
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
-    if self.r then self.r:unsubscribe(ops_mod.channels(qname).wake) end
+  local all = self:all_queues()          -- served and retired (draining) queues
+  for _, q in ipairs(all) do
+    if self.r then self.r:unsubscribe(ops_mod.channels(q.name).wake) end
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
     q.wake:broadcast("stop")
+    q.changed:broadcast("stop")
   end
   self.slot_free:broadcast("stop")
   while self.reserving > 0 do self.stopped:wait(1) end
@@ -753,8 +927,8 @@ function W:stop(grace)
     end
   end
   -- Hand back what is still running.
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(all) do
+    local qname = q.name
     local ids = {}
     for id, st in pairs(q.running) do
       if not st.done then
@@ -772,8 +946,7 @@ function W:stop(grace)
   self.inflight = 0
   -- Store every outcome and hand-back still waiting.
   local deadline = monotime() + 5
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(all) do
     while (q.flushing or #q.outcomes > 0 or #q.releases > 0 or #q.laters > 0) and monotime() < deadline do
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
@@ -783,8 +956,7 @@ function W:stop(grace)
   if self.beat then self.beat:close() end
   if self.metrics_timer then self.metrics_timer:close() end
   if self.r then self.metrics:flush(self.r) end
-  for _, qname in ipairs(self.queue_names or {}) do
-    local q = self.queues[qname]
+  for _, q in ipairs(self:all_queues()) do    -- a retired queue may have closed its own meanwhile
     q.due_timer:close()
     q.lease_timer:close()
     q.hold_timer:close()
@@ -795,7 +967,7 @@ function W:stop(grace)
   end
   if self.pool then self.pool:close() end
   self.finished = true
-  for _, qname in ipairs(self.queue_names or {}) do self.queues[qname].flush_cond:broadcast("stopped") end
+  for _, q in ipairs(all) do q.flush_cond:broadcast("stopped") end
   self.stopped:broadcast("stopped")
   self:log("info", "worker %s stopped: %d done, %d failed", self.id, self.done, self.failed)
   return true

@@ -1,6 +1,7 @@
 -- jobrt.worker_cli: `jobrt jobs/` and `jobrt work PATH...`: load job definitions, check
--- them and their queue types, then serve (in this process, or in --procs supervised children)
--- until SIGINT/SIGTERM.
+-- them and their queue types, then serve (in this process, or in --procs supervised children:
+-- jobrt.supervisor) until SIGINT/SIGTERM. SIGHUP, and with --watch a change of the files,
+-- reloads the definitions (jobrt.hotreload; in this process through the worker's W:reload).
 local jobrt = require 'jobrt'
 local args = require 'jobrt.args'
 local worker = require 'jobrt.worker'
@@ -8,6 +9,9 @@ local redis = require 'jobrt.redis'
 local proc = require 'jobrt.core.proc'
 local jobfiles = require 'jobrt.jobfiles'
 local queuetypes = require 'jobrt.queuetypes'
+local hotreload = require 'jobrt.hotreload'
+local watcher = require 'jobrt.watcher'
+local supervisor = require 'jobrt.supervisor'
 
 
 local _M = {}
@@ -58,6 +62,13 @@ Options:
   --max-stalls N       leases a job may lose in a row before it is failed as a poison job
                        (default 2; a lost lease uses up no retry)
   --backoff SECONDS    delay before a failed job's first retry, doubled per attempt (default 1)
+  --watch              reload the job files when a *.lua file under the PATHs changes
+                       (helpers in lib/ included; edits are coalesced, 200 ms after the last);
+                       SIGHUP reloads with or without it. New jobs and queues are served at once,
+                       removed queues are reserved no more; jobs in flight finish on the code
+                       they started with. A file that fails to load (the error is logged with
+                       file:line) leaves the previous definitions serving. With --procs the
+                       children are replaced one at a time, each once its successor serves.
   --log-level LEVEL    debug, info, warn or error (default info)
   --log-format FORMAT  text (default) or json: one object per line with ts, level, msg, and for
                        each job queue, job, id, attempt, ms, worker (env JOBRT_LOG_FORMAT)
@@ -67,7 +78,7 @@ local SPEC = { redis = "string", concurrency = "count", procs = "number", lease 
                grace = "seconds", ["log-level"] = "string", ["log-format"] = "string",
                child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
-               backoff = "seconds", timeout = "seconds" }
+               backoff = "seconds", timeout = "seconds", watch = "flag" }
 for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end
 
 -- Loads the job files under paths (see jobrt.jobfiles): desc, nil, info | nil, message.
@@ -93,8 +104,31 @@ local function fail(msg, code)
   return code or 1
 end
 
--- Serve in this process until a signal.
-local function serve(opts, desc, types)
+-- Readies the handlers of desc for this process (at start and for every reload).
+local function prepare(opts, desc)
+  for _, jobs in pairs(desc) do
+    for _, spec in pairs(jobs) do
+      if type(spec) == "table" and type(spec.handler) == "function" then
+        if opts.child then
+          -- Handlers keep the JIT here (the supervisor restarts a stuck child), except those
+          -- with a timeout: they run interpreted so that the timeout holds from their first
+          -- instruction even in code that never yields (hooks do not reach JIT-compiled code).
+          if spec.timeout or opts.timeout then jit.off(spec.handler, true) end
+        else
+          -- One process serves everything: a handler that never yields must not stall it. The
+          -- watchdog interrupts such a handler with an error through a debug hook; hooks do not
+          -- reach JIT-compiled code, so handlers run interpreted here (with --procs they keep
+          -- the JIT: the supervisor restarts a stuck child instead).
+          jit.off(spec.handler, true)
+        end
+      end
+    end
+  end
+end
+
+-- Serve in this process until a signal; SIGHUP (and with --watch a change of the files)
+-- reloads the definitions in place (W:reload).
+local function serve(opts, desc, types, paths, seen)
   local w, err = worker.new{ redis = opts.redis, jobs = desc, queue_types = types, concurrency = opts.concurrency,
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
@@ -103,26 +137,30 @@ local function serve(opts, desc, types)
   if not w then return fail(err) end
   local ok, serr = w:start()
   if not ok then return fail(serr) end
+  prepare(opts, desc)
   if opts.child then
-    proc.heartbeat(3, 0.5)          -- the supervisor watches this process
-    -- Handlers keep the JIT here (the supervisor restarts a stuck child), except those with a
-    -- timeout: they run interpreted so that the timeout holds from their first instruction
-    -- even in code that never yields (hooks do not reach JIT-compiled code).
-    for _, jobs in pairs(desc) do
-      for _, spec in pairs(jobs) do
-        if spec.timeout or opts.timeout then jit.off(spec.handler, true) end
-      end
-    end
+    proc.heartbeat(3, 0.5)          -- the supervisor watches this process (and knows it serves)
     proc.watchdog(0)                -- job deadlines only
   else
-    -- One process serves everything: a handler that never yields must not stall it. The
-    -- watchdog interrupts such a handler with an error through a debug hook; hooks do not reach
-    -- JIT-compiled code, so handlers run interpreted here (with --procs they keep the JIT: the
-    -- supervisor restarts a stuck child instead).
-    for _, jobs in pairs(desc) do
-      for _, spec in pairs(jobs) do jit.off(spec.handler, true) end
-    end
     proc.watchdog(opts.watchdog or 10)
+  end
+  local function reload()
+    local new, lerr, info = hotreload.load(paths)
+    if not new then return nil, lerr end
+    prepare(opts, new)
+    local rok, res = w:reload(new, info.types)
+    if not rok then
+      info.restore()
+      return nil, res
+    end
+    return true, hotreload.summary(res)
+  end
+  -- a child is told to reload by its supervisor replacing it; SIGHUP sent to it still works
+  local watch = opts.watch and not opts.child
+  local reloader, werr = hotreload.start{ paths = paths, watch = watch, reload = reload, seen = seen }
+  if not reloader then
+    jobrt.log("error", "cannot watch the job files: %s (serving without --watch; SIGHUP reloads)", tostring(werr))
+    reloader = hotreload.start{ paths = paths, watch = false, reload = reload }
   end
   local signals = 0
   local function on_sig(name)
@@ -133,114 +171,15 @@ local function serve(opts, desc, types)
       return
     end
     jobrt.log("info", "%s: stopping gracefully (send it again to exit at once)", name)
+    reloader:close()
     w:stop()
   end
   local h1 = jobrt.on_signal("SIGTERM", on_sig)
   local h2 = jobrt.on_signal("SIGINT", on_sig)
   w:wait()
+  reloader:close()
   h1:close()
   h2:close()
-  return 0
-end
-
--- The --procs supervisor: N children running `jobrt work PATHS --child ...`.
-local function supervise(opts, paths, argv_opts)
-  local n = opts.procs
-  local watchdog = opts.watchdog or 10
-  local exe = proc.exepath() or arg[0]
-  local children, stopping = {}, false
-  local all_done = jobrt.cond()
-
-  local function start_child(slot)
-    local a = { exe, "work" }
-    for _, p in ipairs(paths) do a[#a + 1] = p end
-    for _, o in ipairs(argv_opts) do a[#a + 1] = o end
-    a[#a + 1] = "--child"
-    -- detached: a Ctrl-C at the terminal reaches the supervisor only, which stops the
-    -- children gracefully (they exit by themselves if the supervisor dies: see heartbeat)
-    local p, err = proc.spawn{ file = exe, args = a, heartbeat = true, detached = true }
-    if not p then
-      jobrt.log("error", "cannot start worker child %d: %s (trying again in 1s)", slot, err)
-      jobrt.spawn(function()
-        jobrt.sleep(1)
-        if not stopping and not children[slot] then start_child(slot) end
-      end)
-      return nil
-    end
-    children[slot] = { p = p, started = jobrt.monotime() }
-    jobrt.log("info", "worker child %d started (pid %d)", slot, p:pid())
-    jobrt.spawn(function()
-      local code, sig = p:wait()
-      local c = children[slot]
-      if c and c.p == p then children[slot] = nil end
-      if stopping then
-        if next(children) == nil then all_done:broadcast() end
-        return
-      end
-      jobrt.log("warn", "worker child %d (pid %d) %s; restarting it", slot, p:pid(),
-        sig and ("was killed by signal " .. sig) or ("exited with status " .. code))
-      -- a child that dies at once again and again is restarted at most once a second
-      if c and jobrt.monotime() - c.started < 1 then jobrt.sleep(1) end
-      if not stopping then start_child(slot) end
-    end)
-    return p
-  end
-
-  for i = 1, n do start_child(i) end
-
-  -- Watchdog: a child whose loop stopped ticking (e.g. a handler spinning in pure Lua).
-  local dog = jobrt.timer()
-  dog:start(0.5, function()
-    for slot, c in pairs(children) do
-      local age = c.p:beat_age()
-      if not c.killed and age > watchdog then
-        c.killed = true
-        jobrt.log("error", "worker child %d (pid %d) has not ticked for %.1fs (a handler that never yields?); killing it",
-          slot, c.p:pid(), age)
-        c.p:kill("SIGKILL")
-      end
-    end
-  end, 0.5)
-
-  local done = jobrt.cond()
-  local signals = 0
-  local function on_sig(name)
-    signals = signals + 1
-    if signals > 1 then
-      for _, c in pairs(children) do c.p:kill("SIGKILL") end
-      jobrt.exit(1)
-      return
-    end
-    stopping = true
-    local alive = 0
-    for _ in pairs(children) do alive = alive + 1 end
-    jobrt.log("info", "%s: stopping %d worker children gracefully", name, alive)
-    for _, c in pairs(children) do c.p:kill("SIGTERM") end
-    done:broadcast()
-  end
-  local h1 = jobrt.on_signal("SIGTERM", on_sig)
-  local h2 = jobrt.on_signal("SIGINT", on_sig)
-  while not stopping do done:wait() end
-  -- the watchdog stays on (a stuck child cannot act on SIGTERM), and a child still running
-  -- after its grace time and the hand-back is killed: its jobs come back by lease expiry
-  local deadline = jobrt.monotime() + (opts.grace or 30) + 5
-  while next(children) ~= nil do
-    all_done:wait(1)
-    if next(children) ~= nil and jobrt.monotime() > deadline then
-      for slot, c in pairs(children) do
-        if not c.killed then
-          c.killed = true
-          jobrt.log("error", "worker child %d (pid %d) did not stop within its grace time; killing it",
-            slot, c.p:pid())
-          c.p:kill("SIGKILL")
-        end
-      end
-    end
-  end
-  dog:close()
-  h1:close()
-  h2:close()
-  jobrt.log("info", "all worker children stopped")
   return 0
 end
 
@@ -282,6 +221,9 @@ function _M.main(argv, cmd)
   end
   local url, perr = redis.address(opts.redis)
   if url == false then return fail(perr, 2) end
+  -- with --watch, the sources as they are loaded: a change before the watches are in place
+  -- is then seen too
+  local seen = opts.watch and not opts.child and watcher.sources(pos) or nil
   local tok, terr = redis.use_cli_tls(opts, url)
   if not tok then return fail("jobrt work: " .. terr, 2) end
   local desc, err, info = _M.load(pos)
@@ -309,9 +251,20 @@ function _M.main(argv, cmd)
       if opts[k] == true then pass[#pass + 1] = "--" .. k
       elseif opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
-    return supervise(opts, pos, pass)
+    local queues = {}
+    for q in pairs(desc) do queues[#queues + 1] = q end
+    table.sort(queues)
+    -- what reloaded job files must pass before any child is replaced
+    local function check(new, new_info)
+      local rc, rcerr = redis.connect(url)
+      if not rc then return nil, rcerr end
+      local cok, cerr = check_types(rc, new, new_info.types)
+      rc:close()
+      return cok, cerr
+    end
+    return supervisor.run(opts, pos, pass, { check = check, queues = queues, seen = seen })
   end
-  return serve(opts, desc, info.types)
+  return serve(opts, desc, info.types, pos, seen)
 end
 
 return _M

@@ -90,6 +90,7 @@ describe('make install', function()
     assert.is_true(tonumber(key('TimeoutStopSec')) > grace + 5, 'TimeoutStopSec must be above --grace + 5')
     assert.equal('on-failure', key('Restart'))
     assert.equal('mixed', key('KillMode'))       -- one SIGTERM, to the supervisor only
+    assert.equal('/bin/kill -HUP $MAINPID', key('ExecReload'))   -- systemctl reload: a rolling reload
     assert.equal('/usr/local/bin/jobrt', exec:match('^(%S+)'))
     -- its command line is one jobrt accepts: only the job folder is missing here (exit 1, not 2)
     local args = exec:gsub('^%S+', '')

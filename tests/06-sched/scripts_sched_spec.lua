@@ -122,6 +122,34 @@ describe('scheduling scripts', function()
     end)
   end)
 
+  describe('max-active with nothing ready', function()
+    it('is not held when no job is ready now: a retry due later gets its due time, not a wait for a lease to end', function()
+      -- the soak found this: with max-active set, a reserve that found nothing ready was
+      -- reported held, the worker dropped its due timer and waited for a lease to end, and
+      -- with no lease left the retry waited until something else happened
+      o:limit('lb', { max_active = 6 })
+      local id = enq('lb', 'f', { jobHash = 'h', retries = 1 })
+      assert.equal(1, #o:reserve('lb', 'w', 10, 30).jobs)
+      o:complete('lb', 'w', { { id = id, attempt = 1, ok = false, reason = 'flaky' } })
+      local res = o:reserve('lb', 'w', 10, 30)
+      assert.equal(0, #res.jobs)
+      assert.is_nil(res.held)
+      assert.is_number(res.next_due)
+      assert.equal(cjson.null, stat('lb', 'held'))
+      -- and when the retry is due, it is handed out
+      h.wait_for(function() return server_ms() >= res.next_due end, 5, 'the retry to be due')
+      assert.equal(id, o:reserve('lb', 'w', 10, 30).jobs[1].id)
+    end)
+    it('is held when jobs are ready now but the limit keeps them back', function()
+      for _ = 1, 3 do enq('q') end
+      o:limit('q', { max_active = 1 })
+      local a = o:reserve('q', 'w1', 10, 30)
+      assert.same({ 1, 'max-active' }, { #a.jobs, a.held })
+      local empty = o:reserve('q', 'w2', 10, 30)
+      assert.same({ 0, 'max-active' }, { #empty.jobs, empty.held })
+    end)
+  end)
+
   describe('QUEUE priorities', function()
     it('serves higher priorities first, the wait list as priority 0, first in first out among equals', function()
       local a = enq('q')                                -- priority 0

@@ -98,7 +98,7 @@ describe("the dashboard in chromium", function()
     b:until_js("return document.body.dataset.ready === '1'", 10, "the dashboard")
     b:js("document.getElementById('failed-queue').value = 'FLAKY'; document.getElementById('failed-queue').dispatchEvent(new Event('change'));")
     b:until_js([[return document.querySelector('li.failed-job[data-id="flaky-1"]') !== null]], 10, "the failed job")
-    b:click("#retry-all")
+    b:click([[li.failed-job[data-id="flaky-1"] button.retry]])
     h.wait_for(function()
       local rec = q:getJob("FLAKY", "flaky-1")
       return rec and rec.result == "successful"

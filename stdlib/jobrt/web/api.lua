@@ -15,6 +15,7 @@
 --   GET    /api/workers                    -> [worker records]
 --   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records, newest first]}
 --   POST   /api/queues/{Q}/failed/retry    -> {"retried": n}
+--   POST   /api/queues/{Q}/failed/{ID}/retry -> {"retried": 1}; 404 when it is not in the failed set
 --   DELETE /api/queues/{Q}/failed          -> {"deleted": n}
 --   POST   /api/queues/{Q}/pause           -> {"paused": true, "changed": bool} (jobrt pause)
 --   POST   /api/queues/{Q}/resume          -> {"paused": false, "changed": bool} (jobrt resume)
@@ -231,6 +232,15 @@ local function failed_retry(s, req, queue)
   return s:reply(req, 200, { retried = call(500, q.retryFailedJobs, q, queue) })
 end
 
+local function failed_retry_one(s, req, queue, id)
+  check_name('the queue name', queue)
+  local q = s:client()
+  if not call(500, q.retryFailedJob, q, queue, id) then
+    fail(404, str_format("job %s is not in the failed set of queue '%s'", id, queue))
+  end
+  return s:reply(req, 200, { retried = 1 })
+end
+
 local function failed_delete(s, req, queue)
   check_name('the queue name', queue)
   local q = s:client()
@@ -261,6 +271,7 @@ function _M.install(w)
   route('GET', '/api/workers', workers)
   route('GET', '/api/queues/:q/failed', failed_list)
   route('POST', '/api/queues/:q/failed/retry', failed_retry)
+  route('POST', '/api/queues/:q/failed/:id/retry', failed_retry_one)
   route('DELETE', '/api/queues/:q/failed', failed_delete)
   route('POST', '/api/queues/:q/pause', pause)
   route('POST', '/api/queues/:q/resume', resume)

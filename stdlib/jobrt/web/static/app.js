@@ -169,6 +169,7 @@
       el('div', { class: 'head' },
         jobLink(q, r.id), el('strong', {}, String(r['function'] || '?')),
         el('span', { class: 'muted' }, 'failed ' + when(r['finished-created']) + ', attempts ' + (r.attempts || '?')),
+        el('button', { class: 'small retry', onclick: () => retryJob(q, r.id) }, 'Retry'),
         el('button', { class: 'small danger', onclick: () => deleteJob(q, r.id) }, 'Delete')),
       el('div', { class: 'reason' }, String(r['error-reason'] || 'failed')),
       el('details', {}, el('summary', {}, 'args and traceback'),
@@ -208,6 +209,10 @@
       toast(what + ': ' + e.message);
     }
     route();
+  }
+
+  function retryJob(q, id) {
+    act('retry', async () => { await api('POST', `/api/queues/${encodeURIComponent(q)}/failed/${encodeURIComponent(id)}/retry`); return `job ${id} of ${q} queued again`; });
   }
 
   function deleteJob(q, id) {
