@@ -273,6 +273,7 @@ function _M.describe(conf)
     if not t then return conf end
   end
   if type(t) ~= 'table' then return tostring(conf) end
+  if t.cluster_nodes then return redis.describe(t) end
   if t.url and not t.host and not t.path then return t.url end
   if t.path then return 'unix://' .. t.path end
   return str_format('%s:%s', t.host or '127.0.0.1', t.port or 6379)

@@ -8,6 +8,7 @@
 --   r:call(cmd, ...), r:call_timeout(seconds, cmd, ...)   as a connection's (jobrt.redis)
 --   r:subscribe(channel, fn), r:unsubscribe(channel), r:close(), r:info()
 --   r:nodes() -> { {addr=, slots=n, state=}... } the primaries, r:refresh() -> true | nil, err
+--   r:each_primary(cmd, ...) -> { {addr=, value=} | {addr=, err=, code=}... } one call per primary
 --   cluster.keyslot(key) -> 0..16383 (CRC16-XMODEM of the key or of its {hash tag}, mod 16384)
 --   cluster.is_router(v) -> boolean
 --
@@ -1094,6 +1095,25 @@ function R:close()
     n.conn = nil
   end
   self.subs = {}
+end
+
+-- Sends cmd to every primary: { {addr=, value=} | {addr=, err=, code=}... } in the order of
+-- r:nodes() (for what each node answers for itself: INFO, CONFIG GET, DBSIZE...).
+function R:each_primary(cmd, ...)
+  if #self.primaries == 0 then self:refresh() end
+  local out, wg = {}, jobrt.waitgroup()
+  local args = { n = select('#', ...), ... }
+  for i, n in ipairs(self.primaries) do
+    out[i] = { addr = n.addr }
+    wg:spawn(function()
+      local conn, err, code = self:_conn(n)
+      local v
+      if conn then v, err, code = conn:call(cmd, unpack(args, 1, args.n)) end
+      if v ~= nil then out[i].value = v else out[i].err, out[i].code = err, code end
+    end)
+  end
+  wg:wait()
+  return out
 end
 
 -- The primaries: { {addr=, id=, slots=n, state=}... } (state of their connection: up, down,
