@@ -235,6 +235,15 @@ local function crossslot(cmd, k1, s1, k2, s2)
     'EREDIS', 'CROSSSLOT'
 end
 
+-- The message for a key of another slot inside a transaction (MULTI ... EXEC, WATCH).
+local function crossslot_tx(cmd, key, slot, tx_slot)
+  return nil, fmt("CROSSSLOT Keys in request don't hash to the same slot: %s's key '%s' is in slot "
+    .. "%d, but this transaction's keys are in slot %d; in a cluster a transaction (WATCH, MULTI "
+    .. "... EXEC) runs on one node and all its keys must share a slot: give them a common hash "
+    .. "tag, e.g. '{user42}:a' and '{user42}:b'", tostring(cmd), tostring(key), slot, tx_slot),
+    'EREDIS', 'CROSSSLOT'
+end
+
 -- The slot of keys at positions i, i+step, ..., j of the arguments (1 = the first after the
 -- command name); -1 when there is none; nil, crossslot error when they differ.
 local function slot_of_range(cmd, i, j, step, ...)
@@ -248,6 +257,13 @@ local function slot_of_range(cmd, i, j, step, ...)
     if s ~= s1 then return crossslot(cmd, k1, s1, k, s) end
   end
   return s1
+end
+
+-- The first key of a call (for messages), or nil.
+function R:_first_key(spec, ...)
+  if spec.kind == 'eval' then return (select(3, ...)) end
+  if spec.kind == 'range' then return (select(spec.first, ...)) end
+  return nil
 end
 
 -- The slot a call goes to: 0..16383, -1 (no key: any primary), or nil and an error.
@@ -770,6 +786,35 @@ function R:_call_all(timeout, cmd, ...)
   return replies, first_err
 end
 
+-- The hash tag every key matching glob `pattern` has, or nil: the pattern must be literal (no
+-- unescaped * ? [) from its start through the "}" that closes its first "{", and the tag not
+-- empty. "jobrt:{Q}:*" -> "Q"; "*{Q}*" -> nil (a key "a{b}{Q}" matches it, in b's slot).
+local function pattern_tag(pattern)
+  if type(pattern) ~= 'string' then return nil end
+  local tag, in_tag, i, n = {}, false, 1, #pattern
+  while i <= n do
+    local c = sub(pattern, i, i)
+    if c == '\\' then
+      i = i + 1
+      c = sub(pattern, i, i)
+      if c == '' then return nil end
+      if in_tag then tag[#tag + 1] = c end
+    elseif c == '*' or c == '?' or c == '[' then
+      return nil
+    elseif c == '{' and not in_tag then
+      in_tag = true
+    elseif c == '}' and in_tag then
+      if #tag == 0 then return nil end
+      return concat(tag)
+    elseif in_tag then
+      tag[#tag + 1] = c
+    end
+    i = i + 1
+  end
+  return nil
+end
+_M.pattern_tag = pattern_tag
+
 -- Commands with their own routing (kind in BUILTIN).
 function R:_special(timeout, kind, cmd, ...)
   if kind == 'all' then
@@ -783,8 +828,7 @@ function R:_special(timeout, kind, cmd, ...)
     for _, r in ipairs(replies) do n = n + (tonumber(r.value) or 0) end
     return n
   elseif kind == 'keys' then
-    local pattern = (select(1, ...))
-    local tag = type(pattern) == 'string' and pattern:match('^[^{]*{([^}*?%[\\]+)}')
+    local tag = pattern_tag((select(1, ...)))
     if tag then return self:_keyed(timeout, keyslot('{' .. tag .. '}'), BUILTIN.GET, cmd, ...) end
     local replies, e = self:_call_all(timeout, cmd, ...)
     if e then return unpack(e, 1, 4) end
@@ -798,7 +842,7 @@ function R:_special(timeout, kind, cmd, ...)
       local a = (select(i, ...))
       if type(a) == 'string' and upper(a) == 'MATCH' then pattern = (select(i + 1, ...)) end
     end
-    local tag = type(pattern) == 'string' and pattern:match('^[^{]*{([^}*?%[\\]+)}')
+    local tag = pattern_tag(pattern)
     if not tag then
       return nil, 'EINVAL: SCAN in a Redis Cluster needs MATCH with a pattern that starts with a '
         .. '{hash tag} (e.g. MATCH jobrt:{QUEUE}:*): each node scans only its own keys, and the tag '
@@ -866,9 +910,7 @@ function R:_tx(timeout, kind, cmd, ...)
     local slot, err, code, word = self:_slot(WATCH_KEYS, cmd, ...)
     if not slot then return nil, err, code, word end
     if slot < 0 then return nil, "ERR wrong number of arguments for 'watch' command", 'EREDIS', 'ERR' end
-    if tx and tx.slot and tx.slot ~= slot then
-      return crossslot(cmd, '(watched before)', tx.slot, (select(1, ...)), slot)
-    end
+    if tx and tx.slot and tx.slot ~= slot then return crossslot_tx(cmd, (select(1, ...)), slot, tx.slot) end
     local conn, cerr, ccode = tx and tx.conn
     if not conn then
       local n = self.slots[slot]
@@ -907,11 +949,9 @@ function R:_tx(timeout, kind, cmd, ...)
 end
 
 -- A command inside MULTI.
-function R:_in_tx(timeout, slot, cmd, ...)
+function R:_in_tx(timeout, slot, key, cmd, ...)
   local tx = self.tx
-  if slot >= 0 and tx.slot and tx.slot ~= slot then
-    return crossslot(cmd, '(earlier in the transaction)', tx.slot, '(this command)', slot)
-  end
+  if slot >= 0 and tx.slot and tx.slot ~= slot then return crossslot_tx(cmd, key, slot, tx.slot) end
   local conn = tx.conn
   if not conn then
     local err, code
@@ -971,12 +1011,12 @@ function R:_call(timeout, cmd, ...)
   else
     if self.tx and self.tx.multi and kind ~= 'exec' and kind ~= 'discard' and kind ~= 'multi'
        and kind ~= 'watch' and kind ~= 'unwatch' then
-      return self:_in_tx(timeout, -1, cmd, ...)
+      return self:_in_tx(timeout, -1, nil, cmd, ...)
     end
     return self:_special(timeout, kind, cmd, ...)
   end
   if not slot then return nil, err, code, word end
-  if self.tx and self.tx.multi then return self:_in_tx(timeout, slot, cmd, ...) end
+  if self.tx and self.tx.multi then return self:_in_tx(timeout, slot, self:_first_key(spec, ...), cmd, ...) end
   if slot < 0 then return self:_call_keyless(timeout, cmd, ...) end
   return self:_keyed(timeout, slot, spec, cmd, ...)
 end
