@@ -6,13 +6,14 @@
 #   make bench      benchmarks (ratios against redis-benchmark measured in the same run)
 #   make deps       install the Debian packages that are missing
 #   make valgrind   a full worker run under valgrind --leak-check=full
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan+UBSan
 #   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
 #                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
 #   make test-cluster  the worker, client, CLI and REPL specs against a Redis Cluster of 3
 #                   primaries and 3 replicas on loopback, and tests/09-cluster (routing, failovers
 #                   and a reshard under load)
-#   make fuzz-http  libFuzzer on the HTTP request parser (FUZZ_SECONDS, default 60)
+#   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
 #   make install    the binary, the man page jobrt(1), bash completion and an example systemd
 #                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
@@ -40,7 +41,7 @@ SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
 SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
 .PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http \
-        install uninstall docs chaos test-cluster
+        install uninstall docs chaos fuzz fuzz-deps test-cluster
 
 all: jobrt
 
@@ -136,6 +137,37 @@ chaos: jobrt
 
 run: jobrt
 	@./jobrt run tools/make_run.lua jobs/
+
+# ---- fuzzing: tests/fuzz/README.md ----------------------------------------------------
+# Targets: json url args jobfile scripts (Lua parsers, tests/fuzz/lua_fuzz.c runs
+# tests/fuzz/targets/NAME.lua), resp (Redis replies into Lua values, tests/fuzz/resp_fuzz.c)
+# and http (requests for jobrt web, tests/fuzz/http_request_fuzz.c, build/fuzz-http above).
+# Each runs for FUZZ_SECONDS on its corpus tests/fuzz/corpus/NAME/ (what it finds new goes
+# to build/fuzz/corpus/NAME/, crashes to build/fuzz/crashes/NAME/); tools/fuzz.lua prints
+# executions per second and coverage per target.
+FUZZ_TARGETS ?= json url args jobfile scripts resp http
+FUZZ_DEB_PKGS := clang libfuzzer-14-dev
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-function -Wno-unused-parameter
+FUZZ_RT    := $(filter-out runtime/main.c,$(SRCS))
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
+
+build/fuzz/lua_fuzz: tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/lua_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
+
+build/fuzz/resp_fuzz: tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c runtime/private.h runtime/redis_private.h | fuzz-deps
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -Iruntime -Ibuild -o $@ tests/fuzz/resp_fuzz.c $(FUZZ_RT) build/embedded.c $(LIBS)
+
+fuzz: jobrt build/fuzz/lua_fuzz build/fuzz/resp_fuzz build/fuzz-http
+	@./jobrt run tools/fuzz.lua $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The man page and the bash completion are built from the --help texts (tools/help_docs.lua).
 PREFIX     ?= /usr/local

@@ -1,7 +1,8 @@
 --[[ drain.lua: remove the waiting and delayed jobs of a queue (jobrt drain), keep the running
 and failed ones.
 
-KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+KEYS: the 14 standard keys of queue Q, in order (README "Keys"), then its 4 flow keys
+  [15] jobrt:{Q}:flow [16] jobrt:{Q}:flow:out [17] jobrt:{Q}:flow:waiting [18] jobrt:{Q}:children:
 ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of jobs removed per call; '' = 1000
@@ -13,6 +14,10 @@ Removes, in this order, up to limit entries: the due set (delayed jobs, DELQUEUE
   retry (no parked job is queued for it: those are drained too). Executing jobs (their leases,
   claims and records), the failed set, finished records, counters, settings (paused, limits)
   and cron entries stay.
+Flows (README "Flows"): a removed job that is the child of a flow tells its parent it was
+  deleted (u: entry in the outbox; "flow:<ms>" on the wake channel); a removed parent's
+  children hash goes. Parents waiting for their children (jobrt:{Q}:flow:waiting) are not
+  drained: delete them by id (their pending children go with them).
 Publishes: the record keys of the removed jobs on jobrt:{Q}:results, one per line, in one
   message (whoever waits for one of them learns that it is gone).
 Returns: { removed, more } where more is 1 when waiting jobs are left (call again).
@@ -94,8 +99,107 @@ local function opt_num(i, name, lo, hi, whole, dflt)
   return n
 end
 -- ---- end of includes/args.lua ----
+-- ---- includes/flows.lua (edit it there, then run make) ----
+-- Flows (README "Flows"): a parent job runs after its children, which may live in other
+-- queues, so in other Cluster slots. No script touches two queues' keys: what one queue must
+-- tell another waits in the first queue's outbox until a client or worker has carried it over
+-- (flow_take, flow_deliver on the other queue, flow_ack), and flow_deliver is idempotent.
+-- The flow keys of queue Q follow the 14 standard KEYS in the scripts that take them:
+--   KEYS[15] jobrt:{Q}:flow          hash: l:<id> the link of a child of Q that has not finished
+--                                    ("<flow id>\n<parent queue>\n<parent id>"); p:<id> '1' for
+--                                    a parent of Q whose children hash still lives as long as
+--                                    its record; the outbox texts u:<id> (news of child <id> for
+--                                    its parent), c:<queue>|<id> (a child to create) and
+--                                    d:<queue>|<id> (a pending child to delete)
+--   KEYS[16] jobrt:{Q}:flow:out      zset: the outbox entries (those field names) by the Unix ms
+--                                    until which their writer, or the client that took them,
+--                                    holds them; afterwards any worker of Q carries them over
+--   KEYS[17] jobrt:{Q}:flow:waiting  zset: parents of Q waiting for their children, by the Unix
+--                                    ms they began waiting
+--   KEYS[18] jobrt:{Q}:children:     prefix of hash jobrt:{Q}:children:<id> of parent <id>: one
+--                                    field "<queue>|<id>" per child, value
+--                                    "<gen>\n<state>\n<ignore 0|1>\n<index>\n<value>"
+-- ---- includes/time.lua (edit it there, then run make) ----
+-- Server time, and the enqueue order of a job.
+-- now() -> milliseconds (number), decimal seconds with microseconds (string), microseconds
+local function now()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+end
+local function ms(n) return string.format('%.0f', n) end
+-- ---- end of includes/time.lua ----
+local FLOW_KEYS = { 'flow', 'flow:out', 'flow:waiting', 'children:' }
+-- how long the writer of an outbox entry holds it before any worker of the queue may take it
+local FLOW_FRESH_MS = 5000
+-- the gen of a child's last news when its record is gone: nothing can follow it
+local FLOW_LAST_GEN = '4503599627370496'
 
-local qname, err = check_keys()
+-- the queue name of these KEYS (check_keys has checked them)
+local function flow_qname() return (KEYS[1]:match('^jobrt:{([^{}]*)}:job:$')) end
+
+-- The links and parent flags of the jobs ids, in one HMGET: links[id] = link text, parents[id] = true.
+local function flow_lookup(ids)
+  local links, parents = {}, {}
+  for first = 1, #ids, 1000 do            -- HMGET in pieces: unpack has a limit
+    local last = math.min(first + 999, #ids)
+    local fields = {}
+    for i = first, last do
+      fields[#fields + 1] = 'l:' .. ids[i]
+      fields[#fields + 1] = 'p:' .. ids[i]
+    end
+    local got = redis.call('HMGET', KEYS[15], unpack(fields))
+    for i = first, last do
+      local k = 2 * (i - first)
+      if got[k + 1] then links[ids[i]] = got[k + 1] end
+      if got[k + 2] then parents[ids[i]] = true end
+    end
+  end
+  return links, parents
+end
+
+-- Writes outbox entry `key` = `text`, held by its writer for FLOW_FRESH_MS.
+local function flow_out(key, text, now_ms)
+  redis.call('HSET', KEYS[15], key, text)
+  redis.call('ZADD', KEYS[16], now_ms + FLOW_FRESH_MS, key)
+end
+
+-- Job jid of this queue, a child linked by `link`, tells its parent: outcome 'ok' (value: the
+-- result JSON), 'failed' (value: the reason), 'deleted', or 'retry' (it waits to run again).
+-- Its news are ordered by gen, the record's flow-gen after adding 1 (FLOW_LAST_GEN when its
+-- record is gone). A final outcome ends the link; 'retry' keeps it.
+local function flow_tell(jid, link, outcome, value, gone, now_ms)
+  local gen = gone and FLOW_LAST_GEN or tostring(redis.call('HINCRBY', KEYS[1] .. jid, 'flow-gen', 1))
+  local fid, parent = link:match('^([^\n]*)\n(.*)$')
+  flow_out('u:' .. jid, fid .. '\n' .. flow_qname() .. '\n' .. parent .. '\n' .. gen .. '\n' .. outcome .. '\n' ..
+    (value or ''), now_ms)
+  if outcome ~= 'retry' then redis.call('HDEL', KEYS[15], 'l:' .. jid) end
+end
+
+-- Job jid finished for good (or went away: gone): tells its parent, when it has one (link),
+-- and its children hash, when it is a parent, goes with its record (ttl seconds; 0 or gone: at
+-- once). Returns the number of outbox entries written (0 or 1).
+local function flow_ended(jid, link, parent, outcome, value, ttl, gone, now_ms)
+  if parent then
+    local k = KEYS[18] .. jid
+    if gone or ttl == 0 then redis.call('DEL', k) else redis.call('EXPIRE', k, ttl) end
+    redis.call('HDEL', KEYS[15], 'p:' .. jid)
+  end
+  if not link then return 0 end
+  flow_tell(jid, link, outcome, value, gone, now_ms)
+  return 1
+end
+
+
+-- n outbox entries were written: tell the workers of this queue ("flow:<ms>" on the wake
+-- channel: the time from which any of them may carry the entries over if their writer has not).
+local function flow_wake(n, now_ms)
+  if n > 0 then redis.call('PUBLISH', KEYS[13], 'flow:' .. ms(now_ms + FLOW_FRESH_MS)) end
+end
+
+-- ---- end of includes/flows.lua ----
+
+local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
 err = max_argv(2); if err then return redis.error_reply(err) end
 local qtype, limit
@@ -136,6 +240,9 @@ if left > 0 and redis.call('HLEN', KEYS[9]) > 0 then
 end
 
 local gone = {}
+local now_ms = now()
+local links, parents = flow_lookup(ids)         -- children and parents of flows (includes/flows.lua)
+local nflow = 0
 for _, jid in ipairs(ids) do
   local rec = prefix .. jid
   local f = redis.call('HMGET', rec, 'state', 'hash', 'dedup')
@@ -143,6 +250,7 @@ for _, jid in ipairs(ids) do
     if f[1] then
       redis.call('DEL', rec)
       gone[#gone + 1] = rec
+      nflow = nflow + flow_ended(jid, links[jid], parents[jid], 'deleted', '', 0, true, now_ms)
     end
     if f[3] and redis.call('HGET', KEYS[10], f[3]) == jid then redis.call('HDEL', KEYS[10], f[3]) end
     if qtype == 'LBQUEUE' and f[2] then
@@ -153,6 +261,7 @@ for _, jid in ipairs(ids) do
   end
 end
 if #gone > 0 then redis.call('PUBLISH', KEYS[14], table.concat(gone, '\n')) end
+flow_wake(nflow, now_ms)
 local more = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[3]) + redis.call('LLEN', KEYS[2]) +
   redis.call('HLEN', KEYS[9])
 return { #gone, more > 0 and 1 or 0 }

@@ -1,7 +1,8 @@
 --[[ requeue_expired.lua: take back the jobs whose lease ran out (seed 002's REQUEUE; seed 003's
 stale-job flushing). Atomic, so every worker may run it at once: a job is taken back once.
 
-KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+KEYS: the 14 standard keys of queue Q, in order (README "Keys"), then its 4 flow keys
+  [15] jobrt:{Q}:flow [16] jobrt:{Q}:flow:out [17] jobrt:{Q}:flow:waiting [18] jobrt:{Q}:children:
 ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
@@ -25,11 +26,13 @@ A job deleted while executing (lease score E + 0.5) whose lease ran out: its rec
   one is only removed; a job whose record vanished under the lease has what points at its id
   freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
   total-expired.
+Flows (README "Flows"): a poison job, or a job whose record vanished, that is the child of a
+  flow gets its news for the parent in the outbox (as complete does).
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back, a parked job was queued,
   or a reserve held back by max-active is owed a wake-up (stats field held).
-Returns: { requeued, failed, cancelled }
+Returns: { requeued, failed, cancelled, flow_entries } (outbox entries written)
 ]]
 -- Built by tools/scripts.lua from src/requeue_expired.lua and includes/: edit those, then run make.
 local SCRIPT = 'requeue_expired'
@@ -260,8 +263,97 @@ local function flow_freed()
   return redis.call('HDEL', KEYS[11], 'held') == 1
 end
 -- ---- end of includes/flow.lua ----
+-- ---- includes/flows.lua (edit it there, then run make) ----
+-- Flows (README "Flows"): a parent job runs after its children, which may live in other
+-- queues, so in other Cluster slots. No script touches two queues' keys: what one queue must
+-- tell another waits in the first queue's outbox until a client or worker has carried it over
+-- (flow_take, flow_deliver on the other queue, flow_ack), and flow_deliver is idempotent.
+-- The flow keys of queue Q follow the 14 standard KEYS in the scripts that take them:
+--   KEYS[15] jobrt:{Q}:flow          hash: l:<id> the link of a child of Q that has not finished
+--                                    ("<flow id>\n<parent queue>\n<parent id>"); p:<id> '1' for
+--                                    a parent of Q whose children hash still lives as long as
+--                                    its record; the outbox texts u:<id> (news of child <id> for
+--                                    its parent), c:<queue>|<id> (a child to create) and
+--                                    d:<queue>|<id> (a pending child to delete)
+--   KEYS[16] jobrt:{Q}:flow:out      zset: the outbox entries (those field names) by the Unix ms
+--                                    until which their writer, or the client that took them,
+--                                    holds them; afterwards any worker of Q carries them over
+--   KEYS[17] jobrt:{Q}:flow:waiting  zset: parents of Q waiting for their children, by the Unix
+--                                    ms they began waiting
+--   KEYS[18] jobrt:{Q}:children:     prefix of hash jobrt:{Q}:children:<id> of parent <id>: one
+--                                    field "<queue>|<id>" per child, value
+--                                    "<gen>\n<state>\n<ignore 0|1>\n<index>\n<value>"
+local FLOW_KEYS = { 'flow', 'flow:out', 'flow:waiting', 'children:' }
+-- how long the writer of an outbox entry holds it before any worker of the queue may take it
+local FLOW_FRESH_MS = 5000
+-- the gen of a child's last news when its record is gone: nothing can follow it
+local FLOW_LAST_GEN = '4503599627370496'
 
-local qname, err = check_keys()
+-- the queue name of these KEYS (check_keys has checked them)
+local function flow_qname() return (KEYS[1]:match('^jobrt:{([^{}]*)}:job:$')) end
+
+-- The links and parent flags of the jobs ids, in one HMGET: links[id] = link text, parents[id] = true.
+local function flow_lookup(ids)
+  local links, parents = {}, {}
+  for first = 1, #ids, 1000 do            -- HMGET in pieces: unpack has a limit
+    local last = math.min(first + 999, #ids)
+    local fields = {}
+    for i = first, last do
+      fields[#fields + 1] = 'l:' .. ids[i]
+      fields[#fields + 1] = 'p:' .. ids[i]
+    end
+    local got = redis.call('HMGET', KEYS[15], unpack(fields))
+    for i = first, last do
+      local k = 2 * (i - first)
+      if got[k + 1] then links[ids[i]] = got[k + 1] end
+      if got[k + 2] then parents[ids[i]] = true end
+    end
+  end
+  return links, parents
+end
+
+-- Writes outbox entry `key` = `text`, held by its writer for FLOW_FRESH_MS.
+local function flow_out(key, text, now_ms)
+  redis.call('HSET', KEYS[15], key, text)
+  redis.call('ZADD', KEYS[16], now_ms + FLOW_FRESH_MS, key)
+end
+
+-- Job jid of this queue, a child linked by `link`, tells its parent: outcome 'ok' (value: the
+-- result JSON), 'failed' (value: the reason), 'deleted', or 'retry' (it waits to run again).
+-- Its news are ordered by gen, the record's flow-gen after adding 1 (FLOW_LAST_GEN when its
+-- record is gone). A final outcome ends the link; 'retry' keeps it.
+local function flow_tell(jid, link, outcome, value, gone, now_ms)
+  local gen = gone and FLOW_LAST_GEN or tostring(redis.call('HINCRBY', KEYS[1] .. jid, 'flow-gen', 1))
+  local fid, parent = link:match('^([^\n]*)\n(.*)$')
+  flow_out('u:' .. jid, fid .. '\n' .. flow_qname() .. '\n' .. parent .. '\n' .. gen .. '\n' .. outcome .. '\n' ..
+    (value or ''), now_ms)
+  if outcome ~= 'retry' then redis.call('HDEL', KEYS[15], 'l:' .. jid) end
+end
+
+-- Job jid finished for good (or went away: gone): tells its parent, when it has one (link),
+-- and its children hash, when it is a parent, goes with its record (ttl seconds; 0 or gone: at
+-- once). Returns the number of outbox entries written (0 or 1).
+local function flow_ended(jid, link, parent, outcome, value, ttl, gone, now_ms)
+  if parent then
+    local k = KEYS[18] .. jid
+    if gone or ttl == 0 then redis.call('DEL', k) else redis.call('EXPIRE', k, ttl) end
+    redis.call('HDEL', KEYS[15], 'p:' .. jid)
+  end
+  if not link then return 0 end
+  flow_tell(jid, link, outcome, value, gone, now_ms)
+  return 1
+end
+
+
+-- n outbox entries were written: tell the workers of this queue ("flow:<ms>" on the wake
+-- channel: the time from which any of them may carry the entries over if their writer has not).
+local function flow_wake(n, now_ms)
+  if n > 0 then redis.call('PUBLISH', KEYS[13], 'flow:' .. ms(now_ms + FLOW_FRESH_MS)) end
+end
+
+-- ---- end of includes/flows.lua ----
+
+local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
 err = max_argv(4); if err then return redis.error_reply(err) end
 local qtype, limit, max_stalls, ttl_failed
@@ -273,7 +365,7 @@ ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err t
 local now_ms, now_s = now()
 local prefix = KEYS[1]
 local got = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, limit)
-if #got == 0 then return { 0, 0, 0 } end
+if #got == 0 then return { 0, 0, 0, 0 } end
 local expired, marked = {}, {}
 for i = 1, #got, 2 do
   local e = tonumber(got[i + 1])
@@ -282,7 +374,7 @@ for i = 1, #got, 2 do
 end
 redis.call('ZREM', KEYS[5], unpack(expired))
 
-local requeued, failed, cancelled, wake = 0, 0, 0, false
+local requeued, failed, cancelled, wake, nflow = 0, 0, 0, false, 0
 local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
   local worker, attempt, jid = lease_parts(expired[i])
@@ -293,6 +385,8 @@ for i = 1, #expired do
   if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
     -- its record vanished under the lease (deleted by hand, evicted): free what points at it
     if free_vanished(qtype, jid) then wake = true end
+    local links, parents = flow_lookup({ jid })
+    nflow = nflow + flow_ended(jid, links[jid], parents[jid], 'deleted', '', 0, true, now_ms)
   elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
@@ -307,17 +401,19 @@ for i = 1, #expired do
       put_back(qtype, jid, { f[6], f[7], f[8], f[5] }, now_ms, front)
       requeued = requeued + 1
     else
-      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason',
-        'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
+      local reason = 'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
         (stalls > 1 and ', the later ones while it ran alone in its worker process' or '') ..
         ' (last: worker ' .. worker .. ', attempt ' .. attempt .. '): it likely crashes or freezes ' ..
-        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
+        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)'
+      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
         'error-exception', '', 'finished-created', now_s)
       redis.call('HDEL', rec, 'suspect')
       keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
       if free_claims(qtype, jid, f[4], f[5]) then wake = true end
+      local links, parents = flow_lookup({ jid })
+      nflow = nflow + flow_ended(jid, links[jid], parents[jid], 'failed', reason, ttl_failed, ttl_failed == 0, now_ms)
     end
   end
 end
@@ -331,4 +427,5 @@ redis.call('HINCRBY', KEYS[11], 'total-expired', #expired)
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
 if flow_freed() then wake = true end        -- max-active: a held reserve may go
 if requeued > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
-return { requeued, failed, cancelled }
+flow_wake(nflow, now_ms)
+return { requeued, failed, cancelled, nflow }

@@ -1,6 +1,7 @@
 --[[ retry_failed.lua: queue the jobs of the failed set again (seed 003's retryFailedJobs).
 
-KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+KEYS: the 14 standard keys of queue Q, in order (README "Keys"), then its 4 flow keys
+  [15] jobrt:{Q}:flow [16] jobrt:{Q}:flow:out [17] jobrt:{Q}:flow:waiting [18] jobrt:{Q}:children:
 ARGV ('' = default):
   [1] type   QUEUE | LBQUEUE | DELQUEUE
   [2] limit  whole number 1..10000 of failed jobs handled per call (oldest first); '' = 1000
@@ -9,7 +10,14 @@ Each failed job whose record still exists: failures, stalls and suspect removed 
   it only grows), result fields removed, no expiry, state=pending, queued as if new (QUEUE: wait list, or the ready set when it has a priority; DELQUEUE: due now; LBQUEUE: merged
   into the waiting or parked entry of its jobHash (its record is then deleted), parked when the
   jobHash runs, else a new entry). Failed-set entries whose record expired are dropped.
-Publishes: the wake channel (now, Unix ms) when jobs were queued.
+Flows (README "Flows"): a retried child of a flow is linked to its parent again and tells it
+  that it waits to run again (u: entry 'retry' in the outbox: a parent that failed because of
+  it goes back to waiting); a retried parent's children hash lives with its record again, and a
+  parent that failed because of a child (field failed-child) goes back to waiting for its
+  children (jobrt:{Q}:flow:waiting) instead of being queued: it runs once its failed children
+  were retried and succeeded.
+Publishes: the wake channel (now, Unix ms) when jobs were queued; "flow:<ms>" when outbox
+  entries were written.
 Returns: { queued, examined }: jobs queued again, failed-set entries handled (call again while
   examined equals limit).
 ]]
@@ -144,8 +152,65 @@ local function queue_put_back(jid, order, priority)
   return true
 end
 -- ---- end of includes/priority.lua ----
+-- ---- includes/flows.lua (edit it there, then run make) ----
+-- Flows (README "Flows"): a parent job runs after its children, which may live in other
+-- queues, so in other Cluster slots. No script touches two queues' keys: what one queue must
+-- tell another waits in the first queue's outbox until a client or worker has carried it over
+-- (flow_take, flow_deliver on the other queue, flow_ack), and flow_deliver is idempotent.
+-- The flow keys of queue Q follow the 14 standard KEYS in the scripts that take them:
+--   KEYS[15] jobrt:{Q}:flow          hash: l:<id> the link of a child of Q that has not finished
+--                                    ("<flow id>\n<parent queue>\n<parent id>"); p:<id> '1' for
+--                                    a parent of Q whose children hash still lives as long as
+--                                    its record; the outbox texts u:<id> (news of child <id> for
+--                                    its parent), c:<queue>|<id> (a child to create) and
+--                                    d:<queue>|<id> (a pending child to delete)
+--   KEYS[16] jobrt:{Q}:flow:out      zset: the outbox entries (those field names) by the Unix ms
+--                                    until which their writer, or the client that took them,
+--                                    holds them; afterwards any worker of Q carries them over
+--   KEYS[17] jobrt:{Q}:flow:waiting  zset: parents of Q waiting for their children, by the Unix
+--                                    ms they began waiting
+--   KEYS[18] jobrt:{Q}:children:     prefix of hash jobrt:{Q}:children:<id> of parent <id>: one
+--                                    field "<queue>|<id>" per child, value
+--                                    "<gen>\n<state>\n<ignore 0|1>\n<index>\n<value>"
+local FLOW_KEYS = { 'flow', 'flow:out', 'flow:waiting', 'children:' }
+-- how long the writer of an outbox entry holds it before any worker of the queue may take it
+local FLOW_FRESH_MS = 5000
+-- the gen of a child's last news when its record is gone: nothing can follow it
+local FLOW_LAST_GEN = '4503599627370496'
 
-local qname, err = check_keys()
+-- the queue name of these KEYS (check_keys has checked them)
+local function flow_qname() return (KEYS[1]:match('^jobrt:{([^{}]*)}:job:$')) end
+
+
+-- Writes outbox entry `key` = `text`, held by its writer for FLOW_FRESH_MS.
+local function flow_out(key, text, now_ms)
+  redis.call('HSET', KEYS[15], key, text)
+  redis.call('ZADD', KEYS[16], now_ms + FLOW_FRESH_MS, key)
+end
+
+-- Job jid of this queue, a child linked by `link`, tells its parent: outcome 'ok' (value: the
+-- result JSON), 'failed' (value: the reason), 'deleted', or 'retry' (it waits to run again).
+-- Its news are ordered by gen, the record's flow-gen after adding 1 (FLOW_LAST_GEN when its
+-- record is gone). A final outcome ends the link; 'retry' keeps it.
+local function flow_tell(jid, link, outcome, value, gone, now_ms)
+  local gen = gone and FLOW_LAST_GEN or tostring(redis.call('HINCRBY', KEYS[1] .. jid, 'flow-gen', 1))
+  local fid, parent = link:match('^([^\n]*)\n(.*)$')
+  flow_out('u:' .. jid, fid .. '\n' .. flow_qname() .. '\n' .. parent .. '\n' .. gen .. '\n' .. outcome .. '\n' ..
+    (value or ''), now_ms)
+  if outcome ~= 'retry' then redis.call('HDEL', KEYS[15], 'l:' .. jid) end
+end
+
+
+
+-- n outbox entries were written: tell the workers of this queue ("flow:<ms>" on the wake
+-- channel: the time from which any of them may carry the entries over if their writer has not).
+local function flow_wake(n, now_ms)
+  if n > 0 then redis.call('PUBLISH', KEYS[13], 'flow:' .. ms(now_ms + FLOW_FRESH_MS)) end
+end
+
+-- ---- end of includes/flows.lua ----
+
+local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
 err = max_argv(3); if err then return redis.error_reply(err) end
 local qtype, limit, one
@@ -163,19 +228,34 @@ else
 end
 if #ids == 0 then return { 0, 0 } end
 redis.call('ZREM', KEYS[6], unpack(ids))
-local n, wait = 0, {}
+local n, wait, nflow = 0, {}, 0
 for i = 1, #ids do
   local jid = ids[i]
   local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'state', 'result', 'hash', 'pending-created', 'priority')
+  local f = redis.call('HMGET', rec, 'state', 'result', 'hash', 'pending-created', 'priority', 'flow', 'parent-queue',
+    'parent-id', 'children', 'failed-child')
   if f[1] == 'finished' and f[2] == 'failed' then
     n = n + 1
     redis.call('HDEL', rec, 'result', 'result-value', 'error-reason', 'error-exception', 'finished-created',
-      'executing-created', 'worker', 'dedup', 'due', 'failures', 'stalls', 'suspect')
+      'executing-created', 'worker', 'dedup', 'due', 'failures', 'stalls', 'suspect', 'failed-child')
     -- attempts stays: it only grows (the fencing token of each new attempt)
     redis.call('HSET', rec, 'state', 'pending')
     redis.call('PERSIST', rec)
-    if qtype == 'QUEUE' then
+    if f[7] then
+      -- a child of a flow: linked again, and its parent learns that it waits to run again
+      local link = (f[6] or '') .. '\n' .. f[7] .. '\n' .. (f[8] or '')
+      redis.call('HSET', KEYS[15], 'l:' .. jid, link)
+      flow_tell(jid, link, 'retry', '', false, now_ms)
+      nflow = nflow + 1
+    end
+    if f[9] then
+      redis.call('PERSIST', KEYS[18] .. jid)
+      redis.call('HSET', KEYS[15], 'p:' .. jid, '1')
+    end
+    if f[10] then
+      -- it failed because of a child: it waits for its children again
+      redis.call('ZADD', KEYS[17], now_ms, jid)
+    elseif qtype == 'QUEUE' then
       if not queue_put_back(jid, order_of(f[4]), f[5]) then wait[#wait + 1] = jid end
     elseif qtype == 'DELQUEUE' then
       redis.call('ZADD', KEYS[4], now_ms, order_of(f[4]) .. '|' .. jid)
@@ -205,4 +285,5 @@ for i = 1, #ids do
 end
 if #wait > 0 then redis.call('LPUSH', KEYS[2], unpack(wait)) end
 if n > 0 then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
+flow_wake(nflow, now_ms)
 return { n, #ids }

@@ -501,26 +501,33 @@ static jr_http_req_ud *check_req(lua_State *L) {
   return luaL_checkudata(L, 1, REQ_MT);
 }
 
-/* Appends "Name: value\r\n" for each header of the table at index idx;
- * raises on a name or value that would break the response. */
-static void add_headers(lua_State *L, int idx, luaL_Buffer *b) {
+/* Pushes one string: "Name: value\r\n" for each header of the table at index
+ * idx; raises on a name or value that would break the response. The lines
+ * are joined with lua_concat at a fixed stack slot rather than a luaL_Buffer:
+ * a buffer flushes its pieces onto the top of the stack, where lua_next keeps
+ * its key and value, so a long header (over the buffer's 8 KiB) mixed the
+ * two up. */
+static void push_headers(lua_State *L, int idx) {
+  lua_pushliteral(L, "");                    /* the text so far */
+  int acc = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl, vl;
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "http.respond: header names must be strings");
     const char *n = lua_tolstring(L, -2, &nl);
-    const char *v = luaL_checklstring(L, -1, &vl);
+    const char *v = luaL_checklstring(L, -1, &vl);    /* a number value is converted in place */
     for (size_t i = 0; i < nl; i++)
       if (n[i] <= ' ' || n[i] == ':' || n[i] == 127) luaL_error(L, "http.respond: bad header name '%s'", n);
     for (size_t i = 0; i < vl; i++)
       if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) luaL_error(L, "http.respond: header %s has a line break", n);
-    lua_pushvalue(L, -2);
-    luaL_addvalue(b);
-    luaL_addlstring(b, ": ", 2);
-    lua_pushvalue(L, -1);
-    luaL_addvalue(b);
-    luaL_addlstring(b, "\r\n", 2);
-    lua_pop(L, 1);
+    lua_pushvalue(L, acc);
+    lua_pushvalue(L, -3);
+    lua_pushliteral(L, ": ");
+    lua_pushvalue(L, -4);
+    lua_pushliteral(L, "\r\n");
+    lua_concat(L, 5);
+    lua_replace(L, acc);
+    lua_pop(L, 1);                           /* the value; the key stays for lua_next */
   }
 }
 
@@ -539,17 +546,16 @@ static int l_respond(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  lua_settop(L, 4);
   char line[128];
   snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason_of(status));
-  luaL_addstring(&b, line);
-  if (!lua_isnoneornil(L, 3)) add_headers(L, 3, &b);
+  lua_pushstring(L, line);
+  if (!lua_isnoneornil(L, 3)) push_headers(L, 3); else lua_pushliteral(L, "");
   int keep = c->req.keep_alive && !c->s->closing;
   snprintf(line, sizeof line, "Content-Length: %zu\r\nConnection: %s\r\n\r\n", blen,
            keep ? "keep-alive" : "close");
-  luaL_addstring(&b, line);
-  luaL_pushresult(&b);
+  lua_pushstring(L, line);
+  lua_concat(L, 3);                          /* the head; the body stays at index 4 */
   size_t hlen;
   const char *head = lua_tolstring(L, -1, &hlen);
   u->c = NULL;

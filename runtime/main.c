@@ -13,24 +13,68 @@
 #include <string.h>
 #include <signal.h>
 
-int luaopen_cjson(lua_State *L);   /* liblua5.1-cjson.a */
-
-/* Opens a C module and stores it in package.preload[name] form: the module
- * table is built now and returned by require. */
-static void preload(lua_State *L, const char *name, lua_CFunction open) {
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "loaded");
-  lua_pushcfunction(L, open);
-  lua_call(L, 0, 1);
-  lua_setfield(L, -2, name);
-  lua_pop(L, 2);
+/* Masks the password in a Redis URL in place: the part between "user:" (or
+ * "//") and the last '@' of the authority, and the value of "password=" in
+ * the query (unix:///path?password=...). Lengths stay the same. */
+static void mask_url(char *u) {
+  char *auth = strstr(u, "://");
+  if (auth == NULL) return;
+  auth += 3;
+  size_t alen = strcspn(auth, "/?#");
+  char *at = NULL;
+  for (char *p = auth; p < auth + alen; p++)
+    if (*p == '@') at = p;
+  if (at) {
+    char *colon = memchr(auth, ':', (size_t)(at - auth));
+    for (char *p = colon ? colon + 1 : auth; p < at; p++) *p = '*';
+  }
+  for (char *q = strchr(u, '?'); q; q = strchr(q + 1, '&')) {
+    char *v = strstr(q, "password=");
+    if (v == NULL) break;
+    for (v += 9; *v && *v != '&' && *v != '#'; v++) *v = '*';
+    q = v;
+    if (*q == '\0') break;
+  }
 }
 
-static int open_cjson(lua_State *L) {
-  lua_pushcfunction(L, luaopen_cjson);
-  lua_call(L, 0, 1);
-  return 1;
+/* Masks the password of every Redis URL given as --redis URL or --redis=URL
+ * in the process's own argv. Called once Lua has its copy of the command
+ * line: /proc/PID/cmdline, which ps shows to every local user, reads this
+ * memory. (A password is best not typed on a command line at all: set
+ * JOBRT_REDIS instead. Worker children get the address that way.) */
+static void scrub_argv(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strncmp(argv[i], "--redis=", 8) == 0) mask_url(argv[i] + 8);
+    else if (strcmp(argv[i], "--redis") == 0 && i + 1 < argc) mask_url(argv[++i]);
+  }
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+/* Under ASan (make sanitize) Lua's objects live in malloc'd memory, so that
+ * C code reading a Lua string the collector has freed is caught: LuaJIT's
+ * own allocator would hand that memory out again unseen. (GC64 LuaJIT
+ * accepts any allocator.) */
+static void *asan_alloc(void *ud, void *p, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(p);
+    return NULL;
+  }
+  return realloc(p, nsize);
+}
+static int asan_panic(lua_State *L) {
+  fprintf(stderr, "jobrt: unprotected Lua error: %s\n", lua_tostring(L, -1));
+  return 0;
+}
+static lua_State *new_state(void) {
+  lua_State *L = lua_newstate(asan_alloc, NULL);
+  if (L) lua_atpanic(L, asan_panic);
+  return L;
+}
+#else
+#define new_state() luaL_newstate()
+#endif
 
 static void count_walk(uv_handle_t *h, void *arg) {
   int *n = arg;
@@ -44,7 +88,7 @@ int main(int argc, char **argv) {
   /* A write to a closed socket or pipe must be an error return, not death. */
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = uv_default_loop();
-  lua_State *L = luaL_newstate();
+  lua_State *L = new_state();
   if (L == NULL) {
     fprintf(stderr, "jobrt: cannot create a Lua state (out of memory)\n");
     return 1;
@@ -53,17 +97,7 @@ int main(int argc, char **argv) {
   jr_sched_init(L, loop);
   jr_log_init(loop);
   jr_stdlib_install(L);
-  preload(L, "cjson", open_cjson);
-  preload(L, "jobrt.core", jr_open_core);
-  preload(L, "jobrt.core.timer", jr_open_timer);
-  preload(L, "jobrt.core.signal", jr_open_signal);
-  preload(L, "jobrt.core.fswatch", jr_open_fswatch);
-  preload(L, "jobrt.core.redis", jr_open_redis);
-  preload(L, "jobrt.core.net", jr_open_net);
-  preload(L, "jobrt.core.term", jr_open_term);
-  preload(L, "jobrt.core.proc", jr_open_proc);
-  preload(L, "jobrt.core.http", jr_open_http);
-  preload(L, "jobrt.core.tcp", jr_open_tcp);
+  jr_preload_modules(L);
 
   /* arg: the whole command line, as the cli module sees it. */
   lua_createtable(L, argc, 1);
@@ -72,6 +106,7 @@ int main(int argc, char **argv) {
     lua_rawseti(L, -2, i);
   }
   lua_setglobal(L, "arg");
+  scrub_argv(argc, argv);
 
   /* The main coroutine: require('jobrt.cli').main(arg). */
   lua_getglobal(L, "require");

@@ -118,6 +118,9 @@ void jr_net_shutdown(void);
 int jr_open_term(lua_State *L);
 void jr_term_shutdown(void);
 
+/* json.c */
+int jr_open_json(lua_State *L);
+
 /* proc.c */
 int jr_open_proc(lua_State *L);
 void jr_proc_shutdown(void);
@@ -140,5 +143,7 @@ extern const jr_embedded jr_embedded_modules[];
 
 /* Registers the embedded stdlib as a package searcher. */
 void jr_stdlib_install(lua_State *L);
+/* Opens every C module (jobrt.core...) and cjson into package.loaded (stdlib.c). */
+void jr_preload_modules(lua_State *L);
 
 #endif

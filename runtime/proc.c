@@ -1,5 +1,7 @@
 /* proc.c - child processes (spawn, wait, kill, captured output, heartbeat)
- * and the two file-system look-ups the worker needs at start-up.
+ * and the few file-system calls jobrt needs at start-up: finding job files,
+ * and making and checking the private directory of the embedded Redis
+ * (lstat, mkdir, chmod, getuid).
  *
  * Used by the --procs supervisor (children are `jobrt` itself) and by the
  * tests (run a jobrt command, read its output and exit status). A child may
@@ -144,48 +146,67 @@ static void on_stdin_written(uv_write_t *w, int status) {
   if (!uv_is_closing((uv_handle_t *)&p->pipes[0])) uv_close((uv_handle_t *)&p->pipes[0], handle_closed);
 }
 
+/* Fills out[0..n-1] with the strings of list[1..n] (the table at index
+ * `list`, field `what` for messages). Numbers are converted, and every
+ * string is stored in the anchor table at index `anchor`, which stays on the
+ * stack until uv_spawn has copied them: a number converted by lua_tolstring
+ * on a copy popped afterwards would be a new string nothing refers to, that
+ * the collector may free (and did: garbage argv) before uv_spawn reads it.
+ * Raises naming the entry when one is neither a string nor a number. */
+static void string_list(lua_State *L, int list, int anchor, const char *what, char **out, int n) {
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    int t = lua_type(L, -1);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      luaL_error(L, "proc.spawn: %s[%d] must be a string or a number, got %s", what, i + 1, lua_typename(L, t));
+    out[i] = (char *)lua_tostring(L, -1);       /* a string now, in place on the stack */
+    lua_rawseti(L, anchor, i + 1);              /* anchored: alive until l_spawn returns */
+  }
+}
+
 /* proc.spawn{ file=, args={...}, env={ "K=V", ... } | nil (inherit),
  *             cwd=, stdin=string|nil, capture=true|false, heartbeat=bool,
  *             detached=bool }
- * -> process object, or nil, err. args[1] is argv[0]. With capture, the
- * child's stdout and stderr are collected (p:output()); otherwise they are
- * inherited. */
+ * -> process object, or nil, err. args[1] is argv[0]; args and env entries
+ * are strings or numbers. With capture, the child's stdout and stderr are
+ * collected (p:output()); otherwise they are inherited. Strings read here
+ * stay referenced from the stack (index 1's table, or the anchor tables)
+ * until uv_spawn has copied them. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
   if (jr_H.shutting_down) {
     lua_pushnil(L);
     lua_pushliteral(L, "cannot start a process: jobrt is shutting down");
     return 2;
   }
-  lua_getfield(L, 1, "file");
-  const char *file = luaL_checkstring(L, -1);
-  lua_getfield(L, 1, "args");
-  luaL_checktype(L, -1, LUA_TTABLE);
-  int nargs = (int)lua_objlen(L, -1);
-  char **args = lua_newuserdata(L, sizeof(char *) * (size_t)(nargs + 2));
-  for (int i = 0; i < nargs; i++) {
-    lua_rawgeti(L, -2, i + 1);
-    args[i] = (char *)luaL_checkstring(L, -1);
-    lua_pop(L, 1);   /* string stays alive: it is in the args table */
-  }
+  lua_getfield(L, 1, "file");                                   /* 2 */
+  if (lua_type(L, 2) != LUA_TSTRING) return luaL_error(L, "proc.spawn: file must be a string");
+  const char *file = lua_tostring(L, 2);
+  lua_getfield(L, 1, "args");                                   /* 3 */
+  if (!lua_istable(L, 3)) return luaL_error(L, "proc.spawn: args must be a table of strings");
+  int nargs = (int)lua_objlen(L, 3);
+  char **args = lua_newuserdata(L, sizeof(char *) * (size_t)(nargs + 2));   /* 4 */
+  lua_createtable(L, nargs, 0);                                 /* 5: anchors args */
+  string_list(L, 3, 5, "args", args, nargs);
   if (nargs == 0) {
     args[0] = (char *)file;
     nargs = 1;
   }
   args[nargs] = NULL;
   char **env = NULL;
-  lua_getfield(L, 1, "env");
-  if (lua_istable(L, -1)) {
-    int n = (int)lua_objlen(L, -1);
-    env = lua_newuserdata(L, sizeof(char *) * (size_t)(n + 1));
-    for (int i = 0; i < n; i++) {
-      lua_rawgeti(L, -2, i + 1);
-      env[i] = (char *)luaL_checkstring(L, -1);
-      lua_pop(L, 1);
-    }
+  lua_getfield(L, 1, "env");                                    /* 6 */
+  if (lua_istable(L, 6)) {
+    int n = (int)lua_objlen(L, 6);
+    env = lua_newuserdata(L, sizeof(char *) * (size_t)(n + 1)); /* 7 */
+    lua_createtable(L, n, 0);                                   /* 8: anchors env */
+    string_list(L, 6, 8, "env", env, n);
     env[n] = NULL;
+  } else if (!lua_isnil(L, 6)) {
+    return luaL_error(L, "proc.spawn: env must be a table of \"K=V\" strings, or nil to inherit");
   }
   lua_getfield(L, 1, "cwd");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "proc.spawn: cwd must be a string");
   const char *cwd = lua_tostring(L, -1);
   lua_getfield(L, 1, "capture");
   int capture = lua_toboolean(L, -1);
@@ -194,11 +215,23 @@ static int l_spawn(lua_State *L) {
   lua_getfield(L, 1, "detached");
   int detached = lua_toboolean(L, -1);
   lua_getfield(L, 1, "stdin");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "proc.spawn: stdin must be a string");
   size_t inlen = 0;
   const char *in = lua_tolstring(L, -1, &inlen);
+  char *in_copy = NULL;
+  if (in) {
+    in_copy = malloc(inlen ? inlen : 1);
+    if (in_copy == NULL) return luaL_error(L, "proc.spawn: out of memory");
+    memcpy(in_copy, in, inlen);
+  }
 
   jr_proc *p = calloc(1, sizeof *p);
-  if (p == NULL) return luaL_error(L, "proc.spawn: out of memory");
+  if (p == NULL) {
+    free(in_copy);
+    return luaL_error(L, "proc.spawn: out of memory");
+  }
+  p->stdin_data = in_copy;          /* freed with p, whatever happens next */
+  p->stdin_len = inlen;
   p->waiter_ref = LUA_NOREF;
   p->last_beat = uv_now(jr_H.loop);
   p->next = all_procs;
@@ -258,9 +291,6 @@ static int l_spawn(lua_State *L) {
   for (int i = 1; i <= 3; i++)
     if (p->piped[i]) uv_read_start((uv_stream_t *)&p->pipes[i], on_alloc, on_read);
   if (in) {
-    p->stdin_data = malloc(inlen ? inlen : 1);
-    memcpy(p->stdin_data, in, inlen);
-    p->stdin_len = inlen;
     uv_buf_t b = uv_buf_init(p->stdin_data, (unsigned)inlen);
     p->wreq.data = p;
     uv_write(&p->wreq, (uv_stream_t *)&p->pipes[0], &b, 1, on_stdin_written);
@@ -646,6 +676,86 @@ static int l_stat(lua_State *L) {
   return 1;
 }
 
+/* proc.lstat(path) -> { kind = "file"|"dir"|"link"|"socket"|"other",
+ * mode = permission bits (number), uid = owner } | nil, err
+ * (synchronous; a symbolic link is reported as "link", not followed) */
+static int l_lstat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_lstat(NULL, &req, path, NULL);
+  if (rc < 0) {
+    uv_fs_req_cleanup(&req);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    lua_pushstring(L, uv_err_name(rc));
+    return 3;
+  }
+  uint64_t m = req.statbuf.st_mode, uid = req.statbuf.st_uid;
+  uv_fs_req_cleanup(&req);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, S_ISDIR(m) ? "dir" : S_ISREG(m) ? "file" : S_ISLNK(m) ? "link" : S_ISSOCK(m) ? "socket" : "other");
+  lua_setfield(L, -2, "kind");
+  lua_pushnumber(L, (lua_Number)(m & 07777));
+  lua_setfield(L, -2, "mode");
+  lua_pushnumber(L, (lua_Number)uid);
+  lua_setfield(L, -2, "uid");
+  return 1;
+}
+
+/* proc.mkdir(path, mode) -> true | nil, err, code ("EEXIST" when it exists) */
+static int l_mkdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int mode = (int)luaL_checkinteger(L, 2);
+  uv_fs_t req;
+  int rc = uv_fs_mkdir(NULL, &req, path, mode, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    lua_pushstring(L, uv_err_name(rc));
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.rmdir(path) -> true | nil, err */
+static int l_rmdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  int rc = uv_fs_rmdir(NULL, &req, path, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.chmod(path, mode) -> true | nil, err */
+static int l_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int mode = (int)luaL_checkinteger(L, 2);
+  uv_fs_t req;
+  int rc = uv_fs_chmod(NULL, &req, path, mode, NULL);
+  uv_fs_req_cleanup(&req);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc.getuid() -> the real user id of this process */
+static int l_getuid(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)getuid());
+  return 1;
+}
+
 /* proc.kill(pid, sig) -> true | nil, err */
 static int l_kill(lua_State *L) {
   int rc = uv_kill((int)luaL_checkinteger(L, 1), (int)luaL_optinteger(L, 2, SIGTERM));
@@ -675,6 +785,8 @@ int jr_open_proc(lua_State *L) {
                                  {"exepath", l_exepath}, {"kill", l_kill},
                                  {"scandir", l_scandir}, {"stat", l_stat},
                                  {"watchdog", l_watchdog}, {"watch_handler", l_watch_handler},
+                                 {"lstat", l_lstat}, {"mkdir", l_mkdir}, {"rmdir", l_rmdir},
+                                 {"chmod", l_chmod}, {"getuid", l_getuid},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);

@@ -1,4 +1,5 @@
-/* stdlib.c - finds the Lua modules compiled into the binary.
+/* stdlib.c - the modules built into the binary: the Lua modules compiled in
+ * (a package searcher finds them) and the C modules (opened at start).
  *
  * tools/embed.lua turns every .lua file under stdlib/ into LuaJIT bytecode (with
  * debug info, so tracebacks name stdlib/jobrt/x.lua:line) and every
@@ -41,4 +42,41 @@ void jr_stdlib_install(lua_State *L) {
   lua_pushcfunction(L, searcher);
   lua_rawseti(L, -2, 2);
   lua_pop(L, 2);
+}
+
+int luaopen_cjson(lua_State *L);   /* liblua5.1-cjson.a */
+
+/* Opens a C module and stores it in package.loaded[name]: the module table
+ * is built now and returned by require. */
+static void preload(lua_State *L, const char *name, lua_CFunction open) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushcfunction(L, open);
+  lua_call(L, 0, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 2);
+}
+
+static int open_cjson(lua_State *L) {
+  lua_pushcfunction(L, luaopen_cjson);
+  lua_call(L, 0, 1);
+  return 1;
+}
+
+/* Opens every C module of the host (jobrt.core, jobrt.core.timer, ...) and
+ * lua-cjson (as cjson). The one list, used by main.c and by the fuzz
+ * harnesses (tests/fuzz/lua_fuzz.c), so they load the same modules. */
+void jr_preload_modules(lua_State *L) {
+  preload(L, "cjson", open_cjson);
+  preload(L, "jobrt.core", jr_open_core);
+  preload(L, "jobrt.core.timer", jr_open_timer);
+  preload(L, "jobrt.core.signal", jr_open_signal);
+  preload(L, "jobrt.core.fswatch", jr_open_fswatch);
+  preload(L, "jobrt.core.redis", jr_open_redis);
+  preload(L, "jobrt.core.net", jr_open_net);
+  preload(L, "jobrt.core.term", jr_open_term);
+  preload(L, "jobrt.core.proc", jr_open_proc);
+  preload(L, "jobrt.core.json", jr_open_json);
+  preload(L, "jobrt.core.http", jr_open_http);
+  preload(L, "jobrt.core.tcp", jr_open_tcp);
 }

@@ -1311,7 +1311,8 @@ describe('server scripts', function()
       local st = o:stats('q')
       assert.same({ pending = 2, delayed = 1, parked = 0, executing = 1, failed = 0, completed = 1,
                     total_failed = 0, retried = 0, expired = 0, cancelled = 0, dropped = 0,
-                    postponed = 0, paused = 0, rate_max = 0, rate_per = '0', max_active = 0, crons = 0 }, st)
+                    postponed = 0, paused = 0, rate_max = 0, rate_per = '0', max_active = 0, crons = 0,
+                    waiting_children = 0 }, st)
     end)
   end)
 
@@ -1400,11 +1401,19 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '-1' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '-1'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '99999999' }, "enqueue: ARGV[9] retries must be between 0 and 1000, got '99999999'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '0' }, "enqueue: ARGV[10] timeout must be between 0.001 and 32000000, got '0'" },
-      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '', 'extra' }, 'enqueue: expected at most 13 ARGV, got 14' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '', '', 'extra' }, 'enqueue: expected at most 14 ARGV, got 15' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c' }, 'enqueue: ARGV[12] tick is missing' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'a\nb', '1' }, "enqueue: ARGV[11] cron name must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1.5' }, "enqueue: ARGV[12] tick must be a whole number, got '1.5'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '-1' }, "enqueue: ARGV[13] skip_late must be between 0 and 1e+14, got '-1'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', 'extra' }, "enqueue: ARGV[14] max_payload must be a number, got 'extra'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', '0' }, "enqueue: ARGV[14] max_payload must be between 1 and 536870912, got '0'" },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{"a":"0123456789"}', '', '', '', '', '', '', '', '', '', '', '10' }, 'enqueue: ARGV[3] args is 18 bytes, more than the limit of 10 bytes' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '{"s":"\255\254"}' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 6 is 0xff (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["caf\195\169","\192\175"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 10 is 0xc0 (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\237\160\128"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xed (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\244\144\128\128"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xf4 (send binary data as base64)' },
+      { 'enqueue', 'q', { 'QUEUE', 'f', '["\226\130"]' }, 'enqueue: ARGV[3] args must be UTF-8 (RFC 8259): byte offset 2 is 0xe2 (send binary data as base64)' },
       { 'reserve', 'q', { 'QUEUE' }, 'reserve: ARGV[2] worker is missing' },
       { 'reserve', 'q', { 'QUEUE', 'a|b', '1', '10' }, "reserve: ARGV[2] worker must not contain '|', got 'a|b'" },
       { 'reserve', 'q', { 'QUEUE', long, '1', '10' }, 'reserve: ARGV[2] worker must be at most 128 bytes, got 300' },
@@ -1438,6 +1447,7 @@ describe('server scripts', function()
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1.5', 'ok', '1', '', '' }, "complete: ARGV[7] attempt must be a whole number, got '1.5'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'maybe', '1', '', '' }, "complete: ARGV[8] outcome must be 'ok' or 'failed', got 'maybe'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '{x', '', '' }, "complete: ARGV[9] value must be JSON text, got '{x'" },
+      { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '"\255"', '', '' }, 'complete: ARGV[9] value must be UTF-8 (RFC 8259): byte offset 1 is 0xff (send binary data as base64)' },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', 'tb', '' }, "complete: ARGV[10] exception must be '' for outcome 'ok', got 'tb'" },
       { 'complete', 'q', { 'QUEUE', 'w', '', '', '', 'a', '1', 'ok', '1', '', '', 'b', '1', 'failed', 'x', '', 'many' }, "complete: ARGV[17] retries must be a number, got 'many'" },
       { 'requeue_expired', 'q', { 'QUEUE', '0' }, "requeue_expired: ARGV[2] limit must be between 1 and 10000, got '0'" },
@@ -1485,6 +1495,35 @@ describe('server scripts', function()
         "cron_set: ARGV[3] entry field missed must be 'once' or 'skip'" },
       { 'cron_delete', 'q', { 'QUEUE' }, 'cron_delete: ARGV[2] cron name is missing' },
       { 'cron_delete', 'q', { 'QUEUE', 'n', 'user' }, "cron_delete: ARGV[3] source must be '', 'cli' or 'file', got 'user'" },
+      -- flows (tests/08-flows has their behaviour)
+      { 'flow_deliver', 'q', { 'QUEUE' }, 'flow_deliver: ARGV[3] key is missing (give key, text pairs)' },
+      { 'flow_deliver', 'lb', { 'LBQUEUE', '', 'c:lb|a', 'x' }, 'flow_deliver: ARGV[1] type must be QUEUE or DELQUEUE: an LBQUEUE merges identical jobs, so it takes no flows' },
+      { 'flow_deliver', 'q', { 'QUEUE', 'x', 'c:q|a', 'x' }, "flow_deliver: ARGV[2] ttl_failed must be a number, got 'x'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a' }, 'flow_deliver: ARGV after [2] must come in pairs (key, text), got 1 values' },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'x:q|a', 't' }, "flow_deliver: ARGV[3] key must start with 'c:', 'u:' or 'd:', got 'x:q|a'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:other|a', 't' }, "flow_deliver: ARGV[3] key must be c:q|<id> (an entry for this queue), got 'c:other|a'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a{', 't' }, "flow_deliver: ARGV[3] key id must not contain control characters or '{' '}', got 'a{'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'nope' }, [[flow_deliver: ARGV[4] text must be "<flow id>\n<parent queue>\n<parent id>\n<ignore>\n<index>\n<spec>", got 'nope']] },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n2\n0\n{"job":"f","args":"{}"}' }, "flow_deliver: ARGV[4] text ignore must be '0' or '1', got '2'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{x"}' }, "flow_deliver: ARGV[4] text spec args must be JSON text (a string), got '{x'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","opts":{"speed":"1"}}' }, "flow_deliver: ARGV[4] text spec opts has an unknown option 'speed' (known: priority, timestamp, delay, retries, timeout)" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","opts":{"retries":"1.5"}}' }, "flow_deliver: ARGV[4] text spec opts.retries must be a number from 0 to 1000 (whole) as a string, got '1.5'" },
+      { 'flow_deliver', 'dq', { 'DELQUEUE', '', 'c:dq|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","opts":{"priority":"1"}}' }, 'flow_deliver: ARGV[4] text spec opts.priority applies to QUEUE only, this queue is DELQUEUE' },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","children":[{"queue":"q","id":"b","job":"g","args":"{}"},{"queue":"q","id":"b","job":"g","args":"{}"}]}' }, 'flow_deliver: ARGV[4] text spec children[2] is q|b again: each child once' },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","children":[{"queue":"q{","id":"b","job":"g","args":"{}"}]}' }, "flow_deliver: ARGV[4] text spec children[1] queue must be 1-128 characters of A-Z a-z 0-9 _ . : -, got 'q{'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}","children":[{"queue":"q","id":"b","args":"{}"}]}' }, 'flow_deliver: ARGV[4] text spec children[1] job must be a non-empty string' },
+      -- a good entry first, then a bad one: nothing is written
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'c:q|a', 'f1\n\n\n0\n0\n{"job":"f","args":"{}"}', 'u:b', 'f1\nq\nother\np\n1\nok\nnull' }, "flow_deliver: ARGV[6] text is news for a parent in queue 'other', not in 'q'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'u:b', 'f1\nq\nq\np\nx\nok\nnull' }, "flow_deliver: ARGV[4] text gen must be a whole number, got 'x'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'u:b', 'f1\nq\nq\np\n1\nmaybe\nnull' }, "flow_deliver: ARGV[4] text outcome must be 'ok', 'failed', 'deleted' or 'retry', got 'maybe'" },
+      { 'flow_deliver', 'q', { 'QUEUE', '', 'd:q|b', 'f1\nq' }, [[flow_deliver: ARGV[4] text must be "<flow id>\n<parent queue>\n<parent id>", got 'f1\10q']] },
+      { 'flow_take', 'q', { 'QUEUE', '0' }, "flow_take: ARGV[2] limit must be between 1 and 1000, got '0'" },
+      { 'flow_take', 'q', { 'QUEUE', '', '-1' }, "flow_take: ARGV[3] horizon must be between 0 and 86400000, got '-1'" },
+      { 'flow_take', 'q', { 'QUEUE', '', '', '0' }, "flow_take: ARGV[4] hold must be between 1 and 86400000, got '0'" },
+      { 'flow_take', 'q', { 'QUEUE', '', '', '', 'x' }, 'flow_take: expected at most 4 ARGV, got 5' },
+      { 'flow_ack', 'q', { 'QUEUE' }, 'flow_ack: ARGV[2] key is missing (give key, stamp pairs)' },
+      { 'flow_ack', 'q', { 'QUEUE', 'u:a' }, 'flow_ack: ARGV after [1] must come in pairs (key, stamp), got 1 values' },
+      { 'flow_ack', 'q', { 'QUEUE', '', '1' }, 'flow_ack: ARGV[2] key is missing' },
     }
 
     -- a keyspace with something in every structure, so "unchanged" means something
@@ -1498,6 +1537,9 @@ describe('server scripts', function()
       enq('lb', 'f', '{}', { jobHash = 'h' })
       enq('lb', 'f', '{}', { jobHash = 'g' })
       enq('dq', 'f', '{}', { jobHash = 'h', delay = 60 })
+      -- a flow: a parent of q waiting for its child in dq (with outbox entries carried over)
+      assert(o:flow_deliver('q', { { key = 'c:q|parent', text = 'f0\n\n\n0\n0\n' ..
+        '{"job":"f","args":"{}","children":[{"queue":"dq","id":"kid","job":"g","args":"{}"}]}' } }))
     end
 
     for _, c in ipairs(cases) do
@@ -1505,12 +1547,24 @@ describe('server scripts', function()
       it(name .. ' ' .. table.concat(argv, ' '):sub(1, 60), function()
         populate()
         local before = snapshot()
-        local res, err = s:call(name, ops.keys(queue), argv)
+        local res, err = s:call(name, ops.script_keys(name, queue), argv)
         assert.is_nil(res)
         assert.equal(want, err)
         assert.same(before, snapshot())
       end)
     end
+
+    it('the scripts that take the flow keys refuse the 14 standard KEYS alone', function()
+      populate()
+      local before = snapshot()
+      for name in pairs(ops.FLOW_SCRIPTS) do
+        local res, err = s:call(name, ops.keys('q'), { 'QUEUE' })
+        assert.is_nil(res)
+        assert.equal(name .. ': expected the 14 standard KEYS of one queue and 4 more (jobrt:{QUEUE}:flow, ' ..
+          'jobrt:{QUEUE}:flow:out, jobrt:{QUEUE}:flow:waiting, jobrt:{QUEUE}:children:) (see lua-server-scripts/README.md), got 14', err)
+      end
+      assert.same(before, snapshot())
+    end)
 
     -- register.lua takes the registry keys, not a queue's
     local REG = { 'jobrt:{workers}', 'jobrt:{workers}:w1' }

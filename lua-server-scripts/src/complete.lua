@@ -1,6 +1,7 @@
 --[[ complete.lua: record the outcomes of a batch of jobs one worker finished, in one call.
 
-KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+KEYS: the 14 standard keys of queue Q, in order (README "Keys"), then its 4 flow keys
+  [15] jobrt:{Q}:flow [16] jobrt:{Q}:flow:out [17] jobrt:{Q}:flow:waiting [18] jobrt:{Q}:children:
 ARGV:
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] worker      worker id that holds the jobs
@@ -13,7 +14,8 @@ ARGV:
   [6+6k] id
   [7+6k] attempt      the attempt the outcome belongs to (whole number >= 1)
   [8+6k] outcome      'ok' | 'failed'
-  [9+6k] value        ok: the result as JSON text ('' = null); failed: the error reason (text)
+  [9+6k] value        ok: the result as JSON text ('' = null; valid UTF-8, at most 512 MiB:
+                      workers check their own, smaller limit first); failed: the error reason (text)
   [10+6k] exception   failed: traceback text ('' = none); ok: must be ''
   [11+6k] retries     whole number 0..1000 used when the record has no retries field ('' = 0)
 A job counts only if its lease "<worker>|<attempt>|<id>" is still in jobrt:{Q}:active: the lease
@@ -40,9 +42,14 @@ Cancelled jobs (deleted while executing: delete made the lease score E + 0.5), w
 Cost: a successful QUEUE job whose lease holds costs EXPIRE + HSET, and its record is not read;
   the record is read (HMGET) for a cancelled or failed job and for LBQUEUE/DELQUEUE jobs.
 A reserve held back by max-active (stats field held) gets a wake-up when leases were dropped.
+Flows (README "Flows"): a job that finished for good (or was cancelled) and is the child of a
+  flow (link l:<id> in jobrt:{Q}:flow) gets its news for the parent in the outbox (u:<id>,
+  carry it over with flow_take / flow_deliver / flow_ack; "flow:<ms>" on the wake channel); a
+  parent's children hash expires with its record. One HMGET per call finds them.
 One message on jobrt:{Q}:results with the record keys of the finished and cancelled jobs, one
   per line (a single job: exactly "jobrt:{Q}:job:<id>"; a cancelled job's record is gone).
-Returns: { completed, retried, failed, ignored_ids, cancelled_ids }
+Returns: { completed, retried, failed, ignored_ids, cancelled_ids, flow_entries }
+  (flow_entries: outbox entries written, see Flows)
 ]]
 local SCRIPT = 'complete'
 --- @include "args"
@@ -51,8 +58,10 @@ local SCRIPT = 'complete'
 --- @include "lease"
 --- @include "failed"
 --- @include "flow"
+--- @include "flows"
+--- @include "json_text"
 
-local qname, err = check_keys()
+local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
 local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
@@ -77,6 +86,7 @@ for b = 6, #ARGV, 6 do
   o.exception = ARGV[b + 4]
   if o.outcome == 'ok' then
     if o.value == '' then o.value = 'null' end
+    err = json_text_error(b + 3, 'value', o.value, 536870912); if err then return redis.error_reply(err) end
     if not pcall(cjson.decode, o.value) then
       return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(o.value)))
     end
@@ -99,6 +109,10 @@ for i = 1, #outs do
 end
 if #drop > 0 then redis.call('ZREM', KEYS[5], unpack(drop)) end
 if #drop > 0 and flow_freed() then wake_at = now_ms end     -- max-active: a held reserve may go
+local fids = {}
+for i = 1, #outs do if held[i] then fids[#fids + 1] = outs[i].id end end
+local links, parents = flow_lookup(fids)                      -- jobs of flows (includes/flows.lua)
+local nflow = 0
 
 local done, retried, failed = 0, 0, 0
 local finished, dues, fails, cancelled = {}, {}, {}, {}
@@ -140,6 +154,7 @@ for i = 1, #outs do
       end
       cancelled[#cancelled + 1] = o.id
       finished[#finished + 1] = rec
+      nflow = nflow + flow_ended(o.id, links[o.id], parents[o.id], 'deleted', '', 0, true, now_ms)
     else
       if (f[6] or f[7]) and not removed then redis.call('HDEL', rec, 'stalls', 'suspect') end
       if o.outcome == 'ok' then
@@ -172,6 +187,11 @@ for i = 1, #outs do
     end
     if final then
       finished[#finished + 1] = rec
+      if links[o.id] or parents[o.id] then
+        local gone = removed or (o.outcome ~= 'ok' and ttl_failed == 0)
+        nflow = nflow + flow_ended(o.id, links[o.id], parents[o.id], o.outcome, o.value,
+          o.outcome == 'ok' and ttl_ok or ttl_failed, gone, now_ms)
+      end
       if free_claims(qtype, o.id, f[3], f[4]) then wake(now_ms) end
     end
   end
@@ -184,4 +204,5 @@ if failed > 0 then redis.call('HINCRBY', KEYS[11], 'total-failed', failed) end
 if #cancelled > 0 then redis.call('HINCRBY', KEYS[11], 'total-cancelled', #cancelled) end
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
 if wake_at then redis.call('PUBLISH', KEYS[13], ms(wake_at)) end
-return { done, retried, failed, ignored, cancelled }
+flow_wake(nflow, now_ms)
+return { done, retried, failed, ignored, cancelled, nflow }

@@ -20,6 +20,8 @@ ARGV ('' = not given):
   [12] tick      with [11]: the tick's time, Unix ms
   [13] skip_late with [11]: a tick more than this many ms old is recorded but makes no job
                  ('' = always make it)
+  [14] max_payload  the largest args, in bytes (1..536870912); '' = 16777216 (16 MiB)
+args must be valid UTF-8 (RFC 8259) and at most max_payload bytes.
 Returns: { id, existed } where existed is 1 when no new job was made: the id is already pending
   or executing, or (LBQUEUE) the job was merged into the waiting/parked entry of its jobHash, or
   (DELQUEUE) an identical job with the same timestamp is pending or executing.
@@ -41,16 +43,20 @@ local SCRIPT = 'enqueue'
 --- @include "time"
 --- @include "claims"
 --- @include "cron"
+--- @include "json_text"
 
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
-err = max_argv(13); if err then return redis.error_reply(err) end
+err = max_argv(14); if err then return redis.error_reply(err) end
 local qtype, fn, id, hash, prio, ts, delay, retries, timeout
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 fn, err = name_arg(2, 'function', 256, true); if err then return redis.error_reply(err) end
 local args = ARGV[3]
 if args == nil or args == '' then return redis.error_reply(argerr(3, 'args', 'is missing (JSON text, e.g. {} or [])')) end
+local max_payload
+max_payload, err = opt_num(14, 'max_payload', 1, 536870912, true, 16777216); if err then return redis.error_reply(err) end
+err = json_text_error(3, 'args', args, max_payload); if err then return redis.error_reply(err) end
 if not pcall(cjson.decode, args) then return redis.error_reply(argerr(3, 'args', 'must be JSON text, got ' .. shown(args))) end
 id, err = name_arg(4, 'id', 256); if err then return redis.error_reply(err) end
 if id and id:find('^%d+$') then

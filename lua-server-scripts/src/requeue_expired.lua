@@ -1,7 +1,8 @@
 --[[ requeue_expired.lua: take back the jobs whose lease ran out (seed 002's REQUEUE; seed 003's
 stale-job flushing). Atomic, so every worker may run it at once: a job is taken back once.
 
-KEYS: the 14 standard keys of queue Q, in order (README "Keys").
+KEYS: the 14 standard keys of queue Q, in order (README "Keys"), then its 4 flow keys
+  [15] jobrt:{Q}:flow [16] jobrt:{Q}:flow:out [17] jobrt:{Q}:flow:waiting [18] jobrt:{Q}:children:
 ARGV ('' = default):
   [1] type        QUEUE | LBQUEUE | DELQUEUE
   [2] limit       whole number 1..10000 of leases handled per call; '' = 1000
@@ -25,11 +26,13 @@ A job deleted while executing (lease score E + 0.5) whose lease ran out: its rec
   one is only removed; a job whose record vanished under the lease has what points at its id
   freed (its LBQUEUE jobHash, its DELQUEUE identity entry). Every expired lease counts in
   total-expired.
+Flows (README "Flows"): a poison job, or a job whose record vanished, that is the child of a
+  flow gets its news for the parent in the outbox (as complete does).
 The record keys of the failed and cancelled jobs are published on jobrt:{Q}:results, one per
   line, in one message.
 Publishes: the wake channel (now, Unix ms) when jobs were put back, a parked job was queued,
   or a reserve held back by max-active is owed a wake-up (stats field held).
-Returns: { requeued, failed, cancelled }
+Returns: { requeued, failed, cancelled, flow_entries } (outbox entries written)
 ]]
 local SCRIPT = 'requeue_expired'
 --- @include "args"
@@ -38,8 +41,9 @@ local SCRIPT = 'requeue_expired'
 --- @include "lease"
 --- @include "failed"
 --- @include "flow"
+--- @include "flows"
 
-local qname, err = check_keys()
+local qname, err = check_keys(FLOW_KEYS)
 if not qname then return redis.error_reply(err) end
 err = max_argv(4); if err then return redis.error_reply(err) end
 local qtype, limit, max_stalls, ttl_failed
@@ -51,7 +55,7 @@ ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err t
 local now_ms, now_s = now()
 local prefix = KEYS[1]
 local got = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, limit)
-if #got == 0 then return { 0, 0, 0 } end
+if #got == 0 then return { 0, 0, 0, 0 } end
 local expired, marked = {}, {}
 for i = 1, #got, 2 do
   local e = tonumber(got[i + 1])
@@ -60,7 +64,7 @@ for i = 1, #got, 2 do
 end
 redis.call('ZREM', KEYS[5], unpack(expired))
 
-local requeued, failed, cancelled, wake = 0, 0, 0, false
+local requeued, failed, cancelled, wake, nflow = 0, 0, 0, false, 0
 local front, fails, finished = {}, {}, {}
 for i = 1, #expired do
   local worker, attempt, jid = lease_parts(expired[i])
@@ -71,6 +75,8 @@ for i = 1, #expired do
   if rec and not f[1] and redis.call('EXISTS', rec) == 0 then
     -- its record vanished under the lease (deleted by hand, evicted): free what points at it
     if free_vanished(qtype, jid) then wake = true end
+    local links, parents = flow_lookup({ jid })
+    nflow = nflow + flow_ended(jid, links[jid], parents[jid], 'deleted', '', 0, true, now_ms)
   elseif current and marked[i] then
     -- deleted while it ran, and its worker never reported back: it is gone for good
     redis.call('DEL', rec)
@@ -85,17 +91,19 @@ for i = 1, #expired do
       put_back(qtype, jid, { f[6], f[7], f[8], f[5] }, now_ms, front)
       requeued = requeued + 1
     else
-      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason',
-        'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
+      local reason = 'poison job: its worker stopped renewing its lease in ' .. stalls .. ' attempt(s) in a row' ..
         (stalls > 1 and ', the later ones while it ran alone in its worker process' or '') ..
         ' (last: worker ' .. worker .. ', attempt ' .. attempt .. '): it likely crashes or freezes ' ..
-        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)',
+        'the workers that run it; fix the handler, then retry it (jobrt failed ' .. qname .. ' retry)'
+      redis.call('HSET', rec, 'state', 'finished', 'result', 'failed', 'stalls', stalls, 'error-reason', reason,
         'error-exception', '', 'finished-created', now_s)
       redis.call('HDEL', rec, 'suspect')
       keep_failed(rec, jid, ttl_failed, now_ms, fails)
       finished[#finished + 1] = rec
       failed = failed + 1
       if free_claims(qtype, jid, f[4], f[5]) then wake = true end
+      local links, parents = flow_lookup({ jid })
+      nflow = nflow + flow_ended(jid, links[jid], parents[jid], 'failed', reason, ttl_failed, ttl_failed == 0, now_ms)
     end
   end
 end
@@ -109,4 +117,5 @@ redis.call('HINCRBY', KEYS[11], 'total-expired', #expired)
 if #finished > 0 then redis.call('PUBLISH', KEYS[14], table.concat(finished, '\n')) end
 if flow_freed() then wake = true end        -- max-active: a held reserve may go
 if requeued > 0 or wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
-return { requeued, failed, cancelled }
+flow_wake(nflow, now_ms)
+return { requeued, failed, cancelled, nflow }

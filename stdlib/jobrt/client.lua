@@ -1,6 +1,12 @@
 -- jobrt.client: the queue client that jobrt.connect returns (DESIGN "Client API").
 --
---   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ...} | nil [, callback])
+--   local q = jobrt.connect("redis://127.0.0.1:6379" | {host=, port=, ..., max_payload=} | nil [, callback])
+--       nil: $JOBRT_REDIS, else this directory's private Redis (./.jobrt/redis.sock, see
+--       jobrt.localredis) when there is one, else redis://127.0.0.1:6379
+--       max_payload: the largest args this client sends, as JSON text, in bytes (default
+--       jobrt.json.MAX_PAYLOAD, 16 MiB; at most jobrt.json.CEILING, 512 MiB). The enqueue script
+--       checks the same limit. Args over it raise "...larger than the limit..." before anything is
+--       sent. (Every other key of the table is the connection's: see jobrt.redis.connect.)
 --   q:enqueueJob(queue, job, args, opts)          -> id
 --   q:enqueueJobs(queue, { {job=, args=, opts=} | {job, args, opts}, ... }) -> { id, ... }
 --   q:run(queue, job, args, opts)                 -> the job's result, its id (opts.wait: seconds to wait)
@@ -20,6 +26,10 @@
 --   q:pause(queue) / q:resume(queue), q:limit(queue[, limits]), q:queues(), q:drain(queue),
 --   q:obliterate(queue[, {force=}]), q:addCron(name, queue, job, expr[, args[, opts]]),
 --   q:listCron(), q:deleteCron(name); q:run(..., { on_progress = fn(value, id) }).
+--   Flows (issue 14; in jobrt.client_flows, same two forms): q:enqueueFlow{ queue=, job=, args=,
+--   opts=, children = {...} } -> id, tree; q:getFlow(queue, id); q:getFlowTree(queue, id).
+--   deleteJob, retryFailedJobs and drain carry the flow news they wrote to the other queues
+--   before they return (a deleted parent's pending children are gone by then).
 --
 -- Every call works both ways. With a trailing callback(err, value...) it returns at once and the
 -- callback runs later in its own coroutine (err is nil on success). Without one it must run inside a
@@ -33,11 +43,14 @@
 -- fractions allowed), delay (seconds), id (client id: 1-256 bytes, not all digits), retries (whole
 -- number 0-1000), timeout (seconds a handler may run). q:run also takes wait (seconds to wait for
 -- the result; default: no limit); on timeout it raises and the job stays queued.
+-- Args are encoded by jobrt.json (its rules: exact numbers, [] for json.array tables, UTF-8 only)
+-- with sorted keys, so equal tables give equal text (DELQUEUE's identity of jobs without a
+-- jobHash is the function and the args text).
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
 local ops = require 'jobrt.ops'
+local json = require 'jobrt.json'
 local naming = require 'jobrt.names'
-local cjson = require 'cjson'
 
 local type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack =
   type, select, pairs, ipairs, next, tostring, tonumber, error, pcall, xpcall, unpack
@@ -46,8 +59,7 @@ local str_format, floor, huge = string.format, math.floor, math.huge
 local running, traceback = coroutine.running, debug.traceback
 local sort, concat = table.sort, table.concat
 
-local json = cjson.new()          -- a private instance: nobody else's settings affect us
-local NULL = cjson.null
+local NULL = json.null
 local QCONFIG = 'RESERVED:QCONFIG'
 
 local _M = { null = NULL }
@@ -172,13 +184,16 @@ local function check_options(fname, opts, extra, where)
 end
 _M.check_options = check_options
 
--- args as JSON text; raises when it cannot be encoded.
-local function encode_args(fname, args, where)
+-- args as JSON text (keys sorted, at most the client's max_payload bytes); raises when they
+-- cannot be encoded.
+local function encode_args(self, fname, args, where)
   if args == nil then return '{}' end
-  local ok, text = pcall(json.encode, args)
-  if not ok then
-    error(str_format('%s: %sargs cannot be encoded as JSON (%s): use tables, strings, numbers, booleans and jobrt.null',
-      fname, where or '', tostring(text)), 0)
+  local text, err, code = json.encode(args, self.args_out)
+  if not text then
+    if code == 'ETOOBIG' then
+      error(str_format('%s: %s%s (the connect option max_payload sets the limit)', fname, where or '', err), 0)
+    end
+    error(str_format('%s: %s%s', fname, where or '', err), 0)
   end
   return text
 end
@@ -257,39 +272,58 @@ end
 -- ---- connecting -----------------------------------------------------------
 
 -- A client on an open Redis connection r (from jobrt.redis.connect). Must run in a coroutine
--- (it loads the server scripts). Returns the client, or nil, err.
-function _M.new(r, conf)
-  local o, err = ops.new(r, conf)
+-- (it loads the server scripts). conf: jobrt.ops.new's; max_payload: bytes (default 16 MiB).
+-- Returns the client, or nil, err.
+function _M.new(r, conf, max_payload)
+  max_payload = max_payload or json.MAX_PAYLOAD
+  local oconf = { max_payload = max_payload }
+  for k, v in pairs(conf or {}) do oconf[k] = v end
+  local o, err = ops.new(r, oconf)
   if not o then return nil, err end
-  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false }, mt)
+  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false, max_payload = max_payload,
+                        args_out = { max_bytes = max_payload, sort = true, name = 'args' } }, mt)
 end
 
--- The address a connect() argument points at, for messages.
-function _M.describe(conf)
-  if conf == nil then conf = os.getenv('JOBRT_REDIS') or redis.DEFAULT_URL end
-  local t = conf
-  if type(conf) == 'string' then
-    t = redis.parse_url(conf)
-    if not t then return conf end
-  end
-  if type(t) ~= 'table' then return tostring(conf) end
-  if t.cluster_nodes then return redis.describe(t) end
-  if t.url and not t.host and not t.path then return t.url end
-  if t.path then return 'unix://' .. t.path end
-  return str_format('%s:%s', t.host or '127.0.0.1', t.port or 6379)
+-- Splits connect()'s argument into the connection's part and the client's max_payload.
+-- Raises on a malformed max_payload.
+local function split_conf(fname, conf)
+  if type(conf) ~= 'table' or conf.max_payload == nil then return conf, nil end
+  local ok, err = json.check_limit(conf.max_payload, fname .. ": option 'max_payload'")
+  if not ok then error(err, 0) end
+  local c = {}
+  for k, v in pairs(conf) do if k ~= 'max_payload' then c[k] = v end end
+  return c, conf.max_payload
 end
+
+-- The address a connect() argument points at, for messages and logs: host:port, the socket
+-- path or the sentinels, never a password (jobrt.redis.describe); _M.masked(url) is the URL with
+-- its passwords written *** (jobrt.redis.mask_url).
+_M.describe = redis.describe
+_M.masked = redis.mask_url
 
 -- Connects and loads the scripts: client, or nil, message (without the "jobrt.connect: " part),
--- refused (true when nothing answered at the address). Must run in a coroutine.
-function _M.open(conf)
+-- refused (true when nothing answered at the address). Must run in a coroutine. max_payload:
+-- the client's limit (also read from conf.max_payload when conf is a table).
+function _M.open(conf, max_payload)
+  local c, limit = split_conf('jobrt.connect', conf)
+  conf, max_payload = c, limit or max_payload
+  if conf == nil and os.getenv('JOBRT_REDIS') == nil then
+    -- no address: this directory's private Redis (./.jobrt/redis.sock) if any, else the default
+    local problem
+    conf, problem = require('jobrt.localredis').default_url()
+    if not conf then return nil, problem end
+  end
   local r, err, code = redis.connect(conf)
+  if not r and type(conf) == 'string' and require('jobrt.localredis').is_local(conf) then
+    return nil, require('jobrt.localredis').NOT_RUNNING    -- its socket is left from a kill or a reboot
+  end
   if not r then
     err = tostring(err)
     -- "ECONNREFUSED: cannot connect to ..." reads better here without its code
     if code == 'ECONNREFUSED' and err:sub(1, #code + 2) == code .. ': ' then err = err:sub(#code + 3) end
     return nil, (err:gsub('^redis%.connect: ', '')), code == 'ECONNREFUSED'
   end
-  local q, qerr = _M.new(r)
+  local q, qerr = _M.new(r, nil, max_payload)
   if not q then
     r:close()
     return nil, tostring(qerr)
@@ -316,6 +350,7 @@ function _M.connect(...)
   if conf ~= nil and type(conf) ~= 'string' and type(conf) ~= 'table' then
     error('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got ' .. tname(conf), 0)
   end
+  split_conf('jobrt.connect', conf)         -- a malformed max_payload raises here, in both forms
   return both_ways('jobrt.connect', cb, do_connect, conf)
 end
 
@@ -383,7 +418,7 @@ function Client:enqueueJob(...)
   check_queue('enqueueJob', queue)
   check_job('enqueueJob', job)
   local o = check_options('enqueueJob', opts)
-  local text = encode_args('enqueueJob', args)
+  local text = encode_args(self, 'enqueueJob', args)
   return both_ways('enqueueJob', cb, enqueue_id, self, 'enqueueJob', queue, job, text, o)
 end
 
@@ -436,7 +471,7 @@ function Client:enqueueJobs(...)
     if job == nil then job, args, opts = it[1], it[2], it[3] end
     check_job('enqueueJobs', job, where)
     items[i] = { job = job, opts = check_options('enqueueJobs', opts, nil, where),
-                 args = encode_args('enqueueJobs', args, where) }
+                 args = encode_args(self, 'enqueueJobs', args, where) }
   end
   return both_ways('enqueueJobs', cb, enqueue_many, self, queue, items)
 end
@@ -445,8 +480,8 @@ end
 
 local function decode_result(text)
   if text == nil or text == NULL or text == '' then return nil end
-  local ok, v = pcall(json.decode, text)
-  if not ok then return text end
+  local v = json.decode(text)
+  if v == nil then return text end           -- not JSON (written by another tool): as it is
   if v == NULL then return nil end
   return v
 end
@@ -636,6 +671,13 @@ function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued
   return id, rec
 end
 
+-- For the command line: waits for job id (enqueued already, e.g. the root of a flow). Returns
+-- its record (false when it vanished); raises on Redis trouble or after `wait` seconds.
+function _M.wait_record(self, fname, queue, id, wait)
+  ensure_results(self, queue)
+  return wait_result(self, fname, queue, id, wait)
+end
+
 -- run(queue, job, args, opts) -> value, id: enqueues and waits for the result (seed 001).
 function Client:run(...)
   check_self(self, 'run')
@@ -647,7 +689,7 @@ function Client:run(...)
   local o = check_options('run', opts, RUN_EXTRA)
   local wait, on_progress = o.wait, o.on_progress
   o.wait, o.on_progress = nil, nil
-  local text = encode_args('run', args)
+  local text = encode_args(self, 'run', args)
   return both_ways('run', cb, run_one, self, queue, job, text, o, wait, on_progress)
 end
 
@@ -684,7 +726,26 @@ local function op(self, fname, m, queue, ...)
   return v, second
 end
 
-local function simple(fname, m, nargs, idarg)
+-- After a call that may have written flow news (delete, drain, retry of failed jobs), carry
+-- them over to the other queues now (jobrt.flows): so a deleted parent's pending children are
+-- gone when deleteJob returns. On trouble the queue's workers carry them later.
+local function carry_after(self, queue)
+  local ok, err = require('jobrt.flows').carry(self.ops, queue, { fresh = true })
+  if not ok then
+    _M.report_warning(str_format("queue '%s': could not carry over its flow news now (%s): its workers do it later",
+      queue, tostring(err)))
+  end
+end
+_M.carry_after = carry_after
+
+-- op, then carry_after
+local function op_carry(self, fname, m, queue, ...)
+  local v, second = op(self, fname, m, queue, ...)
+  carry_after(self, queue)
+  return v, second
+end
+
+local function simple(fname, m, nargs, idarg, carry)
   Client[fname] = function(self, ...)
     check_self(self, fname)
     local cb, n = split_callback(...)
@@ -695,15 +756,15 @@ local function simple(fname, m, nargs, idarg)
     local queue, id = take(n, ...)
     check_queue(fname, queue)
     if idarg then id = check_id(fname, id) end
-    return both_ways(fname, cb, op, self, fname, m, queue, id)
+    return both_ways(fname, cb, carry and op_carry or op, self, fname, m, queue, id)
   end
 end
 
 simple('getJob', 'get', 2, true)
-simple('deleteJob', 'delete', 2, true)
-simple('retryFailedJobs', 'retry_failed', 1)
+simple('deleteJob', 'delete', 2, true, true)
+simple('retryFailedJobs', 'retry_failed', 1, false, true)
 -- retryFailedJob(queue, id) -> true, or false when the job is not in the failed set
-simple('retryFailedJob', 'retry_failed_job', 2, true)
+simple('retryFailedJob', 'retry_failed_job', 2, true, true)
 simple('deleteFailedJobs', 'delete_failed', 1)
 -- requeueExpired(queue) -> n_requeued, n_failed: take back jobs whose lease ran out now
 -- (workers do this by themselves; seed 003 calls it forceFlushStaleJobs).
@@ -867,6 +928,12 @@ require('jobrt.client_sched').install(Client, {
   check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
   check = check, op = op, all_queues = all_queues, stats_perform = stats_perform, tname = tname,
   shown = shown, QCONFIG = QCONFIG, module = _M,
+})
+-- Flows (q:enqueueFlow, q:getFlow, q:getFlowTree) live in jobrt.client_flows.
+require('jobrt.client_flows').install(Client, {
+  both_ways = both_ways, split_callback = split_callback, take = take, argfail = argfail,
+  check_self = check_self, check_queue = check_queue, check_job = check_job, encode_args = encode_args,
+  check = check, tname = tname, shown = shown, module = _M,
 })
 
 function mt.__tostring(self)

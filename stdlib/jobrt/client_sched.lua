@@ -128,7 +128,11 @@ function _M.install(Client, I)
 
   -- ---- drain -----------------------------------------------------------------
   method('drain', 1, '(queue[, callback])', function(a) check_queue('drain', a[1]) end,
-    function(self, queue) return (op(self, 'drain', 'drain', queue)) end)
+    function(self, queue)
+      local n = op(self, 'drain', 'drain', queue)
+      I.module.carry_after(self, queue)         -- drained children tell their parents (flows)
+      return n
+    end)
 
   -- ---- obliterate -------------------------------------------------------------
   -- the glob that matches every key of queue (SCAN MATCH): its special characters escaped
@@ -238,8 +242,9 @@ function _M.install(Client, I)
     if not sched then argfail('addCron', perr) end
     local text
     if type(args) == 'string' then
-      if not pcall(require('cjson').decode, args) then
-        argfail('addCron', 'args must be a table or JSON text, got ' .. shown(args))
+      local okj, jerr = require('jobrt.json').check(args, { max_bytes = require('jobrt.json').MAX_PAYLOAD, name = 'args' })
+      if not okj then
+        argfail('addCron', 'args must be a table or JSON text: ' .. jerr)
       end
       text = args
     else

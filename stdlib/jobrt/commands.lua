@@ -1,5 +1,6 @@
 -- jobrt.commands: the shell commands that enqueue and inspect (DESIGN "Command line"):
---   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE -     jobrt queue-type QUEUE [TYPE]
+--   jobrt enqueue QUEUE JOB [JSON-ARGS] | QUEUE JOB - | QUEUE - | --flow FILE (jobrt.flow_commands)
+--   jobrt queue-type QUEUE [TYPE]
 --   jobrt stats [QUEUE]      jobrt failed QUEUE [list|retry|delete]
 --   jobrt job QUEUE ID       jobrt delete QUEUE ID
 -- main(argv, cmd) returns the exit status: 0 done, 1 failed (Redis, a missing queue type, a job
@@ -12,14 +13,12 @@ local client = require 'jobrt.client'
 local ops = require 'jobrt.ops'
 local redis = require 'jobrt.redis'
 local term = require 'jobrt.core.term'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local io, os, type, pairs, ipairs, tostring, tonumber, pcall = io, os, type, pairs, ipairs, tostring, tonumber, pcall
-local getmetatable, setmetatable = getmetatable, setmetatable
 local str_format, concat, sort, rep, floor = string.format, table.concat, table.sort, string.rep, math.floor
 
-local json = cjson.new()
-local NULL = cjson.null
+local NULL = json.null
 
 local _M = {}
 
@@ -41,64 +40,38 @@ local function errline(cmd, msg)
   io.stderr:flush()
 end
 
-local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n',
-              ['\r'] = '\\r', ['\t'] = '\\t' }
-local function json_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return ESC[c] or str_format('\\u%04x', c:byte())
-  end) .. '"'
+-- v with every string made valid UTF-8 (bad bytes as U+FFFD), arrays still marked as arrays
+local function sanitized(v)
+  if type(v) == 'string' then return json.sanitize(v) end
+  if type(v) ~= 'table' then return v end
+  local out = {}
+  for k, x in pairs(v) do out[sanitized(k)] = sanitized(x) end
+  if json.is_array(v) then json.array(out) end
+  return out
 end
 
--- tables with this metatable are JSON arrays even when empty
-local ARRAY = {}
-_M.ARRAY = ARRAY
-
-local function is_array(t)
-  if getmetatable(t) == ARRAY then return true end
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
+-- v as JSON with sorted keys: stable output for people and for diff; indented when indent is
+-- given (every --json output), on one line otherwise. Text that is not UTF-8 (a record written
+-- by another tool) is shown with U+FFFD for the bad bytes, not refused.
+local function to_json(v, indent)
+  local opts = { sort = true, indent = indent }
+  local text, err, code = json.encode(v, opts)
+  if not text and code == 'EUTF8' then text, err = json.encode(sanitized(v), opts) end
+  return text or error(err, 0)
 end
 
--- JSON with sorted keys, indented: stable output for people and for diff.
-local function to_json(v, indent, level)
-  level = level or 0
-  local t = type(v)
-  if v == nil or v == NULL then return 'null' end
-  if t == 'string' then return json_string(v) end
-  if t == 'number' then
-    if v ~= v or v == math.huge or v == -math.huge then return 'null' end
-    if v == floor(v) and v > -1e15 and v < 1e15 then return str_format('%d', v) end
-    return str_format('%.17g', v)
+-- A job record for display: args and result-value as the JSON values they hold (a field that is
+-- not JSON, written by another tool, stays the string it is).
+local function record_values(rec)
+  for _, f in ipairs({ 'args', 'result-value' }) do
+    local t = rec[f]
+    if type(t) == 'string' then
+      local v = json.decode(t)
+      if v ~= nil then rec[f] = v end
+    end
   end
-  if t == 'boolean' then return tostring(v) end
-  if t ~= 'table' then return json_string(tostring(v)) end
-  local pad, pad1 = '', ''
-  local nl, sep = '', ','
-  if indent then
-    pad, pad1, nl = rep(indent, level), rep(indent, level + 1), '\n'
-  end
-  if is_array(v) then
-    local parts = {}
-    for i = 1, #v do parts[i] = pad1 .. to_json(v[i], indent, level + 1) end
-    if #parts == 0 then return '[]' end
-    return '[' .. nl .. concat(parts, sep .. nl) .. nl .. pad .. ']'
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  if #keys == 0 then return '{}' end
-  sort(keys)
-  local parts = {}
-  for i, k in ipairs(keys) do
-    local val = v[k]
-    if val == nil then val = v[tonumber(k)] end
-    parts[i] = pad1 .. json_string(k) .. (indent and ': ' or ':') .. to_json(val, indent, level + 1)
-  end
-  return '{' .. nl .. concat(parts, sep .. nl) .. nl .. pad .. '}'
+  return rec
 end
-_M.to_json = to_json
 
 -- Text table: rows of strings; numeric columns right-aligned.
 local function table_text(header, rows, right)
@@ -152,7 +125,8 @@ local function parse(cmd, argv, spec, usage)
 end
 
 -- Returns the client, or nil and the exit status (2: a malformed URL, 1: Redis not reachable).
-local function connect(cmd, opts)
+-- max_payload: the client's limit on args (enqueue's --max-payload).
+local function connect(cmd, opts, max_payload)
   local url, perr = redis.address(opts.redis)
   if url == false then
     errline(cmd, perr)
@@ -163,7 +137,7 @@ local function connect(cmd, opts)
     errline(cmd, terr)
     return nil, 2
   end
-  local q, err, refused = client.open(url)
+  local q, err, refused = client.open(url, max_payload)
   if not q then
     errline(cmd, err .. (refused and ': start redis-server there, or pass --redis URL (or set JOBRT_REDIS)' or ''))
     return nil, 1
@@ -205,6 +179,8 @@ end
 
 local ENQUEUE_USAGE = [[
 usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
+       jobrt enqueue --flow FILE.json [--wait] a flow: a parent job that runs after its children
+       jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS] --flow FILE.json    the same, its root here
        jobrt enqueue QUEUE JOB - [OPTIONS]     one job per line of stdin, each line its JSON-ARGS
        jobrt enqueue QUEUE - [OPTIONS]         one job per line of stdin, each line a JSON object
                                                {"job": NAME, "args": ..., "jobHash": ..., "priority": ...,
@@ -213,7 +189,8 @@ usage: jobrt enqueue QUEUE JOB [JSON-ARGS] [OPTIONS]
 
 Enqueues one job and prints its id. An LBQUEUE job identical to a waiting one (same jobHash)
 is merged with it: its id is printed, and stderr says so. JSON-ARGS (default {}) are the job's arguments: quote them
-in single quotes, e.g. jobrt enqueue emails send '{"to":"ann@example.com"}'.
+in single quotes, e.g. jobrt enqueue emails send '{"to":"ann@example.com"}'. They must be
+UTF-8 JSON text (RFC 8259) of at most --max-payload bytes, and are stored as given.
 With -, reads JSON lines from stdin (blank lines skipped), checks them all before enqueueing
 any, sends them pipelined, shows progress on a terminal and prints the count at the end.
 The queue needs a type: jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE.
@@ -225,19 +202,28 @@ Options:
   --at UNIX-SECONDS  run at this time (fractions allowed; QUEUE and DELQUEUE)
   --in SECONDS       run after this delay (QUEUE and DELQUEUE)
   --id ID            client id (not all digits); an id already waiting or running is not enqueued twice
+  --max-payload BYTES  the largest JSON-ARGS accepted (default 16777216, 16 MiB; at most 512 MiB)
   --retries N        extra attempts after a failure (0-1000)
   --timeout S        seconds the handler may run before the job fails
   --wait             wait for the job and print its result as JSON (the job's id goes to
                      stderr first); exit 1 if it failed. On a terminal, its job:progress
                      reports show on stderr as they come
   --wait-timeout S   with --wait: give up after S seconds (exit 1; the job stays queued)
+  --flow FILE.json   enqueue a flow (- reads stdin): FILE is the root job, a JSON object
+                     {"queue":"book","job":"assemble","args":{...},"opts":{"id":...},
+                      "children":[{"queue":"pages","job":"render","args":{...}}, ...]}
+                     (children nest; "ignoreFailure":true on a child lets its parent run when
+                     it fails); with QUEUE JOB [JSON-ARGS] the root comes from the command line
+                     and FILE is the array of its children. The root runs once all its
+                     children have finished and reads their results in job.children; prints
+                     the root's id (--wait: its result)
 
 Exit status: 0 enqueued (or, with --wait, succeeded), 1 failed, 2 usage error.
 ]]
 
 local ENQUEUE_SPEC = { hash = 'string', priority = 'number', at = 'number', ['in'] = 'seconds',
                        id = 'string', retries = 'number', timeout = 'number', wait = 'flag',
-                       ['wait-timeout'] = 'seconds' }
+                       ['wait-timeout'] = 'seconds', ['max-payload'] = 'count', flow = 'string' }
 
 -- Lua option name -> command-line option
 local FLAG_OF = { jobHash = '--hash', priority = '--priority', timestamp = '--at', delay = '--in',
@@ -267,8 +253,13 @@ end
 
 local QUOTE_HINT = [[: quote it in single quotes, e.g. '{"user":42}']]
 
-local function json_error(e)
-  return tostring(e):gsub('^.-: ', '', 1):gsub('^Expected', 'Expected')
+-- "JSON-ARGS is not valid JSON (...)" for a json.check failure (err says "JSON text is ...")
+local function json_problem(what, err, code)
+  err = tostring(err):gsub('^JSON text ', '', 1)
+  if code == 'ETOOBIG' then
+    return what .. ' ' .. err .. ' (--max-payload BYTES sets the limit)'
+  end
+  return what .. ' ' .. err
 end
 
 -- Reads stdin line by line. Returns { {n=line number, text=}... } without blank lines.
@@ -354,14 +345,19 @@ local function existed_line(qtype, queue, id, opts)
   return str_format("job %s is already waiting or running in queue '%s'; it was not enqueued twice", id, queue)
 end
 
-local function enqueue_stdin(q, cmd, queue, job, base)
+local function enqueue_stdin(q, cmd, queue, job, base, limit)
   local lines = read_lines()
   local items = {}
   for i, l in ipairs(lines) do
-    local ok, v = pcall(json.decode, l.text)
-    if not ok then
-      errline(cmd, str_format('line %d of stdin is not valid JSON (%s): write one JSON value per line',
-        l.n, json_error(v)))
+    -- a line of objects holds options beside its args: some room for them
+    local v, jerr, jcode = json.decode(l.text, { max_bytes = job and limit or limit + 65536 })
+    if v == nil and jcode == 'ETOOBIG' and not job then
+      errline(cmd, str_format('line %d of stdin is %d bytes; its args may be at most %d bytes (--max-payload BYTES sets the limit)',
+        l.n, #l.text, limit))
+      return 2
+    elseif v == nil then
+      errline(cmd, json_problem(str_format('line %d of stdin', l.n), jerr, jcode) ..
+        (jcode == 'EJSON' and ': write one JSON value per line' or ''))
       return 2
     end
     if job then
@@ -386,8 +382,13 @@ local function enqueue_stdin(q, cmd, queue, job, base)
         errline(cmd, str_format('line %d of stdin: %s', l.n, bare(clean)))
         return 2
       end
-      local text = '{}'
-      if v.args ~= nil then text = json.encode(v.args) end
+      -- the args exactly as written on the line: no re-encoding
+      local text = v.args ~= nil and json.member(l.text, 'args') or '{}'
+      if #text > limit then
+        errline(cmd, str_format('line %d of stdin: args are %d bytes, more than the limit of %d bytes (--max-payload BYTES sets the limit)',
+          l.n, #text, limit))
+        return 2
+      end
       items[i] = { n = l.n, job = v.job, text = text, opts = clean }
     end
   end
@@ -411,6 +412,14 @@ end
 local function cmd_enqueue(argv, cmd)
   local o, pos = parse(cmd, argv, ENQUEUE_SPEC, ENQUEUE_USAGE)
   if not o then return pos end
+  if o.flow then
+    if pos[1] and bad_name(cmd, pos[1]) then return 2 end
+    if o['wait-timeout'] and not o.wait then
+      errline(cmd, '--wait-timeout needs --wait')
+      return 2
+    end
+    return require('jobrt.flow_commands').enqueue(o, pos, cmd, _M.util)
+  end
   local synopsis = 'QUEUE JOB [JSON-ARGS] [OPTIONS]'
   local queue, job, text = pos[1], pos[2], pos[3]
   if not queue then return missing(cmd, 'QUEUE', synopsis) end
@@ -447,18 +456,24 @@ local function cmd_enqueue(argv, cmd)
     errline(cmd, cli_words(bare(copts)))
     return 2
   end
+  local limit = o['max-payload'] or json.MAX_PAYLOAD
+  local okl, lerr = json.check_limit(limit, '--max-payload')
+  if not okl then
+    errline(cmd, lerr)
+    return 2
+  end
   if not from_stdin then
     if text == nil then text = '{}' end
-    local okj, err = pcall(json.decode, text)
+    local okj, jerr, jcode = json.check(text, { max_bytes = limit })
     if not okj then
-      errline(cmd, 'JSON-ARGS is not valid JSON (' .. json_error(err) .. ')' .. QUOTE_HINT)
+      errline(cmd, json_problem('JSON-ARGS', jerr, jcode) .. (jcode == 'EJSON' and QUOTE_HINT or ''))
       return 2
     end
   end
-  local q, qcode = connect(cmd, o)
+  local q, qcode = connect(cmd, o, limit)
   if not q then return qcode end
   if from_stdin then
-    local rc = enqueue_stdin(q, cmd, queue, from_stdin == 'args' and job or nil, copts)
+    local rc = enqueue_stdin(q, cmd, queue, from_stdin == 'args' and job or nil, copts, limit)
     q:close()
     return rc
   end
@@ -628,7 +643,7 @@ local function cmd_stats(argv, cmd)
   end
   local queues = queue and { [queue] = s } or s
   if o.json then
-    io.stdout:write(to_json({ queues = queues, workers = setmetatable(workers, ARRAY) }, '  '), '\n')
+    io.stdout:write(to_json({ queues = queues, workers = json.array(workers) }, '  '), '\n')
     return 0
   end
   local names = {}
@@ -656,6 +671,14 @@ local function cmd_stats(argv, cmd)
     for _, name in ipairs(names) do if queues[name].paused == 1 then paused[#paused + 1] = name end end
     if #paused > 0 then
       io.stdout:write('paused: ', concat(paused, ', '), ' (workers start nothing from them; jobrt resume QUEUE)\n')
+    end
+    local waiting = {}
+    for _, name in ipairs(names) do
+      local n = tonumber(queues[name].waiting_children) or 0
+      if n > 0 then waiting[#waiting + 1] = str_format('%s %d', name, n) end
+    end
+    if #waiting > 0 then
+      io.stdout:write('parents waiting for their children (flows): ', concat(waiting, ', '), '\n')
     end
   end
   io.stdout:write(str_format('workers alive: %d\n', #workers))
@@ -687,7 +710,7 @@ The failed set of QUEUE: jobs that failed for good (after their retries).
   delete   delete every failed job
 Options:
   --limit N          list at most N jobs (default 50)
-  --json             list the records as a JSON array
+  --json             list the records as a JSON array (args and result-value as JSON values)
 ]]
 
 local function first_line(s)
@@ -735,7 +758,8 @@ local function cmd_failed(argv, cmd)
   elseif action == 'delete' then
     io.stdout:write(str_format("deleted %d failed job%s of queue '%s'\n", a, a == 1 and '' or 's', queue))
   elseif o.json then
-    io.stdout:write(to_json(setmetatable(a, ARRAY), '  '), '\n')
+    for _, rec in ipairs(a) do record_values(rec) end
+    io.stdout:write(to_json(json.array(a), '  '), '\n')
   else
     io.stdout:write(str_format("%d failed job%s in queue '%s'%s\n", b, b == 1 and '' or 's', queue,
       b > #a and str_format(' (newest %d shown; --limit N for more)', #a) or ''))
@@ -757,9 +781,13 @@ end
 local JOB_USAGE = [[
 usage: jobrt job QUEUE ID
 
-Prints the record of job ID of QUEUE as JSON (sorted keys): function, args (JSON text), state,
-result, result-value, error-reason, error-exception, timestamps, attempts, worker...
+Prints the record of job ID of QUEUE as JSON (sorted keys): function, args and result-value
+(as the JSON values they hold), state, result, error-reason, error-exception, timestamps,
+attempts, worker...
 Finished records expire (successful after 1 hour, failed after 7 days).
+A job of a flow (jobrt enqueue --flow) also shows "parent-job" (a child: its parent's queue,
+id and state) and "child-jobs" (a parent: each child's queue, id, job and state: pending,
+executing, successful, failed or deleted, with its result or error once finished).
 ]]
 
 local DELETE_USAGE = [[
@@ -787,16 +815,28 @@ local function cmd_job(argv, cmd)
   local q, queue, id = queue_id_command(cmd, argv, JOB_USAGE)
   if not q then return queue end
   local pos = { queue, id }
-  local ok, rec = pcall(q.getJob, q, queue, id)
+  local ok, flow = pcall(q.getFlow, q, queue, id)
   q:close()
   if not ok then
-    errline(cmd, bare(rec))
+    errline(cmd, bare(flow))
     return 1
   end
+  local rec = flow and flow.job
   if rec == nil then
     errline(cmd, str_format("no job '%s' in queue '%s' (finished jobs expire; failed ones are listed by  jobrt failed %s)",
       pos[2], pos[1], pos[1]))
     return 1
+  end
+  record_values(rec)
+  -- a job of a flow: its parent and its children (jobrt.client_flows)
+  if flow.parent then rec['parent-job'] = flow.parent end
+  if flow.children then
+    local kids = setmetatable({}, json.ARRAY)
+    for i, c in ipairs(flow.children) do
+      kids[i] = { queue = c.queue, id = c.id, job = c.job, state = c.state, result = c.result, error = c.error,
+                  ignoreFailure = c.ignoreFailure or nil }
+    end
+    rec['child-jobs'] = kids
   end
   io.stdout:write(to_json(rec, '  '), '\n')
   return 0
@@ -822,8 +862,9 @@ end
 
 -- For the other command modules (jobrt.sched_commands): the shared parts.
 _M.util = { parse = parse, connect = connect, errline = errline, missing = missing, too_many = too_many, bad_name = bad_name,
-            bare = bare, table_text = table_text, to_json = to_json, ARRAY = ARRAY, when = when,
-            json_error = json_error, QUOTE_HINT = QUOTE_HINT }
+            bare = bare, table_text = table_text, to_json = to_json, ARRAY = json.ARRAY, when = when,
+            json_problem = json_problem, QUOTE_HINT = QUOTE_HINT,
+            cli_opts = cli_opts, cli_words = cli_words, flag_of = function(k) return FLAG_OF[k] or k end }
 
 local COMMANDS = {
   enqueue = cmd_enqueue,

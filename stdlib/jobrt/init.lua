@@ -18,13 +18,14 @@
 --   jobrt.waitgroup()         wg:spawn(fn, ...), wg:wait([timeout]) -> true | false, "timeout"
 --   jobrt.cond()              c:wait([timeout]) -> values | false, "timeout"; c:signal(...); c:broadcast(...)
 --   jobrt.connect(url_or_table) -> queue client (see jobrt.client)
+--   jobrt.json                the JSON module (see jobrt.json); jobrt.null is its null
 --   jobrt.redis               the Redis module (jobrt.redis.connect(url_or_table), see jobrt.redis)
 --   jobrt.exec(cmd[, opts])   run a command without blocking the loop (see jobrt.exec): yields,
 --                             has a timeout, and is killed when the job that started it ends
 local core = require 'jobrt.core'
 local timer = require 'jobrt.core.timer'
 local signal = require 'jobrt.core.signal'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local setmetatable, select, unpack = setmetatable, select, unpack
 local running, traceback, xpcall = coroutine.running, debug.traceback, xpcall
@@ -50,7 +51,8 @@ local _M = {
   random_bytes = core.random_bytes,
   live = core.live,
   exit = core.exit,
-  null = cjson.null,
+  null = json.null,              -- the same value as cjson.null and redis.null
+  json = json,
 }
 
 -- Logging (runtime/log.c): each line gets an RFC 3339 UTC timestamp with milliseconds and is

@@ -18,6 +18,12 @@
 --                                    (jobrt.pool): job.redis:call(...) yields and raises on any
 --                                    error (the job fails, retries apply); job.redis:try(...)
 --                                    returns nil, err instead. Taken on first use.
+--   job.children                     a parent of a flow (q:enqueueFlow): its children's outcomes,
+--                                    in the order they were given: { queue=, id=, state=
+--                                    'successful'|'failed'|'deleted', result= (decoded, when
+--                                    successful), error= (the reason, when failed),
+--                                    ignoreFailure= bool }... (jobrt.flows); {} for a job that
+--                                    has no children. Read from Redis on first use (it yields).
 --   job:enqueue(queue, job, args, opts) -> id   enqueue another job (raises on error)
 --   job:progress(value) -> true | false   value: a number from 0 to 100, or a table (JSON): kept
 --                                    in the record (field progress) and published on
@@ -31,8 +37,9 @@
 --                                    postpone.lua). It raises a value the worker recognizes:
 --                                    call it in the handler's own coroutine, and a pcall that
 --                                    catches it must raise it again.
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 local jobrt = require 'jobrt'
+local flows = require 'jobrt.flows'
 
 local type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable =
       type, rawget, rawset, pcall, error, tostring, setmetatable, getmetatable
@@ -40,9 +47,6 @@ local fmt = string.format
 
 local _M = {}
 local Ctx = {}
-
-local cjson_safe = cjson.new()
-cjson_safe.encode_sparse_array(true)
 
 local function first_line(s)
   s = tostring(s)
@@ -70,18 +74,30 @@ Ctx.__index = function(t, k)
     rawset(t, "redis", c)
     return c
   end
+  if k == "children" then
+    local st = rawget(t, "_state")
+    local list, err = flows.children(st.worker.ops, st.queue.name, st.id)
+    if not list then error("job.children: cannot read the children's results: " .. tostring(err), 2) end
+    rawset(t, "children", list)
+    return list
+  end
   return Ctx[k]
 end
 
 -- job:enqueue(queue, name, args, opts) -> id (raises on error)
+-- args are encoded by jobrt.json with sorted keys, at most the worker's max_payload bytes.
 function Ctx:enqueue(queue, name, args, opts)
-  local ok, json = pcall(cjson_safe.encode, args == nil and {} or args)
-  if not ok then
+  local w = rawget(self, "_state").worker
+  local text, jerr, code = json.encode(args == nil and {} or args, w.args_out)
+  if not text then
+    if code == "ETOOBIG" then
+      error(fmt("job:enqueue: %s (the worker's --max-payload / max_payload)", jerr), 2)
+    end
     error(fmt("job:enqueue: args cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
-      first_line(json)), 2)
+      first_line(jerr)), 2)
   end
-  local ops = rawget(self, "_state").worker.ops
-  local ok2, id, err = pcall(ops.enqueue, ops, queue, name, json, opts)
+  local ops = w.ops
+  local ok2, id, err = pcall(ops.enqueue, ops, queue, name, text, opts)
   if not ok2 then error((tostring(id):gsub("^.-jobrt%.ops%.enqueue: ", "job:enqueue: ")), 2) end
   if not id then error("job:enqueue: " .. tostring(err), 2) end
   return id
@@ -98,14 +114,14 @@ function Ctx:progress(value)
   elseif tv ~= "table" then
     error(fmt("job:progress: value must be a number from 0 to 100 or a table (stored as JSON), got %s", tv), 2)
   end
-  local ok, json = pcall(cjson_safe.encode, value)
-  if not ok then
+  local text, jerr = json.encode(value, { name = "value" })
+  if not text then
     error(fmt("job:progress: the value cannot be stored as JSON (%s): pass tables of strings, numbers and booleans",
-      first_line(json)), 2)
+      first_line(jerr)), 2)
   end
   if st.done then return false end
   local w = st.worker
-  local res, err = w.ops:progress(st.queue.name, w.id, st.id, st.attempt, json)
+  local res, err = w.ops:progress(st.queue.name, w.id, st.id, st.attempt, text)
   if res == nil then error("job:progress: " .. tostring(err), 2) end
   return res
 end

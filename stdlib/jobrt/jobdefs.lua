@@ -15,7 +15,7 @@
 -- Messages name the file and line of the offending definition and the fix.
 local naming = require 'jobrt.names'
 
-local type, pairs, tostring, next, pcall, require = type, pairs, tostring, next, pcall, require
+local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local fmt, floor = string.format, math.floor
 
 local _M = {}
@@ -51,11 +51,9 @@ local function check_cron(v, where)
   end
   local args = "{}"
   if v.args ~= nil then
-    local cjson = require("cjson").new()
-    cjson.encode_sparse_array(true)
-    local eok, text = pcall(cjson.encode, v.args)
-    if not eok or type(v.args) ~= "table" then
-      return nil, fmt("%s.cron.args must be a table that encodes as JSON: %s", where, eok and ("got " .. type(v.args)) or text)
+    local text, jerr = require("jobrt.json").encode(v.args, { sort = true, name = where .. ".cron.args" })
+    if not text or type(v.args) ~= "table" then
+      return nil, fmt("%s.cron.args must be a table that encodes as JSON: %s", where, text and ("got " .. type(v.args)) or jerr)
     end
     args = text
   end
@@ -131,22 +129,33 @@ function _M.load_description(desc, source, into)
             return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, want, type(v))
           end
         end
-        if type(def.handler) ~= "function" then
-          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(def.handler))
+        -- read once, through any metatable (a table of defaults may supply fields), and check
+        -- what was read: what pairs saw above is only the table's own fields
+        local handler, timeout, retries, src = def.handler, def.timeout, def.retries, def.source
+        local read = { timeout = timeout, retries = retries, source = src }
+        for _, k in ipairs({ "timeout", "retries", "source" }) do
+          local v = read[k]
+          if v ~= nil and type(v) ~= JOB_FIELDS[k] then
+            return nil, fmt("%s: %s.%s.%s must be a %s, got %s", locate(source, name), queue, name, k, JOB_FIELDS[k], type(v))
+          end
         end
-        if def.timeout and def.timeout <= 0 then
-          return nil, fmt("%s: %s.%s.timeout must be > 0 seconds, got %s", locate(source, name), queue, name, def.timeout)
+        if type(handler) ~= "function" then
+          return nil, fmt("%s: %s.%s.handler must be a function, got %s", locate(source, name), queue, name, type(handler))
         end
-        if def.retries and (def.retries < 0 or def.retries ~= floor(def.retries)) then
-          return nil, fmt("%s: %s.%s.retries must be a whole number >= 0, got %s", locate(source, name), queue, name, def.retries)
+        if timeout and not (timeout > 0 and timeout <= 3.2e7) then
+          return nil, fmt("%s: %s.%s.timeout must be seconds > 0 (at most 3.2e7), got %s", locate(source, name), queue, name, timeout)
+        end
+        if retries and not (retries >= 0 and retries <= 1000 and retries == floor(retries)) then
+          return nil, fmt("%s: %s.%s.retries must be a whole number from 0 to 1000, got %s", locate(source, name), queue, name, retries)
         end
         local cron
-        if def.cron ~= nil then
+        local cdef = def.cron
+        if cdef ~= nil then
           local cerr
-          cron, cerr = check_cron(def.cron, queue .. "." .. name)
+          cron, cerr = check_cron(cdef, queue .. "." .. name)
           if not cron then return nil, fmt("%s: %s", locate(source, name), cerr) end
         end
-        spec = { handler = def.handler, timeout = def.timeout, retries = def.retries, source = def.source, cron = cron }
+        spec = { handler = handler, timeout = timeout, retries = retries, source = src, cron = cron }
       else
         return nil, fmt("%s: %s.%s must be a function(args, job) or a table { handler = function(args, job) ... end }, got %s",
           locate(source, name), queue, name, type(def))

@@ -5,7 +5,8 @@
 --   local o, err = ops.new(r [, conf])         -- r from jobrt.redis.connect; loads the scripts
 --       -- conf (all optional): ttl_ok (s, 3600), ttl_failed (s, 604800), backoff (s, 1: first
 --       -- retry delay, doubled per failure, capped at 1 h), max_stalls (2: lease losses in a row
---       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached)
+--       -- a job survives; they use up no retries), type_ttl (s, 2: how long queue types are cached),
+--       -- max_payload (bytes, 16 MiB: the largest args the enqueue script accepts from us)
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
@@ -29,14 +30,15 @@
 --       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
 --       -- while executing (stop them; complete or release still frees their claims at once)
 --   o:complete(queue, worker_id, outcomes) -> { completed=, retried=, failed=, ignored={ids},
---       cancelled={ids} } | nil, err
+--       cancelled={ids}, flows=n|nil } | nil, err
 --       -- ignored: ids whose lease (that attempt's) the worker no longer held; cancelled: ids
 --       -- deleted while they ran (their records are now gone, counted neither completed nor
---       -- failed)
+--       -- failed); flows: news for parents written to the queue's flow outbox (present when
+--       -- some were: carry them over, jobrt.flows)
 --       -- outcomes: { {id=, attempt=, ok=true, value=json_text}, {id=, attempt=, ok=false,
 --       --             reason=, exception=, retries=(used when the job has none)}... }, any
 --       --             number (sent 1000 per call)
---   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled
+--   o:requeue_expired(queue) -> n_requeued, n_failed, n_cancelled, n_flow_entries|nil
 --       -- n_failed: poison jobs (lease lost more than max_stalls times in a row);
 --       -- n_cancelled: expired leases of jobs deleted while executing (records removed)
 --   o:release(queue, worker_id, leases) -> n_released
@@ -48,11 +50,19 @@
 --   o:retry_failed_job(queue, id) -> true | false (not in the failed set)
 --   o:list_failed(queue, offset, count) -> records, total
 --   o:stats(queue) -> { pending=, delayed=, parked=, executing=, failed=, completed=,
---                       total_failed=, retried=, expired=, cancelled=, dropped= }
+--                       total_failed=, retried=, expired=, cancelled=, dropped=, ...,
+--                       waiting_children= (parents waiting for their children: flows) }
 --   o:register(worker_id, ttl_s, info) -> workers alive  (heartbeat: registry hash + expiry)
 --   o:unregister(worker_id) -> true;  o:workers() -> records of the workers alive, by id
 --       -- keys jobrt:{workers} (zset id -> expiry ms) and jobrt:{workers}:<id> (hash)
 --   ops.keys(queue) -> the standard KEYS list;  ops.channels(queue) -> { wake=, results=, progress= }
+--   ops.flow_keys(queue) -> the 14 standard KEYS and the 4 flow keys (lua-server-scripts/README.md
+--       "Keys"); ops.script_keys(name, queue) -> the KEYS script `name` takes; ops.FLOW_SCRIPTS
+--   Flows (lua-server-scripts/README.md "Flows"; jobrt.flows carries news between queues):
+--   o:flow_deliver(queue, entries) -> statuses, written    entries: { {key=, text=}... }
+--   o:flow_take(queue, limit, horizon_ms, hold_ms) -> { now=, next=, entries = { {key=, text=, stamp=}... } }
+--   o:flow_ack(queue, acks) -> n    acks: { {key=, stamp=}... }
+--   o:children(queue, id) -> { {queue=, id=, state=, value= text, ignore=, index=}... } (a parent's children)
 --   Scheduling and flow control (lua-server-scripts/README.md "Flow control", "Cron"):
 --   o:pause(queue) -> changed ;  o:resume(queue) -> changed        (boolean: false = already so)
 --   o:limit(queue[, set]) -> { rate_max=, rate_per=, max_active=, paused= } (0: none)
@@ -74,8 +84,8 @@
 -- argument types. Calls yield: run them inside a coroutine of the jobrt loop.
 
 local scripts = require 'jobrt.scripts'
+local json = require 'jobrt.json'
 local naming = require 'jobrt.names'
-local cjson = require 'cjson'
 
 local _M = {}
 local mt = { __index = _M }
@@ -83,7 +93,7 @@ local mt = { __index = _M }
 local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
 local math_floor, math_abs = math.floor, math.abs
 local str_format, str_find = string.format, string.find
-local NULL = cjson.null
+local NULL = json.null
 
 _M.TYPES = { QUEUE = true, LBQUEUE = true, DELQUEUE = true }
 local QCONFIG = 'RESERVED:QCONFIG'
@@ -124,6 +134,34 @@ end
 -- How many queues' KEYS lists are cached (for tests).
 function _M.keys_cached() return keys_cached end
 
+-- Flows (lua-server-scripts/README.md "Flows"): the scripts that take the 4 flow keys of the
+-- queue after the 14 standard ones.
+local FLOW_SUFFIX = { 'flow', 'flow:out', 'flow:waiting', 'children:' }
+_M.FLOW_SCRIPTS = { complete = true, requeue_expired = true, delete = true, drain = true, retry_failed = true,
+                    flow_deliver = true, flow_take = true, flow_ack = true }
+local flow_keys_cache, flow_keys_cached = {}, 0
+
+-- The 14 standard KEYS of a queue and its 4 flow keys, in the order the flow scripts expect.
+function _M.flow_keys(queue)
+  local k = flow_keys_cache[queue]
+  if k then return k end
+  local std = _M.keys(queue)
+  k = {}
+  for i = 1, #std do k[i] = std[i] end
+  local prefix = 'jobrt:{' .. queue .. '}:'
+  for i = 1, #FLOW_SUFFIX do k[#std + i] = prefix .. FLOW_SUFFIX[i] end
+  if flow_keys_cached >= KEYS_CACHE_MAX then flow_keys_cache, flow_keys_cached = {}, 0 end
+  flow_keys_cache[queue] = k
+  flow_keys_cached = flow_keys_cached + 1
+  return k
+end
+
+-- The KEYS script `name` takes for queue (progress: see _M:progress).
+function _M.script_keys(name, queue)
+  if _M.FLOW_SCRIPTS[name] then return _M.flow_keys(queue) end
+  return _M.keys(queue)
+end
+
 -- The pub/sub channels of a queue.
 function _M.channels(queue)
   check_queue('channels', queue)
@@ -152,7 +190,7 @@ end
 function _M.new(r, conf)
   if conf ~= nil and type(conf) ~= 'table' then error('jobrt.ops.new: conf must be a table, got ' .. type(conf), 2) end
   conf = conf or {}
-  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl' }) do
+  for _, k in pairs({ 'ttl_ok', 'ttl_failed', 'backoff', 'max_stalls', 'type_ttl', 'max_payload' }) do
     if conf[k] ~= nil and type(conf[k]) ~= 'number' then
       error(str_format('jobrt.ops.new: conf.%s must be a number, got %s', k, type(conf[k])), 2)
     end
@@ -166,6 +204,7 @@ function _M.new(r, conf)
     backoff = conf.backoff and num(conf.backoff) or '',
     max_stalls = conf.max_stalls and num(conf.max_stalls) or '',
     type_ttl = conf.type_ttl or 2,
+    max_payload = conf.max_payload and num(conf.max_payload) or '',
   }, mt)
 end
 
@@ -218,7 +257,7 @@ local function run(self, name, queue, argv, keys)
   local qtype, err, code = self:queue_type(queue)
   if not qtype then return nil, err, code end
   argv[1] = qtype
-  return self.s:call(name, keys or _M.keys(queue), argv)
+  return self.s:call(name, keys or _M.script_keys(name, queue), argv)
 end
 
 local OPT_TYPES = { jobHash = 'string', priority = 'number', timestamp = 'number', delay = 'number',
@@ -249,7 +288,7 @@ function _M:enqueue(queue, fn_name, args_json, opts, tick)
     return v
   end
   local argv = { false, fn_name, args_json, o('id'), o('jobHash'), o('priority'), o('timestamp'),
-    o('delay'), o('retries'), o('timeout') }
+    o('delay'), o('retries'), o('timeout'), '', '', '', self.max_payload }
   if tick then
     argv[11], argv[12], argv[13] = tick[1], num(tick[2]), tick[3] and num(tick[3]) or ''
   end
@@ -364,6 +403,8 @@ function _M:complete(queue, worker_id, outcomes)
       sum.failed = sum.failed + res[3]
       for i = 1, #res[4] do sum.ignored[#sum.ignored + 1] = res[4][i] end
       for i = 1, #res[5] do sum.cancelled[#sum.cancelled + 1] = res[5][i] end
+      local nf = tonumber(res[6]) or 0
+      if nf > 0 then sum.flows = (sum.flows or 0) + nf end
     end
   end
   return sum
@@ -373,7 +414,8 @@ function _M:requeue_expired(queue)
   check_queue('requeue_expired', queue)
   local res, err, code = run(self, 'requeue_expired', queue, { false, '', self.max_stalls, self.ttl_failed })
   if not res then return nil, err, code end
-  return res[1], res[2], res[3]
+  local nf = tonumber(res[4]) or 0
+  return res[1], res[2], res[3], nf > 0 and nf or nil
 end
 
 function _M:release(queue, worker_id, leases)
@@ -513,6 +555,10 @@ function _M:stats(queue)
   if not res then return nil, err, code end
   local t = {}
   for i = 1, #res, 2 do t[(res[i]:gsub('-', '_'))] = res[i + 1] end
+  -- parents waiting for their children (flows) are in no structure stats.lua counts
+  local w, werr, wcode = self.r:call('ZCARD', _M.flow_keys(queue)[17])
+  if w == nil then return nil, werr, wcode end
+  t.waiting_children = w
   return t
 end
 
@@ -614,20 +660,14 @@ function _M:drain(queue)
   end
 end
 
-local json_plain = cjson.new()
-json_plain.encode_sparse_array(true)
-
 function _M:cron_set(queue, name, entry)
   check_queue('cron_set', queue)
   if type(name) ~= 'string' then error('jobrt.ops.cron_set: name must be a string, got ' .. type(name), 2) end
   if type(entry) ~= 'table' then error('jobrt.ops.cron_set: entry must be a table, got ' .. type(entry), 2) end
   -- sorted keys: the same entry is the same text (cron_set answers "unchanged" for it)
-  local keys = {}
-  for k in pairs(entry) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for i, k in ipairs(keys) do parts[i] = json_plain.encode(k) .. ':' .. json_plain.encode(entry[k]) end
-  local res, err, code = run(self, 'cron_set', queue, { false, name, '{' .. table.concat(parts, ',') .. '}' })
+  local text, jerr = json.encode(entry, { sort = true, name = 'entry' })
+  if not text then error('jobrt.ops.cron_set: ' .. jerr, 2) end
+  local res, err, code = run(self, 'cron_set', queue, { false, name, text })
   if not res then return nil, err, code end
   return res
 end
@@ -650,9 +690,9 @@ function _M:cron_entries(queue)
     local f, v = flat[i], flat[i + 1]
     local name = f:match('^cron:(.+)$')
     if name then
-      local ok, e = pcall(json_plain.decode, v)
+      local e = json.decode(v)
       out[name] = out[name] or {}
-      out[name].entry = ok and type(e) == 'table' and e or { broken = v }
+      out[name].entry = type(e) == 'table' and e or { broken = v }
     else
       name = f:match('^cron%-last:(.+)$')
       if name then
@@ -664,6 +704,91 @@ function _M:cron_entries(queue)
   for name, c in pairs(out) do
     if not c.entry then out[name] = nil end        -- a cron-last without its entry: a leftover
   end
+  return out
+end
+
+-- ---- flows (lua-server-scripts/README.md "Flows") -------------------------------------
+
+-- Applies outbox entries ({ {key=, text=}... }, any number, sent 1000 per call) to queue.
+-- Returns statuses (one per entry, see flow_deliver.lua), written (outbox entries written in
+-- queue), or nil, err.
+function _M:flow_deliver(queue, entries)
+  check_queue('flow_deliver', queue)
+  if type(entries) ~= 'table' then error('jobrt.ops.flow_deliver: entries must be an array, got ' .. type(entries), 2) end
+  local statuses, written = {}, 0
+  for first = 1, #entries, 1000 do
+    local argv = { false, self.ttl_failed }
+    for i = first, math.min(first + 999, #entries) do
+      local e = entries[i]
+      if type(e) ~= 'table' or type(e.key) ~= 'string' or type(e.text) ~= 'string' then
+        error(str_format('jobrt.ops.flow_deliver: entries[%d] must be {key = string, text = string}', i), 2)
+      end
+      argv[#argv + 1] = e.key
+      argv[#argv + 1] = e.text
+    end
+    local res, err, code = run(self, 'flow_deliver', queue, argv)
+    if not res then return nil, err, code end
+    for i = 1, #res[1] do statuses[#statuses + 1] = res[1][i] end
+    written = written + res[2]
+  end
+  return statuses, written
+end
+
+-- Takes up to limit entries of queue's outbox held until now + horizon_ms at the latest, and
+-- holds them for hold_ms. Returns { now = ms, next = ms|nil, entries = { {key=, text=,
+-- stamp=}... } } or nil, err.
+function _M:flow_take(queue, limit, horizon_ms, hold_ms)
+  check_queue('flow_take', queue)
+  check_num('flow_take', 'limit', limit)
+  check_num('flow_take', 'horizon_ms', horizon_ms)
+  check_num('flow_take', 'hold_ms', hold_ms)
+  local res, err, code = run(self, 'flow_take', queue, { false, num(limit), num(horizon_ms), num(hold_ms) })
+  if not res then return nil, err, code end
+  local out = {}
+  for i, e in ipairs(res[3]) do out[i] = { key = e[1], text = e[2], stamp = e[3] } end
+  return { now = res[1], next = tonumber(nonnull(res[2])), entries = out }
+end
+
+-- Removes delivered outbox entries of queue ({ {key=, stamp=}... }). Returns n or nil, err.
+function _M:flow_ack(queue, acks)
+  check_queue('flow_ack', queue)
+  if type(acks) ~= 'table' then error('jobrt.ops.flow_ack: acks must be an array, got ' .. type(acks), 2) end
+  local total = 0
+  for first = 1, #acks, 1000 do
+    local argv = { false }
+    for i = first, math.min(first + 999, #acks) do
+      local a = acks[i]
+      if type(a) ~= 'table' or type(a.key) ~= 'string' or type(a.stamp) ~= 'string' then
+        error(str_format('jobrt.ops.flow_ack: acks[%d] must be {key = string, stamp = string}', i), 2)
+      end
+      argv[#argv + 1] = a.key
+      argv[#argv + 1] = a.stamp
+    end
+    local res, err, code = run(self, 'flow_ack', queue, argv)
+    if not res then return nil, err, code end
+    total = total + res
+  end
+  return total
+end
+
+-- The children of parent id of queue, from its children hash (HGETALL, no script): an array in
+-- the order they were given, each { queue=, id=, state= 'pending'|'successful'|'failed'|
+-- 'deleted', value= text (the result JSON, or the reason), ignore= boolean }; empty when id is
+-- no parent (or its record expired). Or nil, err.
+function _M:children(queue, id)
+  check_queue('children', queue)
+  if type(id) ~= 'string' then error('jobrt.ops.children: id must be a string, got ' .. type(id), 2) end
+  local flat, err, code = self.r:call('HGETALL', _M.flow_keys(queue)[18] .. id)
+  if flat == nil then return nil, err, code end
+  local out = {}
+  for i = 1, #flat, 2 do
+    local cq, cid = flat[i]:match('^([^|]*)|(.*)$')
+    local _, state, ign, idx, value = flat[i + 1]:match('^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+    if cq and state then
+      out[#out + 1] = { queue = cq, id = cid, state = state, value = value, ignore = ign == '1', index = tonumber(idx) or 0 }
+    end
+  end
+  table.sort(out, function(a, b) return a.index < b.index end)
   return out
 end
 

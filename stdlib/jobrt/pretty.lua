@@ -6,11 +6,11 @@
 --         indent (default "  ")
 -- Tables print with sorted keys (array part first), nested tables indented, a table seen
 -- again on the way down as <cycle>, deeper ones as {...}, strings quoted, the JSON null as null.
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, tostring, pairs, ipairs, rawget, getmetatable, pcall = type, tostring, pairs, ipairs, rawget, getmetatable, pcall
 local str_format, concat, sort, rep = string.format, table.concat, table.sort, string.rep
-local NULL = cjson.null
+local NULL = json.null
 
 local _M = {}
 
@@ -27,8 +27,8 @@ local function scalar(v)
   if t == 'string' then return quote(v) end
   if v == NULL then return 'null' end
   if t == 'number' then
-    if v == math.floor(v) and v > -1e15 and v < 1e15 then return str_format('%d', v) end
-    return str_format('%.14g', v)
+    -- as JSON writes it: integers exact, other numbers in the shortest form that reads back
+    return json.encode(v) or tostring(v)        -- nan, inf and -inf as Lua prints them
   end
   if t == 'table' then
     local m = getmetatable(v)

@@ -12,7 +12,7 @@ local jobrt = require 'jobrt'
 local commands = require 'jobrt.commands'
 local cron = require 'jobrt.cron'
 local client_sched = require 'jobrt.client_sched'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local io, type, pairs, ipairs, tostring, pcall, setmetatable = io, type, pairs, ipairs, tostring, pcall, setmetatable
 local str_format, concat = string.format, table.concat
@@ -22,7 +22,6 @@ local parse, connect, errline, missing, too_many, bare = U.parse, U.connect, U.e
 local bad_name = U.bad_name
 local table_text, to_json, ARRAY = U.table_text, U.to_json, U.ARRAY
 
-local json = cjson.new()
 
 local _M = {}
 
@@ -94,9 +93,9 @@ local function cron_add(cmd, argv)
     return 2
   end
   args = args or '{}'
-  local okj, jerr = pcall(json.decode, args)
+  local okj, jerr, jcode = json.check(args, { max_bytes = json.MAX_PAYLOAD })
   if not okj then
-    errline(cmd, 'JSON-ARGS is not valid JSON (' .. U.json_error(jerr) .. ')' .. U.QUOTE_HINT)
+    errline(cmd, U.json_problem('JSON-ARGS', jerr, jcode) .. (jcode == 'EJSON' and U.QUOTE_HINT or ''))
     return 2
   end
   local opts = { tz = o.tz, id_prefix = o['id-prefix'], missed = o.missed, jobHash = o.hash }
@@ -114,20 +113,27 @@ local function cron_add(cmd, argv)
   end)
 end
 
+-- The two short answers of a listing command: with --json the rows as a JSON array, with no
+-- rows the line `none` (what to do instead). Returns true when it answered.
+local function listed(o, rows, none)
+  if o.json then
+    io.stdout:write(to_json(setmetatable(rows, ARRAY), '  '), '\n')
+    return true
+  end
+  if #rows == 0 then
+    io.stdout:write(none, '\n')
+    return true
+  end
+  return false
+end
+
 local function cron_list(cmd, argv)
   local o, pos = parse(cmd, argv, { json = 'flag' }, CRON_USAGE)
   if not o then return pos end
   if pos[2] then return too_many(cmd, pos[2]) end
   return with_client(cmd, o, function(q)
     local rows = q:listCron()
-    if o.json then
-      io.stdout:write(to_json(setmetatable(rows, ARRAY), '  '), '\n')
-      return 0
-    end
-    if #rows == 0 then
-      io.stdout:write("no cron entries: add one with  jobrt cron add NAME QUEUE JOB 'EXPR'\n")
-      return 0
-    end
+    if listed(o, rows, "no cron entries: add one with  jobrt cron add NAME QUEUE JOB 'EXPR'") then return 0 end
     local t = {}
     for _, r in ipairs(rows) do
       t[#t + 1] = { r.name, r.queue, tostring(r.job), tostring(r.schedule), tostring(r.tz), tostring(r.args),
@@ -282,12 +288,7 @@ local function cmd_queues(argv, cmd)
   if pos[1] then return too_many(cmd, pos[1]) end
   return with_client(cmd, o, function(q)
     local list = q:queues()
-    if o.json then
-      io.stdout:write(to_json(setmetatable(list, ARRAY), '  '), '\n')
-      return 0
-    end
-    if #list == 0 then
-      io.stdout:write('no queues in RESERVED:QCONFIG: create one with  jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE\n')
+    if listed(o, list, 'no queues in RESERVED:QCONFIG: create one with  jobrt queue-type QUEUE QUEUE|LBQUEUE|DELQUEUE') then
       return 0
     end
     local rows, notes = {}, {}

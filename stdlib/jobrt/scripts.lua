@@ -22,7 +22,9 @@ local str_format = string.format
 _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_expired', 'release', 'delete',
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats',
              -- scheduling and flow control (issue 13)
-             'pause', 'limit', 'progress', 'postpone', 'drain', 'cron_set', 'cron_delete' }
+             'pause', 'limit', 'progress', 'postpone', 'drain', 'cron_set', 'cron_delete',
+             -- flows (issue 14)
+             'flow_deliver', 'flow_take', 'flow_ack' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none
 

@@ -22,7 +22,7 @@ local args = require 'jobrt.args'
 local redis = require 'jobrt.redis'
 local client = require 'jobrt.client'
 local ops = require 'jobrt.ops'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, setmetatable, getmetatable =
   type, pairs, ipairs, tostring, tonumber, xpcall, pcall, setmetatable, getmetatable
@@ -32,58 +32,38 @@ local traceback, unpack = debug.traceback, unpack
 
 local _M = {}
 
-local json = cjson.new()
-local NULL = cjson.null
+local NULL = json.null
 
 -- ---- JSON out: sorted keys, arrays marked with ARRAY even when empty --------------------
 
-local ARRAY = {}
-_M.ARRAY = ARRAY
-function _M.array(t) return setmetatable(t or {}, ARRAY) end
+_M.ARRAY = json.ARRAY
+_M.array = json.array
 
-local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n',
-              ['\r'] = '\\r', ['\t'] = '\\t' }
-local function jstr(s)
-  return '"' .. s:gsub('[%c"\\]', function(c) return ESC[c] or str_format('\\u%04x', byte(c)) end) .. '"'
+local SORTED = { sort = true }
+
+-- a copy of v that jobrt.json can always write: text that is not UTF-8 (a record written by
+-- another tool) with U+FFFD for the bad bytes, NaN and infinities as null, other Lua values as
+-- their tostring
+local function displayable(v, depth)
+  local t = type(v)
+  if t == 'string' then return json.sanitize(v) end
+  if t == 'number' then return (v ~= v or v == math.huge or v == -math.huge) and NULL or v end
+  if v == nil or v == NULL or t == 'boolean' then return v end
+  if t ~= 'table' or depth > 100 then return tostring(v) end
+  local out = {}
+  for k, x in pairs(v) do out[displayable(k, depth + 1)] = displayable(x, depth + 1) end
+  if json.is_array(v) then json.array(out) end
+  return out
 end
 
-local function is_array(t)
-  if getmetatable(t) == ARRAY then return true end
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
-end
-
--- JSON text of v: integers exact up to 2^53, other numbers with 17 digits (they round-trip),
--- tables with ARRAY as metatable (or 1..n keys) as arrays. The dashboard shows values with
+-- JSON text of v for a reply (jobrt.json, keys sorted). The dashboard shows values with
 -- textContent, never as HTML, so '<' needs no escaping here.
 local function encode(v)
-  local t = type(v)
-  if v == nil or v == NULL then return 'null' end
-  if t == 'string' then return jstr(v) end
-  if t == 'number' then
-    if v ~= v or v == math.huge or v == -math.huge then return 'null' end
-    if v == floor(v) and v > -2^53 and v < 2^53 then return str_format('%d', v) end
-    return str_format('%.17g', v)
-  end
-  if t == 'boolean' then return tostring(v) end
-  if t ~= 'table' then return jstr(tostring(v)) end
-  local parts = {}
-  if is_array(v) then
-    for i = 1, #v do parts[i] = encode(v[i]) end
-    return '[' .. concat(parts, ',') .. ']'
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  sort(keys)
-  for i, k in ipairs(keys) do
-    local val = v[k]
-    if val == nil then val = v[tonumber(k)] end
-    parts[i] = jstr(k) .. ':' .. encode(val)
-  end
-  return '{' .. concat(parts, ',') .. '}'
+  local text = json.encode(v, SORTED)
+  if text then return text end
+  local t2, err = json.encode(displayable(v, 0), SORTED)
+  if not t2 then error('web: cannot write a reply as JSON: ' .. tostring(err), 0) end
+  return t2
 end
 _M.encode = encode
 
@@ -139,10 +119,8 @@ function _M.body_json(req, required)
     if required then fail(400, 'the request needs a JSON body') end
     return nil
   end
-  local ok, v = pcall(json.decode, b)
-  if not ok then
-    fail(400, 'the body is not valid JSON (' .. tostring(v):gsub('^.-: ', '', 1) .. ')')
-  end
+  local v, err = json.decode(b, { name = 'the body' })
+  if v == nil then fail(400, err) end
   return v
 end
 

@@ -2,7 +2,8 @@
 --
 --   local worker = require 'jobrt.worker'
 --   local w, err = worker.new{ redis = url_or_conn, jobs = description, concurrency = 10,
---                              lease = 10, grace = 30, name = 'optional id prefix' }
+--                              lease = 10, grace = 30, name = 'optional id prefix',
+--                              max_payload = bytes }
 --       (more options below, at OPTS)
 --   w:start()          -- connects, subscribes, starts serving (returns true once serving, or
 --                      -- nil, message)
@@ -43,6 +44,12 @@
 -- until a wake-up (resume and ending leases publish one) or, for the rate, a timer at the time
 -- reserve named. Cron entries of the served queues run in jobrt.cron_runner.
 --
+-- Flows (lua-server-scripts/README.md "Flows"): when complete (or requeue_expired) says it wrote
+-- news for parents in other queues, the worker carries them over at once (jobrt.flows). A
+-- "flow:<ms>" wake-up (another process wrote some) arms a timer for when they are overdue, so
+-- that news whose writer died are carried by any worker of the queue; so do start and every
+-- resubscription. The timer follows what flow_take says is next: no polling.
+--
 -- Crashes: a lost lease is not the job's fault and uses up no retry. A job taken back from a
 -- worker that stopped renewing is marked suspect and then runs alone in its worker process
 -- (reserve hands it out only to an idle worker, as its only job); a job whose lease is lost
@@ -54,9 +61,10 @@ local metrics = require 'jobrt.metrics'
 local jobdefs = require 'jobrt.jobdefs'
 local jobctx = require 'jobrt.jobctx'
 local pool_mod = require 'jobrt.pool'
+local json = require 'jobrt.json'
 local queuetypes = require 'jobrt.queuetypes'
 local cron_runner = require 'jobrt.cron_runner'
-local cjson = require 'cjson'
+local flows = require 'jobrt.flows'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable =
       type, pairs, ipairs, tostring, tonumber, xpcall, pcall, error, next, setmetatable, getmetatable
@@ -68,9 +76,6 @@ local _M = {}
 local W = {}
 W.__index = W
 
-local cjson_safe = cjson.new()
-cjson_safe.encode_sparse_array(true)
-
 _M.load_description = jobdefs.load_description
 
 -- Text of an error value: strings as they are (a traceback from xpcall included), tables as
@@ -80,8 +85,8 @@ local function error_text(e)
   if type(e) == "table" then
     local mt = getmetatable(e)
     if mt and mt.__tostring then return tostring(e) end
-    local ok, json = pcall(cjson_safe.encode, e)
-    if ok then return "error object " .. json end
+    local text = json.encode(e, { sort = true, max_bytes = 65536 })
+    if text then return "error object " .. text end
   end
   return tostring(e)
 end
@@ -108,11 +113,13 @@ end
 --   timeout      seconds a handler may run when its job sets none (default: no limit)
 --   watch_handlers  function(co) told of every handler coroutine (the in-process watchdog)
 --   max_idle_redis  idle job.redis connections kept (default: concurrency, at most 64)
+--   max_payload  bytes: the largest args a job may bring and result it may return, as JSON text
+--                (default json.MAX_PAYLOAD, 16 MiB; at most json.CEILING); a job over it fails
 local OPTS = { redis = true, jobs = true, concurrency = "number", lease = "number", grace = "number",
                name = "string", log_jobs = "boolean", heartbeat = "number",
                max_stalls = "number", backoff = "number", keep_ok = "number", keep_failed = "number",
                timeout = "number", watch_handlers = "function", max_idle_redis = "number",
-               queue_types = "table" }
+               queue_types = "table", max_payload = "number" }
 
 function _M.new(opts)
   if type(opts) ~= "table" then error("worker.new: options table expected", 2) end
@@ -130,6 +137,9 @@ function _M.new(opts)
   if not plain then return nil, terr end
   local jobs, err = jobdefs.load_description(plain)
   if not jobs then return nil, err end
+  local max_payload = opts.max_payload or json.MAX_PAYLOAD
+  local okl, lerr = json.check_limit(max_payload, "worker.new: option 'max_payload'")
+  if not okl then error(lerr, 2) end
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
@@ -143,8 +153,12 @@ function _M.new(opts)
     heartbeat_s = opts.heartbeat or 2,
     log_jobs = opts.log_jobs ~= false,
     max_idle_redis = opts.max_idle_redis,
+    max_payload = max_payload,
+    args_in = { max_bytes = max_payload, name = "args" },               -- decoding a job's args
+    args_out = { max_bytes = max_payload, name = "args", sort = true }, -- job:enqueue
+    result_out = { max_bytes = max_payload, name = "result" },
     ops_conf = { max_stalls = opts.max_stalls, backoff = opts.backoff,
-                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed },
+                 ttl_ok = opts.keep_ok, ttl_failed = opts.keep_failed, max_payload = max_payload },
     id = fmt("%s:%d:%s", opts.name or jobrt.hostname(), jobrt.pid(), rnd),
     inflight = 0,              -- jobs running in this process
     reserving = 0,             -- reserve calls on their way
@@ -211,6 +225,7 @@ function W:start()
   end
   self:register_self()
   self.cron:start()
+  for _, qname in ipairs(names) do self:carry(self.queues[qname]) end   -- overdue flow news
   for _, qname in ipairs(names) do self:start_pump(self.queues[qname]) end
   self.renewer = jobrt.timer()
   self.renewer:start(self.lease / 3, function() self:renew_all() end, self.lease / 3)
@@ -231,6 +246,7 @@ function W:queue_state(qname, qtype)
     outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
     due_timer = jobrt.timer(), lease_timer = jobrt.timer(),
     laters = {}, held = nil, hold_timer = jobrt.timer(),    -- job:retry_later; flow control
+    flow_timer = jobrt.timer(),                              -- flows: overdue outbox entries
     pumping = false,           -- its pump coroutine runs
     retired = false,           -- no longer served (W:reload): reserve nothing more from it
     changed = jobrt.cond(),    -- a retired queue's attempt, pump or flush ended (W:drain)
@@ -248,7 +264,11 @@ function W:subscribe(q)
       return
     end
     if msg == "cron" then return self.cron:reload(q.name) end    -- its cron entries changed
-    if msg == nil then self.cron:resync(q.name) end               -- reconnected: Redis may have lost them
+    if msg and msg:sub(1, 5) == "flow:" then return self:flow_soon(q, flows.FRESH_MS / 1000) end
+    if msg == nil then
+      self.cron:resync(q.name)                                    -- reconnected: Redis may have lost them
+      self:carry(q)                                               -- and flow news may be overdue
+    end
     self:poke(q, msg == nil and "resubscribed" or "wake")
   end)
 end
@@ -300,6 +320,7 @@ end
 -- stays held until the limit's timer ("limit"); other holds end with any wake-up.
 function W:poke(q, why)
   q.dirty = true
+  q.pokes = (q.pokes or 0) + 1          -- W:pump: a wake-up came while a reserve was on its way
   if q.held == "rate" and why ~= "limit" then return end
   q.held = nil
   q.wake:signal(why)
@@ -353,6 +374,7 @@ function W:pump_loop(q)
       self.reserving = self.reserving + 1
       self.claimed = self.claimed + want      -- slots promised to this reserve (other pumps see them)
       local sent = monotime()
+      local pokes = q.pokes
       local res, err = ops:reserve(q.name, self.id, want, self.lease, alone)
       self.claimed = self.claimed - want
       self.reserving = self.reserving - 1
@@ -397,7 +419,14 @@ function W:pump_loop(q)
           for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
           if #jobs >= want then q.dirty = true end   -- there may be more
         end
-        if res.held then self:hold(q, res) end
+        if res.held and res.held ~= "rate" and q.pokes ~= pokes then
+          -- a wake-up came (on the other connection) while this reserve was on its way: it may be
+          -- the one owed for this hold (a lease ended after reserve held us back), so holding
+          -- now would wait for a wake-up that already came: reserve again instead
+          q.dirty = true
+        elseif res.held then
+          self:hold(q, res)
+        end
         if res.blocked and not self.isolate then
           -- a job that must run alone is next: run nothing new until idle, then take it
           self.isolate = q
@@ -448,7 +477,8 @@ end
 -- Takes back jobs whose lease expired (any worker's), then looks for work.
 function W:requeue(q)
   if self.stopping then return end
-  local n, nfailed = self.ops:requeue_expired(q.name)
+  local n, nfailed, _, nflow = self.ops:requeue_expired(q.name)
+  if nflow then self:carry(q, true) end
   if n == nil then
     self:log("warn", "queue %s: requeue of expired leases failed: %s", q.name, tostring(nfailed))
   elseif n + nfailed > 0 then
@@ -456,6 +486,48 @@ function W:requeue(q)
       q.name, n, nfailed)
   end
   self:poke(q, "lease")
+end
+
+-- ---- flows ------------------------------------------------------------------
+
+-- Carries q's flow outbox over to the queues it is for (jobrt.flows): fresh = also what this
+-- process just wrote, else what is overdue. One carrier per queue at a time; a call meanwhile
+-- makes it go round once more. Arms q's flow timer for the next entry flow_take names.
+function W:carry(q, fresh)
+  if self.finished then return end
+  if q.carrying then
+    q.carry_again = q.carry_again == "fresh" and "fresh" or (fresh and "fresh" or "due")
+    return
+  end
+  q.carrying = true
+  spawn(function()
+    repeat
+      q.carry_again = nil
+      local ok, nxt, server_now = flows.carry(self.ops, q.name, {
+        fresh = fresh, log = function(level, f, ...) self:log(level, f, ...) end })
+      if not ok then
+        self:log("warn", "queue %s: cannot carry over flow news: %s (retrying)", q.name, tostring(nxt))
+        self:flow_soon(q, 1)
+      elseif nxt then
+        self:flow_soon(q, math.max(0, (nxt - server_now) / 1000) + 0.01)
+      end
+      fresh = q.carry_again == "fresh"
+    until not q.carry_again or self.finished
+    q.carrying = false
+    if self.stopping then self.stopped:broadcast("carried") end
+  end)
+end
+
+-- Arms q's flow timer to carry overdue outbox entries in `delay` seconds, unless it fires sooner.
+function W:flow_soon(q, delay)
+  if self.stopping or q.retired or q.closed then return end
+  local at = monotime() + delay
+  if q.flow_at and q.flow_at > monotime() and q.flow_at <= at then return end
+  q.flow_at = at
+  q.flow_timer:start(delay, function()
+    q.flow_at = nil
+    self:carry(q)
+  end)
 end
 
 -- ---- running jobs ----------------------------------------------------------
@@ -528,10 +600,13 @@ function W:run_job(q, job, spec, state)
       reason = fmt("unknown job '%s' in queue %s: this worker serves %s", tostring(job.fn), q.name, concat(known, ", ")),
       exception = "" })
   end
-  local ok, args = pcall(cjson.decode, job.args)
-  if not ok then
+  local args, aerr, acode = json.decode(job.args, self.args_in)
+  if args == nil then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("args of job %s are not valid JSON: %s", id, first_line(args)), exception = "" })
+      reason = acode == "ETOOBIG"
+        and fmt("args of job %s are %d bytes, more than this worker's limit of %d bytes (--max-payload)",
+          id, #job.args, self.max_payload)
+        or fmt("job %s: %s", id, first_line(aerr)), exception = "" })
   end
   local ctx = jobctx.new(state, job, q.name, self.id)
   local ok2, r1, r2 = xpcall(spec.handler, traceback, args, ctx)
@@ -548,13 +623,16 @@ function W:run_job(q, job, spec, state)
     return self:finish(state, { id = id, attempt = attempt, ok = false, reason = error_text(r2),
       exception = "returned " .. tostring(r1) .. ", " .. error_text(r2), retries = spec.retries })
   end
-  local eok, json = pcall(cjson_safe.encode, r1 == nil and cjson.null or r1)
-  if not eok then
+  local text, eerr, ecode = json.encode(r1, self.result_out)
+  if not text then
     return self:finish(state, { id = id, attempt = attempt, ok = false, retries = spec.retries,
-      reason = fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
-        q.name, job.fn, first_line(json)), exception = "" })
+      reason = ecode == "ETOOBIG"
+        and fmt("the result of %s.%s is larger than the limit of %d bytes (--max-payload): return less, or store it elsewhere and return a reference",
+          q.name, job.fn, self.max_payload)
+        or fmt("the result of %s.%s cannot be stored as JSON (%s): return tables of strings, numbers and booleans",
+          q.name, job.fn, first_line(eerr)), exception = "" })
   end
-  return self:finish(state, { id = id, attempt = attempt, ok = true, value = json })
+  return self:finish(state, { id = id, attempt = attempt, ok = true, value = text })
 end
 
 -- The attempt stops running here (outcome, drop or hand-back): frees its slot and its things.
@@ -572,10 +650,23 @@ function W:end_attempt(state)
   if q.retired then q.changed:broadcast("attempt") end
 end
 
+-- A failed job's error-reason and error-exception as stored: valid UTF-8 (records are read as
+-- JSON, by `jobrt job` and by other languages) and at most 64 KiB each.
+local TEXT_MAX = 65536
+local function stored_text(t)
+  if t == nil then return nil end
+  t = tostring(t)
+  if #t > TEXT_MAX then t = t:sub(1, TEXT_MAX) .. fmt("... (%d more bytes cut)", #t - TEXT_MAX) end
+  return json.sanitize(t)
+end
+
 -- Records an attempt's outcome (once), frees its slot and schedules the batch report.
 function W:finish(state, outcome)
   if state.done then return end
   self:end_attempt(state)
+  if not outcome.ok then
+    outcome.reason, outcome.exception = stored_text(outcome.reason), stored_text(outcome.exception)
+  end
   local q = state.queue
   local ms = (monotime() - state.started) * 1000
   outcome.duration = ms / 1000            -- for jobrt.metrics (ops.complete ignores it)
@@ -660,6 +751,7 @@ function W:flush(q)
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
         if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        if res.flows then self:carry(q, true) end     -- news for parents: carry them over now
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}
         for _, id in ipairs(res.ignored) do skip[id] = true end
@@ -854,6 +946,7 @@ function W:swap_jobs(jobs, types)
           f.due_timer:close()
           f.lease_timer:close()
           f.hold_timer:close()
+          f.flow_timer:close()
         end
       end
       return nil, serr
@@ -870,6 +963,7 @@ function W:swap_jobs(jobs, types)
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
+    q.flow_timer:stop()
     if self.isolate == q then self.isolate = nil end
     q.wake:broadcast("retired")
     q.drainer = spawn(function() self:drain(q) end)
@@ -882,6 +976,7 @@ function W:swap_jobs(jobs, types)
     q.held = nil                         -- reserve says again if flow control holds it
     self.queues[q.name] = q
     self:start_pump(q)
+    self:carry(q)                        -- overdue flow news of a queue served from now on
     q.wake:signal("reload")
   end
   self:register_self()
@@ -903,6 +998,7 @@ function W:drain(q)
   q.due_timer:close()
   q.lease_timer:close()
   q.hold_timer:close()
+  q.flow_timer:close()
   q.closed = true
   if self.queues[q.name] == q then self.queues[q.name] = nil end
   q.flush_cond:broadcast("closed")      -- its flusher ends
@@ -924,6 +1020,7 @@ function W:stop(grace)
     q.due_timer:stop()
     q.lease_timer:stop()
     q.hold_timer:stop()
+    q.flow_timer:stop()
     q.wake:broadcast("stop")
     q.changed:broadcast("stop")
   end
@@ -961,6 +1058,7 @@ function W:stop(grace)
       self:schedule_flush(q)
       self.stopped:wait(deadline - monotime())
     end
+    while q.carrying and monotime() < deadline do self.stopped:wait(deadline - monotime()) end
   end
   if self.renewer then self.renewer:close() end
   if self.beat then self.beat:close() end
@@ -970,6 +1068,7 @@ function W:stop(grace)
     q.due_timer:close()
     q.lease_timer:close()
     q.hold_timer:close()
+    q.flow_timer:close()
   end
   if self.r then
     self.ops:unregister(self.id)

@@ -7,11 +7,14 @@ local args = require 'jobrt.args'
 local worker = require 'jobrt.worker'
 local redis = require 'jobrt.redis'
 local proc = require 'jobrt.core.proc'
+local json = require 'jobrt.json'
 local jobfiles = require 'jobrt.jobfiles'
 local queuetypes = require 'jobrt.queuetypes'
 local hotreload = require 'jobrt.hotreload'
 local watcher = require 'jobrt.watcher'
 local supervisor = require 'jobrt.supervisor'
+
+local fmt = string.format
 
 
 local _M = {}
@@ -69,6 +72,8 @@ Options:
                        they started with. A file that fails to load (the error is logged with
                        file:line) leaves the previous definitions serving. With --procs the
                        children are replaced one at a time, each once its successor serves.
+  --max-payload BYTES  the largest args a job may bring and result it may return, as JSON text
+                       (default 16777216, 16 MiB; at most 536870912); a job over it fails
   --log-level LEVEL    debug, info, warn or error (default info)
   --log-format FORMAT  text (default) or json: one object per line with ts, level, msg, and for
                        each job queue, job, id, attempt, ms, worker (env JOBRT_LOG_FORMAT)
@@ -78,7 +83,7 @@ local SPEC = { redis = "string", concurrency = "count", procs = "number", lease 
                grace = "seconds", ["log-level"] = "string", ["log-format"] = "string",
                child = "flag", watchdog = "seconds",
                ["max-stalls"] = "number", ["keep-ok"] = "seconds", ["keep-failed"] = "seconds",
-               backoff = "seconds", timeout = "seconds", watch = "flag" }
+               backoff = "seconds", timeout = "seconds", watch = "flag", ["max-payload"] = "count" }
 for k, v in pairs(redis.CLI_OPTIONS) do SPEC[k] = v end
 
 -- Loads the job files under paths (see jobrt.jobfiles): desc, nil, info | nil, message.
@@ -133,6 +138,7 @@ local function serve(opts, desc, types, paths, seen)
                              lease = opts.lease, grace = opts.grace, max_stalls = opts["max-stalls"],
                              keep_ok = opts["keep-ok"], keep_failed = opts["keep-failed"],
                              backoff = opts.backoff, timeout = opts.timeout,
+                             max_payload = opts["max-payload"],
                              watch_handlers = not opts.child and proc.watch_handler or nil }
   if not w then return fail(err) end
   local ok, serr = w:start()
@@ -210,6 +216,10 @@ function _M.main(argv, cmd)
   if opts.timeout and opts.timeout <= 0 then
     return fail("jobrt work: --timeout wants seconds > 0", 2)
   end
+  if opts["max-payload"] then
+    local ok, lerr = json.check_limit(opts["max-payload"], "--max-payload")
+    if not ok then return fail("jobrt work: " .. lerr, 2) end
+  end
   for _, k in ipairs({ "keep-ok", "keep-failed" }) do
     local v = opts[k]
     if v and (v > 315360000 or v ~= math.floor(v)) then
@@ -236,18 +246,29 @@ function _M.main(argv, cmd)
   end
   url = url or redis.DEFAULT_URL
   opts.redis = url
+  -- leaving, the program that uses the directory's private Redis says it keeps running
+  local localredis = require 'jobrt.localredis'
+  local function done(code)
+    if not opts.child and localredis.is_local(url) then io.stderr:write(localredis.exit_note()) end
+    return code
+  end
   local r, cerr = redis.connect(url)
   if not r then
-    return fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)")
+    return done(fail(cerr .. " (is redis-server running? point --redis or JOBRT_REDIS at it)"))
   end
   local ok, terr = check_types(r, desc, info.types)
   r:close()
-  if not ok then return fail(terr) end
+  if not ok then return done(fail(terr)) end
   if opts.procs and opts.procs > 0 and not opts.child then
+    -- The children find Redis through JOBRT_REDIS in their environment, never in their
+    -- command line: a password there would be visible to every local user in ps.
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+    ffi.C.setenv("JOBRT_REDIS", url, 1)
     local pass = {}
-    for _, k in ipairs({ "redis", "concurrency", "lease", "grace", "log-level", "max-stalls",
+    for _, k in ipairs({ "concurrency", "lease", "grace", "log-level", "max-stalls",
                          "keep-ok", "keep-failed", "backoff", "timeout", "tls-ca", "tls-cert",
-                         "tls-key", "tls-insecure" }) do
+                         "tls-key", "tls-insecure", "max-payload" }) do
       if opts[k] == true then pass[#pass + 1] = "--" .. k
       elseif opts[k] ~= nil then pass[#pass + 1] = "--" .. k .. "=" .. tostring(opts[k]) end
     end
@@ -262,9 +283,9 @@ function _M.main(argv, cmd)
       rc:close()
       return cok, cerr
     end
-    return supervisor.run(opts, pos, pass, { check = check, queues = queues, seen = seen })
+    return done(supervisor.run(opts, pos, pass, { check = check, queues = queues, seen = seen }))
   end
-  return serve(opts, desc, info.types, pos, seen)
+  return done(serve(opts, desc, info.types, pos, seen))
 end
 
 return _M

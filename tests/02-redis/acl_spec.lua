@@ -110,6 +110,19 @@ return {
     ]] })
     assert.equal(0, code, err)
     assert.matches("^3\ttable\t%a+\n$", out)
+    -- a flow (ids made with INCRBY, news carried between queues), its tree, a parent deleted
+    code, out, err = run({ "enqueue", "ACLQ", "echo", '{"n":4}', "--flow", "-", "--wait" },
+      { stdin = '[{"queue":"ACLDEL","job":"later"},{"queue":"ACLQ","job":"echo","args":{"n":5}}]' })
+    assert.equal(0, code, err)
+    assert.matches('"n":4', out, 1, true)
+    code, out, err = run({ "enqueue", "--flow", "-" },
+      { stdin = '{"queue":"ACLQ","job":"echo","opts":{"id":"acl-flow"},"children":[{"queue":"ACLDEL","job":"later","opts":{"delay":60}}]}' })
+    assert.equal(0, code, err)
+    code, out, err = run({ "job", "ACLQ", "acl-flow" })
+    assert.equal(0, code, err)
+    assert.matches('"child-jobs"', out, 1, true)
+    code, _, err = run({ "delete", "ACLQ", "acl-flow" })
+    assert.equal(0, code, err)
     -- the scheduling and maintenance commands
     for _, a in ipairs({ { "pause", "ACLQ" }, { "resume", "ACLQ" }, { "limit", "ACLQ", "--max-active", "5" },
                          { "limit", "ACLQ" }, { "limit", "ACLQ", "--clear" }, { "queues" },

@@ -43,6 +43,18 @@ describe("the examples in jobs/", function()
     r:close()
   end)
 
+  it("BOOK.assemble runs after its PAGES children and reads their results", function()
+    assert.equal("QUEUE", q:queueType("BOOK"))
+    local id = q:enqueueFlow{ queue = "BOOK", job = "assemble", args = { title = "T" }, children = {
+      { queue = "PAGES", job = "render", args = { page = 1, text = "one two three" } },
+      { queue = "PAGES", job = "render", args = { page = 2, text = "four" } },
+      { queue = "PAGES", job = "render", args = { page = "x" }, ignoreFailure = true } } }
+    local book = q:waitJob("BOOK", id, 10)
+    assert.same({ title = "T", pages = { 1, 2 }, words = 4 }, { title = book.title, pages = book.pages, words = book.words })
+    assert.equal(1, #book.missing)
+    assert.matches(": render: args.page must be a page number$", book.missing[1])
+  end)
+
   it("MAIL.welcome runs after its delay and can be cancelled by id before", function()
     local t0 = jobrt.now()
     q:enqueueJob("MAIL", "welcome", { user = 42 }, { delay = 0.3, id = "welcome-42" })
@@ -110,6 +122,6 @@ describe("make run (tools/make_run.lua)", function()
     os.execute("rm -rf '" .. dir .. "'")
     local _, err = p:output()
     assert.matches("edits are served as soon as they are saved", err, 1, true)
-    assert.matches("reloaded job files: serving ECHO, EXTRA, INDEX, MAIL; new: EXTRA", err, 1, true)
+    assert.matches("reloaded job files: serving BOOK, ECHO, EXTRA, INDEX, MAIL, PAGES; new: EXTRA", err, 1, true)
   end)
 end)

@@ -117,6 +117,32 @@ describe("jobrt web API", function()
     end)
   end)
 
+  describe("GET /api/queues/{Q}/jobs/{ID}/flow", function()
+    it("answers the flow the job belongs to, from its root, as a tree (and 404, 400)", function()
+      q:queueType("PAGES", "QUEUE")
+      local id, tree = q:enqueueFlow{ queue = "ECHO", job = "echo", args = { book = 1 }, children = {
+        { queue = "PAGES", job = "render", args = { page = 1 } },
+        { queue = "PAGES", job = "render", args = { page = 2 }, children = { { queue = "ECHO", job = "echo" } } } } }
+      local st, _, _, b = web.request(w.port, "GET", "/api/queues/PAGES/jobs/" .. tree.children[2].id .. "/flow")
+      assert.equal(200, st)
+      assert.same({ "ECHO", id, "echo", "pending" }, { b.queue, b.id, b.job, b.state })
+      assert.equal(2, #b.children)
+      assert.same({ "PAGES", tree.children[1].id, "render", "pending" },
+        { b.children[1].queue, b.children[1].id, b.children[1].job, b.children[1].state })
+      assert.same({ { queue = "ECHO", id = tree.children[2].children[1].id, job = "echo", state = "pending", children = {} } },
+        b.children[2].children)
+      -- a bound on the jobs shown
+      st, _, _, b = web.request(w.port, "GET", "/api/queues/ECHO/jobs/" .. id .. "/flow?max=2")
+      assert.equal(200, st)
+      assert.equal(1, #b.children)
+      assert.equal(1, b.more)
+      assert.equal(404, (web.request(w.port, "GET", "/api/queues/ECHO/jobs/nope/flow")))
+      st, _, _, b = web.request(w.port, "GET", "/api/queues/ECHO/jobs/" .. id .. "/flow?max=0")
+      assert.equal(400, st)
+      assert.equal("query parameter 'max' must be a whole number from 1 to 100000, got '0'", b.error)
+    end)
+  end)
+
   describe("stats, queues and workers", function()
     it("GET /api/stats matches jobrt stats --json", function()
       q:enqueueJob("ECHO", "echo", {})

@@ -109,6 +109,31 @@ describe("the dashboard in chromium", function()
     assert.same({}, b:console_errors())
   end)
 
+  it("shows a flow as a tree on a job's page", function()
+    q:queueType("PAGES", "QUEUE")
+    local id, tree = q:enqueueFlow{ queue = "ECHO", job = "echo", opts = { id = "book-<b>" }, children = {
+      { queue = "PAGES", job = "render", args = { page = 1 } },
+      { queue = "PAGES", job = "render", args = { page = 2 }, children = { { queue = "ECHO", job = "sum", args = { numbers = { 1 } } } } } } }
+    local leaf = tree.children[2].children[1].id
+    -- the ECHO leaf runs (the worker serves ECHO); the pages wait (nobody serves PAGES)
+    h.wait_for(function() local j = q:getJob("ECHO", leaf); return j and j.state == "finished" end, 10, "the leaf to run")
+    b:go(url .. "#/job/PAGES/" .. tree.children[2].id)
+    b:until_js([[return document.querySelectorAll('#job-flow li').length === 4]], 10, "the flow tree")
+    local t = b:js([[return Array.from(document.querySelectorAll('#job-flow li')).map((li) =>
+      [li.dataset.job, li.querySelector('.state').textContent, li.classList.contains('here'),
+       li.parentElement.closest('li') ? li.parentElement.closest('li').dataset.job : null])]])
+    assert.same({ { "ECHO/" .. id, "pending", false, cjson.null },
+                  { "PAGES/" .. tree.children[1].id, "pending", false, "ECHO/" .. id },
+                  { "PAGES/" .. tree.children[2].id, "pending", true, "ECHO/" .. id },
+                  { "ECHO/" .. leaf, "successful", false, "PAGES/" .. tree.children[2].id } }, t)
+    assert.equal(0, b:js("return document.querySelectorAll('#job-flow b').length"))   -- the id is text
+    -- a job of no flow has no tree
+    b:go(url .. "#/job/FLAKY/flaky-1")
+    b:until_js("return document.getElementById('job-args').textContent !== ''", 10, "the job page")
+    assert.is_true(b:js("return document.getElementById('job-flow-box').hidden"))
+    assert.same({}, b:console_errors())
+  end)
+
   it("fits a phone-sized screen", function()
     b:size(390, 844)
     b:go(url)

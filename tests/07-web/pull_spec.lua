@@ -101,6 +101,24 @@ describe("jobrt web pull-style workers", function()
     assert.equal(1, q:stats("PULL").pending)
   end)
 
+  it("a child of a flow completed over HTTP tells its parent at once (no Lua worker needed)", function()
+    q:queueType("PULLP", "QUEUE")
+    local id, tree = q:enqueueFlow{ queue = "PULLP", job = "parent", children = { { queue = "PULL", job = "child", args = { n = 1 } } } }
+    local st, _, _, job = web.request(w.port, "POST", "/api/queues/PULL/reserve?wait=0")
+    assert.equal(200, st)
+    assert.equal(tree.children[1].id, job.id)
+    local b
+    st, _, _, b = web.request(w.port, "POST", "/api/queues/PULL/jobs/" .. job.id .. "/complete",
+      { body = { lease = job.lease, result = { n = 10 } } })
+    assert.equal(200, st, b and b.error)
+    -- by the time complete answered, the news reached the parent: it is queued to run
+    local rec = q:getJob("PULLP", id)
+    assert.same({ "pending", "0" }, { rec.state, rec["children-left"] })
+    assert.equal(1, q:stats("PULLP").pending)
+    assert.same({ { queue = "PULL", id = job.id, state = "successful", result = { n = 10 }, ignoreFailure = false, job = "child" } },
+      q:getFlow("PULLP", id).children)
+  end)
+
   it("refuses a malformed or foreign lease token, and a lost lease with 409", function()
     q:enqueueJob("PULL", "echo", {}, { id = "p-lease" })
     local _, _, _, job = web.request(w.port, "POST", "/api/queues/PULL/reserve?lease=1")

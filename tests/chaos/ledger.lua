@@ -48,8 +48,9 @@
 --   early starts  a run of a job with a due time (DELQUEUE, delayed QUEUE) whose handler started
 --                 (its own clock, read before its first yield) before that time (1 ms leeway for
 --                 the millisecond rounding of due times)
---   keys          check_keys' verdicts: after the drain only live workers' keys, finished records
---                 and per-minute metrics within their retention, the queue types, per-queue
+--   keys          check_keys' verdicts: after the drain only live workers' keys, finished records,
+--                 finished parents' children hashes (flows) and per-minute metrics within their
+--                 retention (no flow links, outbox entries or waiting parents), the queue types, per-queue
 --                 counters (stats, seq, metrics), failed sets whose every entry has its record, and
 --                 the handlers' own chaos:* keys may be left (lua-server-scripts/README.md, Keys)
 --   stuck, process trouble   found by the driver (tests/chaos/run.lua): a worker child alive but
@@ -157,7 +158,9 @@ end
 
 -- ---- the checks ------------------------------------------------------------------------
 
-local EXPECT = { ok = 'ok', flaky = 'ok', doom = 'failed', slow = 'failed' }
+-- parent, parent_fails: parents of flows (tests/chaos/flows.lua): a parent_fails has a child that
+-- fails without ignoreFailure, so it must end failed (without running)
+local EXPECT = { ok = 'ok', flaky = 'ok', doom = 'failed', slow = 'failed', parent = 'ok', parent_fails = 'failed' }
 _M.EXPECT = EXPECT
 
 local function short(run)
@@ -472,6 +475,17 @@ function _M.check_keys(listing, live, retention)
       else
         verdict(k, true, 'failed set (every entry has its record)')
       end
+    elseif q and rest:match('^children:') then
+      -- a parent's children hash (flows) lives as long as its record
+      if k.ttl and k.ttl > 0 and k.ttl <= retention.failed then
+        verdict(k, true, 'a finished parent\'s children hash within its retention')
+      else
+        verdict(k, false, fmt('a parent\'s children hash that never expires (ttl %s): its parent has not finished', tostring(k.ttl)))
+      end
+    elseif q and (rest == 'flow' or rest == 'flow:out' or rest == 'flow:waiting') then
+      -- every flow has ended: no link, no parent waiting, no news left to carry over
+      verdict(k, false, fmt('flow bookkeeping (%s) left after every flow ended: %s', tostring(k.type),
+        k.sample or 'see the key'))
     elseif key:match('^chaos:') then
       verdict(k, true, 'the handlers\' own data')
     else

@@ -269,6 +269,27 @@ describe("chaos ledger", function()
       assert.matches('state pending', bad['jobrt:{Q}:job:3'])
     end)
 
+    it("accept finished parents' children hashes (flows), and no other flow bookkeeping", function()
+      local listing = {
+        { key = 'jobrt:{F}:children:1', type = 'hash', ttl = 3500 },
+        { key = 'jobrt:{F}:children:2', type = 'hash', ttl = -1 },
+        { key = 'jobrt:{F}:flow', type = 'hash', ttl = -1, sample = 'l:7' },
+        { key = 'jobrt:{F}:flow:out', type = 'zset', ttl = -1, sample = 'u:7' },
+        { key = 'jobrt:{F}:flow:waiting', type = 'zset', ttl = -1, sample = '3' },
+      }
+      local v = ledger.check_keys(listing, {}, { ok = 3600, failed = 604800, worker = 7, metrics = 7200 })
+      local verdict = {}
+      for _, k in ipairs(v) do verdict[k.key] = k end
+      assert.is_true(verdict['jobrt:{F}:children:1'].ok)
+      assert.is_false(verdict['jobrt:{F}:children:2'].ok)
+      assert.matches('never expires', verdict['jobrt:{F}:children:2'].why)
+      for _, k in ipairs({ 'jobrt:{F}:flow', 'jobrt:{F}:flow:out', 'jobrt:{F}:flow:waiting' }) do
+        assert.is_false(verdict[k].ok, k)
+        assert.matches('flow bookkeeping', verdict[k].why)
+      end
+      assert.matches('u:7', verdict['jobrt:{F}:flow:out'].why)
+    end)
+
     it("accept the zset registry's gone workers until they drop out, not ever after", function()
       local listing = {
         { key = 'jobrt:{workers}', type = 'zset', ttl = -1, members = { 'w1', 'd1', 'd2' },

@@ -19,7 +19,9 @@
 --      chaos_del DELQUEUE) enqueues a seeded mix (ok, flaky, doom and slow jobs; client ids,
 --      due times, repeated jobHashes, repeated enqueues), counting only what Redis acknowledged;
 --      a cron entry adds a job to chaos_q every second, chaos_lb has a max-active and chaos_del
---      a rate limit (tests/chaos/sched.lua: their checks join the report);
+--      a rate limit (tests/chaos/sched.lua: their checks join the report); flows (parents in
+--      chaos_flow after children in chaos_q and chaos_del) are enqueued about every 1.5 s
+--      (tests/chaos/flows.lua: their jobs join the checks, and their own checks the report);
 --      meanwhile the faults of tests/chaos/faults.lua hit on their schedule;
 --   4. waits (on the condition, up to CHAOS_DRAIN s) until every acknowledged job has completed
 --      or failed and every queue is empty;
@@ -48,6 +50,7 @@ if not os.getenv('JOBRT_BIN') then h.jobrt_bin = ROOT .. '/jobrt' end
 local faults = require 'tests.chaos.faults'
 local ledger = require 'tests.chaos.ledger'
 local schedmix = require 'tests.chaos.sched'
+local flowmix = require 'tests.chaos.flows'
 
 local fmt, concat, floor = string.format, table.concat, math.floor
 
@@ -247,6 +250,7 @@ local by_queue = {}
 local counts = { calls = 0, acked = 0, refused = 0 }
 local producing = true
 local client
+local flow_mix                -- tests/chaos/flows.lua, once started
 
 local function ms_round(t) return floor(t * 1000 + 0.5) / 1000 end
 
@@ -397,6 +401,7 @@ local function drain(r, L, lr)
       if not ok then busy = busy + 1
       else busy = busy + (s.pending or 0) + (s.delayed or 0) + (s.parked or 0) + (s.executing or 0) end
     end
+    if flow_mix then busy = busy + flow_mix:busy(client) end   -- parents and their waiting
     if left == 0 and busy == 0 then return true end
     if busy == 0 then idle_since = idle_since or jobrt.monotime() else idle_since = nil end
     if idle_since and jobrt.monotime() - idle_since >= 5 then
@@ -494,6 +499,10 @@ local function list_keys(r)
       local pid = r:call('HGET', k.key, 'pid')
       local id = k.key:match('^jobrt:worker:(.+)$') or k.key:match('^jobrt:{workers}:(.+)$')
       if pid and live_pids[tostring(pid)] then live[id] = true end
+    elseif q and (k.key:match(':flow$') or k.key:match(':flow:out$') or k.key:match(':flow:waiting$')) then
+      -- flow bookkeeping: a few of its fields or members, for the report
+      local some = k.type == 'hash' and r:call('HKEYS', k.key) or r:call('ZRANGE', k.key, 0, 3)
+      if type(some) == 'table' then k.sample = concat(some, ', ', 1, math.min(#some, 4)) end
     elseif q and k.key:match(':failed$') then
       k.missing = {}
       for _, id in ipairs(r:call('ZRANGE', k.key, 0, -1) or {}) do
@@ -531,6 +540,7 @@ local function main()
   local qr = h.redis(qserver.url)           -- for reading records and keys
   for _, q in ipairs(QUEUES) do client:queueType(q.name, q.type) end
   local sched = schedmix.start(client, qserver.url, say)     -- cron and limits in the mix
+  flow_mix = flowmix.start(client, say, SEED, jobs, by_queue)   -- flows in the mix
 
   for i = 1, WORKERS do
     workers[i] = Worker.new(i)
@@ -573,6 +583,7 @@ local function main()
   -- the producers, and a progress line every 10 s
   local prod_wg = jobrt.waitgroup()
   for i, q in ipairs(QUEUES) do producer(q, i, prod_wg) end
+  flow_mix:producer(prod_wg, faults.prng(SEED * 31 + 97))
   local last_line = 0
   while jobrt.monotime() - start < SECONDS do
     jobrt.sleep(math.min(1, SECONDS - (jobrt.monotime() - start)))
@@ -582,12 +593,13 @@ local function main()
       last_line = jobrt.monotime()
       local ended = 0
       for _ in pairs(L.done_ok) do ended = ended + 1 end
-      say('enqueued %d (refused %d%s), ledger %d records, %d runs, %d jobs ended ok, %d faults',
+      say('enqueued %d (refused %d%s), %d flows (%d refused), ledger %d records, %d runs, %d jobs ended ok, %d faults',
         counts.acked, counts.refused, last_refusal and (': ' .. tostring(last_refusal):sub(1, 80)) or '',
-        L.n, #L.order, ended, #injected)
+        flow_mix.acked, flow_mix.refused, L.n, #L.order, ended, #injected)
     end
   end
   producing = false
+  flow_mix.producing = false
   say('enqueueing stopped; waiting for the producers and the faults in progress')
   prod_wg:wait()
   fault_wg:wait()
@@ -647,6 +659,12 @@ local function main()
   if not_drained then trouble[#trouble + 1] = not_drained end
   local sched_trouble, sched_info = sched:check(L, injected, LEASE)
   for _, t in ipairs(sched_trouble) do trouble[#trouble + 1] = t end
+  local flow_trouble, flow_info = flow_mix:check(L, T0)
+  for _, t in ipairs(flow_trouble) do trouble[#trouble + 1] = t end
+  for k, v in pairs(flow_info) do sched_info[k] = v end
+  say('flows: %d acknowledged (%d cut off after their root and finished by the workers, %d refused), %d jobs; %d parent runs checked against %d children',
+    flow_info.flows, flow_info.flows_interrupted, flow_info.flows_refused, flow_info.flow_jobs,
+    flow_info.parent_runs_checked, flow_info.children_checked)
   say('scheduling: %d cron tick jobs, at most %d of %s running at once (max-active %d), at most %d starts of %s in %gs (rate %d)',
     sched_info.cron_ticks, sched_info.max_active_seen, schedmix.MAX_ACTIVE_QUEUE, schedmix.MAX_ACTIVE,
     sched_info.rate_max_window, schedmix.RATE_QUEUE, schedmix.RATE_PER, schedmix.RATE_N)

@@ -9,6 +9,10 @@
 --          "result": "successful"|"failed", "value", "error"}; 504 when it did not finish.
 --   GET    /api/queues/{Q}/jobs/{ID}       -> 200 the record (as `jobrt job`), 404 none
 --   DELETE /api/queues/{Q}/jobs/{ID}       -> 204 deleted (a running job is cancelled), 404 none
+--   GET    /api/queues/{Q}/jobs/{ID}/flow[?max=N] -> 200 the flow the job belongs to, from its
+--          root (q:getFlowTree): {"queue", "id", "job", "state", "result", "error", "children":
+--          [same], "more": n} with at most N jobs (default 1000); a job of no flow is a tree of
+--          one; 404 none
 --   GET    /api/stats                      -> {"queues": {Q: counts}, "workers": [...]} (stats --json)
 --   GET    /api/queues                     -> [{"name", "type", counts...}] sorted by name
 --   GET    /api/queues/{Q}                 -> counts of one queue
@@ -26,13 +30,12 @@
 -- reachable, 504 ?wait ran out.
 local jobrt = require 'jobrt'
 local client = require 'jobrt.client'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, unpack = type, pairs, ipairs, tostring, tonumber, pcall, unpack
 local str_format, sort = string.format, table.sort
 
 local _M = {}
-local json = cjson.new()
 
 local web                       -- jobrt.web, set by install
 local fail
@@ -96,6 +99,8 @@ local function enqueue(s, req, queue)
   for i, it in ipairs(list) do
     local where = many and str_format('jobs[%d]: ', i) or ''
     local job, text, o = job_item(it, where)
+    -- one job: its args are stored exactly as the body wrote them
+    if not many and it.args ~= nil then text = json.member(req.body, 'args') or text end
     items[i] = { job = job, text = text, opts = o, where = where }
   end
   local q = s:client()
@@ -162,6 +167,28 @@ local function get_job(s, req, queue, id)
     fail(404, str_format("no job %s in queue '%s' (finished records expire: successful after 1 hour, failed after 7 days)", id, queue))
   end
   return s:reply(req, 200, rec)
+end
+
+local function job_flow(s, req, queue, id)
+  check_name('the queue name', queue)
+  check_name('the job id', id)
+  local max = 1000
+  local v = req.query.max
+  if v ~= nil and v ~= '' then
+    max = tonumber(v)
+    if not max or max ~= math.floor(max) or max < 1 or max > 100000 then
+      fail(400, str_format("query parameter 'max' must be a whole number from 1 to 100000, got '%s'", v))
+    end
+  end
+  local q = s:client()
+  local tree = call(500, q.getFlowTree, q, queue, id, max)
+  if tree == nil then fail(404, str_format("no job %s in queue '%s'", id, queue)) end
+  local function arrays(t)
+    t.children = web.array(t.children)
+    for _, c in ipairs(t.children) do arrays(c) end
+    return t
+  end
+  return s:reply(req, 200, arrays(tree))
 end
 
 local function delete_job(s, req, queue, id)
@@ -265,6 +292,7 @@ function _M.install(w)
   route('POST', '/api/queues/:q/jobs', enqueue)
   route('GET', '/api/queues/:q/jobs/:id', get_job)
   route('DELETE', '/api/queues/:q/jobs/:id', delete_job)
+  route('GET', '/api/queues/:q/jobs/:id/flow', job_flow)
   route('GET', '/api/stats', stats)
   route('GET', '/api/queues', queues)
   route('GET', '/api/queues/:q', one_queue)

@@ -24,17 +24,20 @@
 -- a call for any other attempt of the job is refused (409). Each reservation counts as a
 -- worker that runs nothing else (reserve's `alone`), so a job that must run alone (taken back
 -- after a lost lease) can be handed out here too.
+-- Flows: a complete or fail that wrote news for a parent carries them over before it answers
+-- (jobrt.flows), and each requeue of expired leases also carries what is overdue, as Lua
+-- workers do.
 local jobrt = require 'jobrt'
 local ops_mod = require 'jobrt.ops'
+local flows = require 'jobrt.flows'
 local http = require 'jobrt.core.http'
-local cjson = require 'cjson'
+local json = require 'jobrt.json'
 local bit = require 'bit'
 
 local type, pairs, tostring, tonumber, pcall = type, pairs, tostring, tonumber, pcall
 local str_format, byte, char, concat = string.format, string.byte, string.char, table.concat
 
 local _M = {}
-local json = cjson.new()
 local web, fail, api
 
 -- ---- lease tokens ------------------------------------------------------------------------
@@ -116,8 +119,16 @@ local function subscribe(s, queue, st)
   st.subscribed = true
 end
 
+-- Carries queue's flow news over (fresh: also those just written); trouble is logged, and the
+-- news wait in the outbox for the next try (any worker of the queue takes them once overdue).
+local function carry(s, queue, fresh)
+  local ok, err = flows.carry(s.ops, queue, { fresh = fresh })
+  if not ok then jobrt.log('warn', 'jobrt web: queue %s: cannot carry over flow news: %s', queue, tostring(err)) end
+end
+
 local function requeue(s, queue, st)
   if s.stopped or not s.ops then return end
+  carry(s, queue, false)
   local n, nfailed = s.ops:requeue_expired(queue)
   if n and n + (nfailed or 0) > 0 then
     jobrt.log('info', 'jobrt web: queue %s: %d job(s) whose lease ran out were put back, %d failed', queue, n, nfailed or 0)
@@ -190,8 +201,8 @@ local function reserve(s, req, queue)
         o:release(queue, wid, { { id = j.id, attempt = j.attempt } })
         return
       end
-      local ok, args = pcall(json.decode, j.args)
-      return s:reply(req, 200, { id = j.id, job = j.fn, args = ok and args or j.args, attempt = j.attempt,
+      local args = json.decode(j.args)
+      return s:reply(req, 200, { id = j.id, job = j.fn, args = args ~= nil and args or j.args, attempt = j.attempt,
         retries = j.retries, timeout = j.timeout, jobHash = j.hash, queue = queue,
         lease = _M.token(wid, j.attempt, j.id), lease_seconds = lease })
     end
@@ -234,6 +245,7 @@ end
 local function finish(s, req, queue, id, outcome)
   s:client()
   local sum = ops_call(s.ops.complete, s.ops, queue, outcome.worker, { outcome })
+  if sum.flows then carry(s, queue, true) end        -- news for a parent (flows)
   if #sum.ignored > 0 then fail(409, str_format(LOST, id)) end
   return sum
 end

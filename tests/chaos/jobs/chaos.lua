@@ -19,6 +19,9 @@
 --          must end successful, so a retry used up by anything else (a lost lease) shows
 --   doom   like ok, but always raises (retries = 1): it must end in the failed set
 --   slow   sleeps past its timeout (timeout = 1, retries = 0): it must end failed, timed out
+--   parent a parent of a flow (tests/chaos/flows.lua, queue chaos_flow): runs after its
+--          children; its start record carries what it saw in job.children (kids: q, id, s =
+--          state, k = the child's result k), which the soak compares with the children's fate
 --   probe  the stuck-worker probe run after the drain: holds its slot until args.n probes of
 --          its round have started (or args.wait seconds passed), so that every live worker child
 --          has to take its share
@@ -125,6 +128,31 @@ local function handler(kind, qtype)
   end
 end
 
+-- A parent of a flow. job.children reads the queue Redis, which the soak restarts: it tries
+-- again for up to 30 s rather than fail the job over it.
+local function parent(args, job)
+  local started = jobrt.now()                -- before any yield
+  runs = runs + 1
+  local run = { q = job.queue, id = job.id, att = job.attempt, k = args.k, fn = 'parent',
+                rid = PID .. ':' .. runs, fence = job.fence }
+  local kids
+  for _ = 1, 60 do
+    local ok, list = pcall(function() return job.children end)
+    if ok then kids = list; break end
+    jobrt.sleep(0.5)
+  end
+  if not kids then error('chaos: job.children could not be read for 30 s') end
+  local seen = {}
+  for i, c in ipairs(kids) do
+    seen[i] = { q = c.queue, id = c.id, s = c.state, k = type(c.result) == 'table' and c.result.k or nil }
+  end
+  write(run, 'start', { tl = string.format('%.6f', started), kids = seen })
+  jobrt.sleep(0.01)
+  work(job, run, false)
+  write(run, 'end', { ok = true })
+  return { k = args.k }
+end
+
 local function probe(args, job)
   local r = ledger()
   local key = 'chaos:probe:' .. args.round
@@ -154,4 +182,5 @@ return {
   chaos_q = jobs('QUEUE'),
   chaos_lb = jobs('LBQUEUE'),
   chaos_del = jobs('DELQUEUE'),
+  chaos_flow = { parent = parent },                  -- flows (tests/chaos/flows.lua)
 }

@@ -222,6 +222,25 @@
 
   // ---- one job --------------------------------------------------------------------------------
 
+  // The flow a job belongs to, as a tree from its root (GET .../jobs/{ID}/flow): each job a link,
+  // its job name and its state; the job shown is in bold.
+  function drawFlow(tree, queue, id) {
+    function node(t) {
+      const here = t.queue === queue && String(t.id) === String(id);
+      const li = el('li', { class: here ? 'here' : undefined, 'data-job': t.queue + '/' + t.id },
+        el('span', { class: 'node' }, el('span', { class: 'muted' }, t.queue + ' '), jobLink(t.queue, t.id),
+          t.job ? ' ' + t.job : '', el('span', { class: 'state ' + t.state }, t.state)),
+        t.error ? el('span', { class: 'error' }, ' ' + t.error) : null);
+      if (t.children && t.children.length) {
+        const ul = el('ul', {}, ...t.children.map(node));
+        if (t.more) ul.appendChild(el('li', { class: 'muted' }, `… and ${t.more} more`));
+        li.appendChild(ul);
+      }
+      return li;
+    }
+    $('job-flow').replaceChildren(node(tree));
+  }
+
   async function showJob(queue, id) {
     clearTimeout(timer);
     $('job-title').textContent = `Job ${id} in queue ${queue}`;
@@ -236,6 +255,12 @@
       $('job-args').textContent = pretty(r.args);
       $('job-result').textContent = r['result-value'] !== undefined ? pretty(r['result-value'])
         : (r['error-reason'] ? 'error: ' + r['error-reason'] : '(not finished)');
+      $('job-flow-box').hidden = !r.flow;
+      if (r.flow) {
+        drawFlow(await api('GET', `/api/queues/${encodeURIComponent(queue)}/jobs/${encodeURIComponent(id)}/flow`), queue, id);
+      } else {
+        $('job-flow').replaceChildren();
+      }
       $('job-delete').onclick = () => {
         if (!confirm(`Delete job ${id} of queue ${queue}?`)) return;
         act('delete', async () => { await api('DELETE', `/api/queues/${encodeURIComponent(queue)}/jobs/${encodeURIComponent(id)}`); location.hash = '#/'; return `job ${id} deleted`; });
