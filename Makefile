@@ -111,7 +111,8 @@ browser-deps:
 
 # The suite's worker, client, CLI and REPL specs and tests/09-cluster against a Redis Cluster
 # (tests/cluster.lua starts it: redis-server --cluster-enabled yes, redis-cli --cluster create).
-CLUSTER_SPECS := tests/04-worker tests/05-client tests/08-flows tests/09-cluster
+CLUSTER_SPECS := tests/01-host/cli_spec.lua tests/04-worker tests/05-client tests/06-sched tests/07-web \
+                 tests/08-flows tests/09-cluster
 test-cluster: jobrt
 	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_CLUSTER=1 ./jobrt run tests/run.lua $(CLUSTER_SPECS)
 
