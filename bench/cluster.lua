@@ -8,7 +8,9 @@
 --     sent to every node over the cluster bus; sharded SPUBLISH (Redis 7) only to the shard
 --     of the channel's slot. Measured on a cluster of 3 primaries and 3 replicas: server CPU
 --     (every node's used_cpu_user + used_cpu_sys from INFO cpu) per message for K messages of
---     each kind, and the messages jobrt publishes per job (cmdstat_publish of the jobs/s run).
+--     each kind, and the messages jobrt publishes per job (cmdstat_publish) in two regimes:
+--     the jobs enqueued beforehand (queues never empty: few wake-ups), and enqueued one by one
+--     by one producer while the worker waits (N/10 jobs, at least 1000: most enqueues wake).
 --   ./jobrt run bench/run.lua cluster      (BENCH_CLUSTER_JOBS, default 30000; BENCH_PUBS 30000)
 local jobrt = require 'jobrt'
 local redis = require 'jobrt.redis'
@@ -39,26 +41,42 @@ local function queue_names(cl)
   return names
 end
 
--- Seconds one worker process takes for n jobs spread over the queues (enqueued beforehand),
--- and the publishes Redis counted meanwhile (every primary).
-local function jobs_run(url, names, n, each_node)
+-- Sum of used_cpu_user + used_cpu_sys over the connections each_node gives, in seconds.
+local function cpu_of(each_node)
+  local total = 0
+  each_node(function(c)
+    local info = c:call('INFO', 'cpu')
+    total = total + tonumber(info:match('used_cpu_user:([%d%.]+)')) + tonumber(info:match('used_cpu_sys:([%d%.]+)'))
+  end)
+  return total
+end
+
+-- Seconds one worker process takes for n jobs spread over the queues, the publishes Redis
+-- counted meanwhile (every node) and the server CPU seconds (every node). paced = false: the
+-- jobs are enqueued beforehand (50 producers), so the queues are never empty and wake-ups are
+-- rare; paced = true: one producer enqueues them one by one while the worker serves, so the
+-- worker is mostly waiting and most enqueues wake it (the regime of a cluster with spare
+-- workers).
+local function jobs_run(url, names, n, each_node, paced)
   local r = assert(redis.connect(url))
   assert(r:call('FLUSHALL'))
   local o = assert(ops_mod.new(r))
   for _, q in ipairs(names) do assert(o:set_queue_type(q, 'QUEUE')) end
-  local wg = jobrt.waitgroup()
-  for c = 1, 50 do
-    wg:spawn(function()
-      for i = c, n, 50 do assert(o:enqueue(names[i % #names + 1], 'noop', '{}', {})) end
-    end)
+  local function produce(producers)
+    local wg = jobrt.waitgroup()
+    for c = 1, producers do
+      wg:spawn(function()
+        for i = c, n, producers do assert(o:enqueue(names[i % #names + 1], 'noop', '{}', {})) end
+      end)
+    end
+    wg:wait()
   end
-  wg:wait()
-  local cpu0 = 0
-  each_node(function(c)
-    c:call('CONFIG', 'RESETSTAT')
-    local info = c:call('INFO', 'cpu')
-    cpu0 = cpu0 + tonumber(info:match('used_cpu_user:([%d%.]+)')) + tonumber(info:match('used_cpu_sys:([%d%.]+)'))
-  end)
+  local function done()
+    local d = 0
+    for _, q in ipairs(names) do d = d + o:stats(q).completed end
+    return d
+  end
+  if not paced then produce(50) end
   local dir = h.tmpdir()
   local f = assert(io.open(dir .. '/cb.lua', 'w'))
   local src = { 'return {' }
@@ -66,27 +84,33 @@ local function jobs_run(url, names, n, each_node)
   src[#src + 1] = '}'
   f:write(table.concat(src, '\n'))
   f:close()
+  local base = 0
+  each_node(function(c) c:call('CONFIG', 'RESETSTAT') end)
+  local cpu0 = cpu_of(each_node)
   local p = h.spawn_jobrt({ 'work', dir, '--redis', url, '--log-level', 'warn', '--concurrency', '50' },
     { capture = false })
   local t0 = jobrt.monotime()
-  h.wait_for(function()
-    local done = 0
-    for _, q in ipairs(names) do done = done + o:stats(q).completed end
-    return done >= n
-  end, 600, 'the cluster bench jobs')
+  if paced then
+    for _, q in ipairs(names) do assert(o:enqueue(q, 'noop', '{}', {})) end
+    base = #names
+    h.wait_for(function() return done() >= base end, 60, 'the worker to start serving')
+    each_node(function(c) c:call('CONFIG', 'RESETSTAT') end)
+    cpu0, t0 = cpu_of(each_node), jobrt.monotime()
+    produce(1)
+  end
+  h.wait_for(function() return done() >= base + n end, 600, 'the cluster bench jobs')
   local secs = jobrt.monotime() - t0
   p:kill('SIGTERM')
   p:wait()
-  local pubs, cpu1 = 0, 0
+  local pubs = 0
   each_node(function(c)
     local info = c:call('INFO', 'commandstats')
     pubs = pubs + tonumber(info:match('cmdstat_publish:calls=(%d+)') or 0)
-    info = c:call('INFO', 'cpu')
-    cpu1 = cpu1 + tonumber(info:match('used_cpu_user:([%d%.]+)')) + tonumber(info:match('used_cpu_sys:([%d%.]+)'))
   end)
+  local cpu = cpu_of(each_node) - cpu0
   os.execute("rm -rf '" .. dir .. "'")
   r:close()
-  return secs, pubs, cpu1 - cpu0
+  return secs, pubs, cpu
 end
 
 -- Calls fn(conn) for a connection to each live node of cl.
@@ -168,6 +192,13 @@ function M.run(server, report)
     report('jobs/s, the same on 3 primaries + 3 replicas', n / secs, 'the same 3 queues on one node', n / single, 'jobs/s')
     local extra = pubs / n * (cpu_p - cpu_s)
     report('broadcast CPU per job (us, derived)', extra * 1e6, 'all Redis CPU per job (us)', cpu / n * 1e6, 'us')
+    -- the same with spare workers: the queues are mostly empty, so most enqueues wake them
+    local m = math.max(1000, math.floor(n / 10))
+    local psecs, ppubs, pcpu = jobs_run(cl.url, names, m, each_of(cl), true)
+    report(('PUBLISH calls per job, %d enqueued one by one'):format(m), ppubs / m,
+      'enqueued beforehand (above)', pubs / n)
+    report('broadcast CPU per job then (us, derived)', ppubs / m * (cpu_p - cpu_s) * 1e6,
+      'all Redis CPU per job (us)', pcpu / m * 1e6, 'us')
   end)
   cl:stop()
   if not ok then error(err, 0) end
