@@ -10,9 +10,9 @@
 #   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
 #                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
-#   make test-cluster  the worker, client, CLI and REPL specs against a Redis Cluster of 3
-#                   primaries and 3 replicas on loopback, and tests/09-cluster (routing, failovers
-#                   and a reshard under load)
+#   make test-cluster  the worker, client, CLI, REPL, scheduling, web and flow specs against a
+#                   Redis Cluster of 3 primaries and 3 replicas on loopback, and tests/09-cluster
+#                   (routing, failovers and a reshard under load); about 3-4 minutes
 #   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
 #   make install    the binary, the man page jobrt(1), bash completion and an example systemd
 #                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
@@ -109,8 +109,9 @@ browser-deps:
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
 
-# The suite's worker, client, CLI and REPL specs and tests/09-cluster against a Redis Cluster
-# (tests/cluster.lua starts it: redis-server --cluster-enabled yes, redis-cli --cluster create).
+# The suite's worker, client, CLI, REPL, scheduling, web and flow specs and tests/09-cluster
+# against a Redis Cluster (tests/cluster.lua starts it: redis-server --cluster-enabled yes,
+# redis-cli --cluster create).
 CLUSTER_SPECS := tests/01-host/cli_spec.lua tests/04-worker tests/05-client tests/06-sched tests/07-web \
                  tests/08-flows tests/09-cluster
 test-cluster: jobrt
