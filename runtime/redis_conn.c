@@ -467,6 +467,21 @@ static void on_retry(uv_timer_t *t) {
   }
 }
 
+/* Whether c has channels subscribed (its registry table channel -> fn is not
+ * empty). */
+static int has_subscriptions(jr_conn *c) {
+  if (c->subs_ref == LUA_NOREF || c->subs_ref == LUA_REFNIL) return 0;
+  lua_State *L = jr_H.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->subs_ref);
+  int any = 0;
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    if (lua_next(L, -2)) { any = 1; lua_pop(L, 2); }
+  }
+  lua_pop(L, 1);
+  return any;
+}
+
 /* Arms l's retry: 50 ms after the first failure, doubling up to 5 s (1 s
  * when the node answers but cannot serve us: READONLY, LOADING, a replica
  * where a primary is wanted; reconnecting to it is cheap, and the new
@@ -480,8 +495,12 @@ static void link_schedule(jr_link *l) {
   double delay = l->backoff * (0.8 + 0.4 * ((double)rand() / RAND_MAX));
   uv_timer_start(&l->retry_t, on_retry, (uint64_t)delay, 0);
   /* A coroutine waiting in conn:_connect() (through LOADING) is woken by this
-   * timer: it keeps the loop alive then, and only then. */
-  if (!l->is_sub && l->c->connect_ref != LUA_NOREF) uv_ref((uv_handle_t *)&l->retry_t);
+   * timer: it keeps the loop alive then. So does the subscriber link while it
+   * has subscriptions: connected, its socket kept the loop alive for the
+   * messages someone waits for (a result awaited by `enqueue --wait`), and a
+   * lost connection must not end the process before it is back. */
+  int keep = l->is_sub ? has_subscriptions(l->c) : l->c->connect_ref != LUA_NOREF;
+  if (keep) uv_ref((uv_handle_t *)&l->retry_t);
   else uv_unref((uv_handle_t *)&l->retry_t);
 }
 

@@ -21,7 +21,11 @@
 -- A lent connection c:
 --   c:call(cmd, ...) -> value           raises on any error: a Redis error reply or a lost
 --       connection fails the job that made the call (retries apply), so a handler cannot
---       silently lose a write. The message is "job.redis CMD: <error>".
+--       silently lose a write. The message is "job.redis CMD: <error>". A call made while the
+--       connection is down (Redis restarting, failing over) is not sent: it waits for the
+--       connection to come back, up to 60 s (or its own timeout), and is sent then; the worker
+--       stops the handler meanwhile if the job's lease runs out. Inside MULTI or WATCH (state
+--       that died with the connection) it raises at once.
 --   c:try(cmd, ...) -> value | nil, err[, code]   the same without raising, for handlers that
 --       handle errors themselves (lua-resty-redis' form)
 --   c:call_timeout(seconds, cmd, ...), c:try_timeout(seconds, cmd, ...)   with a deadline
@@ -135,6 +139,13 @@ local function track(c, cmd, ...)
   end
 end
 
+-- How long a call waits for a lost connection to come back before it fails (seconds), and how
+-- often it looks (the connection itself reconnects with backoff: 50 ms doubling to 5 s).
+local RECONNECT_WAIT, RECONNECT_POLL = 60, 0.05
+local monotime = jobrt.monotime
+-- the connection refused the call without sending it (it was down): safe to send again
+local function not_sent(err) return type(err) == 'string' and err:find('^ECONN: not connected to redis') ~= nil end
+
 local function invoke(c, timeout, cmd, ...)
   if c.ended then
     error(fmt('job.redis %s: the job this connection was lent to has ended', tostring(cmd)), 3)
@@ -143,6 +154,18 @@ local function invoke(c, timeout, cmd, ...)
   c.pending = c.pending + 1
   local v, err, code
   if timeout then v, err, code = c.conn:call_timeout(timeout, cmd, ...) else v, err, code = c.conn:call(cmd, ...) end
+  if v == nil and code == 'ECONN' and not_sent(err) and not (c.in_multi or c.watching or c.dirty) then
+    -- Redis is away and the command was never sent: wait for the connection to come back (it
+    -- reconnects by itself) rather than fail the job over an outage shorter than its lease.
+    -- If the worker loses the job's lease meanwhile, it stops this handler where it waits.
+    -- Inside MULTI or WATCH the server-side state died with the connection: that raises.
+    local deadline = monotime() + (timeout or RECONNECT_WAIT)
+    repeat
+      jobrt.sleep(RECONNECT_POLL)
+      if c.ended then break end
+      if timeout then v, err, code = c.conn:call_timeout(timeout, cmd, ...) else v, err, code = c.conn:call(cmd, ...) end
+    until not (v == nil and code == 'ECONN' and not_sent(err)) or monotime() >= deadline
+  end
   c.pending = c.pending - 1
   if v == nil and err ~= nil then
     -- a reply that never came (lost connection, deadline) leaves the connection unusable

@@ -143,6 +143,7 @@ function _M.new(opts)
   local rnd = jobrt.random_bytes(3):gsub(".", function(c) return fmt("%02x", c:byte()) end)
   local self = setmetatable({
     url = opts.redis,
+    troubles = {},             -- kind\0queue -> true while that trouble lasts (W:trouble)
     declared_types = types,    -- _type settings, stored in RESERVED:QCONFIG when missing
     jobs = jobs,
     concurrency = opts.concurrency or 10,
@@ -506,9 +507,12 @@ function W:carry(q, fresh)
       local ok, nxt, server_now = flows.carry(self.ops, q.name, {
         fresh = fresh, log = function(level, f, ...) self:log(level, f, ...) end })
       if not ok then
-        self:log("warn", "queue %s: cannot carry over flow news: %s (retrying)", q.name, tostring(nxt))
+        self:trouble("carry", q.name, "queue %s: cannot carry over flow news: %s (retrying)", q.name, tostring(nxt))
         self:flow_soon(q, 1)
-      elseif nxt then
+      else
+        self:trouble_over("carry", q.name)
+      end
+      if ok and nxt then
         self:flow_soon(q, math.max(0, (nxt - server_now) / 1000) + 0.01)
       end
       fresh = q.carry_again == "fresh"
@@ -796,15 +800,30 @@ function W:flush(q)
           q.name, concat(ids, ", "), tostring(err))
         q.outcomes, q.releases, q.laters = {}, {}, {}
       else
-        self:log("warn", "queue %s: cannot store %d outcome(s) and %d hand-back(s): %s (retrying)", q.name,
+        self:trouble("store", q.name, "queue %s: cannot store %d outcome(s) and %d hand-back(s): %s (retrying)", q.name,
           #q.outcomes, #q.releases + #q.laters, tostring(err))
         sleep(backoff)
         backoff = backoff < 2 and backoff * 2 or 2
       end
     else
+      self:trouble_over("store", q.name)
       backoff = 0.05
     end
   end
+end
+
+-- Logs a warning about trouble `kind` ("store", "renew", "carry") of queue `qname` once, until
+-- W:trouble_over says it is over: an outage gives one line per kind and queue, not one per
+-- retry (the connection itself logs the loss and the reconnect once).
+function W:trouble(kind, qname, f, ...)
+  local key = kind .. "\0" .. qname
+  if self.troubles[key] then return end
+  self.troubles[key] = true
+  self:log("warn", f, ...)
+end
+
+function W:trouble_over(kind, qname)
+  self.troubles[kind .. "\0" .. qname] = nil
 end
 
 -- Renews the leases of every attempt in flight, per queue, in one call each; stops the
@@ -824,8 +843,9 @@ function W:renew_all()
         local lost, err = self.ops:renew(qname, self.id, leases, self.lease)
         q.renewing = false
         if not lost then
-          self:log("warn", "queue %s: cannot renew %d lease(s): %s", qname, #leases, tostring(err))
+          self:trouble("renew", qname, "queue %s: cannot renew %d lease(s): %s", qname, #leases, tostring(err))
         else
+          self:trouble_over("renew", qname)
           local gone = {}
           for _, l in ipairs(lost) do gone[l.id .. "\0" .. tostring(l.attempt)] = true end
           for _, st in ipairs(states) do

@@ -476,6 +476,7 @@ return {
       local p = start_worker(dir, { "--concurrency", "50", "--lease", "2", "--backoff", "0.2" }, s.url)
       h.wait_for(function() local st = oo:stats("R"); return st and st.completed and st.completed >= 20 end, 10, "some completions")
       s:kill()
+      jobrt.sleep(2)          -- the outage itself: long enough for several retries of each kind
       s:restart()
       rr:close()
       rr = h.redis(s.url)
@@ -489,6 +490,11 @@ return {
       local code, _, err = stop_worker(p)
       assert.equal(0, code)
       assert.matches("lost connection to redis", err, 1, true)
+      -- one line per kind of trouble for the whole outage, not one per retry
+      for _, kind in ipairs({ "cannot store", "cannot renew", "cannot reserve" }) do
+        local n = select(2, err:gsub(kind, ""))
+        assert.is_true(n <= 1, ("%q logged %d times in one outage:\n%s"):format(kind, n, err))
+      end
       rr:close()
       s:stop()
     end)

@@ -83,4 +83,41 @@ describe('enqueue outcomes', function()
         "(identical LBQUEUE jobs run once); waiting for its result\n", err)
     end)
   end)
+
+  -- new-user finding: the waiting command died ("nothing is left that could wake them") as soon
+  -- as Redis went away, because only its subscription could wake it and a lost subscriber link
+  -- did not keep the process alive while it reconnected
+  it('enqueue --wait survives a Redis restart and prints the result', function()
+    local srv = h.start_redis{ aof = true }
+    local ws = require 'tests.worker_support'
+    local dir = ws.jobs_dir{ ['nap.lua'] = [[
+return { NAP = { _type = "QUEUE", nap = function(args, job)
+  job.redis:call("SET", "test:started", "1")
+  while job.redis:call("GET", "test:go") ~= "1" do require("jobrt").sleep(0.05) end
+  return { slept = args.n }
+end } }
+]] }
+    local wk = ws.start_worker(dir, { '--lease', '3' }, srv.url)
+    local p = h.spawn_jobrt({ 'enqueue', 'NAP', 'nap', '{"n":7}', '--wait', '--redis', srv.url })
+    local ok, err = pcall(function()
+      h.wait_for(function()
+        local r = h.redis(srv.url)
+        local v = r:call('GET', 'test:started')
+        r:close()
+        return v == '1'
+      end, 10, 'the job to start')
+      srv:restart()                                   -- kill -9, then back on its AOF
+      local r = h.redis(srv.url)
+      r:call('SET', 'test:go', '1')
+      r:close()
+      local code = p:wait()
+      local out, perr = p:output()
+      assert.equal(0, code, perr)
+      assert.equal('{"slept":7}\n', out)
+    end)
+    if not p:exited() then p:kill('SIGKILL'); p:wait() end
+    ws.stop_worker(wk)
+    srv:stop()
+    assert(ok, err)
+  end)
 end)
