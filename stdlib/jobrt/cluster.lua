@@ -71,7 +71,10 @@ R.__index = R
 
 local NSLOTS = 16384
 local MAX_REDIRECTS = 5        -- MOVED/ASK followed per call
-local WAIT = 15                -- seconds a call without a timeout may wait for its slot's primary
+local WAIT = 40                -- seconds a call without a timeout may wait for its slot's primary:
+                               -- about twice what a failover takes with Redis' default
+                               -- cluster-node-timeout of 15 s (22 s measured: the failure is
+                               -- agreed on by gossip, then the replica's election)
 local REFRESH_EVERY = 10       -- seconds between map refreshes when nothing asks for one
 local REFRESH_GAP = 0.1        -- seconds between refreshes that MOVED or a lost node asked for
 local ASK_TIMEOUT = 2          -- seconds for a node to answer CLUSTER SHARDS

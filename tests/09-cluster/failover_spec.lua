@@ -51,4 +51,29 @@ describe('a cluster under load', function()
     assert.is_true(acked >= 1100)
     L:stop()
   end)
+
+  -- Redis' default cluster-node-timeout is 15 s: a replica takes over about 22 s after its
+  -- primary died. A command made meanwhile waits for it (jobrt.cluster WAIT, 40 s) instead of
+  -- failing: with a 15 s wait, the enqueue below failed with "no primary of slot ... answers".
+  it("rides out a failover with Redis' default cluster-node-timeout: jobrt enqueue waits for the new primary", function()
+    local cl2 = require('tests.cluster').start{ primaries = 3, replicas = 1, node_timeout = 15000 }
+    finally(function() cl2:stop() end)
+    local victim = load.primaries(cl2)[1]
+    -- with a 15 s node timeout the nodes gossip slowly: wait until the primary knows its replica
+    local heir
+    h.wait_for(function() heir = cl2:replica_of(victim) return heir end, 30, "the primary to see its replica")
+    local q = load.queues_on(cl2, { victim }, 'DF')[1]
+    local url = cl2.url:gsub(':%d+$', ':' .. heir.port)     -- a node that stays up
+    assert.equal(0, (h.run_jobrt({ 'queue-type', q, 'QUEUE', '--redis', url })))
+    victim:kill()
+    local t0 = jobrt.monotime()
+    local code, out, err = h.run_jobrt({ 'enqueue', q, 'x', '{}', '--id', 'during', '--redis', url })
+    local took = jobrt.monotime() - t0
+    assert.equal(0, code, err)
+    assert.equal('during', (out:gsub('%s+$', '')))
+    assert.is_true(took > 10, ('the enqueue returned after %.1f s, before any failover'):format(took))
+    local _, sout = h.run_jobrt({ 'stats', '--redis', url })
+    assert.matches(q .. '%s+QUEUE%s+1%s', sout)
+    jobrt.log('info', 'failover spec: with cluster-node-timeout 15 s an enqueue waited %.1f s for the new primary', took)
+  end)
 end)
