@@ -4,7 +4,10 @@
 --
 --   web.main(argv, cmd) -> exit status       the command line (usage: jobrt web --help)
 --   local s, err = web.start{ listen = "127.0.0.1:7070", token = nil, redis = url,
---                             max_body = bytes, timeout = seconds }
+--                             max_body = bytes, timeout = seconds, token_source = "--token" }
+--       -- redis nil: JOBRT_REDIS, else this directory's private Redis (./.jobrt/redis.sock)
+--       -- when it exists, else 127.0.0.1:6379 (jobrt.localredis.default_url, as every command);
+--       -- token_source: how a bad token is named in the error (--token or JOBRT_WEB_TOKEN)
 --       -- s.host, s.port (the port chosen when listen ends in :0), s:stop()
 --       -- err: a usage problem (code 2: a non-loopback address without a token, a malformed
 --       -- address) or a listen failure (code 1: the port is taken)
@@ -23,6 +26,7 @@ local redis = require 'jobrt.redis'
 local client = require 'jobrt.client'
 local ops = require 'jobrt.ops'
 local json = require 'jobrt.json'
+local localredis = require 'jobrt.localredis'
 
 local type, pairs, ipairs, tostring, tonumber, xpcall, pcall, setmetatable, getmetatable =
   type, pairs, ipairs, tostring, tonumber, xpcall, pcall, setmetatable, getmetatable
@@ -361,7 +365,7 @@ end
 -- The client (for the API); raises 503 while Redis cannot be reached.
 function Server:client()
   if self.q then return self.q end
-  fail(503, 'Redis at ' .. client.describe(self.redis_url) .. ' is not reachable yet' ..
+  fail(503, 'Redis at ' .. self.redis_where .. ' is not reachable yet' ..
     (self.redis_err and (': ' .. self.redis_err) or '') .. ' (jobrt web keeps trying)')
 end
 
@@ -371,10 +375,15 @@ end
 function Server:connect_loop(once)
   local backoff = 0.1
   while not self.stopped do
-    local q, err = client.open(self.redis_url)
+    -- no --redis and no JOBRT_REDIS: where every other command goes (jobrt.localredis), looked
+    -- up on every attempt, so a private Redis started later is found
+    local url, q, err = self.redis_url, nil, nil
+    if url == nil and os.getenv('JOBRT_REDIS') == nil then url, err = localredis.default_url() end
+    self.redis_where = (url or err == nil) and client.describe(url) or (localredis.DIR .. '/ (the private Redis of this directory)')
+    if url or err == nil then q, err = client.open(url) end
     local r2, err2, o
     if q then
-      r2, err2 = redis.connect(self.redis_url)
+      r2, err2 = redis.connect(url)
       if r2 then
         o, err2 = ops.new(r2)
         if not o then r2:close() end
@@ -392,11 +401,11 @@ function Server:connect_loop(once)
       end
       self.q, self.r2, self.ops = q, r2, o
       self.redis_err = nil
-      jobrt.log('info', 'jobrt web: connected to Redis at %s', client.describe(self.redis_url))
+      jobrt.log('info', 'jobrt web: connected to Redis at %s', self.redis_where)
       return true
     end
     if not self.redis_err then
-      jobrt.log('warn', 'jobrt web: cannot reach Redis at %s: %s (retrying)', client.describe(self.redis_url), tostring(err))
+      jobrt.log('warn', 'jobrt web: cannot reach Redis at %s: %s (retrying)', self.redis_where, tostring(err))
     end
     self.redis_err = tostring(err)
     if once then return false end
@@ -430,7 +439,8 @@ function _M.start(o)
   local token = o.token
   if token == '' then token = nil end
   if token and (#token < 8 or token:find('[%s%c]')) then
-    return nil, '--token must be at least 8 characters without spaces (e.g. openssl rand -hex 16)', 2
+    return nil, str_format('%s must be at least 8 characters without spaces or control characters, got %d characters (e.g. openssl rand -hex 16)',
+      o.token_source or '--token', #token), 2
   end
   if not is_loopback(host) and not token then
     return nil, str_format('listening on %s would expose the API to the network without a password: give --token TOKEN (or set JOBRT_WEB_TOKEN), or listen on 127.0.0.1', host), 2
@@ -518,7 +528,9 @@ function _M.main(argv, cmd)
     io.stderr:write('jobrt ', cmd, ': ', perr, '\n')
     return 2
   end
-  local s, err, code = _M.start{ listen = o.listen, token = o.token or os.getenv('JOBRT_WEB_TOKEN'),
+  local token, source = o.token, '--token'
+  if token == nil then token, source = os.getenv('JOBRT_WEB_TOKEN'), 'JOBRT_WEB_TOKEN' end
+  local s, err, code = _M.start{ listen = o.listen, token = token, token_source = source,
                                  redis = url, max_body = o['max-body'], timeout = o.timeout }
   if not s then
     io.stderr:write('jobrt ', cmd, ': ', tostring(err), '\n')

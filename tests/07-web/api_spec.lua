@@ -107,7 +107,7 @@ describe("jobrt web API", function()
       local st, _, _, b = web.request(w.port, "GET", path)
       assert.equal(200, st)
       assert.equal(id, b.id)
-      assert.same({ hi = "<b>x</b>" }, cjson.decode(b.args))
+      assert.same({ hi = "<b>x</b>" }, b.args)
       assert.equal("pending", b.state)
       assert.equal(204, (web.request(w.port, "DELETE", path)))
       st, _, _, b = web.request(w.port, "GET", path)
@@ -199,7 +199,7 @@ describe("jobrt web API", function()
         return #list == 1 and list
       end, 10, "the worker in /api/workers")
       assert.equal("ECHO", b[1].queues)
-      assert.equal("3", tostring(b[1].concurrency))
+      assert.equal(3, b[1].concurrency)
     end)
   end)
 
@@ -360,7 +360,7 @@ describe("jobrt web security", function()
     { { "--listen", "foo" }, "jobrt web: --listen: 'foo' is not HOST:PORT (e.g. 127.0.0.1:7070, 0.0.0.0:7070 or [::1]:7070)\n" },
     { { "--listen", "example.com:80" }, "jobrt web: --listen: 'example.com' is not an IP address: give one, e.g. 127.0.0.1:7070 or 0.0.0.0:7070\n" },
     { { "--listen", "127.0.0.1:70000" }, "jobrt web: --listen: '127.0.0.1:70000': the port must be 0-65535\n" },
-    { { "--token", "short" }, "jobrt web: --token must be at least 8 characters without spaces (e.g. openssl rand -hex 16)\n" },
+    { { "--token", "short" }, "jobrt web: --token must be at least 8 characters without spaces or control characters, got 5 characters (e.g. openssl rand -hex 16)\n" },
     { { "extra" }, "jobrt web: unexpected argument 'extra' (see jobrt web --help)\n" },
   }
   for _, c in ipairs(usage) do

@@ -7,7 +7,8 @@
 --          of such objects -> 201 [{"id", "existed"}...] (all checked before any is sent).
 --          ?wait=S (<= 3600) waits for the job like `enqueue --wait`: 201 {"id", "existed",
 --          "result": "successful"|"failed", "value", "error"}; 504 when it did not finish.
---   GET    /api/queues/{Q}/jobs/{ID}       -> 200 the record (as `jobrt job`), 404 none
+--   GET    /api/queues/{Q}/jobs/{ID}       -> 200 the record (as `jobrt job`: args and result-value
+--          as the JSON values they hold), 404 none
 --   DELETE /api/queues/{Q}/jobs/{ID}       -> 204 deleted (a running job is cancelled), 404 none
 --   GET    /api/queues/{Q}/jobs/{ID}/flow[?max=N] -> 200 the flow the job belongs to, from its
 --          root (q:getFlowTree): {"queue", "id", "job", "state", "result", "error", "children":
@@ -16,8 +17,9 @@
 --   GET    /api/stats                      -> {"queues": {Q: counts}, "workers": [...]} (stats --json)
 --   GET    /api/queues                     -> [{"name", "type", counts...}] sorted by name
 --   GET    /api/queues/{Q}                 -> counts of one queue
---   GET    /api/workers                    -> [worker records]
---   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records, newest first]}
+--   GET    /api/workers                    -> [worker records] (pid, started, heartbeat, done,
+--          failed, inflight, concurrency as numbers; also in /api/stats)
+--   GET    /api/queues/{Q}/failed[?offset=&count=] -> {"total", "jobs": [records as GET job, newest first]}
 --   POST   /api/queues/{Q}/failed/retry    -> {"retried": n}
 --   POST   /api/queues/{Q}/failed/{ID}/retry -> {"retried": 1}; 404 when it is not in the failed set
 --   DELETE /api/queues/{Q}/failed          -> {"deleted": n}
@@ -25,12 +27,15 @@
 --   POST   /api/queues/{Q}/resume          -> {"paused": false, "changed": bool} (jobrt resume)
 --   GET    /api/queues and /api/queues/{Q} carry "paused" (0|1), "rate_max", "rate_per",
 --          "max_active" (0: no such limit) and "crons" besides the counts
--- Status codes: 400 bad input (the message names the field), 404 unknown queue (no type in
--- RESERVED:QCONFIG) or job, 409 refused by the queue (an id still stopping), 503 Redis not
--- reachable, 504 ?wait ran out.
+-- Status codes: 400 bad input (the message names the field: "the queue name ...", "the job id
+-- ...", "the job name ...", "option 'id' ..."; names are checked with jobrt.names and the
+-- client's check_job before anything reaches Redis, and a batch with one bad element writes
+-- nothing), 404 unknown queue (no type in RESERVED:QCONFIG) or job, 409 refused by the queue
+-- (an id still stopping), 503 Redis not reachable, 504 ?wait ran out; 500 only for a bug.
 local jobrt = require 'jobrt'
 local client = require 'jobrt.client'
 local json = require 'jobrt.json'
+local names = require 'jobrt.names'
 
 local type, pairs, ipairs, tostring, tonumber, pcall, unpack = type, pairs, ipairs, tostring, tonumber, pcall, unpack
 local str_format, sort = string.format, table.sort
@@ -40,10 +45,16 @@ local _M = {}
 local web                       -- jobrt.web, set by install
 local fail
 
--- Queue names and ids come from the path (decoded); the alphabet of DESIGN "Names and sizes".
+-- Queue names and ids come from the path (decoded): checked with jobrt.names (DESIGN "Names and
+-- sizes") before anything reaches Redis, so bad input is a 400 naming the field, never a 500.
+-- check_name('the queue name', v) checks a queue name, any other `what` an existing job's id.
 local function check_name(what, v)
-  if v == '' or #v > 256 or v:find('[{}%c]') then
-    fail(400, str_format('%s must be 1-256 bytes without {, } or control characters, got %q', what, v:sub(1, 60)))
+  if what == 'the queue name' then
+    local err = names.queue(v)
+    if err then fail(400, 'the queue name ' .. err) end
+  else
+    local err = names.ref(v)
+    if err then fail(400, what .. ' ' .. err) end
   end
 end
 _M.check_name = check_name
@@ -66,6 +77,34 @@ local function call(default_status, fn, ...)
 end
 _M.call = call
 
+-- A job record as `jobrt job` shows it: args and result-value as the JSON values they hold (a
+-- field that is not JSON, written by another tool, stays the string it is).
+local function record_values(rec)
+  for _, f in ipairs({ 'args', 'result-value' }) do
+    local t = rec[f]
+    if type(t) == 'string' then
+      local v = json.decode(t)
+      if v ~= nil then rec[f] = v end
+    end
+  end
+  return rec
+end
+_M.record_values = record_values
+
+-- The numeric fields of a worker's registry entry (jobrt.worker register_self), which Redis
+-- hands back as text: numbers in the API.
+local WORKER_NUMBERS = { 'pid', 'started', 'heartbeat', 'done', 'failed', 'inflight', 'concurrency' }
+local function worker_values(list)
+  for _, w in ipairs(list) do
+    for _, f in ipairs(WORKER_NUMBERS) do
+      local n = type(w[f]) == 'string' and tonumber(w[f])
+      if n then w[f] = n end
+    end
+  end
+  return web.array(list)
+end
+_M.worker_values = worker_values
+
 local FIELDS = { job = true, args = true }
 
 -- One job object of a POST body -> job, args JSON text, options (raises 400).
@@ -75,6 +114,9 @@ local function job_item(item, where)
   if type(job) ~= 'string' or job == '' or #job > 256 then
     fail(400, where .. '"job" must be a job name (a string of 1-256 bytes)')
   end
+  -- the CLI's and the client's rules: no '{' '}' or control characters, no leading '_'
+  local jok, jerr = pcall(client.check_job, 'enqueue', job)
+  if not jok then fail(400, where .. tostring(jerr):gsub('^enqueue: ', '', 1)) end
   local opts = {}
   for k, v in pairs(item) do
     if not FIELDS[k] then opts[k] = v end
@@ -166,7 +208,7 @@ local function get_job(s, req, queue, id)
   if rec == nil then
     fail(404, str_format("no job %s in queue '%s' (finished records expire: successful after 1 hour, failed after 7 days)", id, queue))
   end
-  return s:reply(req, 200, rec)
+  return s:reply(req, 200, record_values(rec))
 end
 
 local function job_flow(s, req, queue, id)
@@ -204,7 +246,7 @@ local function stats(s, req)
   local q = s:client()
   local st = call(500, q.stats, q)
   local workers = call(500, q.workers, q)
-  return s:reply(req, 200, { queues = st, workers = web.array(workers) })
+  return s:reply(req, 200, { queues = st, workers = worker_values(workers) })
 end
 
 local function queues(s, req)
@@ -230,7 +272,7 @@ end
 
 local function workers(s, req)
   local q = s:client()
-  return s:reply(req, 200, web.array(call(500, q.workers, q)))
+  return s:reply(req, 200, worker_values(call(500, q.workers, q)))
 end
 
 local function query_count(req, name, default, max)
@@ -250,6 +292,7 @@ local function failed_list(s, req, queue)
   if count < 1 then fail(400, "query parameter 'count' must be at least 1") end
   local q = s:client()
   local recs, total = call(500, q.listFailedJobs, q, queue, offset, count)
+  for _, rec in ipairs(recs) do record_values(rec) end
   return s:reply(req, 200, { total = total, jobs = web.array(recs) })
 end
 
@@ -261,6 +304,7 @@ end
 
 local function failed_retry_one(s, req, queue, id)
   check_name('the queue name', queue)
+  check_name('the job id', id)
   local q = s:client()
   if not call(500, q.retryFailedJob, q, queue, id) then
     fail(404, str_format("job %s is not in the failed set of queue '%s'", id, queue))

@@ -86,7 +86,8 @@ function _M.parse_token(tok)
   local raw = unb64(tok:sub(4))
   if not raw then return nil end
   local w, a, id = raw:match('^([^\n]+)\n(%d+)\n(.+)$')
-  if not w then return nil end
+  -- the worker ids reserve makes (http:NAME:HEX); anything else was not written by us
+  if not w or #w > 100 or not w:find('^[%w%-_.:]+$') or #a > 9 then return nil end
   return w, tonumber(a), id
 end
 
@@ -219,6 +220,7 @@ end
 
 -- The lease of a job-level call: body {"lease": TOKEN, ...} -> body, worker id, attempt.
 local function leased(req, id)
+  api.check_name('the job id', id)
   local b = web.body_json(req, true)
   if type(b) ~= 'table' then fail(400, 'the body must be a JSON object {"lease": TOKEN, ...}') end
   local w, attempt, tid = _M.parse_token(b.lease)

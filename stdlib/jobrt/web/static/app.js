@@ -49,9 +49,11 @@
     return data;
   }
 
-  function pretty(text) {
-    if (text === undefined || text === null) return '';
-    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return String(text); }
+  // The API gives args and result-value as JSON values (a string stays as it is).
+  function pretty(v) {
+    if (v === undefined) return '';
+    if (typeof v === 'string') return v;
+    return JSON.stringify(v, null, 2);
   }
 
   function ago(ts) {
