@@ -41,7 +41,11 @@ return function(data)
     check_table(data, t)
     local pw = t.password
     if type(pw) == 'string' and #pw >= 4 and not data:gsub(pw:gsub('%p', '%%%0'), '', 1):find(pw, 1, true) then
-      assert(not shown:find(pw, 1, true), 'describe shows the password: ' .. shown)
+      -- the password's text may also be made of host names (sentinel lists gain ':26379'):
+      -- it is a leak only when the same address with the password masked does not show it
+      if shown:find(pw, 1, true) then
+        assert(redis.describe(masked):find(pw, 1, true), 'describe shows the password: ' .. shown)
+      end
     end
   else
     assert(type(err) == 'string' and err:find('bad redis URL', 1, true), 'refusal without a message: ' .. tostring(err))
