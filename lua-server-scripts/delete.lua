@@ -120,7 +120,8 @@ end
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+  -- string padding, not string.format: sprintf costs Redis' Lua more than the rest of this
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. ('00000' .. t[2]):sub(-6), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
 -- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
@@ -129,6 +130,7 @@ local function ms(n) return string.format('%.0f', n) end
 local function order_of(created)
   local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
   if not s then return '0000000000000000' end
+  if #s <= 10 then return ('000000000' .. s):sub(-10) .. us end
   return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----
@@ -199,8 +201,11 @@ local FLOW_LAST_GEN = '4503599627370496'
 local function flow_qname() return (KEYS[1]:match('^jobrt:{([^{}]*)}:job:$')) end
 
 -- The links and parent flags of the jobs ids, in one HMGET: links[id] = link text, parents[id] = true.
+-- A queue without a flow hash (no flow job in it now: most queues) answers from one EXISTS, not
+-- from an HMGET of two fields per job (a tenth of what complete cost per job).
 local function flow_lookup(ids)
   local links, parents = {}, {}
+  if #ids == 0 or redis.call('EXISTS', KEYS[15]) == 0 then return links, parents end
   for first = 1, #ids, 1000 do            -- HMGET in pieces: unpack has a limit
     local last = math.min(first + 999, #ids)
     local fields = {}

@@ -131,7 +131,8 @@ end
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+  -- string padding, not string.format: sprintf costs Redis' Lua more than the rest of this
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. ('00000' .. t[2]):sub(-6), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
 -- The enqueue order of a job: its pending-created time ('1763841706.123456') as 16 digits of
@@ -140,6 +141,7 @@ local function ms(n) return string.format('%.0f', n) end
 local function order_of(created)
   local s, us = tostring(created):match('^(%d+)%.(%d%d%d%d%d%d)$')
   if not s then return '0000000000000000' end
+  if #s <= 10 then return ('000000000' .. s):sub(-10) .. us end
   return string.format('%010d', tonumber(s)) .. us
 end
 -- ---- end of includes/time.lua ----

@@ -8,7 +8,8 @@ Returns: the record as a flat array field1, value1, field2, value2, ... (README 
   or an empty array when there is no such job (never enqueued, deleted, or expired) or when
   the job was deleted while executing (field cancelled set: it is still stopping on its worker).
   Equivalent to HGETALL jobrt:{Q}:job:<id> (treating a record with a cancelled field as none),
-  which other languages may use directly.
+  which other languages may use directly, plus the fields id and queue, which the key holds
+  and the record does not store.
 ]]
 -- Built by tools/scripts.lua from src/get.lua and includes/: edit those, then run make.
 local SCRIPT = 'get'
@@ -94,6 +95,27 @@ local function name_arg(i, name, maxlen, required)
   return v, err
 end
 -- ---- end of includes/args.lua ----
+-- ---- includes/record.lua (edit it there, then run make) ----
+-- Reading a job record (README "Job record"): the key holds the job's id and queue, so new
+-- records do not store them, and a job not handed out yet has no attempts field; readers
+-- answer them beside the stored fields.
+-- with_key_fields(flat, jid, qname) -> the HGETALL reply flat, with id, queue and attempts 0
+-- appended when the record does not hold them (records written before they were dropped
+-- do); {} stays {}.
+local function with_key_fields(flat, jid, qname)
+  if #flat == 0 then return flat end
+  local has_id, has_queue, has_attempts = false, false, false
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f == 'id' then has_id = true elseif f == 'queue' then has_queue = true
+    elseif f == 'attempts' then has_attempts = true end
+  end
+  if not has_id then flat[#flat + 1] = 'id'; flat[#flat + 1] = jid end
+  if not has_queue then flat[#flat + 1] = 'queue'; flat[#flat + 1] = qname end
+  if not has_attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = '0' end
+  return flat
+end
+-- ---- end of includes/record.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -102,4 +124,4 @@ local qtype, jid
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 jid, err = name_arg(2, 'id', 256, true); if err then return redis.error_reply(err) end
 if redis.call('HEXISTS', KEYS[1] .. jid, 'cancelled') == 1 then return {} end
-return redis.call('HGETALL', KEYS[1] .. jid)
+return with_key_fields(redis.call('HGETALL', KEYS[1] .. jid), jid, qname)

@@ -7,7 +7,7 @@ ARGV ('' = default):
   [2] offset  whole number >= 0; '' = 0
   [3] count   whole number 1..1000; '' = 100
 Returns: { total, records } where total is the number of failed jobs whose record has not
-  expired and records is an array of flat field/value arrays (as get.lua); entries whose
+  expired and records is an array of flat field/value arrays (as get.lua, with id and queue); entries whose
   record expired are neither counted nor shown.
 ]]
 -- Built by tools/scripts.lua from src/list_failed.lua and includes/: edit those, then run make.
@@ -93,10 +93,32 @@ end
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+  -- string padding, not string.format: sprintf costs Redis' Lua more than the rest of this
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. ('00000' .. t[2]):sub(-6), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
 -- ---- end of includes/time.lua ----
+-- ---- includes/record.lua (edit it there, then run make) ----
+-- Reading a job record (README "Job record"): the key holds the job's id and queue, so new
+-- records do not store them, and a job not handed out yet has no attempts field; readers
+-- answer them beside the stored fields.
+-- with_key_fields(flat, jid, qname) -> the HGETALL reply flat, with id, queue and attempts 0
+-- appended when the record does not hold them (records written before they were dropped
+-- do); {} stays {}.
+local function with_key_fields(flat, jid, qname)
+  if #flat == 0 then return flat end
+  local has_id, has_queue, has_attempts = false, false, false
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f == 'id' then has_id = true elseif f == 'queue' then has_queue = true
+    elseif f == 'attempts' then has_attempts = true end
+  end
+  if not has_id then flat[#flat + 1] = 'id'; flat[#flat + 1] = jid end
+  if not has_queue then flat[#flat + 1] = 'queue'; flat[#flat + 1] = qname end
+  if not has_attempts then flat[#flat + 1] = 'attempts'; flat[#flat + 1] = '0' end
+  return flat
+end
+-- ---- end of includes/record.lua ----
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -112,6 +134,6 @@ local ids = redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', '(' .. ms(now_ms), '
 local out = {}
 for i = 1, #ids do
   local r = redis.call('HGETALL', KEYS[1] .. ids[i])
-  if #r > 0 then out[#out + 1] = r end
+  if #r > 0 then out[#out + 1] = with_key_fields(r, ids[i], qname) end
 end
 return { redis.call('ZCOUNT', KEYS[6], '(' .. ms(now_ms), '+inf'), out }

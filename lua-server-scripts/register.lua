@@ -36,7 +36,8 @@ end
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. string.format('%06d', us), s * 1000000 + us
+  -- string padding, not string.format: sprintf costs Redis' Lua more than the rest of this
+  return s * 1000 + math.floor(us / 1000), t[1] .. '.' .. ('00000' .. t[2]):sub(-6), s * 1000000 + us
 end
 local function ms(n) return string.format('%.0f', n) end
 -- ---- end of includes/time.lua ----

@@ -110,6 +110,22 @@ static void on_exit_idle(uv_idle_t *h) {
   if (jr_H.live <= 0 || jr_H.exiting) begin_shutdown();
 }
 
+/* Removes co from a weak-keyed registry table (by ref). The tables are weak, but a value may
+ * reach its key (a scope whose on_expire holds the job that holds its coroutine), and Lua 5.1
+ * weak tables are not ephemerons: such an entry would never go, nor anything it reaches (a
+ * worker leaked its jobs this way, 1.9 KB each). Called once co has returned or raised: a
+ * coroutine cancelled while parked keeps its mark until it is unreachable (its events may still
+ * come), and nothing strong reaches it from those tables' values then. */
+static void weak_forget(lua_State *co, int ref) {
+  lua_State *L = jr_H.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* A spawned coroutine ended (returned, raised, or was cancelled). */
 static void finished(lua_State *co) {
   if (anchor_get(co)) {
@@ -194,6 +210,8 @@ void jr_resume(lua_State *co, int nargs) {
   }
   lua_settop(co, 0);
   finished(co);
+  if (n_scoped > 0) weak_forget(co, scopes_ref);
+  if (n_cancelled > 0) weak_forget(co, cancelled_ref);
 }
 
 /* Marks the running coroutine as parked on an event and yields it. Use as

@@ -269,6 +269,80 @@ describe('server scripts', function()
     end)
   end)
 
+  describe('enqueue_bulk', function()
+    it('enqueues many jobs in one call, in order, with generated and client ids', function()
+      local jobs = {}
+      for i = 1, 12 do jobs[i] = { 'f', '{"i":' .. i .. '}', {} } end
+      jobs[13] = { 'g', '{}', { id = 'mine-1', retries = 3, timeout = 2.5 } }
+      local p0 = publishes()
+      local ids, existed = assert(o:enqueue_bulk('q', jobs))
+      assert.equal(13, #ids)
+      assert.equal('1', ids[1])
+      assert.equal('12', ids[12])
+      assert.equal('mine-1', ids[13])
+      for i = 1, 13 do assert.is_false(existed[i]) end
+      assert.equal(1, publishes() - p0)          -- one wake-up for the whole call
+      local got = ids_of(o:reserve('q', 'w', 13, 10))
+      assert.same(ids, got)                      -- first in, first out
+      local rc = rec('q', 'mine-1')
+      assert.same({ 'g', '{}', '3', '2.5', 'mine-1', 'q' }, { rc['function'], rc.args, rc.retries, rc.timeout, rc.id, rc.queue })
+    end)
+    it('stores no id or queue field in the record (the key holds them); get answers them', function()
+      local ids = assert(o:enqueue_bulk('q', { { 'f', '{}', {} } }))
+      assert.equal(0, r:call('HEXISTS', 'jobrt:{q}:job:' .. ids[1], 'id'))
+      assert.equal(0, r:call('HEXISTS', 'jobrt:{q}:job:' .. ids[1], 'queue'))
+      assert.same({ ids[1], 'q', 'pending', '0' }, { rec('q', ids[1]).id, rec('q', ids[1]).queue, rec('q', ids[1]).state,
+        rec('q', ids[1]).attempts })
+    end)
+    it('gives the jobs of one call distinct, growing enqueue times, so equal priorities stay in order', function()
+      local jobs = {}
+      for i = 1, 12 do jobs[i] = { 'f', '{}', { priority = 5 } } end
+      local ids = assert(o:enqueue_bulk('q', jobs))
+      local created = {}
+      for i = 1, 12 do created[i] = rec('q', ids[i])['pending-created'] end
+      for i = 2, 12 do assert.is_true(created[i] > created[i - 1], created[i]) end
+      assert.same(ids, ids_of(o:reserve('q', 'w', 12, 10)))   -- 1..12, not 1, 10, 11, 12, 2, ...
+    end)
+    it('lets later jobs of a call see earlier ones: one client id is one job, LBQUEUE jobs merge', function()
+      local ids, existed = assert(o:enqueue_bulk('q', { { 'f', '{}', { id = 'x-1' } }, { 'f', '{}', { id = 'x-1' } } }))
+      assert.same({ 'x-1', 'x-1' }, ids)
+      assert.same({ false, true }, existed)
+      assert.equal(1, r:call('LLEN', 'jobrt:{q}:wait'))
+      ids, existed = assert(o:enqueue_bulk('lb', { { 'f', '{"a":1}', { jobHash = 'h' } }, { 'f', '{"a":2}', { jobHash = 'h' } },
+        { 'f', '{}', { jobHash = 'k', priority = 9 } } }))
+      assert.equal(ids[1], ids[2])
+      assert.same({ false, true, false }, existed)
+      local res = o:reserve('lb', 'w', 5, 10)
+      assert.same({ ids[3], ids[1] }, ids_of(res))          -- priority 9, then 2 (two enqueues)
+      assert.equal('{"a":2}', res.jobs[2].args)             -- the latest args win
+    end)
+    it('DELQUEUE: identical jobs with the same timestamp in one call are one job; the earliest wakes', function()
+      local at = (server_ms() + 60000) / 1000
+      local p0 = publishes()
+      local ids, existed = assert(o:enqueue_bulk('dq', { { 'f', '{}', { timestamp = at + 1 } }, { 'f', '{}', { timestamp = at } },
+        { 'f', '{}', { timestamp = at } } }))
+      assert.same({ false, false, true }, existed)
+      assert.equal(ids[2], ids[3])
+      assert.equal(1, publishes() - p0)
+      assert.equal(2, r:call('ZCARD', 'jobrt:{dq}:due'))
+      -- a later call with only later jobs does not wake anyone
+      p0 = publishes()
+      assert(o:enqueue_bulk('dq', { { 'f', '{}', { timestamp = at + 5 } } }))
+      assert.equal(0, publishes() - p0)
+    end)
+    it('refuses a client id still stopping after a delete, writing nothing', function()
+      enq('q', 'f', '{}', { id = 'busy' })
+      local j = o:reserve('q', 'w', 1, 10).jobs[1]
+      assert.is_true(o:delete('q', j.id))
+      local before = snapshot()
+      local ids, err, at = o:enqueue_bulk('q', { { 'f', '{}', {} }, { 'f', '{}', { id = 'busy' } } })
+      assert.is_nil(ids)
+      assert.equal("enqueue_bulk: ARGV[15] job 'busy' was deleted while running and is still stopping; enqueue it again once it has stopped", err)
+      assert.equal(2, at)
+      assert.same(before, snapshot())
+    end)
+  end)
+
   describe('QUEUE', function()
     it('serves jobs first in, first out', function()
       local want = {}
@@ -716,7 +790,8 @@ describe('server scripts', function()
       local conns = {}
       for c = 1, 10 do
         conns[c] = assert(ops.new(h.redis()))
-        wg:spawn(function() total = total + assert(conns[c]:requeue_expired('q')) end)
+        -- read total after the call: `total + call()` would read it before the call yields
+        wg:spawn(function() local n = assert(conns[c]:requeue_expired('q')); total = total + n end)
       end
       assert.is_true(wg:wait(10))
       for c = 1, 10 do conns[c].r:close() end
@@ -1316,6 +1391,32 @@ describe('server scripts', function()
     end)
   end)
 
+  describe('EVALSHA first', function()
+    local function script_cmds()
+      local info = r:call('INFO', 'commandstats')
+      return tonumber(info:match('cmdstat_script|load:calls=(%d+)') or info:match('cmdstat_script:calls=(%d+)')) or 0
+    end
+    it('knows every script\'s SHA-1 without asking Redis (the name SCRIPT LOAD answers)', function()
+      for _, n in ipairs(scripts.NAMES) do
+        local text = scripts.source(n)
+        assert.is_string(text, n)
+        assert.equal(r:call('SCRIPT', 'LOAD', text), scripts.sha(n), n)
+      end
+    end)
+    it('sends no SCRIPT LOAD on connect, and none for scripts Redis has already', function()
+      r:call('SCRIPT', 'FLUSH')
+      enq('q')                                       -- enqueue is loaded now (NOSCRIPT, then SCRIPT LOAD)
+      local before = script_cmds()
+      local r2 = h.redis()
+      local o2 = assert(ops.new(r2))
+      assert(o2:enqueue('q', 'f', '{}'))
+      assert(o2:stats('q'))                          -- stats: loaded by this call, once
+      assert(o2:stats('q'))
+      r2:close()
+      assert.equal(1, script_cmds() - before)
+    end)
+  end)
+
   describe('NOSCRIPT recovery', function()
     it('reloads the scripts after SCRIPT FLUSH and retries once', function()
       enq('q')
@@ -1406,6 +1507,24 @@ describe('server scripts', function()
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'a\nb', '1' }, "enqueue: ARGV[11] cron name must not contain control characters (newline, tab...) or '{' '}', got 'a\\10b'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1.5' }, "enqueue: ARGV[12] tick must be a whole number, got '1.5'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', 'c', '1', '-1' }, "enqueue: ARGV[13] skip_late must be between 0 and 1e+14, got '-1'" },
+      -- enqueue_bulk: [3] max_payload, then groups of 9 (enqueue's ARGV[2..10]) or 2 (function, args); a bad job anywhere writes nothing
+      { 'enqueue_bulk', 'q', { 'QUEUE' }, "enqueue_bulk: ARGV[2] width must be '2' (function, args) or '9' (function, args, id, jobHash, priority, timestamp, delay, retries, timeout), got 'nil'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '' }, 'enqueue_bulk: ARGV[4] function is missing (give at least one job)' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '', 'f', '{}' }, 'enqueue_bulk: ARGV after [3] must come in groups of 9, got 2 values' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '', 'f', '{}', '', '', '', '', '', '', '', 'g', '{bad', '', '', '', '', '', '', '' }, "enqueue_bulk: ARGV[14] args must be JSON text, got '{bad'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '', 'f', '{}', '', '', '', '', '', '', '', 'g', '{}', '7', '', '', '', '', '', '' }, "enqueue_bulk: ARGV[15] id must not be all digits (those are generated ids), got '7': add a prefix, e.g. 'user-7'" },
+      { 'enqueue_bulk', 'lb', { 'LBQUEUE', '9', '', 'f', '{}', '', 'h', '', '', '', '', '', 'g', '{}', '', '', '', '', '', '', '' }, 'enqueue_bulk: ARGV[16] jobHash is missing (an LBQUEUE job needs one)' },
+      { 'enqueue_bulk', 'dq', { 'DELQUEUE', '9', '', 'f', '{}', '', '', '', '5', '5', '', '' }, 'enqueue_bulk: ARGV[10] delay cannot be given with ARGV[9] timestamp' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '', 'f', '{}', 'g', '{bad' }, "enqueue_bulk: ARGV[7] args must be JSON text, got '{bad'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '', 'f', '{}', 'g\n', '{}' }, "enqueue_bulk: ARGV[6] function must not contain control characters (newline, tab...) or '{' '}', got 'g\\10'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '', 'f', '{}', '', '{}' }, 'enqueue_bulk: ARGV[6] function is missing' },
+      { 'enqueue_bulk', 'lb', { 'LBQUEUE', '2', '', 'f', '{}' }, 'enqueue_bulk: ARGV[4] function is an LBQUEUE job without a jobHash: send it in a group of 9 with one' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '3', '', 'f', '{}', '' }, "enqueue_bulk: ARGV[2] width must be '2' (function, args) or '9' (function, args, id, jobHash, priority, timestamp, delay, retries, timeout), got '3'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '', 'f', '{}', '', '', '', '', '', '', '', 'g', '{}', '', '', '', '', '', '1.5', '' }, "enqueue_bulk: ARGV[20] retries must be a whole number, got '1.5'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '0', 'f', '{}' }, "enqueue_bulk: ARGV[3] max_payload must be between 1 and 536870912, got '0'" },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '10', 'f', '{}', 'g', '{"a":"0123456789"}' }, 'enqueue_bulk: ARGV[7] args is 18 bytes, more than the limit of 10 bytes' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '9', '10', 'g', '{"a":"0123456789"}', '', '', '', '', '', '', '' }, 'enqueue_bulk: ARGV[5] args is 18 bytes, more than the limit of 10 bytes' },
+      { 'enqueue_bulk', 'q', { 'QUEUE', '2', '', 'f', '{"s":"\255\254"}' }, 'enqueue_bulk: ARGV[5] args must be UTF-8 (RFC 8259): byte offset 6 is 0xff (send binary data as base64)' },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', 'extra' }, "enqueue: ARGV[14] max_payload must be a number, got 'extra'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{}', '', '', '', '', '', '', '', '', '', '', '0' }, "enqueue: ARGV[14] max_payload must be between 1 and 536870912, got '0'" },
       { 'enqueue', 'q', { 'QUEUE', 'f', '{"a":"0123456789"}', '', '', '', '', '', '', '', '', '', '', '10' }, 'enqueue: ARGV[3] args is 18 bytes, more than the limit of 10 bytes' },

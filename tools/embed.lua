@@ -1,7 +1,8 @@
 -- embed.lua - writes a C file holding the stdlib as LuaJIT bytecode.
 --   luajit tools/embed.lua OUT.c STDLIB_FILES... -- SERVER_SCRIPT_FILES... [-- ASSET_FILES...]
 -- stdlib/jobrt/x.lua becomes module "jobrt.x" (stdlib/jobrt/init.lua: "jobrt");
--- the server scripts become module "jobrt.server_scripts" = { name = source };
+-- the server scripts become module "jobrt.server_scripts" = { name = source }, and their SHA-1s
+-- (what EVALSHA names them by) module "jobrt.server_script_shas" = { name = sha };
 -- other files under stdlib/ (the dashboard's HTML, CSS, JS) become module "jobrt.assets" =
 -- { ["jobrt/web/static/index.html"] = bytes, ... }, keyed by their path below stdlib/.
 local out = assert(arg[1], "usage: embed.lua OUT.c FILES... -- SCRIPTS... [-- ASSETS...]")
@@ -30,13 +31,18 @@ for _, path in ipairs(mods) do
   add(name, path, read(path))
 end
 
-local parts = { "return {\n" }
+local sha1 = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../stdlib/jobrt/sha1.lua")
+local parts, shas = { "return {\n" }, { "return {\n" }
 for _, path in ipairs(scripts) do
   local base = path:match("([^/]+)%.lua$")
-  parts[#parts + 1] = string.format("  [%q] = %q,\n", base, read(path))
+  local text = read(path)
+  parts[#parts + 1] = string.format("  [%q] = %q,\n", base, text)
+  shas[#shas + 1] = string.format("  [%q] = %q,\n", base, sha1.hex(text))
 end
 parts[#parts + 1] = "}\n"
+shas[#shas + 1] = "}\n"
 add("jobrt.server_scripts", "lua-server-scripts", table.concat(parts))
+add("jobrt.server_script_shas", "lua-server-scripts", table.concat(shas))
 
 parts = { "return {\n" }
 for _, path in ipairs(assets) do

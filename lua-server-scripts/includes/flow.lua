@@ -4,7 +4,8 @@
 -- rate-per / rate-max seconds, so no window of rate-per seconds ever sees more than rate-max
 -- starts; rate-tat is its state: the Unix ms from which the next start is allowed), max-active
 -- (leases held at once, across all workers) and held ('1' while a reserve that max-active held
--- back is owed a wake-up: the next lease to end publishes one).
+-- back is owed a wake-up: the next lease to end publishes one), and flow ('1' while any of
+-- paused, rate-max, max-active is set: the one field reserve reads for a queue without any).
 --- @include "time"
 
 -- How many of `want` jobs may start now. Returns allow, fl where fl.held is nil, 'paused' or
@@ -13,6 +14,8 @@
 -- `want` down: whether that held anything back is known only once the candidates are taken
 -- (flow_settle), since a queue with nothing ready is not held, just idle.
 local function flow_limits(want, now_ms)
+  -- one field says whether any setting is there (flow_mark): most queues have none
+  if not redis.call('HGET', KEYS[11], 'flow') then return want, {} end
   local s = redis.call('HMGET', KEYS[11], 'paused', 'rate-max', 'rate-per', 'rate-tat', 'max-active')
   local fl = {}
   if s[1] then
@@ -68,10 +71,25 @@ end
 local function flow_freed()
   return redis.call('HDEL', KEYS[11], 'held') == 1
 end
--- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at }
-local function reserve_reply(now_ms, jobs, blocked, fl)
-  local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+-- reserve's reply: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }; next_due:
+-- the earliest due time (Unix ms) or false, nil when the caller did not read it
+local function reserve_reply(now_ms, jobs, blocked, fl, next_due, more)
+  if next_due == nil then
+    local nd = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    next_due = nd[2] and tonumber(nd[2]) or false
+  end
   local nl = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-  return { now_ms, nd[2] and tonumber(nd[2]) or false, nl[2] and tonumber(nl[2]) or false, jobs, blocked,
-           fl.held or false, fl.retry_at or false }
+  return { now_ms, next_due, nl[2] and tonumber(nl[2]) or false, jobs, blocked,
+           fl.held or false, fl.retry_at or false, more or 0 }
+end
+-- After pause or limit changed a setting: the field flow is 1 while any of paused, rate-max,
+-- max-active is set, so that reserve reads one field for queues without any (README "Flow
+-- control").
+local function flow_mark()
+  local s = redis.call('HMGET', KEYS[11], 'paused', 'rate-max', 'max-active')
+  if s[1] or s[2] or s[3] then
+    redis.call('HSET', KEYS[11], 'flow', '1')
+  else
+    redis.call('HDEL', KEYS[11], 'flow')
+  end
 end

@@ -28,8 +28,11 @@ local FLOW_LAST_GEN = '4503599627370496'
 local function flow_qname() return (KEYS[1]:match('^jobrt:{([^{}]*)}:job:$')) end
 
 -- The links and parent flags of the jobs ids, in one HMGET: links[id] = link text, parents[id] = true.
+-- A queue without a flow hash (no flow job in it now: most queues) answers from one EXISTS, not
+-- from an HMGET of two fields per job (a tenth of what complete cost per job).
 local function flow_lookup(ids)
   local links, parents = {}, {}
+  if #ids == 0 or redis.call('EXISTS', KEYS[15]) == 0 then return links, parents end
   for first = 1, #ids, 1000 do            -- HMGET in pieces: unpack has a limit
     local last = math.min(first + 999, #ids)
     local fields = {}

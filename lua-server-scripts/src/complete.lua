@@ -67,6 +67,8 @@ local qtype, worker, ttl_ok, ttl_failed, backoff
 qtype, err = queue_type(); if err then return redis.error_reply(err) end
 worker, err = worker_id(2); if err then return redis.error_reply(err) end
 ttl_ok, err = opt_num(3, 'ttl_ok', 0, 315360000, true, 3600); if err then return redis.error_reply(err) end
+-- as text once: a number given to redis.call is formatted with sprintf on every call
+local ttl_ok_s = string.format('%d', ttl_ok)
 ttl_failed, err = opt_num(4, 'ttl_failed', 0, 315360000, true, 604800); if err then return redis.error_reply(err) end
 backoff, err = opt_num(5, 'backoff', 0, 86400, false, 1); if err then return redis.error_reply(err) end
 local n = #ARGV - 5
@@ -75,26 +77,38 @@ if n % 6 ~= 0 then return redis.error_reply(SCRIPT .. ': ARGV after [5] must com
 if n > 6000 then return redis.error_reply(SCRIPT .. ': at most 1000 jobs per call, got ' .. (n / 6)) end
 local outs = {}
 for b = 6, #ARGV, 6 do
-  local o = {}
-  o.id, err = name_arg(b, 'id', 256, true); if err then return redis.error_reply(err) end
-  o.attempt, err = req_num(b + 1, 'attempt', 1, 1e15, true); if err then return redis.error_reply(err) end
-  o.outcome = ARGV[b + 2]
-  if o.outcome ~= 'ok' and o.outcome ~= 'failed' then
-    return redis.error_reply(argerr(b + 2, 'outcome', "must be 'ok' or 'failed', got " .. shown(o.outcome)))
+  -- the usual job (a plain id, attempt digits, 'ok' with JSON null or {}, no exception, no
+  -- retries) is checked with a few comparisons; anything else takes the full checks, which
+  -- name the argument
+  local id, attempt, outcome, value, exception, retries = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  if id == '' or #id > 256 or id:find('[%c{}]') then
+    local _
+    _, err = name_arg(b, 'id', 256, true); return redis.error_reply(err)
   end
-  o.value = ARGV[b + 3]
-  o.exception = ARGV[b + 4]
-  if o.outcome == 'ok' then
-    if o.value == '' then o.value = 'null' end
-    err = json_text_error(b + 3, 'value', o.value, 536870912); if err then return redis.error_reply(err) end
-    if not pcall(cjson.decode, o.value) then
-      return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(o.value)))
+  if #attempt > 15 or not attempt:find('^[1-9]%d*$') then
+    local _
+    _, err = req_num(b + 1, 'attempt', 1, 1e15, true)
+    if err then return redis.error_reply(err) end
+  end
+  if outcome == 'ok' then
+    if value == '' then value = 'null' end
+    if value ~= 'null' and value ~= '{}' then
+      err = json_text_error(b + 3, 'value', value, 536870912); if err then return redis.error_reply(err) end
+      if not pcall(cjson.decode, value) then
+        return redis.error_reply(argerr(b + 3, 'value', 'must be JSON text, got ' .. shown(value)))
+      end
     end
-    if o.exception ~= '' then return redis.error_reply(argerr(b + 4, 'exception', "must be '' for outcome 'ok', got " .. shown(o.exception))) end
+    if exception ~= '' then return redis.error_reply(argerr(b + 4, 'exception', "must be '' for outcome 'ok', got " .. shown(exception))) end
+  elseif outcome ~= 'failed' then
+    return redis.error_reply(argerr(b + 2, 'outcome', "must be 'ok' or 'failed', got " .. shown(outcome)))
   end
-  o.retries, err = opt_num(b + 5, 'retries', 0, 1000, true, 0); if err then return redis.error_reply(err) end
-  o.member = lease_member(worker, ARGV[b + 1], o.id)
-  outs[#outs + 1] = o
+  if retries == '' then
+    retries = 0
+  else
+    retries, err = opt_num(b + 5, 'retries', 0, 1000, true, 0); if err then return redis.error_reply(err) end
+  end
+  outs[#outs + 1] = { id = id, outcome = outcome, value = value, exception = exception, retries = retries,
+                      member = worker .. '|' .. attempt .. '|' .. id }     -- lease_member (includes/lease.lua)
 end
 
 local now_ms, now_s = now()
@@ -124,8 +138,8 @@ for i = 1, #outs do
     seen[o.member] = true
     local rec = prefix .. o.id
     local final = true
-    local e = tonumber(held[i])
-    local cancel = e ~= math.floor(e)          -- E + 0.5: delete cancelled it while it ran
+    -- E + 0.5: delete cancelled it while it ran (a lease score is whole ms otherwise)
+    local cancel = held[i]:find('.', 1, true) ~= nil
     -- the record is read only when needed: a plain QUEUE success needs none of its fields
     local f = NONE
     if cancel or qtype ~= 'QUEUE' or o.outcome ~= 'ok' then
@@ -139,7 +153,7 @@ for i = 1, #outs do
         cancel = redis.call('DEL', rec) == 0
         removed = not cancel
       elseif o.outcome == 'ok' then
-        cancel = redis.call('EXPIRE', rec, ttl_ok) == 0
+        cancel = redis.call('EXPIRE', rec, ttl_ok_s) == 0
       else
         cancel = not f[5] and redis.call('EXISTS', rec) == 0
       end

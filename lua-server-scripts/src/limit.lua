@@ -19,6 +19,7 @@ Returns: flat { 'rate-max', N|0, 'rate-per', SECONDS|0, 'max-active', N|0, 'paus
 local SCRIPT = 'limit'
 --- @include "args"
 --- @include "time"
+--- @include "flow"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -75,6 +76,7 @@ end
 if changed then
   if #del > 0 then redis.call('HDEL', KEYS[11], unpack(del)) end
   if #set > 0 then redis.call('HSET', KEYS[11], unpack(set)) end
+  flow_mark()
   redis.call('PUBLISH', KEYS[13], ms(now()))
 end
 local s = redis.call('HMGET', KEYS[11], 'rate-max', 'rate-per', 'max-active', 'paused')

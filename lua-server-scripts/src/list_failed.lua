@@ -7,12 +7,13 @@ ARGV ('' = default):
   [2] offset  whole number >= 0; '' = 0
   [3] count   whole number 1..1000; '' = 100
 Returns: { total, records } where total is the number of failed jobs whose record has not
-  expired and records is an array of flat field/value arrays (as get.lua); entries whose
+  expired and records is an array of flat field/value arrays (as get.lua, with id and queue); entries whose
   record expired are neither counted nor shown.
 ]]
 local SCRIPT = 'list_failed'
 --- @include "args"
 --- @include "time"
+--- @include "record"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -28,6 +29,6 @@ local ids = redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', '(' .. ms(now_ms), '
 local out = {}
 for i = 1, #ids do
   local r = redis.call('HGETALL', KEYS[1] .. ids[i])
-  if #r > 0 then out[#out + 1] = r end
+  if #r > 0 then out[#out + 1] = with_key_fields(r, ids[i], qname) end
 end
 return { redis.call('ZCOUNT', KEYS[6], '(' .. ms(now_ms), '+inf'), out }

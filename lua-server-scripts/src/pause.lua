@@ -15,6 +15,7 @@ Returns: 1 when the state changed, 0 when the queue already was in it.
 local SCRIPT = 'pause'
 --- @include "args"
 --- @include "time"
+--- @include "flow"
 
 local qname, err = check_keys()
 if not qname then return redis.error_reply(err) end
@@ -28,8 +29,11 @@ end
 
 local now_ms, now_s = now()
 if action == 'pause' then
-  return redis.call('HSETNX', KEYS[11], 'paused', now_s)
+  local n = redis.call('HSETNX', KEYS[11], 'paused', now_s)
+  if n == 1 then flow_mark() end
+  return n
 end
 if redis.call('HDEL', KEYS[11], 'paused') == 0 then return 0 end
+flow_mark()
 redis.call('PUBLISH', KEYS[13], ms(now_ms))
 return 1

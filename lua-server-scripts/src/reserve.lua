@@ -22,9 +22,9 @@ Flow control (README "Flow control", settings in jobrt:{Q}:stats): a paused queu
   next allowed start (rate-tat) on by rate-per / rate-max seconds per job. The reply's held
   and retry_at say why fewer jobs came than asked for and when to ask again.
 Each job: record state=executing, executing-created, worker, attempts+1 (the attempt: it only
-  grows, and the lease belongs to it), and id, queue when a hand-written record lacks them; due,
-  error-reason and error-exception (of an earlier attempt, or the wait for its due time)
-  removed when present; lease member "<worker>|<attempt>|<id>" in jobrt:{Q}:active with score =
+  grows, and the lease belongs to it); due, error-reason and error-exception (of an earlier
+  attempt, or the wait for its due time) removed for a job that ran before or came from the
+  due set; lease member "<worker>|<attempt>|<id>" in jobrt:{Q}:active with score =
   lease expiry (Unix ms); LBQUEUE: its jobHash is marked running (jobrt:{Q}:lb:running), so
   identical jobs wait in jobrt:{Q}:lb:parked. Each lease also gets a fencing token: the stats
   counter total-reserved after this lease was counted, so tokens only grow across every job
@@ -44,7 +44,7 @@ Hand-written entries (an id pushed by hand, seed 004) that cannot run are not ha
   key published on jobrt:{Q}:results), so it shows in the failed list.
 Publishes: the wake channel (now, Unix ms) only when such a failed LBQUEUE job held its jobHash
   and a parked job was queued.
-Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
+Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at, more }
   now         server time, Unix ms
   next_due    earliest score left in jobrt:{Q}:due (Unix ms), or nil: arm a timer for it
   next_lease  earliest lease expiry in jobrt:{Q}:active (Unix ms), or nil: run requeue_expired then
@@ -57,6 +57,9 @@ Returns: { now, next_due, next_lease, jobs, blocked, held, retry_at }
               resume publishes one), 'max-active' (on a wake-up: the next lease to end
               publishes one), 'rate' (at retry_at)
   retry_at    with held 'rate': the Unix ms from which the rate limit allows the next start
+  more        1 when this call took as many candidates as it asked for (the queue may hold more
+              ready jobs: reserve again when there are free slots), else 0: the queue had no
+              more ready jobs, and a later enqueue that makes one ready publishes a wake-up
 ]]
 local SCRIPT = 'reserve'
 --- @include "args"
@@ -94,7 +97,29 @@ end
 -- candidates, in the order they are handed out: { id, source, member, score }
 -- source: 'due' (member/score of jobrt:{Q}:due), 'wait' (QUEUE list), 'ready' (LBQUEUE set)
 local cands = {}
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, count)
+-- Due entries, earliest first. The first read is also the next due time when none is due yet
+-- (the common case: one read); when some are due, up to count of them are taken and the entry
+-- after them (count + 1 read by rank) is the next due time.
+local next_due = false
+local due = {}
+local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if first[2] then
+  if tonumber(first[2]) <= now_ms then
+    local got = redis.call('ZRANGE', KEYS[4], 0, count, 'WITHSCORES')
+    for i = 1, #got, 2 do
+      local sc = tonumber(got[i + 1])
+      if #due < 2 * count and sc <= now_ms then
+        due[#due + 1] = got[i]
+        due[#due + 1] = got[i + 1]
+      else
+        next_due = sc
+        break
+      end
+    end
+  else
+    next_due = tonumber(first[2])
+  end
+end
 if qtype == 'QUEUE' and #due > 0 then due = promote_due(due) end   -- by priority (includes/priority.lua)
 if #due > 0 then
   local members = {}
@@ -119,52 +144,55 @@ local fails, finished, dropped, wake = {}, {}, 0, false
 local blocked = 0
 local stop_at = nil      -- index of the first candidate not taken (it and those after go back)
 local expiry = now_ms + math.floor(lease * 1000 + 0.5)
+-- numbers become text once here: number to text is sprintf in Redis' Lua, dear per job
+local expiry_s = string.format('%d', expiry)
 for i = 1, #cands do
   local jid, source = cands[i][1], cands[i][2]
   local rec = prefix .. jid
-  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'id', 'queue',
-    'state', 'dedup', 'due', 'error-reason', 'error-exception', 'suspect')
-  if f[1] and f[9] ~= 'executing' and f[14] and not (alone and #jobs == 0) then
+  -- 1 function, 2 args, 3 attempts, 4 retries, 5 timeout, 6 hash, 7 state, 8 suspect
+  local f = redis.call('HMGET', rec, 'function', 'args', 'attempts', 'retries', 'timeout', 'hash', 'state', 'suspect')
+  if f[1] and f[7] ~= 'executing' and f[8] and not (alone and #jobs == 0) then
     -- it must run alone and this worker is busy (or already took jobs in this call)
     stop_at = i
     blocked = 1
     break
   end
-  if f[1] and f[9] ~= 'executing' then
+  if f[1] and f[7] ~= 'executing' then
     local attempt = (tonumber(f[3]) or 0) + 1
     -- a new attempt starts clean: an earlier attempt's error and the due time it waited for go
-    -- (so a job that then succeeds keeps neither; complete does not need to remove them)
-    if f[11] or f[12] or f[13] then redis.call('HDEL', rec, 'due', 'error-reason', 'error-exception') end
-    local upd = { 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', attempt }
-    if not f[7] then upd[#upd + 1] = 'id'; upd[#upd + 1] = jid end
-    if not f[8] then upd[#upd + 1] = 'queue'; upd[#upd + 1] = qname end
-    redis.call('HSET', rec, unpack(upd))
-    leases[#leases + 1] = expiry
-    leases[#leases + 1] = lease_member(worker, attempt, jid)
-    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6], 0, f[14] and 1 or 0 }
+    -- (so a job that then succeeds keeps neither; complete does not need to remove them). Only
+    -- a job that ran before or waited in the due set can have them: a first attempt from the
+    -- wait list or the ready set costs nothing here
+    if f[3] or source == 'due' then redis.call('HDEL', rec, 'due', 'error-reason', 'error-exception') end
+    local a = f[3] and string.format('%d', attempt) or '1'     -- a first attempt needs no sprintf
+    redis.call('HSET', rec, 'state', 'executing', 'executing-created', now_s, 'worker', worker, 'attempts', a)
+    leases[#leases + 1] = expiry_s
+    leases[#leases + 1] = worker .. '|' .. a .. '|' .. jid     -- lease_member (includes/lease.lua)
+    jobs[#jobs + 1] = { jid, f[1], f[2], attempt, f[4], f[5], f[6], 0, f[8] and 1 or 0 }
     if qtype == 'LBQUEUE' and f[6] then
       if source == 'ready' then entries[#entries + 1] = f[6] end
       running[#running + 1] = f[6]
       running[#running + 1] = jid
     end
-    if f[14] then
+    if f[8] then
       -- it runs alone: nothing more for this worker in this call
       stop_at = i + 1
       break
     end
-  elseif f[9] == 'executing' or redis.call('EXISTS', rec) == 0 then
+  elseif f[7] == 'executing' or redis.call('EXISTS', rec) == 0 then
     -- an id pushed by hand without a record (or one that runs already): nothing to run
     dropped = dropped + 1
   else
     -- a hand-written record without a job name: fail it where `jobrt failed` shows it
-    redis.call('HSET', rec, 'id', jid, 'queue', qname, 'state', 'finished', 'result', 'failed',
+    local dedup = redis.call('HGET', rec, 'dedup')
+    redis.call('HSET', rec, 'state', 'finished', 'result', 'failed',
       'error-reason', "record has no 'function' field: set HSET " .. rec .. ' function <job name>',
       'error-exception', '', 'finished-created', now_s)
     redis.call('HDEL', rec, 'due')
     if qtype == 'LBQUEUE' and f[6] and source == 'ready' and redis.call('HGET', KEYS[7], f[6]) == jid then
       redis.call('HDEL', KEYS[7], f[6])
     end
-    if free_claims(qtype, jid, f[6], f[10]) then wake = true end
+    if free_claims(qtype, jid, f[6], dedup) then wake = true end
     keep_failed(rec, jid, ttl_failed, now_ms, fails)
     finished[#finished + 1] = rec
   end
@@ -176,6 +204,8 @@ if stop_at then
     local c = cands[i]
     if c[2] == 'due' then
       redis.call('ZADD', KEYS[4], c[4], c[3])
+      local sc = tonumber(c[4])
+      if not next_due or sc < next_due then next_due = sc end
     elseif c[2] == 'ready' then
       redis.call('ZADD', KEYS[3], c[4], c[3])
     else
@@ -201,4 +231,6 @@ end
 if dropped > 0 then redis.call('HINCRBY', KEYS[11], 'total-dropped', dropped) end
 if wake then redis.call('PUBLISH', KEYS[13], ms(now_ms)) end
 
-return reserve_reply(now_ms, jobs, blocked, flow)
+-- more: the candidates filled the count, so the queue may hold more ready jobs (a worker that
+-- got fewer jobs than it asked for because some ids were dropped asks again)
+return reserve_reply(now_ms, jobs, blocked, flow, next_due, #cands >= count and 1 or 0)

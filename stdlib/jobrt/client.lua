@@ -280,7 +280,7 @@ function _M.new(r, conf, max_payload)
   for k, v in pairs(conf or {}) do oconf[k] = v end
   local o, err = ops.new(r, oconf)
   if not o then return nil, err end
-  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, closed = false, max_payload = max_payload,
+  return setmetatable({ r = r, ops = o, subs = {}, waiters = {}, early = {}, closed = false, max_payload = max_payload,
                         args_out = { max_bytes = max_payload, sort = true, name = 'args' } }, mt)
 end
 
@@ -358,7 +358,10 @@ function Client:close()
   if self.closed then return end
   self.closed = true
   for _, list in pairs(self.waiters) do
-    for w in pairs(list) do w.cond:broadcast(nil, 'ECLOSED: the client was closed', 'ECLOSED') end
+    for w in pairs(list) do
+      w.done, w.rec, w.err, w.code = true, nil, 'ECLOSED: the client was closed', 'ECLOSED'
+      w.cond:broadcast(nil, 'ECLOSED: the client was closed', 'ECLOSED')
+    end
   end
   self.waiters = {}
   self.r:close()
@@ -422,37 +425,60 @@ function Client:enqueueJob(...)
   return both_ways('enqueueJob', cb, enqueue_id, self, 'enqueueJob', queue, job, text, o)
 end
 
+-- Many jobs: each checked against the queue's type here, the rest sent in bulk calls
+-- (enqueue_bulk.lua: up to ops.BULK_MAX jobs and ops.BULK_BYTES of args each, all in flight at
+-- once on the connection). A job the server refuses fails the call it travels in (nothing of
+-- that call is written); the error names the job. Returns the ids in order (raises, saying how
+-- many were not enqueued, when some were not).
 local function enqueue_many(self, queue, items)
+  local qtype, terr = self.ops:queue_type(queue)
+  if not qtype then error('enqueueJobs: ' .. tostring(terr), 0) end
   local ids, errors, nerr = {}, {}, 0
-  local wg = jobrt.waitgroup()
-  local window = 500
-  local next_i, total = 1, #items
-  local function worker()
-    while next_i <= total do
-      local i = next_i
-      next_i = i + 1
-      local it = items[i]
-      local ok, id = pcall(enqueue_one, self, 'enqueueJobs', queue, it.job, it.args, it.opts,
-        str_format('jobs[%d]: ', i))
-      if ok then ids[i] = id else
-        nerr = nerr + 1
-        errors[i] = id
+  local chunks, cur, bytes = {}, nil, 0
+  for i = 1, #items do
+    local it = items[i]
+    local msg = type_rules('enqueueJobs', queue, qtype, it.opts, str_format('jobs[%d]: ', i))
+    if msg then
+      errors[i] = msg
+      nerr = nerr + 1
+    else
+      if not cur or #cur.jobs >= ops.BULK_MAX or bytes + #it.args > ops.BULK_BYTES then
+        cur = { jobs = {}, index = {} }
+        chunks[#chunks + 1] = cur
+        bytes = 0
       end
+      cur.jobs[#cur.jobs + 1] = { it.job, it.args, it.opts }
+      cur.index[#cur.index + 1] = i
+      bytes = bytes + #it.args
     end
   end
-  for _ = 1, math.min(window, total) do wg:spawn(worker) end
+  local wg = jobrt.waitgroup()
+  for _, c in ipairs(chunks) do
+    wg:spawn(function()
+      local got, err, at = self.ops:enqueue_bulk(queue, c.jobs)
+      if got then
+        for k = 1, #got do ids[c.index[k]] = got[k] end
+      else
+        local where = c.index[at or 1]
+        for k = 1, #c.index do
+          errors[c.index[k]] = str_format('enqueueJobs: jobs[%d]: %s', where, tostring(err))
+        end
+        nerr = nerr + #c.index
+      end
+    end)
+  end
   wg:wait()
   if nerr > 0 then
     local first
-    for i = 1, total do if errors[i] then first = errors[i]; break end end
-    error(str_format('enqueueJobs: %d of %d jobs were not enqueued; the first error: %s', nerr, total,
+    for i = 1, #items do if errors[i] then first = errors[i]; break end end
+    error(str_format('enqueueJobs: %d of %d jobs were not enqueued; the first error: %s', nerr, #items,
       first:gsub('^enqueueJobs: ', '', 1)), 0)
   end
   return ids
 end
 
 -- jobs: an array of { job=, args=, opts= } (or { job, args, opts }). Returns the ids in order.
--- Every job is checked before anything is sent; then the calls go out pipelined.
+-- Every job is checked before anything is sent; then the calls go out in bulk (enqueue_many).
 function Client:enqueueJobs(...)
   check_self(self, 'enqueueJobs')
   local cb, n = split_callback(...)
@@ -503,18 +529,68 @@ local function finished(rec)
   return rec and rec.state == 'finished' and (rec.result == 'successful' or rec.result == 'failed')
 end
 
+-- The fields of a finished record a waiter needs, read with one HMGET (not get.lua: that is an
+-- EVALSHA and two commands more). A record with `cancelled` is one being deleted: as none.
+local WAIT_FIELDS = { 'state', 'result', 'result-value', 'error-reason', 'error-exception', 'function', 'cancelled' }
+local function read_outcome(self, queue, id)
+  local v, err = self.r:call('HMGET', ops.keys(queue)[1] .. id, unpack(WAIT_FIELDS))
+  if v == nil then return nil, err end
+  if v[1] == NULL or v[7] ~= NULL then return false end
+  local rec = {}
+  for i = 1, 6 do if v[i] ~= NULL then rec[WAIT_FIELDS[i]] = v[i] end end
+  return rec
+end
+
 -- Wakes the waiters of job `id` of queue when its record is finished (or gone).
 local function check_waiters(self, queue, id)
   local key = ops.keys(queue)[1] .. id
   local list = self.waiters[key]
   if not list or next(list) == nil then return end
-  local rec, err = self.ops:get(queue, id)
+  local rec, err = read_outcome(self, queue, id)
   if rec == nil and err ~= nil then return end          -- Redis trouble: the next message retries
-  if rec ~= nil and not finished(rec) then return end
+  if rec and not finished(rec) then return end
   list = self.waiters[key]
   if not list then return end
   self.waiters[key] = nil
-  for w in pairs(list) do w.cond:broadcast(rec or false) end
+  for w in pairs(list) do
+    w.done, w.rec = true, rec or false          -- kept: the waiter may not be waiting yet
+    w.cond:broadcast(rec or false)
+  end
+end
+
+local note_early
+-- Results that come before their waiter. A caller that enqueues and then waits subscribed to
+-- the results first, so it need not read the record before waiting; but the job may finish (and
+-- its message arrive) between the enqueue's reply and the waiter being set up. While such
+-- enqueues are in flight on a queue (e.inflight), the keys of results nobody waits for are kept
+-- in two generations of at most EARLY_MAX keys (dropped once no enqueue is in flight); a waiter
+-- whose key is among them, or that saw two generations go by, reads the record once.
+local EARLY_MAX = 4096
+note_early = function(e, key)
+  e.cur[key] = true
+  e.n = e.n + 1
+  if e.n >= EARLY_MAX then e.old, e.cur, e.n, e.gen = e.cur, {}, 0, e.gen + 1 end
+end
+
+-- Marks an enqueue-and-wait in flight on queue; returns the token early_done takes.
+local function early_begin(self, queue)
+  local e = self.early[queue]
+  if not e then
+    e = { inflight = 0, cur = {}, old = {}, n = 0, gen = 0 }
+    self.early[queue] = e
+  end
+  e.inflight = e.inflight + 1
+  return { e = e, gen = e.gen }
+end
+
+-- The waiter of key is set up (or the enqueue failed: key nil): true when its result may have
+-- come before, so the record must be read once.
+local function early_done(token, key)
+  local e = token.e
+  e.inflight = e.inflight - 1
+  local missed = key ~= nil and (e.cur[key] or e.old[key] or e.gen - token.gen >= 2) or false
+  if e.inflight == 0 then e.cur, e.old, e.n = {}, {}, 0 end
+  return missed
 end
 
 -- Subscribes to the results channel of queue once per client.
@@ -536,9 +612,12 @@ local function ensure_results(self, queue)
       end
       return
     end
+    local e = self.early[queue]
     for key in message:gmatch('[^\n]+') do
       if self.waiters[key] and key:sub(1, #prefix) == prefix then
         check_waiters(self, queue, key:sub(#prefix + 1))
+      elseif e and e.inflight > 0 then
+        note_early(e, key)
       end
     end
   end)
@@ -592,22 +671,32 @@ local function listen_progress(self, queue, id, fn)
   end
 end
 
--- Waits until job id of queue is finished; returns its record, false when it vanished.
--- Raises on timeout (wait seconds) or when the client closes.
-local function wait_result(self, fname, queue, id, wait)
-  local key = ops.keys(queue)[1] .. id
-  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+-- Whether a live worker serves queue (the registry), remembered for SERVED_TTL seconds once it
+-- does: a caller waiting on job after job asks the registry once, not for every job.
+local SERVED_TTL = 5
+local function served(self, queue)
+  self.served = self.served or {}
+  local until_ = self.served[queue]
+  if until_ and jobrt.monotime() < until_ then return true end
   local ws = self.ops:workers()
-  if ws then
-    local served = false
-    for _, wk in ipairs(ws) do
-      for q in tostring(wk.queues or ''):gmatch('[^,]+') do if q == queue then served = true end end
-    end
-    if not served then
-      _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
-        fname, queue, id, queue))
+  if not ws then return true end                        -- cannot tell: say nothing
+  for _, wk in ipairs(ws) do
+    for q in tostring(wk.queues or ''):gmatch('[^,]+') do
+      if q == queue then
+        self.served[queue] = jobrt.monotime() + SERVED_TTL
+        return true
+      end
     end
   end
+  return false
+end
+
+-- Waits until job id of queue is finished; returns its record, false when it vanished.
+-- Raises on timeout (wait seconds) or when the client closes. early: the token of early_begin,
+-- taken before the enqueue (the caller subscribed to the results first): then the record is
+-- read only when the result may have come before the waiter was set up.
+local function wait_result(self, fname, queue, id, wait, early)
+  local key = ops.keys(queue)[1] .. id
   local w = { cond = jobrt.cond() }
   local list = self.waiters[key]
   if not list then
@@ -616,8 +705,14 @@ local function wait_result(self, fname, queue, id, wait)
   end
   list[w] = true
   -- a result published before we listened: read the record once
-  jobrt.spawn(check_waiters, self, queue, id)
-  local ok, rec, err = w.cond:wait(wait)
+  if not early or early_done(early, key) then jobrt.spawn(check_waiters, self, queue, id) end
+  -- waiting on a queue that nobody serves would be silent forever: say so at once (and wait)
+  if not served(self, queue) then
+    _M.report_warning(str_format("%s: no live worker serves queue '%s': job %s waits until one does (start one with  jobrt work PATH  whose job files define %s)",
+      fname, queue, id, queue))
+  end
+  local ok, rec, err
+  if w.done then ok, rec, err = true, w.rec, w.err else ok, rec, err = w.cond:wait(wait) end
   if self.waiters[key] then
     self.waiters[key][w] = nil
     if next(self.waiters[key]) == nil then self.waiters[key] = nil end
@@ -633,9 +728,19 @@ end
 
 local function run_one(self, queue, job, text, o, wait, on_progress)
   ensure_results(self, queue)
-  local id = enqueue_one(self, 'run', queue, job, text, o)
-  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
-  local okw, rec = pcall(wait_result, self, 'run', queue, id, wait)
+  local early = early_begin(self, queue)
+  local oke, id = pcall(enqueue_one, self, 'run', queue, job, text, o)
+  if not oke then
+    early_done(early, nil)
+    error(id, 0)
+  end
+  local okl, unlisten = true, nil
+  if on_progress then okl, unlisten = pcall(listen_progress, self, queue, id, on_progress) end
+  if not okl then
+    early_done(early, nil)
+    error(unlisten, 0)
+  end
+  local okw, rec = pcall(wait_result, self, 'run', queue, id, wait, early)
   if unlisten then unlisten() end
   if not okw then error(rec, 0) end
   if rec == false then
@@ -662,10 +767,26 @@ local RUN_EXTRA = {
 -- given, with each progress report of the job (job:progress) while it is waited for.
 function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued, on_progress)
   ensure_results(self, queue)
-  local id, existed = enqueue_one(self, fname, queue, job, text, o)
-  local unlisten = on_progress and listen_progress(self, queue, id, on_progress)
-  if on_enqueued then on_enqueued(id, existed) end
-  local ok, rec = pcall(wait_result, self, fname, queue, id, wait)
+  local early = early_begin(self, queue)
+  local oke, id, existed = pcall(enqueue_one, self, fname, queue, job, text, o)
+  if not oke then
+    early_done(early, nil)
+    error(id, 0)
+  end
+  local okl, unlisten = true, nil
+  if on_progress then okl, unlisten = pcall(listen_progress, self, queue, id, on_progress) end
+  if not okl then
+    early_done(early, nil)
+    error(unlisten, 0)
+  end
+  local okc, cerr = true, nil
+  if on_enqueued then okc, cerr = pcall(on_enqueued, id, existed) end
+  if not okc then
+    early_done(early, nil)
+    if unlisten then unlisten() end
+    error(cerr, 0)
+  end
+  local ok, rec = pcall(wait_result, self, fname, queue, id, wait, early)
   if unlisten then unlisten() end
   if not ok then error(rec, 0) end
   return id, rec

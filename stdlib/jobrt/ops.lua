@@ -10,6 +10,8 @@
 --   o:queue_type(queue) -> type | nil, err      -- from RESERVED:QCONFIG (cached briefly)
 --   o:set_queue_type(queue, type) -> true | nil, err
 --   o:enqueue(queue, fn_name, args_json, opts) -> id, existed | nil, err
+--   o:enqueue_bulk(queue, { {fn_name, args_json, opts}... }) -> ids, existed (arrays) | nil, err, index
+--       -- 1..ops.BULK_MAX jobs in one call (enqueue_bulk.lua), checked before any is written
 --       -- opts: jobHash, priority, timestamp (absolute Unix s), delay (s), id, retries, timeout (s)
 --       -- existed: true when no new job was made (id already pending/executing, LBQUEUE merge,
 --       -- DELQUEUE identical job at the same timestamp); id is then the existing job's id
@@ -25,7 +27,9 @@
 --       -- new until idle, then reserve with alone. fence: the fencing token of the lease
 --       -- (grows with every lease of the queue). held: nil, or why fewer jobs came than asked
 --       -- for (flow control): 'paused' and 'max-active' (reserve again on a wake-up), 'rate'
---       -- (reserve again at retry_at, server Unix ms)
+--       -- (reserve again at retry_at, server Unix ms). more: the call filled its count from the
+--       -- queue, which may hold more ready jobs (false: it had no more; an enqueue that makes one
+--       -- ready publishes a wake-up)
 --   o:renew(queue, worker_id, leases, lease_s) -> lost leases ({ {id=, attempt=}... })
 --       -- lost: leases taken back (the job may run elsewhere: stop it now), or jobs deleted
 --       -- while executing (stop them; complete or release still frees their claims at once)
@@ -298,6 +302,69 @@ function _M:enqueue(queue, fn_name, args_json, opts, tick)
   return res[1], res[2] == 1
 end
 
+-- Many jobs in one call (enqueue_bulk.lua): jobs = { {fn, args_json, opts}... } (1..1000, each
+-- as enqueue's arguments; send them in pieces of at most BULK_MAX jobs and BULK_BYTES bytes of
+-- args). Every job is checked before anything is written: a bad one fails the whole call.
+-- Returns ids, existed (arrays in the order of jobs), or nil, err, index (the job the error is
+-- about, when the script named one). The script takes up to 1000 jobs; 800 here, because a
+-- call's arguments are unpacked onto LuaJIT's C stack (at most 8000 values: 9 per job).
+_M.BULK_MAX, _M.BULK_BYTES = 800, 4194304
+local function opt_text(opts, k)
+  local v = opts[k]
+  if v == nil then return '' end
+  if type(v) == 'number' then return num(v) end
+  return v
+end
+function _M:enqueue_bulk(queue, jobs)
+  check_queue('enqueue_bulk', queue)
+  if type(jobs) ~= 'table' or #jobs == 0 or #jobs > _M.BULK_MAX then
+    error(str_format('jobrt.ops.enqueue_bulk: jobs must be an array of 1-%d {fn, args_json, opts}', _M.BULK_MAX), 2)
+  end
+  -- jobs without options travel as (function, args) pairs: width 2, the cheap form
+  local width = 2
+  for i = 1, #jobs do
+    local j = jobs[i]
+    local fn, args, opts = j[1], j[2], j[3] or {}
+    if type(fn) ~= 'string' or type(args) ~= 'string' or type(opts) ~= 'table' then
+      error(str_format('jobrt.ops.enqueue_bulk: jobs[%d] must be {fn (string), args_json (string), opts (table)}', i), 2)
+    end
+    for k, v in pairs(opts) do
+      local want = OPT_TYPES[k]
+      if not want then
+        error(str_format("jobrt.ops.enqueue_bulk: jobs[%d]: unknown option '%s' (known: jobHash, priority, timestamp, delay, id, retries, timeout)", i, tostring(k)), 2)
+      end
+      if type(v) ~= want and not (k == 'jobHash' and type(v) == 'number') then
+        error(str_format('jobrt.ops.enqueue_bulk: jobs[%d]: option %s must be a %s, got %s', i, k, want, type(v)), 2)
+      end
+      width = 9
+    end
+  end
+  local argv = { false, width == 2 and '2' or '9', self.max_payload }
+  local n = 3
+  for i = 1, #jobs do
+    local j = jobs[i]
+    argv[n + 1], argv[n + 2] = j[1], j[2]
+    if width == 9 then
+      local opts = j[3]
+      argv[n + 3], argv[n + 4] = opt_text(opts, 'id'), opt_text(opts, 'jobHash')
+      argv[n + 5], argv[n + 6], argv[n + 7] = opt_text(opts, 'priority'), opt_text(opts, 'timestamp'), opt_text(opts, 'delay')
+      argv[n + 8], argv[n + 9] = opt_text(opts, 'retries'), opt_text(opts, 'timeout')
+    end
+    n = n + width
+  end
+  local res, err = run(self, 'enqueue_bulk', queue, argv)
+  if not res then
+    local i = tonumber(tostring(err):match('ARGV%[(%d+)%]'))
+    return nil, err, i and i >= 4 and math_floor((i - 4) / width) + 1 or nil
+  end
+  local ids, existed = {}, {}
+  for i = 1, #jobs do
+    ids[i] = res[2 * i - 1]
+    existed[i] = res[2 * i] == 1
+  end
+  return ids, existed
+end
+
 local function check_worker(fname, w)
   if type(w) ~= 'string' then error(str_format('jobrt.ops.%s: worker_id must be a string, got %s', fname, type(w)), 3) end
 end
@@ -336,7 +403,7 @@ function _M:reserve(queue, worker_id, n, lease_s, alone)
                 fence = tonumber(j[8]), alone = j[9] == 1 }
   end
   return { jobs = jobs, now = res[1], next_due = nonnull(res[2]), next_lease = nonnull(res[3]),
-           blocked = res[5] == 1, held = nonnull(res[6]), retry_at = tonumber(nonnull(res[7])) }
+           blocked = res[5] == 1, held = nonnull(res[6]), retry_at = tonumber(nonnull(res[7])), more = res[8] == 1 }
 end
 
 function _M:renew(queue, worker_id, leases, lease_s)

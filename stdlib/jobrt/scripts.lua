@@ -1,15 +1,20 @@
--- jobrt.scripts: loads the server-side queue scripts into Redis and calls them by EVALSHA.
+-- jobrt.scripts: calls the server-side queue scripts by EVALSHA.
 --
 --   local scripts = require 'jobrt.scripts'
---   local s, err = scripts.load(r)            -- r from jobrt.redis.connect; SCRIPT LOAD of each
+--   local s, err = scripts.load(r)            -- r from jobrt.redis.connect; sends nothing
 --   local reply, err, code, kind = s:call(name, keys, argv)
---       -- EVALSHA sha #keys keys... argv...; on a NOSCRIPT error reply (code "EREDIS", kind
---       -- "NOSCRIPT": Redis restarted, SCRIPT FLUSH) it loads that script again and retries once.
+--       -- EVALSHA sha #keys keys... argv... with the script's SHA-1, known without asking Redis
+--       -- (computed at build time for the scripts in the binary, else by jobrt.sha1); on an
+--       -- error reply starting "NOSCRIPT" (a fresh Redis, a restart, SCRIPT FLUSH) it sends
+--       -- SCRIPT LOAD of that script and retries once. So a connection loads only the scripts
+--       -- Redis lacks, when first used, instead of every script at connect (BullMQ does the same).
 --   scripts.NAMES                             -- the operation names, one per lua-server-scripts/*.lua
 --   scripts.source(name) -> text | nil, err   -- the script text (embedded in the binary, or read
 --                                             -- from lua-server-scripts/ when run from a checkout)
+--   scripts.sha(name) -> sha | nil, err       -- its SHA-1, lowercase hex
 -- Errors come back as the connection gives them: nil, "message" (Redis' text unchanged), code
--- (see jobrt.redis); wrong argument types raise.
+-- (see jobrt.redis; a NOSCRIPT reply is code "EREDIS", kind "NOSCRIPT"); wrong argument types
+-- raise.
 
 local _M = {}
 local mt = { __index = _M }
@@ -23,10 +28,14 @@ _M.NAMES = { 'register', 'enqueue', 'reserve', 'renew', 'complete', 'requeue_exp
              'get', 'retry_failed', 'delete_failed', 'list_failed', 'stats',
              -- scheduling and flow control (issue 13)
              'pause', 'limit', 'progress', 'postpone', 'drain', 'cron_set', 'cron_delete',
+             -- performance (issue 16)
+             'enqueue_bulk',
              -- flows (issue 14)
              'flow_deliver', 'flow_take', 'flow_ack' }
 
 local embedded      -- require 'jobrt.server_scripts', or false when the host has none
+local embedded_sha  -- require 'jobrt.server_script_shas', or false
+local computed_sha = {}   -- name -> sha of a script read from a checkout
 
 -- the directory of lua-server-scripts/ for a checkout: env JOBRT_SCRIPTS_DIR, else relative to cwd
 local function scripts_dir()
@@ -50,7 +59,24 @@ function _M.source(name)
   return text
 end
 
--- SCRIPT LOAD one script; returns its sha or nil, err
+function _M.sha(name)
+  if type(name) ~= 'string' then error('jobrt.scripts.sha: name must be a string', 2) end
+  if embedded_sha == nil then
+    local ok, mod = pcall(require, 'jobrt.server_script_shas')
+    embedded_sha = ok and type(mod) == 'table' and mod or false
+  end
+  if embedded == nil then _M.source(name) end
+  if embedded and embedded[name] and embedded_sha and embedded_sha[name] then return embedded_sha[name] end
+  local sha = computed_sha[name]
+  if sha then return sha end
+  local text, err = _M.source(name)
+  if not text then return nil, err end
+  sha = require('jobrt.sha1').hex(text)
+  computed_sha[name] = sha
+  return sha
+end
+
+-- SCRIPT LOAD one script; returns its sha or nil, err, code
 local function load_one(self, name)
   local text, err = _M.source(name)
   if not text then return nil, err end
@@ -61,26 +87,22 @@ local function load_one(self, name)
   return sha
 end
 
--- Loads every script on connection r. Returns the loader, or nil, err.
+-- The script caller for connection r (nothing is sent: see call). Returns it.
 function _M.load(r)
   if type(r) ~= 'table' and type(r) ~= 'userdata' then
     error('jobrt.scripts.load: expected a Redis connection, got ' .. type(r), 2)
   end
-  local self = setmetatable({ r = r, sha = {} }, mt)
-  for i = 1, #_M.NAMES do
-    local ok, err, code = load_one(self, _M.NAMES[i])
-    if not ok then return nil, err, code end
-  end
-  return self
+  return setmetatable({ r = r, sha = {} }, mt)
 end
 
--- Calls script `name` with the keys and argv arrays. Returns the reply, or nil, err.
+-- Calls script `name` with the keys and argv arrays. Returns the reply, or nil, err, code, kind.
 function _M:call(name, keys, argv)
   local sha = self.sha[name]
   if not sha then
     local err
-    sha, err = load_one(self, name)
+    sha, err = _M.sha(name)
     if not sha then return nil, err end
+    self.sha[name] = sha
   end
   local nk, na = #keys, #argv
   local cmd = { 'EVALSHA', sha, nk }

@@ -241,7 +241,7 @@ end
 
 -- The state of one served queue (q in what follows).
 function W:queue_state(qname, qtype)
-  return {
+  local q = {
     name = qname, type = qtype, dirty = true, wake = jobrt.cond(),
     running = {},              -- id -> the attempt of that job running here (one at a time)
     outcomes = {}, releases = {}, flushing = false, flush_cond = jobrt.cond(),
@@ -252,6 +252,10 @@ function W:queue_state(qname, qtype)
     retired = false,           -- no longer served (W:reload): reserve nothing more from it
     changed = jobrt.cond(),    -- a retired queue's attempt, pump or flush ended (W:drain)
   }
+  -- the timers' callbacks, made once per queue (not per reserve)
+  q.on_due = function() q.due_at = nil; self:poke(q, "due") end
+  q.on_lease = function() self:requeue(q) end
+  return q
 end
 
 -- Subscribes to q's wake channel (wake-ups, and cancel:<id> for a job deleted while it runs
@@ -270,6 +274,8 @@ function W:subscribe(q)
       self.cron:resync(q.name)                                    -- reconnected: Redis may have lost them
       self:carry(q)                                               -- and flow news may be overdue
     end
+    -- work that is ready later (a delayed job became the earliest due): a timer, not a reserve
+    if msg and self:wake_later(q, tonumber(msg)) then return end
     self:poke(q, msg == nil and "resubscribed" or "wake")
   end)
 end
@@ -325,6 +331,20 @@ function W:poke(q, why)
   if q.held == "rate" and why ~= "limit" then return end
   q.held = nil
   q.wake:signal(why)
+end
+
+-- A wake-up says new work is ready at server time `at` (Unix ms). When that is later than now
+-- (on the server's clock, as the last reserve reply showed it against ours), the due timer is
+-- armed for it (unless it is armed earlier already) and true is returned: no reserve is sent
+-- that could only find nothing. Otherwise false: the caller pokes the pump.
+function W:wake_later(q, at)
+  if not at or not self.clock_offset or self.stopping or q.retired then return false end
+  local server_now = now() * 1000 + self.clock_offset
+  if at <= server_now + 2 then return false end
+  if q.due_at and q.due_at <= at then return true end
+  q.due_at = at
+  q.due_timer:start((at - server_now) / 1000, q.on_due)
+  return true
 end
 
 -- reserve said the queue is held (flow control): reserve nothing more from it until a wake-up,
@@ -418,7 +438,8 @@ function W:pump_loop(q)
           q.dirty = true
         else
           for i = 1, #jobs do self:start_job(q, jobs[i], sent) end
-          if #jobs >= want then q.dirty = true end   -- there may be more
+          -- there may be more; otherwise the next enqueue that makes a job ready wakes us
+          if #jobs >= want or res.more then q.dirty = true end
         end
         if res.held and res.held ~= "rate" and q.pokes ~= pokes then
           -- a wake-up came (on the other connection) while this reserve was on its way: it may be
@@ -456,20 +477,33 @@ end
 function W:arm_timers(q, res)
   if self.stopping then return end      -- stop() closes the timers
   local server_now = tonumber(res.now) or 0
+  -- the server's clock against ours (for wake_later). A reply read late makes the offset too
+  -- small by its delay, so the largest of the last 10 s is kept (a clock step of the server is
+  -- followed within 10 s)
+  if res.now then
+    local off, t = server_now - now() * 1000, monotime()
+    if not self.clock_offset or off > self.clock_offset or t - self.clock_offset_at > 10 then
+      self.clock_offset, self.clock_offset_at = off, t
+    end
+  end
   local due = tonumber(res.next_due)
   if res.held then due = nil end        -- held: the wake-up or the rate's timer comes first
   if due then
-    local delay = (due - server_now) / 1000
+    -- from the server's time now as our clock sees it: the reply's time is whole ms (up to 1 ms
+    -- behind) and was taken before the reply travelled, both of which would make the timer late
+    local delay = (due - (now() * 1000 + self.clock_offset)) / 1000
     if delay < 0 then delay = 0 end
-    q.due_timer:start(delay, function() self:poke(q, "due") end)
+    q.due_at = due
+    q.due_timer:start(delay, q.on_due)
   else
+    q.due_at = nil
     q.due_timer:stop()
   end
   local lease = tonumber(res.next_lease)
   if lease then
     local delay = (lease - server_now) / 1000 + 0.005
     if delay < 0 then delay = 0 end
-    q.lease_timer:start(delay, function() self:requeue(q) end)
+    q.lease_timer:start(delay, q.on_lease)
   else
     q.lease_timer:stop()
   end
@@ -536,8 +570,26 @@ end
 
 -- ---- running jobs ----------------------------------------------------------
 
+-- The attempt state of each running job's scope, for on_scope_expired (end_attempt removes it:
+-- the state holds its scope, so weak keys alone would never let either go).
+local scope_state = setmetatable({}, { __mode = "k" })
+
+-- A job scope's deadline passed (jobrt.scope calls it with the scope).
+local function on_scope_expired(scope)
+  local state = scope_state[scope]
+  if state then state.worker:expired(state) end
+end
+
+-- The body of a handler's coroutine (jobrt.scope spawns it with these arguments).
+local function handler_main(self, q, job, spec, state)
+  state.co = running()
+  if self.watch_handlers then self.watch_handlers(state.co) end
+  self:run_job(q, job, spec, state)
+end
+
 -- Starts one attempt. `sent`: monotonic time the reserve was sent (its lease is confirmed until
--- sent + lease).
+-- sent + lease). No closure is made for a job without a timeout: LuaJIT 2.1 compiles no closure
+-- creation, and this runs for every job.
 function W:start_job(q, job, sent)
   local prev = q.running[job.id]
   if prev then
@@ -557,17 +609,19 @@ function W:start_job(q, job, sent)
   q.running[job.id] = state
   if job.alone then self.alone_job = state end
   -- the scope: the handler and everything it spawns; never resumed past the deadline
-  state.scope = jobrt.scope(function() self:expired(state) end)
+  state.scope = jobrt.scope(on_scope_expired)
+  scope_state[state.scope] = state
   self:set_deadline(state)
-  if timeout then
-    state.timer = jobrt.timer()
-    state.timer:start(timeout, function() self:timed_out(state) end)
-  end
-  state.scope:spawn(function()
-    state.co = running()
-    if self.watch_handlers then self.watch_handlers(state.co) end
-    self:run_job(q, job, spec, state)
-  end)
+  if timeout then self:arm_timeout(state, timeout) end
+  state.scope:spawn(handler_main, self, q, job, spec, state)
+end
+
+-- The job's timer for its timeout (seconds). A function of its own: a closure in start_job,
+-- even in a branch not taken, makes LuaJIT close its upvalues at every return (bytecode UCLO,
+-- not compiled: start_job ran interpreted for every job).
+function W:arm_timeout(state, timeout)
+  state.timer = jobrt.timer()
+  state.timer:start(timeout, function() self:timed_out(state) end)
 end
 
 -- The scope deadline: the end of the confirmed lease, or the timeout when earlier.
@@ -643,6 +697,7 @@ end
 function W:end_attempt(state)
   state.done = true
   state.scope:cancel()                   -- everything the job started ends with it
+  scope_state[state.scope] = nil         -- its value reaches its key: weak keys alone keep both
   if state.timer then state.timer:close(); state.timer = nil end
   jobctx.release(state)
   local q = state.queue
@@ -754,7 +809,8 @@ function W:flush(q)
           self:log("warn", "queue %s: %d result(s) were not stored because their lease was lost (the job was given to another attempt): %s",
             q.name, #res.ignored, concat(res.ignored, ", "))
         end
-        if res.completed + res.retried + res.failed > 0 then q.dirty = true; q.wake:signal("complete") end
+        -- no reserve follows by itself: what a completion makes ready (a parked LBQUEUE job, a
+        -- retry, room under max-active) comes with a wake-up from the script
         if res.flows then self:carry(q, true) end     -- news for parents: carry them over now
         -- run times and per-minute counts for jobrt web (jobrt.metrics; sent once a second)
         local skip = {}

@@ -10,6 +10,26 @@ describe("jobrt.sleep", function()
     assert.is_true(jobrt.monotime() - t0 >= 0.03)
   end)
 
+  it("never ends early, even when the loop's time moves on before it polls", function()
+    -- libuv's loop time is whole ms; a sleep started late in a ms and polled early in the next
+    -- one (another coroutine refreshed the loop time meanwhile) ended up to 1 ms early: 2.3 ms
+    -- for 0.0025 (and a 30 ms sleep of this spec measured 29.4 ms under load)
+    local function frac() local ms = jobrt.monotime() * 1000; return ms - math.floor(ms) end
+    local short = {}
+    for i = 1, 20 do
+      while frac() < 0.9 do end                    -- start late in a millisecond
+      local took
+      local wg = jobrt.waitgroup()
+      wg:spawn(function() local t0 = jobrt.monotime(); jobrt.sleep(0.0025); took = jobrt.monotime() - t0 end)
+      local s1 = jobrt.monotime()
+      while jobrt.monotime() - s1 < 0.0002 or frac() > 0.3 do end   -- into the next one
+      jobrt.sleep(0)                               -- refreshes the loop's time
+      assert.is_true(wg:wait(1))
+      if took < 0.0025 then short[#short + 1] = ('%d: %.3f ms'):format(i, took * 1000) end
+    end
+    assert.same({}, short)
+  end)
+
   it("lets other coroutines run meanwhile", function()
     local order = {}
     local wg = jobrt.waitgroup()
@@ -121,6 +141,25 @@ describe("jobrt.timer", function()
     assert.has_error(function() t:start(1, print) end, "timer: already closed")
   end)
 
+  it("never fires early, even when the loop's time moves on before it polls", function()
+    local function frac() local ms = jobrt.monotime() * 1000; return ms - math.floor(ms) end
+    local t = jobrt.timer()
+    local early = {}
+    for i = 1, 20 do
+      while frac() < 0.9 do end
+      local c = jobrt.cond()
+      local fired
+      local t0 = jobrt.monotime()
+      t:start(0.0025, function() fired = jobrt.monotime(); c:signal() end)
+      while jobrt.monotime() - t0 < 0.0002 or frac() > 0.3 do end
+      jobrt.sleep(0)
+      c:wait(1)
+      if fired - t0 < 0.0025 then early[#early + 1] = ('%d: %.3f ms'):format(i, (fired - t0) * 1000) end
+    end
+    t:close()
+    assert.same({}, early)
+  end)
+
   it("an armed timer keeps running when nothing else refers to it", function()
     local fired = false
     jobrt.timer():start(0.05, function() fired = true end)
@@ -188,5 +227,41 @@ describe("jobrt.on_signal", function()
   it("rejects unknown signal names", function()
     assert.has_error(function() jobrt.on_signal("SIGFOO", print) end,
       "jobrt.on_signal: unknown signal 'SIGFOO' (use SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGCHLD or SIGWINCH)")
+  end)
+end)
+
+describe("jobrt.scope", function()
+  -- the scheduler's tables are weak-keyed by coroutine, but a scope's on_expire may reach the
+  -- coroutine (a worker's job state holds both): Lua 5.1 weak tables are no ephemerons, so such
+  -- an entry would keep the coroutine, its scope and all they reach forever
+  it("lets a finished coroutine go even when its scope's on_expire reaches it", function()
+    local alive = setmetatable({}, { __mode = "k" })
+    local done = 0
+    for _ = 1, 200 do
+      local state = {}
+      local scope = jobrt.scope(function() return state end)
+      state.scope = scope
+      state.co = scope:spawn(function() jobrt.sleep(0); done = done + 1 end)
+      alive[state.co] = true
+    end
+    local deadline = jobrt.monotime() + 5
+    while done < 200 and jobrt.monotime() < deadline do jobrt.sleep(0.01) end
+    assert.equal(200, done)
+    jobrt.sleep(0)
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local n = 0
+    for _ in pairs(alive) do n = n + 1 end
+    assert.equal(0, n)
+  end)
+
+  it("keeps a coroutine cancelled while parked from running when its event comes", function()
+    local ran = false
+    local scope = jobrt.scope()
+    scope:spawn(function() jobrt.sleep(0.05); ran = true end)
+    scope:cancel()
+    collectgarbage("collect")
+    jobrt.sleep(0.15)
+    assert.is_false(ran)
   end)
 end)

@@ -154,6 +154,32 @@ return { TL = {
       restore()
     end)
 
+    it("keeps nothing of the jobs it finished (memory stays flat from 3000 to 6000 jobs)", function()
+      assert(o:set_queue_type("MEM", "QUEUE"))
+      local n = 0
+      w = assert(worker_mod.new{ redis = h.url, name = "spec", log_jobs = false, concurrency = 50,
+        jobs = { MEM = { f = function() n = n + 1 end } } })
+      assert(w:start())
+      local q = jobrt.connect(h.url)
+      local function run(k)
+        local list = {}
+        for i = 1, k do list[i] = { job = "f" } end
+        local want = n + k
+        q:enqueueJobs("MEM", list)
+        h.wait_for(function() return n >= want end, 30, "the jobs")
+        h.wait_for(function() return w.inflight == 0 and #w.queues.MEM.outcomes == 0 end, 5, "the outcomes stored")
+        jobrt.sleep(0.05)
+        collectgarbage("collect")
+        collectgarbage("collect")
+        return collectgarbage("count")
+      end
+      local first = run(3000)
+      local second = run(3000)
+      q:close()
+      -- a job that stays reachable costs about 1.9 KB (its coroutine, scope, state, context)
+      assert.is_true(second - first < 1024, ("the heap grew by %.0f KB over 3000 more jobs"):format(second - first))
+    end)
+
     it("tries again at once when a wake-up comes during its error backoff (Redis is back)", function()
       assert(o:set_queue_type("OUT", "QUEUE"))
       local started = {}

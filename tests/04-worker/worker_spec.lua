@@ -54,6 +54,35 @@ return { T = {
     end)
     after_each(function() stop_worker(p) end)
 
+    it("reserves once per job when jobs come one at a time (none after a completion)", function()
+      local q = jobrt.connect(h.url)
+      q:run("T", "ok", { x = 0 })                 -- started, subscribed
+      local function rpops()       -- reserve.lua is the only script that pops the wait list
+        return tonumber(r:call("INFO", "commandstats"):match("cmdstat_rpop:calls=(%d+)")) or 0
+      end
+      local before = rpops()
+      for i = 1, 20 do assert.equal(i, q:run("T", "ok", { x = i }).got) end
+      assert.equal(20, rpops() - before)
+      q:close()
+    end)
+
+    it("arms a timer for a wake-up that says a job is due later, and reserves once, when it is due", function()
+      local q = jobrt.connect(h.url)
+      q:run("T", "ok", { x = 0 })                 -- the worker has reserved once: it knows the server's clock
+      local function rpops() return tonumber(r:call("INFO", "commandstats"):match("cmdstat_rpop:calls=(%d+)")) or 0 end
+      local before = rpops()
+      local t = r:call("TIME")
+      local due = tonumber(t[1]) + tonumber(t[2]) / 1e6 + 0.5
+      local id = enqueue(o, "T", "ok", { x = 1 }, { timestamp = due })
+      jobrt.sleep(0.3)
+      assert.equal(0, rpops() - before)           -- not yet: no reserve that could only find nothing
+      h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the delayed job")
+      assert.equal(1, rpops() - before)
+      local started = tonumber(o:get("T", id)["executing-created"])
+      assert.is_true(started >= due and started < due + 0.1, ("started %.3f s after its due time"):format(started - due))
+      q:close()
+    end)
+
     it("stores the return value as the result", function()
       local id = enqueue(o, "T", "ok", { x = 5 })
       h.wait_for(function() return state_of(o, "T", id) == "finished" end, 5, "the job")

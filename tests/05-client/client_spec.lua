@@ -308,6 +308,19 @@ describe('jobrt.client', function()
       assert.is_nil(q:run(Q, 'none', {}))
     end)
 
+    it('reads no record through get.lua when the results message comes, and asks the registry once, not per job', function()
+      local r = h.redis()
+      q:run(Q, 'none', {})                       -- subscribed, registry asked
+      local function calls(cmd)
+        return tonumber(r:call('INFO', 'commandstats'):match('cmdstat_' .. cmd .. ':calls=(%d+)')) or 0
+      end
+      local get0, list0 = calls('hgetall'), calls('zremrangebyscore')
+      for _ = 1, 50 do q:run(Q, 'none', {}) end
+      assert.equal(0, calls('hgetall') - get0)   -- get.lua reads with HGETALL: never called
+      assert.is_true(calls('zremrangebyscore') - list0 <= 2)   -- the registry: once per 5 s, not per job
+      r:close()
+    end)
+
     it('waits for the result (callback form)', function()
       local err, v = via_callback(q, 'run', Q, 'echo', { y = 2 }, { wait = 10 })
       assert.is_nil(err)

@@ -62,7 +62,7 @@ describe("a worker held by max-active", function()
     local b = ws.enqueue(o, "HELD", "work", {})
     w = assert(worker_mod.new{ redis = h.url, concurrency = 2, lease = 5, log_jobs = false, name = "held",
       jobs = { HELD = { work = function() return "done" end } } })
-    local forced = false
+    local forced, released, handled_first = false, false, false
     inject_for("reserve", function(real, self, ...)
       local res, err = real(self, ...)
       if res and res.held == "max-active" and not forced then
@@ -74,12 +74,16 @@ describe("a worker held by max-active", function()
         assert.is_false(q.dirty)
         assert.equal(1, o:complete("HELD", "other", { { id = a, attempt = 1, ok = true, value = '"a"' } }).completed)
         pcall(h.wait_for, function() return q.dirty end, 5, "the worker to get the wake-up")
+        handled_first = q.dirty
+        released = true
       end
       return res, err
     end, w)
     assert(w:start())
-    h.wait_for(function() return forced end, 5, "a reserve held back by max-active")
-    assert.is_true(w.queues.HELD.dirty or ws.state_of(o, "HELD", b) ~= "pending", "the wake-up was handled first")
+    -- until the held reply is handed on (forced alone flips before the wake-up has come: on a
+    -- busy machine the check below then ran too early)
+    h.wait_for(function() return released end, 10, "a reserve held back by max-active")
+    assert.is_true(handled_first, "the wake-up was handled first")
     h.wait_for(function() return ws.state_of(o, "HELD", b) == "finished" end, 5, "the waiting job to run")
     assert.equal('"done"', o:get("HELD", b)["result-value"])
   end)
