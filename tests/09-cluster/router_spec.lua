@@ -393,7 +393,7 @@ describe('jobrt.cluster', function()
       local argv = { 'MIGRATE', '127.0.0.1', to.port, '', 0, 5000, 'KEYS' }
       for _, k in ipairs(keys) do argv[#argv + 1] = k end
       assert(src:call(unpack(argv)))
-      local raw = { src:call('EVALSHA', o.s.sha.stats, 14, unpack(ops_mod.keys('MIG'))) }
+      local raw = { src:call('EVALSHA', require('jobrt.scripts').sha('stats'), 14, unpack(ops_mod.keys('MIG'))) }
       assert.equal('TRYAGAIN', raw[4])
       jobrt.spawn(function()
         jobrt.sleep(0.3)
