@@ -65,6 +65,11 @@ describe('a cluster under load', function()
     local q = load.queues_on(cl2, { victim }, 'DF')[1]
     local url = cl2.url:gsub(':%d+$', ':' .. heir.port)     -- a node that stays up
     assert.equal(0, (h.run_jobrt({ 'queue-type', q, 'QUEUE', '--redis', url })))
+    -- the queue type must have reached the replica before the kill (replication is asynchronous:
+    -- a kill -9 right after the write could lose it, the window README describes)
+    local vc = cl2:node(victim.port)
+    assert.equal(1, vc:call('WAIT', 1, 5000))
+    vc:close()
     victim:kill()
     local t0 = jobrt.monotime()
     local code, out, err = h.run_jobrt({ 'enqueue', q, 'x', '{}', '--id', 'during', '--redis', url })
