@@ -10,6 +10,9 @@
 #   make chaos      the fault-injecting soak (tests/chaos/run.lua): CHAOS_SEED, CHAOS_SECONDS
 #                   (default 180), CHAOS_FSYNC (everysec or always); exits non-zero on a violation
 #   make test-browser  the dashboard in headless chromium (installs chromium, chromium-driver)
+#   make test-cluster  the worker, client, CLI, REPL, scheduling, web and flow specs against a
+#                   Redis Cluster of 3 primaries and 3 replicas on loopback, and tests/09-cluster
+#                   (routing, failovers and a reshard under load); about 3-4 minutes
 #   make fuzz-http  libFuzzer on the HTTP request parser alone (FUZZ_SECONDS, default 60)
 #   make install    the binary, the man page jobrt(1), bash completion and an example systemd
 #                   unit under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
@@ -38,7 +41,7 @@ SCRIPT_INC := $(sort $(wildcard lua-server-scripts/includes/*.lua))
 SCRIPTS   := $(patsubst lua-server-scripts/src/%,lua-server-scripts/%,$(SCRIPT_SRC))
 
 .PHONY: all deps test sanitize bench run clean valgrind check-deps scripts test-browser browser-deps fuzz-http \
-        install uninstall docs chaos fuzz fuzz-deps
+        install uninstall docs chaos fuzz fuzz-deps test-cluster
 
 all: jobrt
 
@@ -105,6 +108,14 @@ browser-deps:
 	if [ -z "$$missing" ]; then exit 0; fi; echo "installing:$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+# The suite's worker, client, CLI, REPL, scheduling, web and flow specs and tests/09-cluster
+# against a Redis Cluster (tests/cluster.lua starts it: redis-server --cluster-enabled yes,
+# redis-cli --cluster create).
+CLUSTER_SPECS := tests/01-host/cli_spec.lua tests/04-worker tests/05-client tests/06-sched tests/07-web \
+                 tests/08-flows tests/09-cluster
+test-cluster: jobrt
+	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_CLUSTER=1 ./jobrt run tests/run.lua $(CLUSTER_SPECS)
 
 test-browser: jobrt browser-deps
 	@JOBRT_CHECK_HANDLES=1 JOBRT_TEST_PATTERN=_browser ./jobrt run tests/run.lua tests/07-web

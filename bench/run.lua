@@ -1,11 +1,11 @@
 -- bench/run.lua: `make bench`. Starts a private redis-server and runs each
 -- benchmark section; every figure is printed beside a baseline measured in
 -- the same run, with the ratio (the machine is noisy: compare ratios).
---   ./jobrt run bench/run.lua [section...]    sections: ping scripts worker web logs versus
+--   ./jobrt run bench/run.lua [section...]    sections: ping scripts worker web logs cluster versus
 -- (versus: jobrt, BullMQ and bee-queue side by side, bench/versus.lua; it prints last)
 local h = require 'tests.helpers'
 
-local SECTIONS = { "ping", "scripts", "worker", "web", "logs", "versus" }
+local SECTIONS = { "ping", "scripts", "worker", "web", "logs", "cluster", "versus" }
 local wanted = {}
 for i = 1, #arg do wanted[arg[i]] = true end
 

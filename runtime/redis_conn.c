@@ -1327,6 +1327,16 @@ static int c_reset(lua_State *L) {
   return 0;
 }
 
+/* conn:_up() -> true when the command link is up: a call made now (in the
+ * same run of the calling coroutine) is sent to the node. A router above
+ * asks before a call, so that an ECONN error afterwards always means "sent,
+ * and the reply never came" (the command may have run), never "not sent". */
+static int c_up(lua_State *L) {
+  jr_conn *c = check_conn(L);
+  lua_pushboolean(L, !c->closed && c->cmd.state == L_UP);
+  return 1;
+}
+
 /* conn:_inject(bytes): writes bytes as they are, with no request waiting
  * for what they cause. For tests of replies nobody asked for. */
 static int c_inject(lua_State *L) {
@@ -1402,7 +1412,8 @@ int jr_open_redis(lua_State *L) {
                                    {"subscribe", c_subscribe},   {"unsubscribe", c_unsubscribe},
                                    {"close", c_close},           {"info", c_info},
                                    {"_target", c_target},        {"_reset", c_reset},
-                                   {"_inject", c_inject},        {NULL, NULL}};
+                                   {"_inject", c_inject},        {"_up", c_up},
+                                   {NULL, NULL}};
   luaL_newmetatable(L, CONN_MT);
   conn_mt = lua_topointer(L, -1);              /* the registry keeps it alive */
   lua_newtable(L);

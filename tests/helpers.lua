@@ -119,7 +119,8 @@ local function start_on(self, port)
   local deadline = jobrt.monotime() + 10
   while jobrt.monotime() < deadline do
     if p:exited() then return nil end          -- port taken, most likely
-    local r, _, code = redis.connect(url)
+    -- cluster = false: a cluster node (tests/cluster.lua) is not part of a cluster yet
+    local r, _, code = redis.connect{ url = url, cluster = false }
     -- the server that answers must be this one, not another suite's on the same port
     local theirs = false
     if r then

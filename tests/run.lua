@@ -5,7 +5,15 @@
 --   ./jobrt run tests/run.lua [busted options] [spec files or dirs]
 local h = require 'tests.helpers'
 
-local server = h.start_redis()
+-- JOBRT_TEST_CLUSTER=1 (make test-cluster): the suite's Redis is a cluster of 3 primaries and
+-- 3 replicas (tests/cluster.lua), named by the plain address of one node
+local server
+if os.getenv("JOBRT_TEST_CLUSTER") == "1" then
+  server = require('tests.cluster').start{ primaries = 3, replicas = 1 }
+  h.cluster = server
+else
+  server = h.start_redis()
+end
 h.url = server.url
 h.setenv("JOBRT_TEST_REDIS", server.url)
 h.setenv("JOBRT_REDIS", server.url)
@@ -16,7 +24,7 @@ local jobrt = require 'jobrt'
 local function on_stop(name)
   io.stderr:write("\ntests: ", name, ": stopping the test servers and processes\n")
   h.kill_leftovers()
-  os.execute("rm -rf '" .. server.dir .. "'")
+  for _, s in ipairs(server.servers or { server }) do os.execute("rm -rf '" .. s.dir .. "'") end
   jobrt.exit(1)
 end
 local stop_handlers = { jobrt.on_signal("SIGTERM", on_stop), jobrt.on_signal("SIGINT", on_stop) }

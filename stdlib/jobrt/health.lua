@@ -1,6 +1,7 @@
 -- jobrt.health: `jobrt health [QUEUE...]`, the probe for containers, orchestrators and systemd.
 --
--- Exit 0 when Redis answers PING and, for each QUEUE named, at least one live worker serves it;
+-- Exit 0 when Redis answers PING (a Redis Cluster: CLUSTER INFO says cluster_state:ok) and, for
+-- each QUEUE named, at least one live worker serves it;
 -- exit 1 otherwise, with one line on stderr saying what is wrong; exit 2 for a usage error.
 -- A worker is live while its registry entry has not expired (jobrt.worker register_self renews
 -- it with each heartbeat, every 2 s, for 7 s; the registry, jobrt.ops workers(), lists only
@@ -95,6 +96,17 @@ local function check(url, queues)
     r:close()
     say(fmt('redis at %s is not ready: %s', where, tostring(perr or pong)))
     return 1
+  end
+  if r.each_primary then
+    -- a cluster: it must serve every slot (a slot without a primary is a queue nobody can use)
+    local info, ierr = r:call('CLUSTER', 'INFO')
+    local state = type(info) == 'string' and info:match('cluster_state:(%w+)')
+    if state ~= 'ok' then
+      r:close()
+      say(fmt('the cluster at %s is not ok: %s', where, state and ('cluster_state:' .. state .. ' ('
+        .. (info:match('cluster_slots_ok:(%d+)') or '?') .. ' of 16384 slots served)') or tostring(ierr)))
+      return 1
+    end
   end
   if #queues == 0 then
     r:close()

@@ -21,9 +21,19 @@
 --                                                     the primary; USER:PASSWORD are the data nodes';
 --                                                     ?sentinel_user=&sentinel_password= for the
 --                                                     sentinels' own; rediss+sentinel:// for TLS
+--   redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]
+--                                                     Redis Cluster: the nodes listed are seeds (any
+--                                                     node of the cluster will do); rediss+cluster://
+--                                                     for TLS. A plain redis:// (rediss://) address
+--                                                     of a cluster node works too: connect asks the
+--                                                     node INFO cluster, and when cluster_enabled is
+--                                                     1 it returns a cluster router (jobrt.cluster)
+--                                                     with the API of a connection
 -- Table form: { url=, host=, port=, path=, user=, password=, db=, timeout=, connect_timeout=,
 --   tls=, tls_ca=, tls_cert=, tls_key=, tls_insecure=, tls_server_name=, sentinels=
---   {{host=,port=},...}, master_name=, sentinel_user=, sentinel_password= }.
+--   {{host=,port=},...}, master_name=, sentinel_user=, sentinel_password=, cluster_nodes=
+--   {{host=,port=},...}, cluster= }. cluster = false: one node even when it is a cluster node
+--   (no INFO asked); cluster = true: the address must be a cluster node (else EINVAL).
 -- TLS options default to $JOBRT_TLS_CA, $JOBRT_TLS_CERT, $JOBRT_TLS_KEY, $JOBRT_TLS_INSECURE
 -- (set by the common options --tls-ca, --tls-cert, --tls-key, --tls-insecure).
 --
@@ -44,8 +54,9 @@ local options = setmetatable({}, { __mode = "k" })   -- connection -> the option
 function _M.options_of(conn) return options[conn] end
 
 local URL_HELP = "expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
-  .. "unix:///PATH[?password=PASSWORD&db=N] or "
-  .. "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]"
+  .. "unix:///PATH[?password=PASSWORD&db=N], "
+  .. "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] or "
+  .. "redis+cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]"
 _M.URL_HELP = URL_HELP
 
 -- url with every password in it written *** (for messages and logs). Works on malformed URLs
@@ -159,11 +170,13 @@ function _M.parse_url(url)
     end
     return t
   end
-  local tls, sentinel
+  local tls, sentinel, cluster
   if scheme == "redis" then tls, sentinel = false, false
   elseif scheme == "rediss" then tls, sentinel = true, false
   elseif scheme == "redis+sentinel" then tls, sentinel = false, true
   elseif scheme == "rediss+sentinel" then tls, sentinel = true, true
+  elseif scheme == "redis+cluster" then tls, cluster = false, true
+  elseif scheme == "rediss+cluster" then tls, cluster = true, true
   else return bad(url, "unknown scheme") end
   local t = { db = 0, tls = tls or nil }
   local body, query = rest:match("^([^?]*)%??(.*)$")
@@ -196,6 +209,17 @@ function _M.parse_url(url)
       if k == "sentinel_password" then t.sentinel_password = v
       elseif k == "sentinel_user" then t.sentinel_user = v
       else return bad(url, ("unknown query parameter '%s' (known: sentinel_user, sentinel_password)"):format(k)) end
+    end
+  elseif cluster then
+    t.cluster_nodes = {}
+    for one in (hp .. ","):gmatch("([^,]*),") do
+      local host, port = parse_hostport(one, 6379)
+      if not host then return bad(url, port .. (one == "" and " (an empty entry in the node list)" or "")) end
+      t.cluster_nodes[#t.cluster_nodes + 1] = { host = host, port = port }
+    end
+    if tls and hp:lower():match("^localhost") then t.tls_server_name = "localhost" end
+    for k in pairs(q) do
+      return bad(url, ("unknown query parameter '%s'"):format(k))
     end
   else
     local host, port = parse_hostport(hp, 6379)
@@ -235,6 +259,15 @@ function _M.describe(conf)
   if type(t) ~= 'table' then return tostring(conf) end
   if t.url and not t.host and not t.path and not t.sentinels then return _M.describe(t.url) end
   if t.path then return 'unix://' .. t.path end
+  if t.cluster_nodes then
+    local hs = {}
+    for i, s in ipairs(t.cluster_nodes) do
+      local h = s.host or '127.0.0.1'
+      if h:find(':') then h = '[' .. h .. ']' end
+      hs[i] = str_format('%s:%s', h, s.port or 6379)
+    end
+    return 'cluster ' .. concat(hs, ',')
+  end
   if t.sentinels then
     local hs = {}
     for i, s in ipairs(t.sentinels) do hs[i] = str_format('%s:%s', s.host, s.port or 26379) end
@@ -291,7 +324,8 @@ function _M.use_cli_tls(opts, url)
   local t = _M.parse_url(url or getenv('JOBRT_REDIS') or _M.DEFAULT_URL)
   if t and not t.tls then
     return nil, ('--tls-* options apply to TLS addresses, but %s is plain: use rediss://%s'):format(
-      _M.describe(t), t.sentinels and '... (or rediss+sentinel://...)' or _M.describe(t))
+      _M.describe(t), t.sentinels and '... (or rediss+sentinel://...)'
+        or t.cluster_nodes and '... (or rediss+cluster://...)' or _M.describe(t))
   end
   for name, env in pairs(ENV) do
     if opts[name] ~= nil then setenv(env, opts[name] == true and '1' or tostring(opts[name])) end
@@ -306,10 +340,12 @@ local OPTS = { host = "string", port = "number", path = "string", password = "st
                connect_timeout = "number", tls = "boolean", tls_ca = "string",
                tls_cert = "string", tls_key = "string", tls_insecure = "boolean",
                tls_server_name = "string", sentinels = "table", master_name = "string",
-               sentinel_user = "string", sentinel_password = "string" }
+               sentinel_user = "string", sentinel_password = "string", cluster_nodes = "table",
+               cluster = "boolean" }
 local KNOWN = { "host", "port", "path", "user", "password", "db", "timeout", "url",
                 "connect_timeout", "tls", "tls_ca", "tls_cert", "tls_key", "tls_insecure",
-                "tls_server_name", "sentinels", "master_name", "sentinel_user", "sentinel_password" }
+                "tls_server_name", "sentinels", "master_name", "sentinel_user", "sentinel_password",
+                "cluster_nodes", "cluster" }
 
 local function truthy(v) return v == '1' or v == 'yes' or v == 'true' end
 
@@ -355,6 +391,15 @@ local function check_table(opts)
   if t.port and (t.port < 1 or t.port > 65535) then
     return nil, ("redis.connect: port must be 1-65535, got %s"):format(t.port), "EINVAL"
   end
+  if t.cluster_nodes then
+    if #t.cluster_nodes == 0 then return nil, "redis.connect: cluster_nodes must list at least one {host=, port=}", "EINVAL" end
+    for i, n in ipairs(t.cluster_nodes) do
+      if type(n) ~= "table" or type(n.host) ~= "string" or (n.port ~= nil and type(n.port) ~= "number") then
+        return nil, ("redis.connect: cluster_nodes[%d] must be {host = string, port = number}"):format(i), "EINVAL"
+      end
+    end
+    if t.cluster == false then return nil, "redis.connect: cluster_nodes and cluster = false contradict each other", "EINVAL" end
+  end
   if t.sentinels then
     if #t.sentinels == 0 then return nil, "redis.connect: sentinels must list at least one {host=, port=}", "EINVAL" end
     if type(t.master_name) ~= "string" then
@@ -373,11 +418,30 @@ local function connect_core(t)
   return c
 end
 
+-- Connects to a cluster: through its seeds, or from conn (a node connection already open,
+-- found to be a cluster node). Returns the router, or nil, message, code.
+local function connect_cluster(t, conn)
+  if not t.cluster_nodes then t.cluster_nodes = { { host = t.host or "127.0.0.1", port = t.port or 6379 } } end
+  return require('jobrt.cluster').connect(t, conn)
+end
+
+-- Whether connection c (a single node's, just opened) is a node of a Redis Cluster: INFO
+-- cluster says cluster_enabled:1. A server that refuses INFO (an ACL user without +info) or
+-- does not answer it within DETECT_TIMEOUT seconds (something that only looks like Redis) is
+-- taken as a single server: give such users redis+cluster:// addresses (or cluster = false).
+local DETECT_TIMEOUT = 1
+local function is_cluster_node(c)
+  local info = c:call_timeout(DETECT_TIMEOUT, "INFO", "cluster")
+  return type(info) == "string" and info:find("cluster_enabled:1", 1, true) ~= nil
+end
+
 -- connect(url | table | nil) -> connection, or nil, message, code. nil uses $JOBRT_REDIS or
 -- redis://127.0.0.1:6379. Codes: EINVAL (malformed address or option), ECONNREFUSED (nothing
 -- answers; also a name that does not resolve), ETIMEDOUT (no connection within
 -- connect_timeout, default 10 s), ETLS (certificate, handshake, or TLS files), EAUTH (password,
 -- ACL user or database refused), EROLE/ESENTINEL-like failures of Sentinel as ECONNREFUSED.
+-- A cluster (redis+cluster://, cluster_nodes, or a plain address of a cluster node) gives a
+-- router with the same methods (jobrt.cluster); is_connection() is true for both.
 function _M.connect(opts)
   if opts == nil then opts = getenv("JOBRT_REDIS") or _M.DEFAULT_URL end
   local t, err, code
@@ -395,12 +459,29 @@ function _M.connect(opts)
   local c
   if t.sentinels then
     c, err, code = require('jobrt.sentinel').connect(t, connect_core)
+  elseif t.cluster_nodes then
+    c, err, code = connect_cluster(t)
   else
     c, err, code = connect_core(t)
+    if c and t.cluster ~= false and not t.path then
+      if is_cluster_node(c) then
+        c, err, code = connect_cluster(t, c)
+      elseif t.cluster == true then
+        c:close()
+        return nil, ("redis.connect: %s is not a cluster node (INFO cluster: cluster_enabled:0): "
+          .. "leave out cluster = true"):format(_M.describe(t)), "EINVAL"
+      end
+    end
   end
   if not c then return nil, err, code end
   options[c] = t
   return c
+end
+
+-- Whether v is a connection made by connect (a single node's, or a cluster router).
+function _M.is_connection(v)
+  if type(v) == "userdata" then return true end
+  return require('jobrt.cluster').is_router(v)
 end
 
 return _M

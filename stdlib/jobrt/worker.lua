@@ -188,7 +188,7 @@ end
 function W:start()
   local r, err
   local conf
-  if type(self.url) == "userdata" then
+  if redis.is_connection(self.url) then
     r = self.url
     conf = redis.options_of(r)
   else
@@ -303,14 +303,24 @@ end
 -- Warns when Redis may evict keys: a job record or a queue key evicted under memory pressure is
 -- a job lost or a jobHash confused (BullMQ warns the same way). Read from INFO, which managed
 -- services allow where CONFIG is denied; says nothing when it cannot tell.
+-- In a Redis Cluster every primary is asked (jobrt.cluster each_primary).
 function W:check_eviction()
-  local info = self.r:call("INFO", "memory")
-  local policy = type(info) == "string" and info:match("maxmemory_policy:([%w%-]+)")
-  if policy and policy ~= "noeviction" then
-    self:log("warn", "Redis runs with maxmemory-policy %s: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)",
-      policy)
+  local answers
+  if self.r.each_primary then
+    answers = self.r:each_primary("INFO", "memory")
+  else
+    answers = { { value = self.r:call("INFO", "memory") } }
   end
-  self.eviction_policy = policy
+  local first
+  for _, a in ipairs(answers) do
+    local policy = type(a.value) == "string" and a.value:match("maxmemory_policy:([%w%-]+)")
+    first = first or policy
+    if policy and policy ~= "noeviction" then
+      self:log("warn", "Redis%s runs with maxmemory-policy %s: under memory pressure it may evict job records and queue keys, losing jobs; run it with maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)",
+        a.addr and (" at " .. a.addr) or "", policy)
+    end
+  end
+  self.eviction_policy = first
 end
 
 -- Marks q as possibly having ready jobs and wakes its pump. A queue held by its rate limit
@@ -1138,7 +1148,7 @@ function W:stop(grace)
   end
   if self.r then
     self.ops:unregister(self.id)
-    if type(self.url) ~= "userdata" then self.r:close() end
+    if not redis.is_connection(self.url) then self.r:close() end
   end
   if self.pool then self.pool:close() end
   self.finished = true

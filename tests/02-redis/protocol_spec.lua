@@ -28,6 +28,8 @@ end
 
 -- A fake Redis on a free loopback port. answer(cmd, client) returns the bytes to send for each
 -- command (nil: nothing); on_connect(client) may send bytes first. Returns server, url.
+-- The specs connect to it with cluster = false: connect would otherwise ask it INFO cluster
+-- (jobrt.redis, Cluster detection), which these fakes answer with garbage or not at all.
 local function fake(answer, on_connect)
   local srv = assert(net.listen("127.0.0.1", 0, function(c)
     if on_connect then on_connect(c) end
@@ -58,7 +60,7 @@ end
 describe("jobrt.redis against a server that breaks the protocol", function()
   it("garbage instead of the first reply fails connect with EPROTO, naming the server", function()
     local srv, url = fake(function() return "hello, I am not redis\r\n" end)
-    local r, err, code = redis.connect(url)
+    local r, err, code = redis.connect{ url = url, cluster = false }
     assert.is_nil(r)
     assert.equal("EPROTO", code)
     assert.matches("^EPROTO: redis at 127%.0%.0%.1:%d+ sent bytes that are not a RESP2 reply %(Protocol error, got \"h\" as reply type byte%): is that a Redis server%?$", err)
@@ -74,7 +76,7 @@ describe("jobrt.redis against a server that breaks the protocol", function()
       end
       return "+OK\r\n"
     end))
-    local r = assert(redis.connect(url))
+    local r = assert(redis.connect{ url = url, cluster = false })
     local v, err, code = r:call("GET", "k")
     assert.equal("value", v)            -- its own reply arrives first
     assert.is_nil(err)
@@ -98,7 +100,7 @@ describe("jobrt.redis against a server that breaks the protocol", function()
         return ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\n"
       end
     end))
-    local r = assert(redis.connect(url))
+    local r = assert(redis.connect{ url = url, cluster = false })
     local got = {}
     local wg = jobrt.waitgroup()
     for _, k in ipairs({ "a", "b", "c" }) do
@@ -121,7 +123,7 @@ describe("jobrt.redis against a server that breaks the protocol", function()
         c:write("+UNASKED\r\n")
       end)
     end)
-    local r = assert(redis.connect(url))
+    local r = assert(redis.connect{ url = url, cluster = false })
     h.wait_for(function() return r:info().state ~= "up" end, 5, "the connection to close")
     assert.matches("sent a reply nobody asked for %('UNASKED'%)", r:info().error)
     r:close()
@@ -131,7 +133,7 @@ describe("jobrt.redis against a server that breaks the protocol", function()
   it("a bulk length out of range and arrays nested deeper than 7 are protocol errors", function()
     for _, bad in ipairs({ "$99999999999\r\n", ("*1\r\n"):rep(9) .. ":1\r\n" }) do
       local srv, url = fake(setup_then(function() return bad end))
-      local r = assert(redis.connect(url))
+      local r = assert(redis.connect{ url = url, cluster = false })
       local v, err, code = r:call("GET", "x")
       assert.is_nil(v)
       assert.equal("EPROTO", code)
@@ -149,7 +151,7 @@ describe("jobrt.redis against a server that breaks the protocol", function()
         return ("*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n"):format(#cmd[2], cmd[2])
       end
     end))
-    local r = assert(redis.connect(url))
+    local r = assert(redis.connect{ url = url, cluster = false })
     local msgs, resubscribed = {}, 0
     assert.is_true(r:subscribe("ch", function(_, m)
       if m then msgs[#msgs + 1] = m else resubscribed = resubscribed + 1 end

@@ -83,7 +83,11 @@ describe('jobrt.client', function()
       end
       local c = jobrt.connect()
       assert.equal('QUEUE', c:queueType(Q))
-      assert.matches('^jobrt client %(127%.0%.0%.1:%d+, up%)$', tostring(c))
+      if h.cluster then   -- the primaries of the cluster (make test-cluster)
+        assert.matches('^jobrt client %(127%.0%.0%.1:%d+,127%.0%.0%.1:%d+,127%.0%.0%.1:%d+ %(cluster%), up%)$', tostring(c))
+      else
+        assert.matches('^jobrt client %(127%.0%.0%.1:%d+, up%)$', tostring(c))
+      end
       c:close()
     end)
 
@@ -105,9 +109,9 @@ describe('jobrt.client', function()
     end)
 
     it('rejects a malformed URL, a bad table and a wrong type', function()
-      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
+      assert.equal("jobrt.connect: bad redis URL 'http://x': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N], redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] or redis+cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]",
         err_of(jobrt.connect, 'http://x'))
-      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, user, password, db, timeout, url, connect_timeout, tls, tls_ca, tls_cert, tls_key, tls_insecure, tls_server_name, sentinels, master_name, sentinel_user, sentinel_password)",
+      assert.equal("jobrt.connect: unknown option 'hots' (known: host, port, path, user, password, db, timeout, url, connect_timeout, tls, tls_ca, tls_cert, tls_key, tls_insecure, tls_server_name, sentinels, master_name, sentinel_user, sentinel_password, cluster_nodes, cluster)",
         err_of(jobrt.connect, { hots = 'x' }))
       assert.equal('jobrt.connect: expected a redis URL string or a table {host=, port=, ...}, got number',
         err_of(jobrt.connect, 6379))
@@ -381,7 +385,12 @@ describe('jobrt.client', function()
       -- close the client's subscriber connection, then finish the job at once: the results
       -- message is published while nobody listens, so only the re-read after resubscribing
       -- can wake run
-      local killed = assert(r:call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
+      local killed = 0
+      for _, port in ipairs(h.cluster and h.cluster:ports() or { false }) do   -- a cluster: every node
+        local c = port and h.cluster:node(port) or r
+        killed = killed + assert(c:call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
+        if port then c:close() end
+      end
       assert.is_true(killed >= 1)
       assert(o:complete(Q, 'w-x', { { id = res.jobs[1].id, attempt = res.jobs[1].attempt, ok = true, value = '"seen"' } }))
       assert.is_true(done:wait(10), 'run never returned')

@@ -161,7 +161,7 @@ describe('jobrt commands', function()
     it('exits 2 naming a malformed address, given by --redis or JOBRT_REDIS', function()
       local code, _, err = run({ 'stats', '--redis', 'nowhere' })
       assert.equal(2, code)
-      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N] or redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]\n", err)
+      assert.equal("jobrt stats: bad redis URL 'nowhere': unknown scheme; expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH[?password=PASSWORD&db=N], redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] or redis+cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]\n", err)
       for _, c in ipairs({ { 'enqueue', Q, 'send' }, { 'repl' }, { 'work', 'jobs/' } }) do
         local out
         code, out, err = h.run_jobrt(c, { env = { JOBRT_REDIS = 'redis://h:0' } })

@@ -23,9 +23,15 @@ describe('scheduling scripts', function()
     for i, j in ipairs(res.jobs) do t[i] = j.id end
     return t
   end
-  local function publishes()
-    local info = r:call('INFO', 'commandstats')
-    return tonumber(info:match('cmdstat_publish:calls=(%d+)')) or 0
+  local function publishes()      -- a cluster: the sum over every node (each counts its own)
+    local n = 0
+    for _, port in ipairs(h.cluster and h.cluster:ports() or { false }) do
+      local c = port and h.cluster:node(port) or r
+      local info = c:call('INFO', 'commandstats')
+      if port then c:close() end
+      n = n + (tonumber(info:match('cmdstat_publish:calls=(%d+)')) or 0)
+    end
+    return n
   end
   local function stat(queue, field) return r:call('HGET', 'jobrt:{' .. queue .. '}:stats', field) end
 
