@@ -751,10 +751,14 @@ local function wait_result(self, fname, queue, id, wait, early)
   return rec
 end
 
-local function run_one(self, queue, job, text, o, wait, on_progress)
+-- Enqueues one job for a caller that waits for its result: subscribed to the results first, a
+-- result that comes before the waiter is set up is caught (early_begin), and progress reports
+-- go to on_progress (optional). Returns the early token, id, existed and the function that stops
+-- listening to progress (nil without on_progress); raises, having undone what it began.
+local function enqueue_for_wait(self, fname, queue, job, text, o, on_progress)
   ensure_results(self, queue)
   local early = early_begin(self, queue)
-  local oke, id = pcall(enqueue_one, self, 'run', queue, job, text, o)
+  local oke, id, existed = pcall(enqueue_one, self, fname, queue, job, text, o)
   if not oke then
     early_done(early, nil)
     error(id, 0)
@@ -765,6 +769,11 @@ local function run_one(self, queue, job, text, o, wait, on_progress)
     early_done(early, nil)
     error(unlisten, 0)
   end
+  return early, id, existed, unlisten
+end
+
+local function run_one(self, queue, job, text, o, wait, on_progress)
+  local early, id, _, unlisten = enqueue_for_wait(self, 'run', queue, job, text, o, on_progress)
   local okw, rec = pcall(wait_result, self, 'run', queue, id, wait, early)
   if unlisten then unlisten() end
   if not okw then error(rec, 0) end
@@ -791,19 +800,7 @@ local RUN_EXTRA = {
 -- when given, is called once the job is enqueued, before the wait; on_progress(value, id), when
 -- given, with each progress report of the job (job:progress) while it is waited for.
 function _M.enqueue_and_wait(self, fname, queue, job, text, o, wait, on_enqueued, on_progress)
-  ensure_results(self, queue)
-  local early = early_begin(self, queue)
-  local oke, id, existed = pcall(enqueue_one, self, fname, queue, job, text, o)
-  if not oke then
-    early_done(early, nil)
-    error(id, 0)
-  end
-  local okl, unlisten = true, nil
-  if on_progress then okl, unlisten = pcall(listen_progress, self, queue, id, on_progress) end
-  if not okl then
-    early_done(early, nil)
-    error(unlisten, 0)
-  end
+  local early, id, existed, unlisten = enqueue_for_wait(self, fname, queue, job, text, o, on_progress)
   local okc, cerr = true, nil
   if on_enqueued then okc, cerr = pcall(on_enqueued, id, existed) end
   if not okc then

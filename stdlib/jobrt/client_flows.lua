@@ -110,6 +110,21 @@ function _M.install(Client, I)
     for _, c in ipairs(t.children) do each_node(c, fn) end
   end
 
+  -- Raises when a client id is given to two jobs of one queue in a checked flow.
+  local function check_unique_ids(root)
+    local seen = {}
+    each_node(root, function(t)
+      if t.id then
+        local ref = t.queue .. '|' .. t.id
+        if seen[ref] then
+          error(str_format("enqueueFlow: %s: job id '%s' of queue '%s' is given twice in the flow (%s): each job once",
+            t.where == '' and 'the root' or t.where, t.id, t.queue, seen[ref] == '' and 'the root' or seen[ref]), 0)
+        end
+        seen[ref] = t.where
+      end
+    end)
+  end
+
   local function tree_of(t)
     local kids = {}
     for i, c in ipairs(t.children) do kids[i] = tree_of(c) end
@@ -133,21 +148,13 @@ function _M.install(Client, I)
       end
     end
     -- client ids: each once in the flow, and no child id already waiting or running
-    local seen = {}
+    check_unique_ids(root)
     for _, t in ipairs(nodes) do
-      if t.id then
-        local ref = t.queue .. '|' .. t.id
-        if seen[ref] then
-          error(str_format("enqueueFlow: %s: job id '%s' of queue '%s' is given twice in the flow (%s): each job once",
-            t.where == '' and 'the root' or t.where, t.id, t.queue, seen[ref] == '' and 'the root' or seen[ref]), 0)
-        end
-        seen[ref] = t.where
-        if t ~= root then
-          local st = check(self.r:call('HGET', ops.keys(t.queue)[1] .. t.id, 'state'))
-          if st == 'pending' or st == 'executing' then
-            error(str_format("enqueueFlow: %s: job id '%s' is already %s in queue '%s': give the child another id",
-              t.where, t.id, st, t.queue), 0)
-          end
+      if t.id and t ~= root then
+        local st = check(self.r:call('HGET', ops.keys(t.queue)[1] .. t.id, 'state'))
+        if st == 'pending' or st == 'executing' then
+          error(str_format("enqueueFlow: %s: job id '%s' is already %s in queue '%s': give the child another id",
+            t.where, t.id, st, t.queue), 0)
         end
       end
     end
@@ -191,17 +198,7 @@ function _M.install(Client, I)
   function M.check_flow(node, max_payload)
     local holder = { args_out = { max_bytes = max_payload or json.MAX_PAYLOAD, sort = true, name = 'args' } }
     local root = check_node(holder, node, '', 1, { n = 0 })
-    local seen = {}
-    each_node(root, function(t)
-      if t.id then
-        local ref = t.queue .. '|' .. t.id
-        if seen[ref] then
-          error(str_format("enqueueFlow: %s: job id '%s' of queue '%s' is given twice in the flow (%s): each job once",
-            t.where == '' and 'the root' or t.where, t.id, t.queue, seen[ref] == '' and 'the root' or seen[ref]), 0)
-        end
-        seen[ref] = t.where
-      end
-    end)
+    check_unique_ids(root)
     return root
   end
 
