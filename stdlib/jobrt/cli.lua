@@ -37,8 +37,9 @@ Other:
   jobrt --version                   versions of jobrt, LuaJIT, libuv and hiredis
   jobrt COMMAND --help              options of one command
 
-Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-redis+sentinel://HOST:PORT[,...]/MASTERNAME; env JOBRT_REDIS; default ./.jobrt/redis.sock (this
+Common options: --redis URL (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH,
+redis+sentinel://HOST:PORT[,...]/MASTERNAME or redis+cluster://HOST:PORT[,...] (a Redis
+Cluster; any node's plain address works too); env JOBRT_REDIS; default ./.jobrt/redis.sock (this
 directory's private Redis) if it exists, else redis://127.0.0.1:6379),
 --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-insecure (for rediss://; env JOBRT_TLS_CA,
 JOBRT_TLS_CERT, JOBRT_TLS_KEY, JOBRT_TLS_INSECURE), --log-level debug|info|warn|error,

@@ -28,8 +28,9 @@ entry every 2 seconds and the entry expires 7 seconds after the last renewal.
 
 Options:
   --timeout SECONDS  answer within this time, failing if Redis has not (default 5)
-  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH,
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME or
+                     redis+cluster://HOST:PORT[,...] (env JOBRT_REDIS; see the
                      README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
                      private Redis) if it exists, else redis://127.0.0.1:6379
 ]] .. redis.CLI_HELP .. [[

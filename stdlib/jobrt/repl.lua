@@ -37,8 +37,9 @@ Tab completes names: globals, fields (jobrt.<Tab>), methods (queue:<Tab>) and qu
 read and run one by one without prompts; the exit status is 1 when one of them failed.
 
 Options:
-  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                     redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+  --redis URL        redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH,
+                     redis+sentinel://HOST:PORT[,...]/MASTERNAME or
+                     redis+cluster://HOST:PORT[,...] (env JOBRT_REDIS; see the
                      README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
                      private Redis) if it exists, else redis://127.0.0.1:6379
 ]] .. redis.CLI_HELP .. [[

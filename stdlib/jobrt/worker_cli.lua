@@ -40,8 +40,9 @@ jobrt cron --help); the workers serving a queue keep its file entries to what th
 declare.
 
 Options:
-  --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH or
-                       redis+sentinel://HOST:PORT[,...]/MASTERNAME (env JOBRT_REDIS; see the
+  --redis URL          redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix:///PATH,
+                       redis+sentinel://HOST:PORT[,...]/MASTERNAME or
+                       redis+cluster://HOST:PORT[,...] (env JOBRT_REDIS; see the
                        README's "Addresses"); default: ./.jobrt/redis.sock (this directory's
                        private Redis) if it exists, else redis://127.0.0.1:6379; when neither
                        answers, the private redis-server is started
