@@ -145,6 +145,16 @@ local function start_on(self, port)
   error("tests: redis-server did not answer on port " .. port .. " within 10 s")
 end
 
+-- Waits until the server `conn` talks to has at least n clients blocked in a command (BLPOP,
+-- XREAD BLOCK...): the moment a test may cut the connection of a call that is in flight.
+-- conn: a connection (not closed here); raises after `timeout` seconds (default 5).
+function h.wait_blocked(conn, n, timeout)
+  h.wait_for(function()
+    local info = conn:call("INFO", "clients") or ""
+    return tonumber(info:match("blocked_clients:(%d+)") or "0") >= (n or 1)
+  end, timeout or 5, "a client blocked in a command on the server")
+end
+
 function h.start_redis(opts)
   opts = opts or {}
   local self = setmetatable({ aof = opts.aof, fsync = opts.fsync, dir = h.tmpdir(), args = opts.args,

@@ -410,6 +410,12 @@ describe('jobrt.cluster', function()
 
   describe('lost calls', function()
     -- kills the router's connections to the primary of key's slot (server side)
+    local function wait_blocked_on(k)
+      local c = cl:node(cl:primary_of(cluster.keyslot(k)).port)
+      h.wait_blocked(c)
+      c:close()
+    end
+
     local function kill_clients_of(k)
       local p = cl:primary_of(cluster.keyslot(k))
       local c = cl:node(p.port)
@@ -424,7 +430,7 @@ describe('jobrt.cluster', function()
       jobrt.spawn(function()
         got = { r:call('BLPOP', k, 0) }
       end)
-      jobrt.sleep(0.1)
+      wait_blocked_on(k)
       assert.is_true(kill_clients_of(k) >= 1)
       h.wait_for(function() return got end, 5, 'the BLPOP to fail')
       assert.is_nil(got[1])
@@ -442,7 +448,7 @@ describe('jobrt.cluster', function()
       jobrt.spawn(function()
         got = { r:call('XREAD', 'BLOCK', 0, 'STREAMS', k, '$') }
       end)
-      jobrt.sleep(0.1)
+      wait_blocked_on(k)
       assert.is_true(kill_clients_of(k) >= 1)
       local c = assert(redis.connect(cl.url))
       -- the XREAD is sent again once the connection is back: add until it sees an entry
